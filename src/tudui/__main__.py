@@ -1,0 +1,3 @@
+from tudui.cli import main
+
+raise SystemExit(main())

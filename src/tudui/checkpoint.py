@@ -1,0 +1,154 @@
+"""Weights (safetensors + metadata) and training state, written atomically, read without pickle.
+
+A weights file carries everything needed to rebuild and use the model: its registry name,
+class names, input size and normalisation, so `eval` and `predict` never ask for them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tudui.errors import TuduiError
+from tudui.models import create_model
+
+FORMAT_VERSION = 1
+META_KEY = "tudui"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then rename over path.
+
+    A crash mid-write leaves the old file whole and no partial file under the final name.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_weights(path: Path, model: nn.Module, meta: dict) -> None:
+    """model's state_dict as safetensors, with meta (JSON) in the file's metadata."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    header = {META_KEY: json.dumps({"format": FORMAT_VERSION, **meta})}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+
+
+def resolve_weights_path(path: str | Path) -> Path:
+    """A weights file, or a run directory (its weights/best.safetensors)."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "weights" / "best.safetensors"
+        if not candidate.is_file():
+            raise TuduiError(f"{path} is a folder without weights/best.safetensors; "
+                             f"pass a run directory or a .safetensors file")
+        return candidate
+    if not path.exists():
+        raise TuduiError(f"weights not found: {path}")
+    return path
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state_dict on the CPU, metadata) from a tudui weights file or run directory."""
+    path = resolve_weights_path(path)
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise TuduiError(f"{path} is not a readable safetensors weights file ({e})") from None
+    if META_KEY not in header:
+        raise TuduiError(f"{path} has no tudui metadata (model name, classes, preprocessing); "
+                         f"it was not written by tudui")
+    try:
+        meta = json.loads(header[META_KEY])
+    except json.JSONDecodeError:
+        raise TuduiError(f"{path} has damaged tudui metadata") from None
+    if meta.get("format") != FORMAT_VERSION:
+        raise TuduiError(f"{path} has weights format {meta.get('format')!r}; this tudui reads "
+                         f"format {FORMAT_VERSION}")
+    return state, meta
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """The model a weights file describes, with its weights loaded, in eval mode."""
+    state, meta = load_weights(path)
+    model = create_model(meta["model"], num_classes=meta["num_classes"])
+    missing, unexpected = _key_mismatch(model, state)
+    if missing or unexpected:
+        raise TuduiError(f"weights {path} do not fit model {meta['model']!r}: missing "
+                         f"{missing[:5] or 'none'}, unexpected {unexpected[:5] or 'none'}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1].strip()
+        raise TuduiError(f"weights {path} do not fit model {meta['model']!r}: {first}") from None
+    return model.to(device).eval(), meta
+
+
+def _key_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
+    expected = set(model.state_dict())
+    return sorted(expected - set(state)), sorted(set(state) - expected)
+
+
+def save_state(path: Path, state: dict) -> None:
+    """Training state (tensors and plain types only, so weights_only loading can read it)."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: str | Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TuduiError(f"training state not found: {path}") from None
+    except Exception as e:  # the unpickler refuses anything but tensors and plain types
+        raise TuduiError(f"cannot read training state {path}: {str(e).splitlines()[0]}") from None
+
+
+class CheckpointHook:
+    """After each epoch: weights/last.safetensors, weights/best.safetensors when accuracy
+    improves, and weights/state.pt with what resuming needs."""
+
+    def __init__(self, weights_dir: Path, model: nn.Module, optimizer, scheduler, meta: dict,
+                 best_accuracy: float = -1.0):
+        self.dir = Path(weights_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.meta = meta
+        self.best_accuracy = best_accuracy
+        self.best_epoch = 0
+
+    @property
+    def best_path(self) -> Path:
+        return self.dir / "best.safetensors"
+
+    @property
+    def last_path(self) -> Path:
+        return self.dir / "last.safetensors"
+
+    def on_epoch_end(self, row: dict, test_metrics: dict) -> None:
+        meta = {**self.meta, "epoch": row["epoch"], "test_accuracy": row["test_accuracy"],
+                "test_loss": row["test_loss"]}
+        save_weights(self.last_path, self.model, meta)
+        if row["test_accuracy"] > self.best_accuracy:
+            self.best_accuracy, self.best_epoch = row["test_accuracy"], row["epoch"]
+            save_weights(self.best_path, self.model, meta)
+        save_state(self.dir / "state.pt", {
+            "format": FORMAT_VERSION, "epoch": row["epoch"],
+            "best_accuracy": self.best_accuracy, "best_epoch": self.best_epoch,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+            "meta": meta})

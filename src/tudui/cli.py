@@ -1,0 +1,154 @@
+"""The `tudui` command: subcommands mapped to one library call each; no training logic here."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import MISSING
+
+from tudui import __version__
+from tudui.config import SECTIONS, flag_name, iter_options, option_key
+from tudui.errors import TuduiError
+
+TRAIN_EXAMPLES = """examples:
+  tudui train --data digits                      # the embedded data set, no download, ~1 min on a CPU
+  tudui train                                    # CIFAR-10 (downloaded to ./data when missing)
+  tudui train --config configs/seed.yaml         # the course's recipe exactly
+  tudui train --data path/to/folder --model tudui_relu --epochs 30 --lr 0.05
+  tudui train --data cifar10-jpeg.tar.gz --optimizer adamw --batch-size 128 --name adamw
+
+settings: defaults < --config FILE.yaml < flags. The resolved settings are written to
+RUN_DIR/config.yaml, which --config accepts as it is."""
+
+EVAL_EXAMPLES = """examples:
+  tudui eval --weights runs/exp                  # the run's best weights on its own test split
+  tudui eval --weights runs/exp/weights/last.safetensors --json
+  tudui eval --weights runs/exp --data path/to/other/folder"""
+
+PREDICT_EXAMPLES = """examples:
+  tudui predict dog.png --weights runs/exp
+  tudui predict photos/ more.jpg --weights runs/exp/weights/best.safetensors --topk 3
+  tudui predict photos/ --weights runs/exp --json > predictions.json"""
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML settings (flags win over it)")
+    groups = {section: parser.add_argument_group(f"{section} settings") for section in SECTIONS}
+    for section, f in iter_options():
+        default = f.default if f.default is not MISSING else None
+        shown = "per optimizer" if f.name == "lr" else default
+        kwargs = dict(dest=option_key(f), default=None, help=f"{f.metadata['help']} (default: {shown})")
+        if isinstance(default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = type(default)
+            kwargs["metavar"] = {int: "N", float: "X", str: "S"}[type(default)]
+        groups[section].add_argument(flag_name(f), **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tudui", description="Train, evaluate and use image classifiers with PyTorch.",
+        epilog="run `tudui COMMAND --help` for each command's settings and examples")
+    parser.add_argument("--version", action="version", version=f"tudui {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    formatter = argparse.RawDescriptionHelpFormatter
+
+    train = commands.add_parser("train", help="train a model; writes a run directory",
+                                description="Train an image classifier and write runs/<name>/.",
+                                epilog=TRAIN_EXAMPLES, formatter_class=formatter)
+    _add_train_options(train)
+
+    ev = commands.add_parser("eval", help="accuracy of saved weights on a test split",
+                             description="Loss, accuracy and per-class accuracy of saved weights.",
+                             epilog=EVAL_EXAMPLES, formatter_class=formatter)
+    ev.add_argument("--weights", required=True, help="a .safetensors file or a run directory")
+    ev.add_argument("--data", help="data set (default: the one the weights were trained on)")
+    ev.add_argument("--data-dir", help="where cifar10 is stored (default: as in training)")
+    ev.add_argument("--val-split", type=float, help="held-out share of a single folder (default: as in training)")
+    ev.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    pr = commands.add_parser("predict", help="class probabilities for images or folders",
+                             description="Predict the class of each image (folders are searched).",
+                             epilog=PREDICT_EXAMPLES, formatter_class=formatter)
+    pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    pr.add_argument("--weights", required=True, help="a .safetensors file or a run directory")
+    pr.add_argument("--topk", type=int, default=5, help="classes to show per image (default: 5)")
+    pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    pr.add_argument("--json", action="store_true", help="print the predictions as JSON")
+
+    commands.add_parser("models", help="list the models and their parameter counts",
+                        description="The registered models, with parameters for 10 classes.")
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from tudui.runner import train
+    overrides = {option_key(f): getattr(args, option_key(f)) for _, f in iter_options()}
+    train(config_file=args.config, **overrides)
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from tudui.runner import evaluate
+    metrics = evaluate(args.weights, data=args.data, data_dir=args.data_dir,
+                       batch_size=args.batch_size, device=args.device, val_split=args.val_split)
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    print(f"{metrics['data']}: {metrics['count']:,} test images")
+    print(f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.2%}")
+    width = max(len(name) for name in metrics["class_names"])
+    for name, acc, row in zip(metrics["class_names"], metrics["per_class_accuracy"], metrics["confusion"]):
+        print(f"  {name:<{width}}  {acc:7.2%}  ({row[metrics['class_names'].index(name)]}/{sum(row)})")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from tudui.predict import predict
+    results = predict(args.inputs, args.weights, topk=args.topk, device=args.device)
+    failed = sum("error" in r for r in results)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        for r in results:
+            if "error" in r:
+                print(f"{r['path']}: error: {r['error']}")
+            else:
+                shown = ", ".join(f"{p['class']} {p['probability']:.1%}" for p in r["predictions"])
+                print(f"{r['path']}: {shown}")
+    if failed:
+        print(f"error: {failed} of {len(results)} images could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from tudui.models import count_parameters, create_model, list_models, model_entry
+    print(f"{'name':<14} {'parameters':>11}  input  description")
+    for name in list_models():
+        entry = model_entry(name)
+        params = count_parameters(create_model(name, num_classes=10))
+        print(f"{name:<14} {params:>11,}  {entry.input_size:>3}px  {entry.summary}")
+    return 0
+
+
+COMMANDS = {"train": run_train, "eval": run_eval, "predict": run_predict, "models": run_models}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except TuduiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Settings as frozen dataclasses: defaults, YAML files, command-line overrides, checks.
+
+Precedence is dataclass default < YAML file < command-line flag. Every field carries
+its help text and its flag, so the CLI is generated from this file and nothing is
+typed twice.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tudui.errors import TuduiError
+
+AUGMENTS = ("auto", "none", "flip", "crop", "crop-flip")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "cosine", "linear")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _opt(help: str, flag: str | None = None, **kwargs: Any) -> Any:
+    """A dataclass field carrying its help text and (optionally) its flag name."""
+    default = kwargs.pop("default")
+    return field(default=default, metadata={"help": help, "flag": flag}, **kwargs)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise TuduiError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = _opt("data set: cifar10, digits, synthetic, a folder, or a .tar/.tar.gz of one",
+                     flag="--data", default="cifar10")
+    data_dir: str = _opt("where cifar10 is stored or downloaded", default="./data")
+    val_split: float = _opt("share of a single-folder data set held out for testing", default=0.2)
+    batch_size: int = _opt("images per training step", default=64)
+    workers: int = _opt("DataLoader worker processes (-1: pick for the data set)", default=-1)
+    normalize: bool = _opt("normalise images by the training set's channel mean and std",
+                           default=True)
+    augment: str = _opt("training augmentation: " + ", ".join(AUGMENTS)
+                        + " (auto: crop-flip for photos, none for digits and synthetic)",
+                        default="auto")
+    download: bool = _opt("download cifar10 when it is missing", default=True)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "--data must not be empty")
+        _check(0.0 < self.val_split < 1.0, f"--val-split must be between 0 and 1, got {self.val_split}")
+        _check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        _check(self.workers >= -1, f"--workers must be -1 or more, got {self.workers}")
+        _check(self.augment in AUGMENTS,
+               f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _opt("model name (see `tudui models`)", flag="--model", default="tudui")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = _opt("optimizer: sgd or adamw", flag="--optimizer", default="sgd")
+    lr: float = _opt("peak learning rate (default: 0.01 for sgd, 0.001 for adamw)", default=0.0)
+    momentum: float = _opt("SGD momentum", default=0.9)
+    nesterov: bool = _opt("use Nesterov momentum with SGD", default=False)
+    weight_decay: float = _opt("weight decay", default=5e-4)
+    schedule: str = _opt("learning-rate schedule: " + ", ".join(SCHEDULES), default="cosine")
+    warmup_epochs: float = _opt("epochs of linear learning-rate warm-up", default=0.0)
+    label_smoothing: float = _opt("label smoothing of the cross-entropy loss", default=0.0)
+
+    def __post_init__(self) -> None:
+        _check(self.name in OPTIMIZERS,
+               f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
+        _check(self.schedule in SCHEDULES,
+               f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        _check(self.lr >= 0, f"--lr must be positive, got {self.lr}")
+        if self.lr == 0:  # 0 means "the optimizer's usual value"; resolved here so it is recorded
+            object.__setattr__(self, "lr", 0.01 if self.name == "sgd" else 1e-3)
+        _check(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
+        _check(self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        _check(self.warmup_epochs >= 0, f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
+        _check(0 <= self.label_smoothing < 1,
+               f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _opt("passes over the training set", default=10)
+    seed: int = _opt("random seed (weights, shuffling, augmentation, splits)", default=0)
+    device: str = _opt("auto, cpu, cuda or mps (auto: cuda, then mps, then cpu)", default="auto")
+    project: str = _opt("folder that holds the run directories", default="runs")
+    name: str = _opt("run directory name (default: exp, exp2, ...)", default="")
+    log_every: int = _opt("log the training loss to TensorBoard every N steps", default=20)
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        _check(self.device in DEVICES,
+               f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        _check(self.log_every >= 1, f"--log-every must be at least 1, got {self.log_every}")
+        _check("/" not in self.name and "\\" not in self.name,
+               f"--name is a directory name, not a path: {self.name!r} (use --project for the parent)")
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig,
+                             "optim": OptimConfig, "train": TrainConfig}
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def iter_options():
+    """Yield (section, field) for every setting, in the order the help shows them."""
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            yield section, f
+
+
+def to_dict(config: Config) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """Build a Config from nested {section: {field: value}} over the defaults; unknown keys are errors."""
+    if not isinstance(values, dict):
+        raise TuduiError("a config file must be a mapping of sections (data, model, optim, train)")
+    unknown = set(values) - set(SECTIONS)
+    if unknown:
+        raise TuduiError(f"unknown config section(s) {sorted(unknown)}; "
+                         f"the sections are {', '.join(SECTIONS)}")
+    sections = {}
+    for section, cls in SECTIONS.items():
+        current: dict[str, Any] = {}
+        given = values.get(section) or {}
+        if not isinstance(given, dict):
+            raise TuduiError(f"config section {section!r} must be a mapping, got {given!r}")
+        known = {f.name: f for f in fields(cls)}
+        for key, value in given.items():
+            if key not in known:
+                raise TuduiError(f"unknown setting {section}.{key}; "
+                                 f"{section} has {', '.join(known)}")
+            current[key] = _coerce(value, known[key], f"{section}.{key}")
+        sections[section] = cls(**current)
+    return Config(**sections)
+
+
+def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
+    kind = type(f.default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise TuduiError(f"{where} must be true or false, got {value!r}")
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise TuduiError(f"{where} must be a {kind.__name__}, got {value!r}")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise TuduiError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise TuduiError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return values or {}
+
+
+def dump_yaml(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def option_key(f: dataclasses.Field) -> str:
+    """The keyword a setting has in Python calls: its flag without dashes (--batch-size: batch_size)."""
+    return flag_name(f)[2:].replace("-", "_")
+
+
+def make_config(config_file: str | Path | None = None, **overrides: Any) -> Config:
+    """Defaults, then the YAML file, then overrides named like the flags (lr=0.1, data="digits")."""
+    values = load_yaml(config_file) if config_file else {}
+    if not isinstance(values, dict):
+        raise TuduiError(f"config file {config_file} must be a mapping of sections "
+                         f"({', '.join(SECTIONS)})")
+    nested = {s: dict(v) if isinstance(v, dict) else v for s, v in values.items()}
+    where = {option_key(f): (section, f.name) for section, f in iter_options()}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in where:
+            raise TuduiError(f"unknown setting {key!r}; the settings are {', '.join(sorted(where))}")
+        section, name = where[key]
+        nested.setdefault(section, {})[name] = value
+    return from_dict(nested)

@@ -1,0 +1,130 @@
+"""Where training reports go: progress on screen, metrics.csv, TensorBoard.
+
+Each reporter is a hook: an object with any of the methods of `Hook`, called by
+`tudui.engine.fit` (and `close` by whoever built it). None of them changes training.
+"""
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+CSV_COLUMNS = ("epoch", "train_loss", "test_loss", "test_accuracy", "lr", "seconds")
+
+
+class Hook(Protocol):
+    """The events a hook may handle; every method is optional."""
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def on_step(self, loss: float, batch_size: int, lr: float) -> None: ...
+    def on_epoch_end(self, row: dict, test_metrics: dict) -> None: ...
+    def close(self) -> None: ...
+
+
+def interactive() -> bool:
+    """True on a terminal or in a notebook, where a live progress bar reads well."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
+def format_row(row: dict, epochs: int) -> str:
+    width = len(str(epochs))
+    return (f"epoch {row['epoch']:>{width}}/{epochs}  train_loss {row['train_loss']:.4f}  "
+            f"test_loss {row['test_loss']:.4f}  test_acc {row['test_accuracy']:.2%}  "
+            f"lr {row['lr']:.3g}  {row['seconds']:.1f}s  {row['images_per_s']:,.0f} img/s")
+
+
+class ProgressHook:
+    """A tqdm bar per epoch (loss, images/s, ETA) on a terminal; a plain line per epoch always."""
+
+    def __init__(self, bar: bool | None = None):
+        self.bar_enabled = interactive() if bar is None else bar
+        self.bar = None
+        self.epochs = 0
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epochs = epochs
+        if self.bar_enabled:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step",
+                            leave=False, dynamic_ncols=True)
+            self.started = time.perf_counter()
+            self.images = 0
+
+    def on_step(self, loss: float, batch_size: int, lr: float) -> None:
+        if self.bar is not None:
+            self.images += batch_size
+            rate = self.images / max(time.perf_counter() - self.started, 1e-9)
+            self.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:,.0f}", refresh=False)
+            self.bar.update(1)
+
+    def on_epoch_end(self, row: dict, test_metrics: dict) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        print(format_row(row, self.epochs), flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class CSVHook:
+    """metrics.csv: one row per epoch, flushed as it is written so a crash loses nothing."""
+
+    def __init__(self, path: Path, append: bool = False):
+        self.path = Path(path)
+        new = not (append and self.path.exists())
+        self.file = self.path.open("w" if new else "a", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        if new:
+            self.writer.writeheader()
+            self.file.flush()
+
+    def on_epoch_end(self, row: dict, test_metrics: dict) -> None:
+        self.writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class TensorBoardHook:
+    """TensorBoard events in the run directory: losses, accuracy, learning rate, an image grid."""
+
+    def __init__(self, run_dir: Path, log_every: int, start_step: int = 0):
+        from torch.utils.tensorboard import SummaryWriter
+        self.writer = SummaryWriter(log_dir=str(run_dir))
+        self.log_every = log_every
+        self.step = start_step
+        self.epoch_loss = 0.0
+
+    def add_images(self, images: torch.Tensor, mean, std, tag: str = "train/images") -> None:
+        """A grid of a batch of (normalised) training images, shown as the model sees them."""
+        from torchvision.utils import make_grid
+        images = images[:64].float()
+        if mean is not None and std is not None:
+            images = images * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
+        self.writer.add_image(tag, make_grid(images.clamp(0, 1), nrow=8), 0)
+
+    def on_step(self, loss: float, batch_size: int, lr: float) -> None:
+        self.step += 1
+        if self.step % self.log_every == 0:
+            self.writer.add_scalar("train/loss", loss, self.step)
+            self.writer.add_scalar("train/lr", lr, self.step)
+
+    def on_epoch_end(self, row: dict, test_metrics: dict) -> None:
+        epoch = row["epoch"]
+        self.writer.add_scalar("train/epoch_loss", row["train_loss"], epoch)
+        self.writer.add_scalar("test/loss", row["test_loss"], epoch)
+        self.writer.add_scalar("test/accuracy", row["test_accuracy"], epoch)
+        self.writer.add_scalar("lr", row["lr"], epoch)
+        self.writer.add_scalar("speed/images_per_s", row["images_per_s"], epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,172 @@
+"""tudui.train and tudui.evaluate: the whole jobs, as functions that return their results.
+
+The CLI is a thin layer over these; a notebook calls them directly.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tudui import __version__
+from tudui.checkpoint import CheckpointHook, load_model
+from tudui.config import Config, dump_yaml, make_config, to_dict
+from tudui.data import (BUILTIN_DATASETS, build_dataset, channel_stats, eval_transform, make_loader, pick_workers,
+                        resolve_augment, train_transform)
+from tudui.engine import create_optimizer, create_scheduler, evaluate as evaluate_model, fit
+from tudui.engine.fit import call_hooks
+from tudui.errors import TuduiError
+from tudui.logging import CSVHook, ProgressHook, TensorBoardHook
+from tudui.models import count_parameters, create_model, model_entry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run produced."""
+    run_dir: Path
+    best_accuracy: float
+    best_epoch: int
+    final_accuracy: float
+    history: list[dict] = field(default_factory=list)
+    best_weights: Path | None = None
+    last_weights: Path | None = None
+    config: Config | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto: cuda, then mps, then cpu. An explicit device that is missing is an error."""
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TuduiError("--device cuda was asked for, but PyTorch sees no CUDA GPU here "
+                         "(use --device auto or cpu)")
+    if name == "mps" and not has_mps:
+        raise TuduiError("--device mps was asked for, but this machine has no Apple GPU "
+                         "(use --device auto or cpu)")
+    return torch.device(name)
+
+
+def data_reference(name: str) -> str:
+    """--data as recorded in the weights: folders as absolute paths, so eval works from anywhere."""
+    return name if name in BUILTIN_DATASETS else str(Path(name).resolve())
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def next_run_dir(project: str, name: str) -> Path:
+    """runs/exp, runs/exp2, ... (or NAME, NAME2, ...): never reuses a folder, never loses a run."""
+    base = Path(project)
+    stem = name or "exp"
+    for i in range(1, 100_000):
+        candidate = base / (stem if i == 1 else f"{stem}{i}")
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise TuduiError(f"cannot create run directory {candidate}: {e.strerror}") from None
+    raise TuduiError(f"too many runs named {stem!r} in {base}")
+
+
+def train(config: Config | None = None, config_file: str | Path | None = None,
+          progress: bool | None = None, **overrides) -> TrainResult:
+    """Train a model from settings; returns the run directory, metrics and weight paths.
+
+    Settings are a Config, or a YAML file and/or keywords named like the CLI flags:
+    `tudui.train(data="digits", epochs=5, lr=0.05)`. progress=None shows a bar on a
+    terminal or notebook and plain lines elsewhere; False prints nothing (logging only).
+    """
+    cfg = config if config is not None else make_config(config_file, **overrides)
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    spec = build_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.val_split, cfg.train.seed,
+                         cfg.data.download)
+    entry = model_entry(cfg.model.name)
+    mean, std = channel_stats(spec.train, seed=cfg.train.seed) if cfg.data.normalize else (None, None)
+    augment = resolve_augment(cfg.data.augment, spec.kind)
+    workers = pick_workers(cfg.data.workers, spec.in_memory)
+    train_loader = make_loader(spec.train, train_transform(entry.input_size, mean, std, augment),
+                               cfg.data.batch_size, True, workers, cfg.train.seed, device)
+    test_loader = make_loader(spec.test, eval_transform(entry.input_size, mean, std),
+                              cfg.data.batch_size, False, workers, device=device)
+
+    model = create_model(cfg.model.name, num_classes=len(spec.class_names)).to(device)
+    optimizer = create_optimizer(cfg.optim, model)
+    scheduler = create_scheduler(cfg.optim, optimizer, len(train_loader), cfg.train.epochs)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
+
+    run_dir = next_run_dir(cfg.train.project, cfg.train.name)
+    dump_yaml(cfg, run_dir / "config.yaml")
+    meta = {"model": cfg.model.name, "num_classes": len(spec.class_names),
+            "class_names": spec.class_names, "input_size": entry.input_size,
+            "mean": mean, "std": std, "tudui_version": __version__,
+            "data": data_reference(cfg.data.name), "config": to_dict(cfg)}
+    checkpoints = CheckpointHook(run_dir / "weights", model, optimizer, scheduler, meta)
+    tensorboard = TensorBoardHook(run_dir, cfg.train.log_every)
+    hooks = [CSVHook(run_dir / "metrics.csv"), tensorboard, checkpoints]
+    if progress is not False:
+        hooks.insert(0, ProgressHook(bar=progress))
+    show = print if progress is not False else log.info
+    show(f"data: {spec.source}: {len(spec.train):,} train / {len(spec.test):,} test images, "
+         f"{len(spec.class_names)} classes; augment {augment}; normalise "
+         f"{'by ' + str(mean) + ' / ' + str(std) if mean else 'off'}")
+    show(f"model: {cfg.model.name} ({count_parameters(model):,} parameters, "
+         f"{entry.input_size}x{entry.input_size} input) on {device}; run directory {run_dir}")
+    try:
+        tensorboard.add_images(next(iter(train_loader))[0], mean, std)
+        history = fit(model, train_loader, test_loader, optimizer, scheduler, loss_fn,
+                      cfg.train.epochs, device, len(spec.class_names), hooks)
+    except FloatingPointError as e:
+        raise TuduiError(f"{e}; lower --lr (now {cfg.optim.lr}). Finished epochs are kept in "
+                         f"{run_dir}") from None
+    finally:
+        call_hooks(hooks, "close")
+    result = TrainResult(run_dir, checkpoints.best_accuracy, checkpoints.best_epoch,
+                         history[-1]["test_accuracy"], history, checkpoints.best_path,
+                         checkpoints.last_path, cfg)
+    show(f"best test accuracy {result.best_accuracy:.2%} (epoch {result.best_epoch}), "
+         f"final {result.final_accuracy:.2%}")
+    show(f"run directory: {run_dir}  (weights/best.safetensors, metrics.csv; "
+         f"view with: tensorboard --logdir {cfg.train.project})")
+    return result
+
+
+def evaluate(weights: str | Path, data: str | None = None, data_dir: str | None = None,
+             batch_size: int = 256, device: str = "auto", val_split: float | None = None,
+             download: bool = True) -> dict:
+    """Loss, accuracy, per-class accuracy and confusion of saved weights on a test split.
+
+    The data set, split and preprocessing default to those recorded in the weights.
+    """
+    dev = resolve_device(device)
+    model, meta = load_model(weights, dev)
+    settings = meta.get("config", {})
+    data_cfg, train_cfg = settings.get("data", {}), settings.get("train", {})
+    data = data or meta.get("data")
+    if not data:
+        raise TuduiError(f"{weights} does not record its data set; pass --data")
+    spec = build_dataset(data, data_dir or data_cfg.get("data_dir", "./data"),
+                         val_split if val_split is not None else data_cfg.get("val_split", 0.2),
+                         train_cfg.get("seed", 0), download)
+    if spec.class_names != meta["class_names"]:
+        raise TuduiError(f"the classes of {data} ({', '.join(spec.class_names[:10])}) differ from "
+                         f"the classes the weights were trained on ({', '.join(meta['class_names'][:10])})")
+    loader = make_loader(spec.test, eval_transform(meta["input_size"], meta["mean"], meta["std"]),
+                         batch_size, False, pick_workers(-1, spec.in_memory), device=dev)
+    metrics = evaluate_model(model, loader, dev, meta["num_classes"])
+    metrics["class_names"] = meta["class_names"]
+    metrics["data"] = spec.source
+    return metrics

@@ -1,0 +1,130 @@
+"""The tudui command as a user runs it: subprocesses, exit codes, files, printed text."""
+import json
+import re
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import CIFAR_COPY, REPO, run_cli
+from tudui.data import build_dataset
+
+
+def test_readme_main_job_reaches_90_percent_on_digits(digits_run):
+    lines = digits_run.stdout.splitlines()
+    final = float(re.search(r"final ([\d.]+)%", digits_run.stdout).group(1))
+    assert final >= 90.0
+    assert any("run directory: runs/exp" in line for line in lines)
+    assert len([line for line in lines if line.startswith("epoch ")]) == 10
+    run_dir = digits_run.run_dir
+    for name in ("config.yaml", "metrics.csv", "weights/best.safetensors",
+                 "weights/last.safetensors", "weights/state.pt"):
+        assert (run_dir / name).is_file(), name
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["name"] == "digits"
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "models"])
+def test_every_command_has_help_with_examples(command):
+    result = run_cli(command, "--help", check=True)
+    assert "usage: tudui " + command in result.stdout
+    if command != "models":
+        assert "examples:" in result.stdout and f"tudui {command} " in result.stdout
+
+
+def test_train_help_lists_every_setting():
+    text = run_cli("train", "--help", check=True).stdout
+    for flag in ("--data", "--model", "--optimizer", "--lr", "--momentum", "--weight-decay",
+                 "--epochs", "--batch-size", "--seed", "--device", "--config", "--name",
+                 "--no-normalize", "--augment", "--val-split"):
+        assert flag in text, flag
+
+
+def test_models_lists_names_and_parameter_counts():
+    out = run_cli("models", check=True).stdout
+    assert re.search(r"^tudui\s+145,578\s", out, re.M)
+    assert "tudui_relu" in out
+
+
+def test_eval_prints_accuracy_and_every_class(digits_run):
+    out = run_cli("eval", "--weights", str(digits_run.run_dir), check=True).stdout
+    accuracy = float(re.search(r"accuracy ([\d.]+)%", out).group(1))
+    assert accuracy >= 90.0
+    assert len(re.findall(r"^  \d\s+[\d.]+%", out, re.M)) == 10
+    metrics = json.loads(run_cli("eval", "--weights", str(digits_run.run_dir / "weights" /
+                                 "last.safetensors"), "--json", check=True).stdout)
+    assert metrics["count"] == 360 and len(metrics["confusion"]) == 10
+
+
+def test_predicting_every_test_image_matches_eval(digits_run, tmp_path):
+    spec = build_dataset("digits")
+    truth = {}
+    for i in range(len(spec.test)):
+        image, label = spec.test[i]
+        path = tmp_path / f"{i:03d}.png"
+        image.save(path)
+        truth[str(path)] = spec.class_names[label]
+    result = run_cli("predict", str(tmp_path), "--weights", str(digits_run.run_dir), "--json",
+                     "--topk", "1", check=True)
+    predictions = json.loads(result.stdout)
+    assert len(predictions) == 360
+    accuracy = np.mean([p["predictions"][0]["class"] == truth[p["path"]] for p in predictions])
+    evaluated = json.loads(run_cli("eval", "--weights", str(digits_run.run_dir), "--json",
+                                   check=True).stdout)
+    assert accuracy == pytest.approx(evaluated["accuracy"])
+
+
+def test_predict_one_image_of_any_size_and_mode(digits_run, tmp_path):
+    Image.new("P", (123, 45)).save(tmp_path / "odd.gif")
+    out = run_cli("predict", str(tmp_path / "odd.gif"), "--weights", str(digits_run.run_dir),
+                  "--topk", "3", check=True).stdout
+    assert re.fullmatch(r".*odd\.gif: \d [\d.]+%, \d [\d.]+%, \d [\d.]+%\n", out)
+
+
+def test_config_file_and_flags_are_resolved_into_the_run(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: {name: synthetic}\ntrain: {epochs: 3}\noptim: {lr: 0.02}\n")
+    run_cli("train", "--config", "c.yaml", "--epochs", "1", "--name", "mine", cwd=tmp_path, check=True)
+    resolved = yaml.safe_load((tmp_path / "runs" / "mine" / "config.yaml").read_text())
+    assert resolved["train"]["epochs"] == 1 and resolved["optim"]["lr"] == 0.02
+    assert resolved["data"]["name"] == "synthetic" and resolved["optim"]["momentum"] == 0.9
+
+
+def test_python_dash_m_and_version():
+    assert run_cli("--version", check=True).stdout.startswith("tudui ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "/no/such/dir"], "data set not found"),
+    (["train", "--data", "digits", "--lr", "-3"], "--lr must be positive"),
+    (["train", "--config", "/no/such.yaml"], "config file not found"),
+    (["train", "--data", "digits", "--model", "nope"], "unknown model 'nope'"),
+    (["train", "--data", "cifar10", "--data-dir", "EMPTY", "--no-download"], "--data digits"),
+    (["eval", "--weights", "/no/such/weights.safetensors"], "weights not found"),
+    (["predict", "/no/such.png", "--weights", "RUN"], "image or folder not found"),
+    (["predict", "BAD_IMAGE", "--weights", "RUN"], "could not be read"),
+    (["eval", "--weights", "BAD_IMAGE"], "not a readable safetensors"),
+])
+def test_user_errors_are_one_line_and_a_nonzero_exit(args, message, tmp_path, digits_run):
+    (tmp_path / "bad.safetensors").write_text("<html>")
+    substitutions = {"EMPTY": str(tmp_path), "RUN": str(digits_run.run_dir),
+                     "BAD_IMAGE": str(tmp_path / "bad.safetensors")}
+    result = run_cli(*[substitutions.get(a, a) for a in args], cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_bad_flag_type_is_a_usage_error():
+    result = run_cli("train", "--epochs", "many")
+    assert result.returncode == 2 and "invalid int value" in result.stderr
+
+
+@pytest.mark.skipif(not CIFAR_COPY.exists(), reason=f"the CIFAR-10 copy is not at {CIFAR_COPY}")
+def test_one_epoch_of_the_seed_recipe_on_the_cifar10_copy(tmp_path):
+    result = run_cli("train", "--config", str(REPO / "configs" / "seed.yaml"), "--data",
+                     str(CIFAR_COPY), "--epochs", "1", cwd=tmp_path, check=True)
+    accuracy = float(re.search(r"final ([\d.]+)%", result.stdout).group(1))
+    assert accuracy >= 25.0
+    assert "50,000 train / 10,000 test images, 10 classes" in result.stdout

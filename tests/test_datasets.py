@@ -1,0 +1,148 @@
+import tarfile
+import urllib.error
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_class_folder
+from tudui.data import build_dataset, channel_stats
+from tudui.data.datasets import extract_archive, load_image, to_rgb
+from tudui.errors import TuduiError
+
+
+def test_digits_is_a_fixed_stratified_split():
+    spec = build_dataset("digits")
+    assert (len(spec.train), len(spec.test)) == (1437, 360)
+    assert spec.class_names == [str(d) for d in range(10)]
+    counts = np.bincount(spec.test.labels)
+    assert counts.min() >= 35 and counts.max() <= 37          # every digit ~20 % held out
+    again = build_dataset("digits", seed=7)
+    assert np.array_equal(spec.test.images, again.test.images)  # not moved by the seed
+    image, label = spec.train[0]
+    assert image.mode == "RGB" and image.size == (8, 8)
+
+
+def test_synthetic_is_generated_and_repeatable():
+    a, b = build_dataset("synthetic", seed=3), build_dataset("synthetic", seed=3)
+    assert np.array_equal(a.train.images, b.train.images)
+    assert len(a.class_names) == 4 and len(a.train) == 4 * 64
+
+
+def test_image_folder_with_train_and_val(split_folder):
+    spec = build_dataset(str(split_folder))
+    assert spec.class_names == ["cat", "dog", "fox"]
+    assert (len(spec.train), len(spec.test)) == (36, 12)
+    image, label = spec.test[5]
+    assert image.mode == "RGB" and label == 1
+
+
+def test_image_folder_with_test_instead_of_val(split_folder):
+    (split_folder / "val").rename(split_folder / "test")
+    assert len(build_dataset(str(split_folder)).test) == 12
+
+
+def test_single_folder_is_split_by_class_and_seed(tmp_path):
+    write_class_folder(tmp_path / "one", ["a", "b"], 10)
+    first = build_dataset(str(tmp_path / "one"), val_split=0.2, seed=0)
+    again = build_dataset(str(tmp_path / "one"), val_split=0.2, seed=0)
+    other = build_dataset(str(tmp_path / "one"), val_split=0.2, seed=1)
+    assert first.test.samples == again.test.samples != other.test.samples
+    assert np.bincount(first.test.labels).tolist() == [2, 2]
+    assert not set(first.test.samples) & set(first.train.samples)
+
+
+def test_paired_image_and_label_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 2)):
+        for name in ("ants", "bees"):
+            (tmp_path / split / f"{name}_image").mkdir(parents=True)
+            (tmp_path / split / f"{name}_label").mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(
+                    tmp_path / split / f"{name}_image" / f"{i}.jpg")
+                (tmp_path / split / f"{name}_label" / f"{i}.txt").write_text(name + "\n")
+    spec = build_dataset(str(tmp_path))
+    assert spec.class_names == ["ants", "bees"]
+    assert (len(spec.train), len(spec.test)) == (12, 4)
+    assert [label for _, label in spec.test.samples] == [0, 0, 1, 1]
+
+
+def test_paired_layout_names_a_missing_label_file(tmp_path):
+    for name in ("ants", "bees"):
+        (tmp_path / f"{name}_image").mkdir()
+        (tmp_path / f"{name}_label").mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / f"{name}_image" / "x.png")
+    with pytest.raises(TuduiError, match="no label file"):
+        build_dataset(str(tmp_path))
+
+
+def test_tar_gz_archive_is_unpacked_once_and_reused(split_folder, tmp_path):
+    archive = tmp_path / "set.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(split_folder, arcname="myset")
+    spec = build_dataset(str(archive))
+    assert spec.class_names == ["cat", "dog", "fox"] and len(spec.train) == 36
+    cache = tmp_path / "cache"
+    first = extract_archive(archive, cache)
+    marker = first / "marker"
+    marker.write_text("kept")
+    assert extract_archive(archive, cache) == first and marker.exists()
+
+
+def test_test_split_with_unknown_class_is_refused(split_folder):
+    write_class_folder(split_folder / "val", ["emu"], 1)
+    with pytest.raises(TuduiError, match="emu"):
+        build_dataset(str(split_folder))
+
+
+@pytest.mark.parametrize("path, message", [
+    ("/no/such/folder", "data set not found"),
+])
+def test_missing_data_is_one_error(path, message):
+    with pytest.raises(TuduiError, match=message):
+        build_dataset(path)
+
+
+def test_a_folder_with_one_class_is_refused(tmp_path):
+    write_class_folder(tmp_path / "solo", ["only"], 4)
+    with pytest.raises(TuduiError, match="at least two classes"):
+        build_dataset(str(tmp_path / "solo"))
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "1"])
+def test_every_mode_becomes_rgb(mode):
+    image = Image.new("RGB", (10, 6), (200, 100, 50)).convert(mode)
+    out = to_rgb(image)
+    assert out.mode == "RGB" and out.size == (10, 6)
+
+
+def test_16_bit_images_are_scaled_not_clamped():
+    image = Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16))
+    assert to_rgb(image).getpixel((0, 0))[0] == 127
+
+
+def test_unreadable_image_is_named(tmp_path):
+    (tmp_path / "x.jpg").write_text("<html>")
+    with pytest.raises(TuduiError, match="x.jpg"):
+        load_image(tmp_path / "x.jpg")
+
+
+def test_cifar10_offline_says_what_is_missing_and_how_to_run_offline(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    with pytest.raises(TuduiError) as err:
+        build_dataset("cifar10", data_dir=str(tmp_path), download=True)
+    message = str(err.value)
+    assert "cifar-10-python.tar.gz" in message and str(tmp_path) in message
+    assert "--data digits" in message and "download failed" in message
+    assert "\n" not in message
+
+
+def test_channel_stats_of_arrays_and_files(split_folder):
+    spec = build_dataset(str(split_folder))
+    mean, std = channel_stats(spec.train)
+    assert len(mean) == 3 and all(0 <= m <= 1 for m in mean) and all(s > 0 for s in std)
+    digits_mean, _ = channel_stats(build_dataset("digits").train)
+    assert digits_mean[0] == digits_mean[1] == digits_mean[2]

@@ -1,0 +1,66 @@
+"""tudui.train / evaluate / predict as a notebook calls them."""
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tudui
+from tudui.errors import TuduiError
+
+
+def test_synthetic_data_is_learned(tmp_path):
+    result = tudui.train(data="synthetic", epochs=3, project=str(tmp_path), progress=False)
+    assert result.best_accuracy >= 0.9           # 4 classes: chance is 25 %
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.best_weights.is_file() and result.last_weights.is_file()
+    rows = list(csv.DictReader((result.run_dir / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert set(rows[0]) == {"epoch", "train_loss", "test_loss", "test_accuracy", "lr", "seconds"}
+
+
+def test_training_is_repeatable_with_the_same_seed(tmp_path):
+    runs = [tudui.train(data="synthetic", epochs=1, seed=5, project=str(tmp_path), progress=False)
+            for _ in range(2)]
+    assert runs[0].history[0]["train_loss"] == runs[1].history[0]["train_loss"]
+    assert runs[0].run_dir.name == "exp" and runs[1].run_dir.name == "exp2"
+
+
+def test_folder_training_evaluate_and_predict_agree(split_folder, tmp_path):
+    result = tudui.train(data=str(split_folder), epochs=4, lr=0.05, project=str(tmp_path),
+                         progress=False, model="tudui_relu")
+    metrics = tudui.evaluate(result.run_dir)
+    assert metrics["count"] == 12
+    files = sorted((split_folder / "val").rglob("*.png"))
+    predictions = tudui.predict(files, weights=result.best_weights, topk=1)
+    correct = [p["predictions"][0]["class"] == f.parent.name for p, f in zip(predictions, files)]
+    assert np.mean(correct) == pytest.approx(metrics["accuracy"])
+    assert metrics["accuracy"] > 0.5
+
+
+def test_predict_takes_pil_images_of_any_size_and_mode(digits_run):
+    images = [Image.new("L", (300, 120), 30), Image.new("RGBA", (5, 5), (0, 0, 0, 0))]
+    results = tudui.predict(images, weights=digits_run.run_dir, topk=3)
+    for r in results:
+        assert len(r["predictions"]) == 3
+        probabilities = [p["probability"] for p in r["predictions"]]
+        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-6
+
+
+def test_predict_reports_bad_files_and_still_predicts_the_rest(digits_run, tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    results = tudui.predict([tmp_path / "bad.png", tmp_path / "good.png"], weights=digits_run.run_dir)
+    assert "error" in results[0] and "bad.png" in results[0]["error"]
+    assert "predictions" in results[1]
+
+
+def test_evaluate_refuses_data_with_other_classes(digits_run, split_folder):
+    with pytest.raises(TuduiError, match="differ"):
+        tudui.evaluate(digits_run.run_dir, data=str(split_folder))
+
+
+def test_missing_cuda_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(TuduiError, match="no CUDA"):
+        tudui.train(data="synthetic", device="cuda", project=str(tmp_path), progress=False)
