@@ -101,9 +101,11 @@ def run_eval(args: argparse.Namespace) -> int:
         return 0
     print(f"{metrics['data']}: {metrics['count']:,} test images")
     print(f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.2%}")
-    width = max(len(name) for name in metrics["class_names"])
-    for name, acc, row in zip(metrics["class_names"], metrics["per_class_accuracy"], metrics["confusion"]):
-        print(f"  {name:<{width}}  {acc:7.2%}  ({row[metrics['class_names'].index(name)]}/{sum(row)})")
+    names = metrics["class_names"]
+    width = max(len(name) for name in names)
+    for i, name in enumerate(names):
+        row = metrics["confusion"][i]
+        print(f"  {name:<{width}}  {metrics['per_class_accuracy'][i]:7.2%}  ({row[i]}/{sum(row)})")
     return 0
 
 

@@ -59,6 +59,10 @@ def data_reference(name: str) -> str:
     return name if name in BUILTIN_DATASETS else str(Path(name).resolve())
 
 
+def _triple(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -120,9 +124,9 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
     if progress is not False:
         hooks.insert(0, ProgressHook(bar=progress))
     show = print if progress is not False else log.info
+    stats = f"mean {_triple(mean)} std {_triple(std)}" if mean else "off"
     show(f"data: {spec.source}: {len(spec.train):,} train / {len(spec.test):,} test images, "
-         f"{len(spec.class_names)} classes; augment {augment}; normalise "
-         f"{'by ' + str(mean) + ' / ' + str(std) if mean else 'off'}")
+         f"{len(spec.class_names)} classes; augment {augment}; normalise {stats}")
     show(f"model: {cfg.model.name} ({count_parameters(model):,} parameters, "
          f"{entry.input_size}x{entry.input_size} input) on {device}; run directory {run_dir}")
     try:
