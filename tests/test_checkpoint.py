@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tudui.checkpoint import atomic_write, load_model, load_weights, save_weights
+from tudui.checkpoint import load_model, load_weights, save_weights
+from tudui.files import atomic_write
 from tudui.errors import TuduiError
 from tudui.models import create_model
 

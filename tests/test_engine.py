@@ -1,5 +1,7 @@
 import math
 
+import pytest
+
 import torch
 from torch import nn
 
@@ -28,14 +30,28 @@ def test_evaluate_counts_agree_with_each_other():
     assert confusion[1, 2] == 1 and confusion[2, 0] == 1
 
 
-def test_schedules_warm_up_then_decay_to_zero():
-    assert lr_factor(0, 100, 10, "cosine") == 0.1
-    assert lr_factor(9, 100, 10, "cosine") == 1.0
-    assert lr_factor(10, 100, 10, "cosine") == 1.0
-    assert math.isclose(lr_factor(55, 100, 10, "cosine"), 0.5)
-    assert math.isclose(lr_factor(55, 100, 10, "linear"), 0.5)
-    assert lr_factor(99, 100, 0, "constant") == 1.0
-    assert lr_factor(100, 100, 0, "linear") == 0.0
+def test_schedules_warm_up_then_decay_to_the_final_rate():
+    assert lr_factor(0.01, 0.1, "cosine") == pytest.approx(0.1)
+    assert lr_factor(0.1, 0.1, "cosine") == 1.0
+    assert lr_factor(0.55, 0.1, "cosine") == pytest.approx(0.5)
+    assert lr_factor(0.55, 0.1, "linear") == pytest.approx(0.5)
+    assert lr_factor(0.99, 0.0, "constant") == 1.0
+    assert lr_factor(1.0, 0.0, "linear") == 0.0
+    assert lr_factor(1.0, 0.0, "linear", final=0.07) == pytest.approx(0.07)
+    assert lr_factor(1.0, 0.0, "cosine", final=0.2) == pytest.approx(0.2)
+
+
+def test_warm_up_starts_above_zero_and_reaches_the_peak():
+    model = nn.Linear(2, 2)
+    cfg = OptimConfig(lr=1.0, schedule="constant", warmup_epochs=1)
+    optimizer = create_optimizer(cfg, model)
+    scheduler = create_scheduler(cfg, optimizer, steps_per_epoch=4, epochs=2)
+    rates = []
+    for _ in range(6):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
 
 
 def test_scheduler_steps_the_optimizer_learning_rate():
@@ -54,3 +70,38 @@ def test_scheduler_steps_the_optimizer_learning_rate():
 def test_adamw_is_chosen_by_name():
     optimizer = create_optimizer(OptimConfig(name="adamw"), nn.Linear(2, 2))
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["lr"] == 1e-3
+
+
+def test_tta_logits_are_the_weighted_average_of_the_views():
+    from tudui.data.transforms import tta_views
+    from tudui.engine.loop import predict_logits
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).eval()
+    x = torch.randn(5, 3, 6, 6)
+    for level in (0, 1, 2):
+        expected = sum(model(view) * weight for view, weight in tta_views(x, level))
+        assert torch.allclose(predict_logits(model, x, level), expected, atol=1e-6)
+    mirrored = (model(x) + model(x.flip(-1))) / 2
+    assert torch.allclose(predict_logits(model, x, 1), mirrored, atol=1e-6)
+
+
+def test_lookahead_pulls_weights_to_the_average_and_ends_on_it():
+    from tudui.engine.averaging import Lookahead
+    model = nn.Linear(1, 1, bias=False)
+    model.weight.data.fill_(0.0)
+    lookahead = Lookahead(model, progress=lambda step: 1.0, every=1, max_decay=0.5)
+    model.weight.data.fill_(1.0)
+    lookahead.after_step()                     # average 0 -> 0.5, model reset to it
+    assert model.weight.item() == pytest.approx(0.5)
+    model.weight.data.fill_(2.0)
+    lookahead.finish()                         # the model takes the average, untouched by 2.0
+    assert model.weight.item() == pytest.approx(0.5)
+
+
+def test_norm_biases_get_their_own_rate_and_the_same_decay_pull():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    cfg = OptimConfig(lr=0.1, weight_decay=0.01, bias_lr_scale=8.0)
+    groups = create_optimizer(cfg, model).param_groups
+    assert groups[0]["params"] == [model[1].bias] and groups[0]["lr"] == pytest.approx(0.8)
+    assert groups[0]["lr"] * groups[0]["weight_decay"] == pytest.approx(0.1 * 0.01)
+    assert len(groups[1]["params"]) == 3      # conv weight and bias, BN weight

@@ -64,3 +64,32 @@ def test_missing_cuda_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     with pytest.raises(TuduiError, match="no CUDA"):
         tudui.train(data="synthetic", device="cuda", project=str(tmp_path), progress=False)
+
+
+def test_the_fast_recipe_learns_digits_with_a_small_net(tmp_path):
+    from conftest import REPO
+    result = tudui.train(config_file=REPO / "configs" / "cifar10-fast.yaml", data="digits",
+                         widths="16,32,32", epochs=4, batch_size=128, precision="fp32", augment="crop",
+                         project=str(tmp_path), progress=False)
+    assert result.final_accuracy >= 0.85                      # 10 classes: chance is 10 %
+    assert [row["test_accuracy"] is None for row in result.history] == [True, True, True, False]
+    evaluated = tudui.evaluate(result.run_dir)                # with the recorded TTA level 2
+    assert evaluated["tta"] == 2 and evaluated["accuracy"] == pytest.approx(result.final_accuracy)
+
+
+def test_a_time_budget_ends_training_early_with_a_finished_schedule(tmp_path):
+    result = tudui.train(data="synthetic", model="fastnet", widths="8,8,8", epochs=1000,
+                         time_budget=3.0, batch_size=32, project=str(tmp_path), progress=False,
+                         eval_every=0, schedule="linear")
+    assert 1 <= len(result.history) < 1000
+    assert sum(row["seconds"] for row in result.history) < 3.0 + 5.0   # budget + one evaluation
+    assert result.history[-1]["test_accuracy"] is not None
+
+
+def test_both_loaders_train_the_same_recipe(tmp_path):
+    accuracies = {}
+    for loader in ("tensor", "dataloader"):
+        result = tudui.train(data="digits", epochs=2, loader=loader, project=str(tmp_path),
+                             progress=False)
+        accuracies[loader] = result.final_accuracy
+    assert min(accuracies.values()) > 0.8

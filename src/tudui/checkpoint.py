@@ -6,8 +6,6 @@ class names, input size and normalisation, so `eval` and `predict` never ask for
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -16,31 +14,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tudui.errors import TuduiError
+from tudui.files import atomic_write
 from tudui.models import create_model
 
 FORMAT_VERSION = 1
 META_KEY = "tudui"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename over path.
-
-    A crash mid-write leaves the old file whole and no partial file under the final name.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        # Some writers (safetensors) create 0600 files; give the usual umask-based mode instead.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_weights(path: Path, model: nn.Module, meta: dict) -> None:
@@ -90,7 +68,7 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """The model a weights file describes, with its weights loaded, in eval mode."""
     state, meta = load_weights(path)
-    model = create_model(meta["model"], num_classes=meta["num_classes"])
+    model = create_model(meta["model"], num_classes=meta["num_classes"], **meta.get("model_options", {}))
     missing, unexpected = _key_mismatch(model, state)
     if missing or unexpected:
         raise TuduiError(f"weights {path} do not fit model {meta['model']!r}: missing "
@@ -147,7 +125,7 @@ class CheckpointHook:
         meta = {**self.meta, "epoch": row["epoch"], "test_accuracy": row["test_accuracy"],
                 "test_loss": row["test_loss"]}
         save_weights(self.last_path, self.model, meta)
-        if row["test_accuracy"] > self.best_accuracy:
+        if row["test_accuracy"] is not None and row["test_accuracy"] > self.best_accuracy:
             self.best_accuracy, self.best_epoch = row["test_accuracy"], row["epoch"]
             save_weights(self.best_path, self.model, meta)
         save_state(self.dir / "state.pt", {

@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--val-split", type=float, help="held-out share of a single folder (default: as in training)")
     ev.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    ev.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation (default: as in training)")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     pr = commands.add_parser("predict", help="class probabilities for images or folders",
@@ -95,7 +96,8 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from tudui.runner import evaluate
     metrics = evaluate(args.weights, data=args.data, data_dir=args.data_dir,
-                       batch_size=args.batch_size, device=args.device, val_split=args.val_split)
+                       batch_size=args.batch_size, device=args.device, val_split=args.val_split,
+                       tta=args.tta)
     if args.json:
         print(json.dumps(metrics))
         return 0

@@ -15,7 +15,9 @@ import yaml
 
 from tudui.errors import TuduiError
 
-AUGMENTS = ("auto", "none", "flip", "crop", "crop-flip")
+AUGMENTS = ("auto", "none", "flip", "crop", "crop-flip", "alt-flip", "crop-alt-flip")
+LOADERS = ("auto", "tensor", "dataloader")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -46,6 +48,10 @@ class DataConfig:
                         + " (auto: crop-flip for photos, none for digits and synthetic)",
                         default="auto")
     download: bool = _opt("download cifar10 when it is missing", default=True)
+    translate: int = _opt("pixels of random translation in the crop presets (-1: an eighth of the side)",
+                          default=-1)
+    loader: str = _opt("tensor: decode once, keep on the device, augment in batches; dataloader: "
+                       "PIL + worker processes; auto: tensor for images up to 64 px", default="auto")
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "--data must not be empty")
@@ -54,11 +60,15 @@ class DataConfig:
         _check(self.workers >= -1, f"--workers must be -1 or more, got {self.workers}")
         _check(self.augment in AUGMENTS,
                f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
+        _check(self.loader in LOADERS, f"--loader must be one of {', '.join(LOADERS)}, got {self.loader!r}")
+        _check(self.translate >= -1, f"--translate must be -1 or more, got {self.translate}")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = _opt("model name (see `tudui models`)", flag="--model", default="tudui")
+    widths: str = _opt("fastnet's three block widths, e.g. 64,256,256 (empty: the model's own)",
+                       default="")
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,11 @@ class OptimConfig:
     schedule: str = _opt("learning-rate schedule: " + ", ".join(SCHEDULES), default="cosine")
     warmup_epochs: float = _opt("epochs of linear learning-rate warm-up", default=0.0)
     label_smoothing: float = _opt("label smoothing of the cross-entropy loss", default=0.0)
+    final_lr: float = _opt("learning rate at the end of a cosine/linear schedule, as a share of the peak",
+                           default=0.0)
+    bias_lr_scale: float = _opt("learning-rate multiple for BatchNorm biases (their weight decay is "
+                                "divided by it, so its pull stays the same)", default=1.0)
+    loss_sum: bool = _opt("sum the loss over the batch instead of averaging it", default=False)
 
     def __post_init__(self) -> None:
         _check(self.name in OPTIMIZERS,
@@ -85,6 +100,8 @@ class OptimConfig:
         _check(self.warmup_epochs >= 0, f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
         _check(0 <= self.label_smoothing < 1,
                f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        _check(0 <= self.final_lr <= 1, f"--final-lr must be in [0, 1], got {self.final_lr}")
+        _check(self.bias_lr_scale > 0, f"--bias-lr-scale must be positive, got {self.bias_lr_scale}")
 
 
 @dataclass(frozen=True)
@@ -95,12 +112,28 @@ class TrainConfig:
     project: str = _opt("folder that holds the run directories", default="runs")
     name: str = _opt("run directory name (default: exp, exp2, ...)", default="")
     log_every: int = _opt("log the training loss to TensorBoard every N steps", default=20)
+    eval_every: int = _opt("evaluate on the test split every N epochs (0: only after the last)",
+                           default=1)
+    precision: str = _opt("fp32, bf16 or fp16 autocast (auto: bf16 where the device has it, else fp32)",
+                          default="fp32")
+    channels_last: bool = _opt("channels-last memory layout (faster convolutions on most hardware)",
+                               default=False)
+    compile: bool = _opt("torch.compile the model (slow first steps, faster after)", default=False)
+    tta: int = _opt("test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-px shifts", default=0)
+    lookahead: bool = _opt("lookahead weight averaging, applied at the end", default=False)
+    time_budget: float = _opt("seconds of training to fit the schedule into (0: run --epochs)",
+                              default=0.0)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
         _check(self.device in DEVICES,
                f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         _check(self.log_every >= 1, f"--log-every must be at least 1, got {self.log_every}")
+        _check(self.eval_every >= 0, f"--eval-every must be 0 or more, got {self.eval_every}")
+        _check(self.precision in PRECISIONS,
+               f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _check(self.tta in (0, 1, 2), f"--tta must be 0, 1 or 2, got {self.tta}")
+        _check(self.time_budget >= 0, f"--time-budget must be 0 or more, got {self.time_budget}")
         _check("/" not in self.name and "\\" not in self.name,
                f"--name is a directory name, not a path: {self.name!r} (use --project for the parent)")
 

@@ -32,8 +32,9 @@ def interactive() -> bool:
 
 def format_row(row: dict, epochs: int) -> str:
     width = len(str(epochs))
-    return (f"epoch {row['epoch']:>{width}}/{epochs}  train_loss {row['train_loss']:.4f}  "
-            f"test_loss {row['test_loss']:.4f}  test_acc {row['test_accuracy']:.2%}  "
+    test = (f"test_loss {row['test_loss']:.4f}  test_acc {row['test_accuracy']:.2%}"
+            if row["test_accuracy"] is not None else "(not evaluated)")
+    return (f"epoch {row['epoch']:>{width}}/{epochs}  train_loss {row['train_loss']:.4f}  {test}  "
             f"lr {row['lr']:.3g}  {row['seconds']:.1f}s  {row['images_per_s']:,.0f} img/s")
 
 
@@ -86,7 +87,8 @@ class CSVHook:
             self.file.flush()
 
     def on_epoch_end(self, row: dict, test_metrics: dict) -> None:
-        self.writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        self.writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else "" if v is None else v)
+                              for k, v in row.items()})
         self.file.flush()
 
     def close(self) -> None:
@@ -106,7 +108,7 @@ class TensorBoardHook:
     def add_images(self, images: torch.Tensor, mean, std, tag: str = "train/images") -> None:
         """A grid of a batch of (normalised) training images, shown as the model sees them."""
         from torchvision.utils import make_grid
-        images = images[:64].float()
+        images = images[:64].detach().float().cpu()
         if mean is not None and std is not None:
             images = images * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
         self.writer.add_image(tag, make_grid(images.clamp(0, 1), nrow=8), 0)
@@ -120,8 +122,9 @@ class TensorBoardHook:
     def on_epoch_end(self, row: dict, test_metrics: dict) -> None:
         epoch = row["epoch"]
         self.writer.add_scalar("train/epoch_loss", row["train_loss"], epoch)
-        self.writer.add_scalar("test/loss", row["test_loss"], epoch)
-        self.writer.add_scalar("test/accuracy", row["test_accuracy"], epoch)
+        if row["test_accuracy"] is not None:
+            self.writer.add_scalar("test/loss", row["test_loss"], epoch)
+            self.writer.add_scalar("test/accuracy", row["test_accuracy"], epoch)
         self.writer.add_scalar("lr", row["lr"], epoch)
         self.writer.add_scalar("speed/images_per_s", row["images_per_s"], epoch)
         self.writer.flush()

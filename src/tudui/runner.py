@@ -16,8 +16,11 @@ from torch import nn
 from tudui import __version__
 from tudui.checkpoint import CheckpointHook, load_model
 from tudui.config import Config, dump_yaml, make_config, to_dict
-from tudui.data import (BUILTIN_DATASETS, build_dataset, channel_stats, eval_transform, make_loader, pick_workers,
-                        resolve_augment, train_transform)
+from tudui.data import BUILTIN_DATASETS, build_dataset, channel_stats, make_loaders, resolve_augment
+from tudui.data.loaders import sample_inputs
+from tudui.engine.averaging import Lookahead
+from tudui.engine.fit import FitOptions
+from tudui.engine.optim import RunProgress
 from tudui.engine import create_optimizer, create_scheduler, evaluate as evaluate_model, fit
 from tudui.engine.fit import call_hooks
 from tudui.errors import TuduiError
@@ -63,6 +66,21 @@ def _triple(values: list[float]) -> str:
     return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
 
 
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for --precision (None: plain fp32)."""
+    if name == "auto":
+        if device.type == "cuda":
+            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif device.type == "cpu" and torch.backends.mkldnn.is_available() \
+                and getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
+            name = "bf16"
+        else:
+            name = "fp32"
+    if name == "fp16" and device.type == "cpu":
+        raise TuduiError("--precision fp16 needs a GPU; on the CPU use bf16 or fp32")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -95,28 +113,37 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
     """
     cfg = config if config is not None else make_config(config_file, **overrides)
     device = resolve_device(cfg.train.device)
+    amp_dtype = resolve_precision(cfg.train.precision, device)
     seed_everything(cfg.train.seed)
     spec = build_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.val_split, cfg.train.seed,
                          cfg.data.download)
     entry = model_entry(cfg.model.name)
     mean, std = channel_stats(spec.train, seed=cfg.train.seed) if cfg.data.normalize else (None, None)
     augment = resolve_augment(cfg.data.augment, spec.kind)
-    workers = pick_workers(cfg.data.workers, spec.in_memory)
-    train_loader = make_loader(spec.train, train_transform(entry.input_size, mean, std, augment),
-                               cfg.data.batch_size, True, workers, cfg.train.seed, device)
-    test_loader = make_loader(spec.test, eval_transform(entry.input_size, mean, std),
-                              cfg.data.batch_size, False, workers, device=device)
+    train_loader, test_loader, loader_kind = make_loaders(
+        spec, entry.input_size, mean, std, device, batch_size=cfg.data.batch_size,
+        choice=cfg.data.loader, workers=cfg.data.workers, augment=augment,
+        translate=cfg.data.translate, seed=cfg.train.seed, channels_last=cfg.train.channels_last)
 
-    model = create_model(cfg.model.name, num_classes=len(spec.class_names)).to(device)
+    model_options = {"widths": cfg.model.widths} if cfg.model.widths else {}
+    model = create_model(cfg.model.name, num_classes=len(spec.class_names), **model_options).to(device)
+    if hasattr(model, "init_whitening"):
+        model.init_whitening(sample_inputs(train_loader, 5000, device))
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer(cfg.optim, model)
-    scheduler = create_scheduler(cfg.optim, optimizer, len(train_loader), cfg.train.epochs)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
+    progress_clock = RunProgress(len(train_loader) * cfg.train.epochs, cfg.train.time_budget)
+    scheduler = create_scheduler(cfg.optim, optimizer, len(train_loader), cfg.train.epochs, progress_clock)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing, reduction="none")
+    averager = Lookahead(model, progress_clock) if cfg.train.lookahead else None
+    # Compile a wrapper for the steps, keep the plain module for saving (no _orig_mod. prefixes).
+    train_model = torch.compile(model) if cfg.train.compile else model
 
     run_dir = next_run_dir(cfg.train.project, cfg.train.name)
     dump_yaml(cfg, run_dir / "config.yaml")
     meta = {"model": cfg.model.name, "num_classes": len(spec.class_names),
             "class_names": spec.class_names, "input_size": entry.input_size,
-            "mean": mean, "std": std, "tudui_version": __version__,
+            "model_options": model_options, "mean": mean, "std": std, "tudui_version": __version__,
             "data": data_reference(cfg.data.name), "config": to_dict(cfg)}
     checkpoints = CheckpointHook(run_dir / "weights", model, optimizer, scheduler, meta)
     tensorboard = TensorBoardHook(run_dir, cfg.train.log_every)
@@ -128,11 +155,14 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
     show(f"data: {spec.source}: {len(spec.train):,} train / {len(spec.test):,} test images, "
          f"{len(spec.class_names)} classes; augment {augment}; normalise {stats}")
     show(f"model: {cfg.model.name} ({count_parameters(model):,} parameters, "
-         f"{entry.input_size}x{entry.input_size} input) on {device}; run directory {run_dir}")
+         f"{entry.input_size}x{entry.input_size} input) on {device}, {cfg.train.precision}; "
+         f"loader: {loader_kind}; run directory {run_dir}")
     try:
         tensorboard.add_images(next(iter(train_loader))[0], mean, std)
-        history = fit(model, train_loader, test_loader, optimizer, scheduler, loss_fn,
-                      cfg.train.epochs, device, len(spec.class_names), hooks)
+        options = FitOptions(cfg.train.epochs, len(spec.class_names), amp_dtype, cfg.optim.loss_sum,
+                             cfg.train.tta, cfg.train.eval_every, averager, progress_clock)
+        history = fit(train_model, train_loader, test_loader, optimizer, scheduler, loss_fn, device,
+                      options, hooks)
     except FloatingPointError as e:
         raise TuduiError(f"{e}; lower --lr (now {cfg.optim.lr}). Finished epochs are kept in "
                          f"{run_dir}") from None
@@ -150,10 +180,11 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
 
 def evaluate(weights: str | Path, data: str | None = None, data_dir: str | None = None,
              batch_size: int = 256, device: str = "auto", val_split: float | None = None,
-             download: bool = True) -> dict:
+             download: bool = True, tta: int | None = None) -> dict:
     """Loss, accuracy, per-class accuracy and confusion of saved weights on a test split.
 
-    The data set, split and preprocessing default to those recorded in the weights.
+    The data set, split, preprocessing and test-time augmentation default to those
+    recorded in the weights.
     """
     dev = resolve_device(device)
     model, meta = load_model(weights, dev)
@@ -168,9 +199,15 @@ def evaluate(weights: str | Path, data: str | None = None, data_dir: str | None 
     if spec.class_names != meta["class_names"]:
         raise TuduiError(f"the classes of {data} ({', '.join(spec.class_names[:10])}) differ from "
                          f"the classes the weights were trained on ({', '.join(meta['class_names'][:10])})")
-    loader = make_loader(spec.test, eval_transform(meta["input_size"], meta["mean"], meta["std"]),
-                         batch_size, False, pick_workers(-1, spec.in_memory), device=dev)
-    metrics = evaluate_model(model, loader, dev, meta["num_classes"])
+    _, loader, _ = make_loaders(spec, meta["input_size"], meta["mean"], meta["std"], dev, batch_size,
+                                choice=data_cfg.get("loader", "auto"), train=False)
+    tta = settings.get("train", {}).get("tta", 0) if tta is None else tta
+    precision = settings.get("train", {}).get("precision", "fp32")
+    if precision == "fp16" and dev.type == "cpu":  # trained on a GPU, evaluated on a CPU
+        precision = "fp32"
+    amp_dtype = resolve_precision(precision, dev)
+    metrics = evaluate_model(model, loader, dev, meta["num_classes"], tta, amp_dtype)
+    metrics["tta"] = tta
     metrics["class_names"] = meta["class_names"]
     metrics["data"] = spec.source
     return metrics

@@ -37,15 +37,79 @@ def eval_transform(input_size: int, mean: Sequence[float] | None = None,
     return v2.Compose(_to_input(input_size, mean, std))
 
 
+def translate_pixels(translate: int, input_size: int) -> int:
+    """The crop presets' shift in pixels; -1 means an eighth of the side (4 px at 32, the classic)."""
+    return max(1, input_size // 8) if translate < 0 else translate
+
+
 def train_transform(input_size: int, mean: Sequence[float] | None, std: Sequence[float] | None,
-                    augment: str) -> v2.Compose:
-    """The evaluation pipeline with the augmentation preset in front (augment is resolved)."""
+                    augment: str, translate: int = -1) -> v2.Compose:
+    """The evaluation pipeline with the augmentation preset in front (augment is resolved).
+
+    The PIL path has no epoch-alternating flip: alt-flip presets flip at random here.
+    """
     steps = _to_input(input_size, mean, std)
-    if augment in ("crop", "crop-flip"):
-        # Pad by an eighth of the side (4 px at 32 px, as in the classic CIFAR-10 recipe) and
-        # crop back: small translations that keep the whole object in view.
-        steps.insert(1, v2.RandomCrop(input_size, padding=max(1, input_size // 8),
-                                      padding_mode="reflect"))
-    if augment in ("flip", "crop-flip"):
+    pad = translate_pixels(translate, input_size)
+    if augment.startswith("crop") and pad > 0:
+        # Pad and crop back: small shifts that keep the whole object in view.
+        steps.insert(1, v2.RandomCrop(input_size, padding=pad, padding_mode="reflect"))
+    if augment.endswith("flip"):
         steps.insert(1, v2.RandomHorizontalFlip())
     return v2.Compose(steps)
+
+
+# ---------------------------------------------------------------- batched tensor augmentation
+# Pure functions on whole batches (B, C, H, W), the same on CPU and CUDA: the tensor loader
+# applies them on the device, so no worker process touches a single image.
+
+def batch_flip(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the images whose entry in the boolean vector flip is True."""
+    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+def batch_translate(images: torch.Tensor, shift_y: torch.Tensor, shift_x: torch.Tensor,
+                    pad: int) -> torch.Tensor:
+    """Shift each image by (shift_y, shift_x) pixels in [-pad, pad], filling by reflection.
+
+    Equals reflect-padding by pad and cropping the original size at offset (pad+dy, pad+dx),
+    which is what RandomCrop(size, padding=pad, padding_mode="reflect") does image by image.
+    """
+    if pad == 0:
+        return images
+    B, C, H, W = images.shape
+    source = images if images.is_floating_point() else images.float()
+    padded = torch.nn.functional.pad(source, (pad, pad, pad, pad), mode="reflect").to(images.dtype)
+    rows = (shift_y + pad).view(B, 1) + torch.arange(H, device=images.device).view(1, H)
+    cols = (shift_x + pad).view(B, 1) + torch.arange(W, device=images.device).view(1, W)
+    batch = torch.arange(B, device=images.device).view(B, 1, 1)
+    out = padded.permute(0, 2, 3, 1)[batch, rows.view(B, H, 1), cols.view(B, 1, W)]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def normalize_batch(images: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float in [0, 1], then (x - mean) / std as eval_transform computes it."""
+    x = images.to(torch.float32).div_(255.0)
+    if mean is not None and std is not None:
+        x = x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    return x.to(dtype)
+
+
+def tta_views(images: torch.Tensor, level: int) -> list[tuple[torch.Tensor, float]]:
+    """Test-time views and their weights: 0 the image; 1 adds its mirror; 2 adds 1-px shifts.
+
+    Level 2 follows airbench94 (Jordan, arXiv 2404.00498): half the weight on the image and
+    its mirror, half on the mirrored pairs shifted one pixel up-left and down-right.
+    """
+    if level == 0:
+        return [(images, 1.0)]
+    mirrored = images.flip(-1)
+    if level == 1:
+        return [(images, 0.5), (mirrored, 0.5)]
+    B = images.shape[0]
+    views = [(images, 0.25), (mirrored, 0.25)]
+    for d in (-1, 1):
+        shift = torch.full((B,), d, device=images.device)
+        shifted = batch_translate(images, shift, shift, 1)
+        views += [(shifted, 0.125), (shifted.flip(-1), 0.125)]
+    return views

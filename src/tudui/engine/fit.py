@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -18,23 +19,55 @@ def call_hooks(hooks: Sequence[object], event: str, *args) -> None:
             method(*args)
 
 
+@dataclass
+class FitOptions:
+    """How to run the epochs (everything but what is trained and on what)."""
+    epochs: int
+    num_classes: int
+    amp_dtype: torch.dtype | None = None
+    loss_sum: bool = False
+    tta: int = 0
+    eval_every: int = 1          # 0: only after the last epoch
+    averager: object | None = None   # Lookahead, or None
+    progress: object | None = None   # RunProgress: its time budget can end the run early
+
+
 def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Optimizer, scheduler,
-        loss_fn: nn.Module, epochs: int, device: torch.device, num_classes: int,
+        loss_fn: nn.Module, device: torch.device, options: FitOptions,
         hooks: Sequence[object] = (), start_epoch: int = 0) -> list[dict]:
-    """Train from start_epoch to epochs, evaluating after each; returns one metrics row per epoch."""
+    """Train from start_epoch to options.epochs, evaluating as asked; one metrics row per epoch.
+
+    Rows of epochs without an evaluation have None for the test metrics.
+    """
     history: list[dict] = []
     steps = len(train_loader)
-    for epoch in range(start_epoch + 1, epochs + 1):
-        call_hooks(hooks, "on_epoch_start", epoch, epochs, steps)
-        lr = optimizer.param_groups[0]["lr"]  # the rate this epoch starts at, for the CSV
+    if options.progress is not None:
+        options.progress.start()
+    out_of_time = options.progress.out_of_time if options.progress is not None else None
+    after_step = options.averager.after_step if options.averager is not None else None
+    for epoch in range(start_epoch + 1, options.epochs + 1):
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch - 1)
+        call_hooks(hooks, "on_epoch_start", epoch, options.epochs, steps)
+        lr = optimizer.param_groups[-1]["lr"]  # the rate this epoch starts at, for the CSV
         start = time.perf_counter()
         train = train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, device,
-                                on_step=lambda loss, n, step_lr: call_hooks(hooks, "on_step", loss, n, step_lr))
-        test = evaluate(model, test_loader, device, num_classes, loss_fn)
-        row = {"epoch": epoch, "train_loss": train["loss"], "test_loss": test["loss"],
-               "test_accuracy": test["accuracy"], "lr": lr,
+                                on_step=lambda loss, n, step_lr: call_hooks(hooks, "on_step", loss, n, step_lr),
+                                amp_dtype=options.amp_dtype, loss_sum=options.loss_sum,
+                                after_step=after_step, should_stop=out_of_time)
+        last = epoch == options.epochs or (out_of_time is not None and out_of_time())
+        if last and options.averager is not None:
+            options.averager.finish()
+        test = None
+        if last or (options.eval_every and epoch % options.eval_every == 0):
+            test = evaluate(model, test_loader, device, options.num_classes, options.tta, options.amp_dtype)
+        row = {"epoch": epoch, "train_loss": train["loss"],
+               "test_loss": test["loss"] if test else None,
+               "test_accuracy": test["accuracy"] if test else None, "lr": lr,
                "seconds": time.perf_counter() - start,
                "images_per_s": train["images"] / max(train["seconds"], 1e-9)}
         history.append(row)
         call_hooks(hooks, "on_epoch_end", row, test)
+        if last:
+            break
     return history

@@ -1,56 +1,89 @@
 """One training epoch and one evaluation pass, as pure functions that return metrics."""
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
+from tudui.data.transforms import tta_views
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision for the forward pass when dtype is bfloat16/float16; a no-op for None."""
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
 
 def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler, device: torch.device,
-                    on_step: Callable[[float, int, float], None] | None = None) -> dict:
+                    on_step: Callable[[float, int, float], None] | None = None,
+                    amp_dtype: torch.dtype | None = None, loss_sum: bool = False,
+                    after_step: Callable[[], None] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> dict:
     """Train for one pass over loader; returns mean loss, image count and seconds.
 
-    on_step(loss, batch_size, lr) is called after every optimizer step.
+    on_step(loss, batch_size, lr) is called after every optimizer step, then after_step()
+    (weight averaging); should_stop() ends the epoch early (a time budget).
+    With loss_sum the per-image losses are summed, not averaged, as airbench does.
     """
     model.train()
     total_loss, images, start = 0.0, 0, time.perf_counter()
     for inputs, targets in loader:
         inputs = inputs.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
-        loss = loss_fn(model(inputs), targets)
+        with autocast(device, amp_dtype):
+            losses = loss_fn(model(inputs), targets)
+        loss = losses.sum() if loss_sum else losses.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        lr = optimizer.param_groups[0]["lr"]
+        lr = optimizer.param_groups[-1]["lr"]
         scheduler.step()
+        if after_step is not None:
+            after_step()
         # .item() is a CPU-GPU sync point; the progress bar needs the value every step anyway.
-        value = loss.item()
+        batch = targets.shape[0]
+        value = losses.detach().float().mean().item()
         if value != value or value in (float("inf"), float("-inf")):
             raise FloatingPointError(f"the training loss became {value}")
-        batch = targets.shape[0]
         total_loss += value * batch
         images += batch
         if on_step is not None:
             on_step(value, batch, lr)
+        if should_stop is not None and should_stop():
+            break
     return {"loss": total_loss / max(images, 1), "images": images,
             "seconds": time.perf_counter() - start}
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_classes: int,
-             loss_fn: nn.Module | None = None) -> dict:
+def predict_logits(model: nn.Module, inputs: torch.Tensor, tta: int = 0,
+                   amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The model's logits for a batch, averaged over the test-time views of level tta."""
+    logits = None
+    for view, weight in tta_views(inputs, tta):
+        with autocast(inputs.device, amp_dtype):
+            out = model(view).float() * weight
+        logits = out if logits is None else logits + out
+    return logits
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_classes: int, tta: int = 0,
+             amp_dtype: torch.dtype | None = None) -> dict:
     """Loss, top-1 accuracy, per-class accuracy and the confusion matrix (rows: true class)."""
     model.eval()
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss()  # plain mean cross-entropy, whatever smoothing training used
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     total_loss, count = 0.0, 0
     for inputs, targets in loader:
         inputs = inputs.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
-        logits = model(inputs)
+        logits = predict_logits(model, inputs, tta, amp_dtype)
         total_loss += loss_fn(logits, targets).item() * targets.shape[0]
         count += targets.shape[0]
         pairs = (targets * num_classes + logits.argmax(dim=1)).cpu()

@@ -41,15 +41,27 @@ def model_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
-def create_model(name: str, num_classes: int = 10) -> nn.Module:
-    """Build the registered model `name` with a head for num_classes classes."""
+def create_model(name: str, num_classes: int = 10, **options) -> nn.Module:
+    """Build the registered model `name` with a head for num_classes classes.
+
+    options are the model's own settings (fastnet's widths); empty values are ignored.
+    """
     if num_classes < 2:
         raise TuduiError(f"a classifier needs at least 2 classes, got {num_classes}")
-    return model_entry(name).builder(num_classes=num_classes)
+    options = {k: v for k, v in options.items() if v not in (None, "")}
+    try:
+        return model_entry(name).builder(num_classes=num_classes, **options)
+    except TypeError as e:
+        if "unexpected keyword" in str(e):
+            raise TuduiError(f"model {name!r} takes no setting {', '.join(options)}") from None
+        raise
+    except ValueError as e:
+        raise TuduiError(f"model {name!r}: {e}") from None
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-from tudui.models import tudui as _tudui  # noqa: E402,F401  (registers the built-in models)
+from tudui.models import fastnet as _fastnet  # noqa: E402,F401  (registers the built-in models)
+from tudui.models import tudui as _tudui  # noqa: E402,F401

@@ -1,0 +1,135 @@
+"""Time to accuracy on CIFAR-10: recipes side by side on the same data, several seeds.
+
+    python benchmarks/time_to_accuracy.py [--data ../shared/data/cifar10-jpeg.tar.gz]
+        [--recipes seed fast fast-budget] [--seeds 0 1] [--budget SECONDS] [--device auto]
+        [--set KEY=VALUE ...]
+
+Recipes: `seed` is configs/seed.yaml (the course), `fast` is configs/cifar10-fast.yaml, and
+`fast-budget` is the fast recipe with --time-budget set to the seed recipe's median wall
+time measured in this same invocation (or --budget). Each (recipe, seed) prints a JSON line;
+each recipe then prints a summary line with mean ± std test accuracy.
+
+Timing: `fit_s` is training plus the test evaluations inside the run (what --time-budget
+bounds, plus the final evaluation); `wall_s` is the whole tudui.train call, which adds setup
+(reading the decoded tensors, channel statistics, writing files). Decoding the images once
+into the on-disk cache is done before any timing and reported as `decode_s`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+import tudui
+from tudui.data import build_dataset, decode_to_tensor
+from tudui.data.datasets import cache_root
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = {"seed": REPO / "configs" / "seed.yaml", "fast": REPO / "configs" / "cifar10-fast.yaml",
+           "fast-budget": REPO / "configs" / "cifar10-fast.yaml"}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key.replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def run(recipe: str, data: str, seed: int, device: str, budget: float | None, out: Path,
+        extra: dict) -> dict:
+    overrides = {"data": data, "seed": seed, "device": device, "project": str(out), **extra}
+    if recipe == "fast-budget":
+        overrides.update(time_budget=budget, epochs=1000)
+    start = time.perf_counter()
+    result = tudui.train(config_file=CONFIGS[recipe], progress=False, **overrides)
+    wall = time.perf_counter() - start
+    fit_s = sum(row["seconds"] for row in result.history)
+    return {"accuracy": result.final_accuracy, "epochs_run": len(result.history),
+            "tta": result.config.train.tta, "fit_s": fit_s, "wall_s": wall,
+            "images_per_s": statistics.mean(row["images_per_s"] for row in result.history),
+            "time_budget": result.config.train.time_budget or None, "run_dir": str(result.run_dir)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+    parser.add_argument("--recipes", nargs="+", default=["seed", "fast", "fast-budget"], choices=list(CONFIGS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--budget", type=float, help="seconds for fast-budget (default: the seed recipe's median)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra settings for every recipe, named like the flags (e.g. widths=32,64,128)")
+    parser.add_argument("--out", default="bench-out")
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    spec = build_dataset(args.data)
+    for split in (spec.train, spec.test):
+        decode_to_tensor(split, 32, cache_root() / "tensors")
+    decode_s = time.perf_counter() - start
+    common = {"commit": git_commit(), "machine": machine(args.device), "device": args.device,
+              "torch": torch.__version__, "dataset": Path(args.data).name, "decode_s": round(decode_s, 1),
+              "settings": args.set}
+    extra = parse_sets(args.set)
+    results: dict[str, list[dict]] = {}
+    budget = args.budget
+    # Recipes run in the order given for each seed; fast-budget needs the seed recipe's time first.
+    for seed in args.seeds:
+        for recipe in args.recipes:
+            if recipe == "fast-budget" and budget is None:
+                seed_times = [r["wall_s"] for r in results.get("seed", [])]
+                if not seed_times:
+                    parser.error("fast-budget needs --budget or the seed recipe before it")
+                budget = statistics.median(seed_times)
+            row = run(recipe, args.data, seed, args.device, budget, Path(args.out), extra)
+            results.setdefault(recipe, []).append(row)
+            print(json.dumps({**common, "recipe": recipe, "seed": seed,
+                              **row}), flush=True)
+    for recipe, rows in results.items():
+        accuracy = [r["accuracy"] for r in rows]
+        print(json.dumps({**common, "recipe": recipe, "summary": True, "seeds": args.seeds,
+                          "tta": rows[0]["tta"],
+                          "accuracy_mean": statistics.mean(accuracy),
+                          "accuracy_std": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
+                          "fit_s_median": statistics.median(r["fit_s"] for r in rows),
+                          "wall_s_median": statistics.median(r["wall_s"] for r in rows),
+                          "images_per_s_median": statistics.median(r["images_per_s"] for r in rows),
+                          "time_budget": rows[0]["time_budget"]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Decode a data set once into a uint8 tensor (N, 3, S, S), cached on disk for the next run.
+
+The pixels are exactly those `eval_transform` feeds the model (same PIL resize), so the
+tensor path and `tudui predict` see the same numbers. The cache is a safetensors file (no
+pickle) whose name is a hash of the source files' paths, sizes and modification times and
+of the size S: change a file and the next run decodes again.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from tudui.data.datasets import ArrayImages, FileImages
+from tudui.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+def source_key(dataset: Dataset, size: int) -> str | None:
+    """A hash naming dataset's files and the size; None for in-memory arrays (nothing to cache)."""
+    if not isinstance(dataset, FileImages):
+        return None
+    digest = hashlib.sha256(f"size={size}".encode())
+    for path, label in dataset.samples:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _decode(dataset: Dataset, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(dataset, ArrayImages):
+        images = dataset.images
+        if images.ndim == 3:
+            images = np.repeat(images[..., None], 3, axis=-1)
+        if images.shape[1:3] == (size, size):  # already the model's size: no per-image work
+            return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(dataset.labels)
+    resize = v2.Resize((size, size), antialias=True)  # the same call eval_transform makes
+    out = torch.empty((len(dataset), 3, size, size), dtype=torch.uint8)
+    for i in range(len(dataset)):
+        image, _ = dataset[i]
+        out[i] = torch.from_numpy(np.array(resize(image), dtype=np.uint8)).permute(2, 0, 1)
+    return out, torch.as_tensor(dataset.labels, dtype=torch.int64)
+
+
+def decode_to_tensor(dataset: Dataset, size: int, cache_dir: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images (N, 3, size, size), int64 labels), from the disk cache when it is current."""
+    key = source_key(dataset, size) if cache_dir is not None else None
+    path = cache_dir / f"{key}.safetensors" if key else None
+    if path is not None and path.is_file():
+        try:
+            tensors = load_file(str(path))
+            return tensors["images"], tensors["labels"]
+        except (SafetensorError, OSError, KeyError):
+            log.warning("decode cache %s is unreadable; decoding again", path)
+    images, labels = _decode(dataset, size)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: save_file({"images": images, "labels": labels}, str(tmp)))
+    return images, labels

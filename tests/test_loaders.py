@@ -1,0 +1,128 @@
+"""The tensor loader and the decode cache: alignment, augmentation, reuse and invalidation."""
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import write_class_folder
+from tudui.data import TensorLoader, build_dataset, decode_to_tensor, eval_transform
+from tudui.data.transforms import batch_flip, batch_translate, normalize_batch, tta_views
+
+
+def numbered_images(n: int, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image i is filled with the value i (mod 256) and has label i: alignment is checkable."""
+    images = (torch.arange(n) % 256).to(torch.uint8).view(n, 1, 1, 1).expand(n, 3, size, size).contiguous()
+    return images, torch.arange(n)
+
+
+@pytest.mark.parametrize("augment", ["none", "flip", "crop-flip", "crop-alt-flip"])
+def test_labels_stay_with_their_images_through_shuffling_and_augmentation(augment):
+    images, labels = numbered_images(200)
+    loader = TensorLoader(images, labels, batch_size=32, shuffle=True, augment=augment, seed=1)
+    seen = []
+    for x, y in loader:
+        assert x.dtype == torch.float32 and x.shape[1:] == (3, 8, 8)
+        # constant images stay constant under flips and reflect-padded shifts
+        assert torch.equal(x[:, 0, 0, 0] * 255, y.float())
+        seen += y.tolist()
+    assert sorted(seen) == list(range(200)) and seen != list(range(200))
+    assert len(loader) == 7
+
+
+def test_each_epoch_has_its_own_order_and_repeats_with_the_seed():
+    images, labels = numbered_images(64)
+    a = TensorLoader(images, labels, 16, True, seed=3)
+    b = TensorLoader(images, labels, 16, True, seed=3)
+    first = torch.cat([y for _, y in a])
+    a.set_epoch(1)
+    second = torch.cat([y for _, y in a])
+    assert not torch.equal(first, second)
+    b.set_epoch(1)
+    assert torch.equal(second, torch.cat([y for _, y in b]))
+
+
+def test_ranks_get_disjoint_shards_of_the_same_epoch():
+    images, labels = numbered_images(100)
+    shards = [torch.cat([y for _, y in TensorLoader(images, labels, 8, True, seed=0, rank=r, world_size=2)])
+              for r in range(2)]
+    assert not set(shards[0].tolist()) & set(shards[1].tolist())
+    assert sorted(shards[0].tolist() + shards[1].tolist()) == list(range(100))
+
+
+def test_flip_mirrors_exactly_the_chosen_images():
+    pattern = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).expand(2, 3, 4, 4)
+    out = batch_flip(pattern, torch.tensor([True, False]))
+    assert torch.equal(out[0, 0, 0], torch.tensor([3, 2, 1, 0], dtype=torch.uint8))
+    assert torch.equal(out[1], pattern[1])
+
+
+def test_translate_moves_a_known_pattern_with_reflection():
+    image = torch.zeros(1, 1, 5, 5)
+    image[0, 0, 2, 2] = 1.0
+    out = batch_translate(image, torch.tensor([1]), torch.tensor([-2]), pad=2)
+    # content shifts by (-dy, -dx): the dot moves up one row and right two columns, and the
+    # reflection of column 2 about the left edge fills column 0
+    expected = torch.zeros(5, 5)
+    expected[1, 4] = expected[1, 0] = 1.0
+    assert torch.equal(out[0, 0], expected)
+
+
+def test_alternating_flip_mirrors_each_image_every_other_epoch():
+    pattern = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).expand(50, 3, 4, 4).contiguous()
+    loader = TensorLoader(pattern, torch.arange(50), 50, False, augment="alt-flip", seed=0)
+    x0, _ = next(iter(loader))
+    loader.set_epoch(1)
+    x1, _ = next(iter(loader))
+    flipped0 = x0[:, 0, 0, 0] > x0[:, 0, 0, 3]
+    flipped1 = x1[:, 0, 0, 0] > x1[:, 0, 0, 3]
+    assert torch.equal(flipped0, ~flipped1) and 10 < flipped0.sum() < 40
+
+
+def test_batch_normalisation_matches_the_pil_pipeline():
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    reference = eval_transform(32, mean, std)(Image.fromarray(array))
+    batched = normalize_batch(torch.from_numpy(array).permute(2, 0, 1)[None], torch.tensor(mean), torch.tensor(std))
+    assert torch.allclose(reference, batched[0], atol=1e-6)
+
+
+def test_decoded_tensor_equals_the_eval_pipeline_pixels(tmp_path):
+    root = write_class_folder(tmp_path / "f", ["a", "b"], 3, size=20)
+    spec = build_dataset(str(root), val_split=0.34)
+    images, labels = decode_to_tensor(spec.train, 32, tmp_path / "cache")
+    assert images.shape == (len(spec.train), 3, 32, 32) and images.dtype == torch.uint8
+    for i in range(len(spec.train)):
+        expected = eval_transform(32)(spec.train[i][0])
+        assert torch.allclose(images[i].float() / 255, expected, atol=1e-7)
+    assert labels.tolist() == spec.train.labels.tolist()
+
+
+def test_decode_cache_is_reused_and_invalidated_when_a_file_changes(tmp_path):
+    root = write_class_folder(tmp_path / "f", ["a", "b"], 4)
+    cache = tmp_path / "cache"
+    spec = build_dataset(str(root))
+    decode_to_tensor(spec.train, 32, cache)
+    files = list(cache.glob("*.safetensors"))
+    assert len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+    decode_to_tensor(build_dataset(str(root)).train, 32, cache)
+    assert [f.stat().st_mtime_ns for f in cache.glob("*.safetensors")] == [stamp]   # reused
+    changed = spec.train.samples[0][0]
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(changed)
+    os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10_000_000))
+    images, _ = decode_to_tensor(build_dataset(str(root)).train, 32, cache)
+    assert len(list(cache.glob("*.safetensors"))) == 2                                # decoded again
+    assert images[0, 0].float().mean() == 255 and images[0, 1].float().mean() == 0
+
+
+def test_tta_views_are_the_image_its_mirror_and_shifted_mirrors():
+    x = torch.randn(2, 3, 6, 6)
+    assert [w for _, w in tta_views(x, 0)] == [1.0]
+    views = tta_views(x, 2)
+    assert sum(w for _, w in views) == pytest.approx(1.0) and len(views) == 6
+    assert torch.equal(views[1][0], x.flip(-1))
+    assert torch.equal(views[2][0][:, :, 1:, 1:], x[:, :, :-1, :-1])   # shifted by one pixel
