@@ -148,9 +148,10 @@ def make_loaders(spec: DatasetSpec, input_size: int, mean, std, device: torch.de
 
 
 def sample_inputs(loader, count: int, device: torch.device) -> torch.Tensor:
-    """The first count normalised training images, for data-dependent initialisation."""
+    """count normalised training images, for data-dependent initialisation (fastnet's whitening)."""
     if isinstance(loader, TensorLoader):
-        index = torch.arange(min(count, len(loader.labels)))
+        # A seeded random subset: stored order is often sorted by class (folders are).
+        index = torch.randperm(len(loader.labels), generator=torch.Generator().manual_seed(loader.seed))[:count]
         return normalize_batch(loader.images[index.to(loader.device)], loader.mean, loader.std)
     batches, seen = [], 0
     for images, _ in loader:
