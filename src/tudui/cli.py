@@ -37,8 +37,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     groups = {section: parser.add_argument_group(f"{section} settings") for section in SECTIONS}
     for section, f in iter_options():
         default = f.default if f.default is not MISSING else None
-        shown = "per optimizer" if f.name == "lr" else default
-        kwargs = dict(dest=option_key(f), default=None, help=f"{f.metadata['help']} (default: {shown})")
+        # lr's default depends on the optimizer and empty strings mean "see the help text".
+        suffix = "" if f.name == "lr" or default == "" else f" (default: {default})"
+        kwargs = dict(dest=option_key(f), default=None, help=f"{f.metadata['help']}{suffix}")
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
         else:

@@ -144,7 +144,8 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
     meta = {"model": cfg.model.name, "num_classes": len(spec.class_names),
             "class_names": spec.class_names, "input_size": entry.input_size,
             "model_options": model_options, "mean": mean, "std": std, "tudui_version": __version__,
-            "data": data_reference(cfg.data.name), "config": to_dict(cfg)}
+            "data": data_reference(cfg.data.name), "data_dir": str(Path(cfg.data.data_dir).resolve()),
+            "config": to_dict(cfg)}
     checkpoints = CheckpointHook(run_dir / "weights", model, optimizer, scheduler, meta)
     tensorboard = TensorBoardHook(run_dir, cfg.train.log_every)
     hooks = [CSVHook(run_dir / "metrics.csv"), tensorboard, checkpoints]
@@ -193,7 +194,7 @@ def evaluate(weights: str | Path, data: str | None = None, data_dir: str | None 
     data = data or meta.get("data")
     if not data:
         raise TuduiError(f"{weights} does not record its data set; pass --data")
-    spec = build_dataset(data, data_dir or data_cfg.get("data_dir", "./data"),
+    spec = build_dataset(data, data_dir or meta.get("data_dir") or data_cfg.get("data_dir", "./data"),
                          val_split if val_split is not None else data_cfg.get("val_split", 0.2),
                          train_cfg.get("seed", 0), download)
     if spec.class_names != meta["class_names"]:
