@@ -126,3 +126,14 @@ def test_tta_views_are_the_image_its_mirror_and_shifted_mirrors():
     assert sum(w for _, w in views) == pytest.approx(1.0) and len(views) == 6
     assert torch.equal(views[1][0], x.flip(-1))
     assert torch.equal(views[2][0][:, :, 1:, 1:], x[:, :, :-1, :-1])   # shifted by one pixel
+
+
+def test_crop_with_flip_is_the_mirror_of_the_crop():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    shift_y, shift_x = torch.randint(-2, 3, (2, 6))
+    flip = torch.tensor([True, False, True, True, False, False])
+    padded = torch.nn.functional.pad(images.float(), (2, 2, 2, 2), mode="reflect").to(torch.uint8)
+    from tudui.data.transforms import batch_crop
+    expected = batch_flip(batch_translate(images, shift_y, shift_x, 2), flip)
+    assert torch.equal(batch_crop(padded, shift_y, shift_x, 2, flip), expected)

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tudui.data.cache import decode_to_tensor
 from tudui.data.datasets import DatasetSpec, cache_root
-from tudui.data.transforms import (batch_flip, batch_translate, eval_transform, normalize_batch,
+from tudui.data.transforms import (batch_crop, batch_flip, eval_transform, normalize_batch, reflect_pad,
                                    train_transform, translate_pixels)
 
 
@@ -71,6 +71,9 @@ class TensorLoader:
         self.channels_last = channels_last
         self.epoch = 0
         self.pad = translate_pixels(translate, images.shape[-1]) if augment.startswith("crop") else 0
+        # Pad the whole set once (uint8, in chunks), so each batch is only cropped.
+        self.padded = torch.cat([reflect_pad(chunk, self.pad) for chunk in self.images.split(4096)]) \
+            if self.pad else None
         # The alternating flip: a fixed random half of the images is mirrored on even epochs and
         # the other half on odd ones, so every image is seen both ways in any two epochs
         # (airbench, Jordan 2024, arXiv 2404.00498).
@@ -97,20 +100,24 @@ class TensorLoader:
         steps = len(self)
         for step in range(steps):
             index = order[step * self.batch_size:(step + 1) * self.batch_size]
-            images = self.images[index.to(self.device)]
+            index_on_device = index.to(self.device)
+            flip = None
             if self.augment in ("flip", "crop-flip"):
-                flip = torch.rand(len(index), generator=augment_rng) < 0.5
-                images = batch_flip(images, flip.to(self.device))
+                flip = (torch.rand(len(index), generator=augment_rng) < 0.5).to(self.device)
             elif self.augment in ("alt-flip", "crop-alt-flip"):
-                flip = self.flip_parity[index] ^ bool(self.epoch % 2)
-                images = batch_flip(images, flip.to(self.device))
+                flip = (self.flip_parity[index] ^ bool(self.epoch % 2)).to(self.device)
             if self.pad:
                 shifts = torch.randint(-self.pad, self.pad + 1, (2, len(index)), generator=augment_rng)
-                images = batch_translate(images, shifts[0].to(self.device), shifts[1].to(self.device), self.pad)
+                images = batch_crop(self.padded[index_on_device], shifts[0].to(self.device),
+                                    shifts[1].to(self.device), self.pad, flip)
+            else:
+                images = self.images[index_on_device]
+                if flip is not None:
+                    images = batch_flip(images, flip)
             x = normalize_batch(images, self.mean, self.std, self.dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[index.to(self.device)]
+            yield x, self.labels[index_on_device]
 
 
 TENSOR_MAX_SIDE = 64            # "small images": 32-px sets and thumbnails

@@ -67,6 +67,32 @@ def batch_flip(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
+def reflect_pad(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """Reflect-pad (B, C, H, W) by pad pixels on each side, keeping the dtype (uint8 included)."""
+    source = images if images.is_floating_point() else images.float()
+    return torch.nn.functional.pad(source, (pad, pad, pad, pad), mode="reflect").to(images.dtype)
+
+
+def batch_crop(padded: torch.Tensor, shift_y: torch.Tensor, shift_x: torch.Tensor, pad: int,
+               flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Crop each image of a reflect-padded batch back to its size, offset by (shift_y, shift_x),
+    and mirror those marked in flip (the mirror of the crop, as batch_flip would give).
+
+    One gather over the flattened pixels: several times faster on a CPU than a slice per
+    shift followed by a separate flip.
+    """
+    B, C, padded_h, padded_w = padded.shape
+    H, W = padded_h - 2 * pad, padded_w - 2 * pad
+    device = padded.device
+    rows = (shift_y + pad).view(B, 1, 1) + torch.arange(H, device=device).view(1, H, 1)
+    across = torch.arange(W, device=device).view(1, 1, W)
+    if flip is not None:
+        across = torch.where(flip.view(B, 1, 1), W - 1 - across, across)
+    cols = (shift_x + pad).view(B, 1, 1) + across
+    index = (rows * padded_w + cols).view(B, 1, H * W).expand(B, C, H * W)
+    return padded.reshape(B, C, padded_h * padded_w).gather(2, index).view(B, C, H, W)
+
+
 def batch_translate(images: torch.Tensor, shift_y: torch.Tensor, shift_x: torch.Tensor,
                     pad: int) -> torch.Tensor:
     """Shift each image by (shift_y, shift_x) pixels in [-pad, pad], filling by reflection.
@@ -76,14 +102,7 @@ def batch_translate(images: torch.Tensor, shift_y: torch.Tensor, shift_x: torch.
     """
     if pad == 0:
         return images
-    B, C, H, W = images.shape
-    source = images if images.is_floating_point() else images.float()
-    padded = torch.nn.functional.pad(source, (pad, pad, pad, pad), mode="reflect").to(images.dtype)
-    rows = (shift_y + pad).view(B, 1) + torch.arange(H, device=images.device).view(1, H)
-    cols = (shift_x + pad).view(B, 1) + torch.arange(W, device=images.device).view(1, W)
-    batch = torch.arange(B, device=images.device).view(B, 1, 1)
-    out = padded.permute(0, 2, 3, 1)[batch, rows.view(B, H, 1), cols.view(B, 1, W)]  # (B, H, W, C)
-    return out.permute(0, 3, 1, 2).contiguous()
+    return batch_crop(reflect_pad(images, pad), shift_y, shift_x, pad)
 
 
 def normalize_batch(images: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None,
