@@ -41,29 +41,25 @@ def test_schedules_warm_up_then_decay_to_the_final_rate():
     assert lr_factor(1.0, 0.0, "cosine", final=0.2) == pytest.approx(0.2)
 
 
-def test_warm_up_starts_above_zero_and_reaches_the_peak():
-    model = nn.Linear(2, 2)
-    cfg = OptimConfig(lr=1.0, schedule="constant", warmup_epochs=1)
-    optimizer = create_optimizer(cfg, model)
-    scheduler = create_scheduler(cfg, optimizer, steps_per_epoch=4, epochs=2)
+def scheduled_rates(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> list[float]:
+    """The learning rate at each step of a run of a tiny model under cfg's schedule."""
+    optimizer = create_optimizer(cfg, nn.Linear(2, 2))
+    scheduler = create_scheduler(cfg, optimizer, steps_per_epoch=steps_per_epoch, epochs=epochs)
     rates = []
-    for _ in range(6):
+    for _ in range(steps_per_epoch * epochs):
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    assert rates == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    return rates
+
+
+def test_warm_up_starts_above_zero_and_reaches_the_peak():
+    cfg = OptimConfig(lr=1.0, schedule="constant", warmup_epochs=1)
+    assert scheduled_rates(cfg, 4, 2) == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0]
 
 
 def test_scheduler_steps_the_optimizer_learning_rate():
-    model = nn.Linear(2, 2)
-    cfg = OptimConfig(lr=0.1, schedule="linear")
-    optimizer = create_optimizer(cfg, model)
-    scheduler = create_scheduler(cfg, optimizer, steps_per_epoch=5, epochs=2)
-    rates = []
-    for _ in range(10):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    rates = scheduled_rates(OptimConfig(lr=0.1, schedule="linear"), 5, 2)
     assert rates[0] == 0.1 and all(a > b for a, b in zip(rates, rates[1:]))
 
 
