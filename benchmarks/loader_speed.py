@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from common import CIFAR_COPY, git_commit, machine
 from tudui.data import TensorLoader, build_dataset, decode_to_tensor
 from tudui.data.datasets import cache_root, resolve_folder
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def epoch_rate(loader) -> float:
@@ -35,7 +33,7 @@ def epoch_rate(loader) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+    parser.add_argument("--data", default=str(CIFAR_COPY))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     root = resolve_folder(args.data, cache_root() / "extracted")
@@ -43,7 +41,7 @@ def main() -> None:
     spec = build_dataset(args.data)
     images, labels = decode_to_tensor(spec.train, 32, cache_root() / "tensors")
     decode_s = time.perf_counter() - start
-    common = {"machine": platform.machine(), "threads": torch.get_num_threads(), "dataset": Path(args.data).name,
+    common = {"commit": git_commit(), "machine": machine(), "dataset": Path(args.data).name,
               "images": len(labels), "decode_or_cache_s": round(decode_s, 1)}
 
     course = DataLoader(datasets.ImageFolder(str(root / "train"), transform=transforms.ToTensor()),

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,18 +21,10 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 import tudui
+from common import CIFAR_COPY, REPO, git_commit, machine
 from tudui.data.datasets import cache_root, resolve_folder
 from tudui.models import create_model
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def course_loop(root: Path, epochs: int, seed: int) -> dict:
@@ -78,7 +68,7 @@ def tudui_seed(data: Path, epochs: int, seed: int, project: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+    parser.add_argument("--data", default=str(CIFAR_COPY))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--recipes", nargs="+", default=["tudui-seed", "course-loop"],
@@ -89,8 +79,8 @@ def main() -> None:
     start = time.perf_counter()
     root = resolve_folder(args.data, cache_root() / "extracted")
     unpack_s = time.perf_counter() - start
-    common = {"commit": git_commit(), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-              "cpus": torch.get_num_threads(), "device": "cpu", "torch": torch.__version__,
+    common = {"commit": git_commit(), "machine": machine(),
+              "device": "cpu", "torch": torch.__version__,
               "dataset": Path(args.data).name, "epochs": args.epochs, "unpack_s": round(unpack_s, 1)}
     results: dict[str, list[dict]] = {r: [] for r in args.recipes}
     for seed in args.seeds:

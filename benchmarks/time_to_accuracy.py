@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -28,37 +26,12 @@ import torch
 import yaml
 
 import tudui
+from common import CIFAR_COPY, REPO, git_commit, machine
 from tudui.data import build_dataset, decode_to_tensor
 from tudui.data.datasets import cache_root
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"seed": REPO / "configs" / "seed.yaml", "fast": REPO / "configs" / "cifar10-fast.yaml",
            "fast-budget": REPO / "configs" / "cifar10-fast.yaml"}
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True).stdout.strip()
-        return out + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def machine(device: str) -> str:
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
 
 
 def parse_sets(pairs: list[str]) -> dict:
@@ -86,7 +59,7 @@ def run(recipe: str, data: str, seed: int, device: str, budget: float | None, ou
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+    parser.add_argument("--data", default=str(CIFAR_COPY))
     parser.add_argument("--recipes", nargs="+", default=["seed", "fast", "fast-budget"], choices=list(CONFIGS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--budget", type=float, help="seconds for fast-budget (default: the seed recipe's median)")
