@@ -202,8 +202,8 @@ def evaluate(weights: str | Path, data: str | None = None, data_dir: str | None 
                          f"the classes the weights were trained on ({', '.join(meta['class_names'][:10])})")
     _, loader, _ = make_loaders(spec, meta["input_size"], meta["mean"], meta["std"], dev, batch_size,
                                 choice=data_cfg.get("loader", "auto"), train=False)
-    tta = settings.get("train", {}).get("tta", 0) if tta is None else tta
-    precision = settings.get("train", {}).get("precision", "fp32")
+    tta = train_cfg.get("tta", 0) if tta is None else tta
+    precision = train_cfg.get("precision", "fp32")
     if precision == "fp16" and dev.type == "cpu":  # trained on a GPU, evaluated on a CPU
         precision = "fp32"
     amp_dtype = resolve_precision(precision, dev)
