@@ -1,6 +1,7 @@
 """What every benchmark line carries: the commit measured and the machine it ran on."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -12,7 +13,10 @@ CIFAR_COPY = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
 def git_commit() -> str:
-    """The short commit of the checkout, with -dirty when tracked files have changed."""
+    """The short commit of the checkout, with -dirty when tracked files have changed.
+
+    A copy without .git (a remote GPU machine, say) reports $TUDUI_COMMIT when it is set.
+    """
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                              text=True, check=True).stdout.strip()
@@ -20,7 +24,7 @@ def git_commit() -> str:
                                capture_output=True, text=True).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("TUDUI_COMMIT", "unknown")
 
 
 def machine(device: str = "cpu") -> str:

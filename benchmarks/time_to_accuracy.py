@@ -2,7 +2,7 @@
 
     python benchmarks/time_to_accuracy.py [--data ../shared/data/cifar10-jpeg.tar.gz]
         [--recipes seed fast fast-budget] [--seeds 0 1] [--budget SECONDS] [--device auto]
-        [--set KEY=VALUE ...]
+        [--set KEY=VALUE ...] [--warmup N]
 
 Recipes: `seed` is configs/seed.yaml (the course), `fast` is configs/cifar10-fast.yaml, and
 `fast-budget` is the fast recipe with --time-budget set to the seed recipe's median wall
@@ -12,13 +12,17 @@ each recipe then prints a summary line with mean ± std test accuracy.
 Timing: `fit_s` is training plus the test evaluations inside the run (what --time-budget
 bounds, plus the final evaluation); `wall_s` is the whole tudui.train call, which adds setup
 (reading the decoded tensors, channel statistics, writing files). Decoding the images once
-into the on-disk cache is done before any timing and reported as `decode_s`.
+into the on-disk cache is done before any timing and reported as `decode_s`. On a GPU, one
+untimed warm-up run of the first recipe (--warmup, one epoch) comes first, so CUDA's and
+cuDNN's one-time set-up (and torch.compile's, with --set compile=true) is not counted in
+the first seed's time; airbench times its runs the same way.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +33,7 @@ import tudui
 from common import CIFAR_COPY, REPO, git_commit, machine
 from tudui.data import build_dataset, decode_to_tensor
 from tudui.data.datasets import cache_root
+from tudui.runner import resolve_device
 
 CONFIGS = {"seed": REPO / "configs" / "seed.yaml", "fast": REPO / "configs" / "cifar10-fast.yaml",
            "fast-budget": REPO / "configs" / "cifar10-fast.yaml"}
@@ -54,6 +59,7 @@ def run(recipe: str, data: str, seed: int, device: str, budget: float | None, ou
     return {"accuracy": result.final_accuracy, "epochs_run": len(result.history),
             "tta": result.config.train.tta, "fit_s": fit_s, "wall_s": wall,
             "images_per_s": statistics.mean(row["images_per_s"] for row in result.history),
+            "epoch_s": [round(row["seconds"], 3) for row in result.history],
             "time_budget": result.config.train.time_budget or None, "run_dir": str(result.run_dir)}
 
 
@@ -67,6 +73,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra settings for every recipe, named like the flags (e.g. widths=32,64,128)")
     parser.add_argument("--out", default="bench-out")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed one-epoch runs first (default: 1 on a GPU, 0 on a CPU)")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -78,6 +86,11 @@ def main() -> None:
               "torch": torch.__version__, "dataset": Path(args.data).name, "decode_s": round(decode_s, 1),
               "settings": args.set}
     extra = parse_sets(args.set)
+    warmup = args.warmup if args.warmup is not None else int(resolve_device(args.device).type == "cuda")
+    for i in range(warmup):
+        row = run(args.recipes[0] if args.recipes[0] != "fast-budget" else "fast", args.data, 1000 + i,
+                  args.device, None, Path(args.out), {**extra, "epochs": 1})
+        print(json.dumps({**common, "warmup": True, "epoch_s": row["epoch_s"]}), flush=True)
     results: dict[str, list[dict]] = {}
     budget = args.budget
     # Recipes run in the order given for each seed; fast-budget needs the seed recipe's time first.
@@ -94,15 +107,18 @@ def main() -> None:
                               **row}), flush=True)
     for recipe, rows in results.items():
         accuracy = [r["accuracy"] for r in rows]
-        print(json.dumps({**common, "recipe": recipe, "summary": True, "seeds": args.seeds,
-                          "tta": rows[0]["tta"],
-                          "accuracy_mean": statistics.mean(accuracy),
-                          "accuracy_std": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
-                          "fit_s_median": statistics.median(r["fit_s"] for r in rows),
-                          "wall_s_median": statistics.median(r["wall_s"] for r in rows),
-                          "images_per_s_median": statistics.median(r["images_per_s"] for r in rows),
-                          "time_budget": rows[0]["time_budget"]}), flush=True)
-
+        summary = {"recipe": recipe, "summary": True, "seeds": args.seeds, "tta": rows[0]["tta"],
+                   "accuracy_mean": statistics.mean(accuracy),
+                   "accuracy_std": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
+                   "fit_s_median": statistics.median(r["fit_s"] for r in rows),
+                   "wall_s_median": statistics.median(r["wall_s"] for r in rows),
+                   "images_per_s_median": statistics.median(r["images_per_s"] for r in rows),
+                   "time_budget": rows[0]["time_budget"]}
+        print(json.dumps({**common, **summary}), flush=True)
+        print(f"{recipe} {' '.join(args.set)} on {common['machine']}: accuracy "
+              f"{summary['accuracy_mean']:.2%} +- {summary['accuracy_std']:.2%} over {len(rows)} seeds "
+              f"(TTA {summary['tta']}), training {summary['fit_s_median']:.2f} s, whole call "
+              f"{summary['wall_s_median']:.1f} s (medians)", file=sys.stderr)
 
 if __name__ == "__main__":
     main()

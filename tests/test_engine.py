@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from tudui.engine.loop import evaluate
+from tudui.engine.loop import evaluate, train_one_epoch
 from tudui.engine.optim import create_optimizer, create_scheduler, lr_factor
 from tudui.config import OptimConfig
 
@@ -101,3 +101,29 @@ def test_norm_biases_get_their_own_rate_and_the_same_decay_pull():
     assert groups[0]["params"] == [model[1].bias] and groups[0]["lr"] == pytest.approx(0.8)
     assert groups[0]["lr"] * groups[0]["weight_decay"] == pytest.approx(0.1 * 0.01)
     assert len(groups[1]["params"]) == 3      # conv weight and bias, BN weight
+
+
+def _tiny_epoch(batches, sync_every, on_step=None):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return train_one_epoch(model, batches, nn.CrossEntropyLoss(reduction="none"), optimizer, scheduler,
+                           torch.device("cpu"), on_step=on_step, sync_every=sync_every)
+
+
+def test_losses_read_back_in_windows_reach_every_step_in_order():
+    torch.manual_seed(1)
+    batches = [(torch.randn(8, 3, 2, 2), torch.randint(0, 3, (8,))) for _ in range(10)]
+    every_step, windowed = [], []
+    straight = _tiny_epoch(batches, 1, lambda loss, n, lr: every_step.append(loss))
+    batched = _tiny_epoch(batches, 4, lambda loss, n, lr: windowed.append(loss))
+    assert windowed == every_step and len(windowed) == 10
+    assert batched["loss"] == straight["loss"] and batched["images"] == 80
+
+
+def test_a_non_finite_loss_stops_the_epoch_naming_its_step():
+    batches = [(torch.randn(8, 3, 2, 2), torch.randint(0, 3, (8,))) for _ in range(6)]
+    batches[4] = (torch.full((8, 3, 2, 2), float("nan")), batches[4][1])
+    with pytest.raises(FloatingPointError, match="nan at step 5 of this epoch"):
+        _tiny_epoch(batches, 4)

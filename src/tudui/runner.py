@@ -114,6 +114,9 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
     cfg = config if config is not None else make_config(config_file, **overrides)
     device = resolve_device(cfg.train.device)
     amp_dtype = resolve_precision(cfg.train.precision, device)
+    if device.type == "cuda":
+        # Batch shapes repeat every step, so let cuDNN time its algorithms once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
     seed_everything(cfg.train.seed)
     spec = build_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.val_split, cfg.train.seed,
                          cfg.data.download)
@@ -161,7 +164,8 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
     try:
         tensorboard.add_images(next(iter(train_loader))[0], mean, std)
         options = FitOptions(cfg.train.epochs, len(spec.class_names), amp_dtype, cfg.optim.loss_sum,
-                             cfg.train.tta, cfg.train.eval_every, averager, progress_clock)
+                             cfg.train.tta, cfg.train.eval_every, averager, progress_clock,
+                             scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None)
         history = fit(train_model, train_loader, test_loader, optimizer, scheduler, loss_fn, device,
                       options, hooks)
     except FloatingPointError as e:

@@ -60,8 +60,6 @@ class TensorLoader:
                  drop_last: bool = False, rank: int = 0, world_size: int = 1,
                  channels_last: bool = False, translate: int = -1):
         self.device = torch.device(device)
-        # It is faster to move and augment uint8 data and convert per batch than to hold floats.
-        self.images = images.to(self.device)
         self.labels = labels.to(self.device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.mean = None if mean is None else torch.tensor(mean, device=self.device)
@@ -71,9 +69,17 @@ class TensorLoader:
         self.channels_last = channels_last
         self.epoch = 0
         self.pad = translate_pixels(translate, images.shape[-1]) if augment.startswith("crop") else 0
-        # Pad the whole set once (uint8, in chunks), so each batch is only cropped.
-        self.padded = torch.cat([reflect_pad(chunk, self.pad) for chunk in self.images.split(4096)]) \
-            if self.pad else None
+        # It is faster to move and augment uint8 data and convert per batch than to hold floats.
+        # With crops, the set is reflect-padded once (in chunks) and kept only padded: each
+        # batch is then just cropped, and the plain images are a view into the padded ones.
+        if self.pad:
+            self.padded = torch.cat([reflect_pad(chunk.to(self.device), self.pad)
+                                     for chunk in images.split(4096)])
+            p = self.pad
+            self.images = self.padded[:, :, p:-p, p:-p]
+        else:
+            self.padded = None
+            self.images = images.to(self.device)
         # The alternating flip: a fixed random half of the images is mirrored on even epochs and
         # the other half on odd ones, so every image is seen both ways in any two epochs
         # (airbench, Jordan 2024, arXiv 2404.00498).
@@ -94,30 +100,38 @@ class TensorLoader:
         n = len(range(self.rank, len(self.labels), self.world_size))  # this rank's share, no permutation
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def _epoch_draws(self, count: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """This epoch's flips (count booleans) and crop shifts (2, count), drawn on the CPU from
+        (seed, epoch) so CPU and GPU runs see the same augmentation."""
+        rng = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7)
+        flips = torch.rand(count, generator=rng) < 0.5 if self.augment in ("flip", "crop-flip") else None
+        shifts = torch.randint(-self.pad, self.pad + 1, (2, count), generator=rng) if self.pad else None
+        return flips, shifts
+
     def __iter__(self):
+        # Everything random for the epoch goes to the device in one copy per tensor: a copy
+        # from pageable host memory waits for the GPU, so one per batch would stall every step.
         order = self._order()
-        augment_rng = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7)
-        steps = len(self)
-        for step in range(steps):
-            index = order[step * self.batch_size:(step + 1) * self.batch_size]
-            index_on_device = index.to(self.device)
-            flip = None
-            if self.augment in ("flip", "crop-flip"):
-                flip = (torch.rand(len(index), generator=augment_rng) < 0.5).to(self.device)
-            elif self.augment in ("alt-flip", "crop-alt-flip"):
-                flip = (self.flip_parity[index] ^ bool(self.epoch % 2)).to(self.device)
+        flips, shifts = self._epoch_draws(len(order))
+        if self.augment in ("alt-flip", "crop-alt-flip"):
+            flips = self.flip_parity[order] ^ bool(self.epoch % 2)
+        order = order.to(self.device)
+        flips = None if flips is None else flips.to(self.device)
+        shifts = None if shifts is None else shifts.to(self.device)
+        for step in range(len(self)):
+            cut = slice(step * self.batch_size, (step + 1) * self.batch_size)
+            index = order[cut]
+            flip = None if flips is None else flips[cut]
             if self.pad:
-                shifts = torch.randint(-self.pad, self.pad + 1, (2, len(index)), generator=augment_rng)
-                images = batch_crop(self.padded[index_on_device], shifts[0].to(self.device),
-                                    shifts[1].to(self.device), self.pad, flip)
+                images = batch_crop(self.padded[index], shifts[0, cut], shifts[1, cut], self.pad, flip)
             else:
-                images = self.images[index_on_device]
+                images = self.images[index]
                 if flip is not None:
                     images = batch_flip(images, flip)
             x = normalize_batch(images, self.mean, self.std, self.dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[index_on_device]
+            yield x, self.labels[index]
 
 
 TENSOR_MAX_SIDE = 64            # "small images": 32-px sets and thumbnails

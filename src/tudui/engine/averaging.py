@@ -24,10 +24,12 @@ class Lookahead:
 
     @torch.no_grad()
     def update(self, decay: float) -> None:
-        for name, value in self.model.state_dict().items():
-            if name in self.average:
-                self.average[name].lerp_(value, 1 - decay)
-                value.copy_(self.average[name])
+        current = self.model.state_dict()
+        average = list(self.average.values())
+        values = [current[name] for name in self.average]
+        # One fused kernel per list instead of two launches per tensor (it matters on a GPU).
+        torch._foreach_lerp_(average, values, 1 - decay)
+        torch._foreach_copy_(values, average)
 
     def after_step(self) -> None:
         self.step += 1

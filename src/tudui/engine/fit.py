@@ -30,6 +30,7 @@ class FitOptions:
     eval_every: int = 1          # 0: only after the last epoch
     averager: object | None = None   # Lookahead, or None
     progress: object | None = None   # RunProgress: its time budget can end the run early
+    scaler: torch.amp.GradScaler | None = None  # loss scaling for float16 on a GPU
 
 
 def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Optimizer, scheduler,
@@ -54,7 +55,7 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
         train = train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, device,
                                 on_step=lambda loss, n, step_lr: call_hooks(hooks, "on_step", loss, n, step_lr),
                                 amp_dtype=options.amp_dtype, loss_sum=options.loss_sum,
-                                after_step=after_step, should_stop=out_of_time)
+                                after_step=after_step, should_stop=out_of_time, scaler=options.scaler)
         last = epoch == options.epochs or (out_of_time is not None and out_of_time())
         if last and options.averager is not None:
             options.averager.finish()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterable
 
@@ -23,15 +24,40 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module,
                     on_step: Callable[[float, int, float], None] | None = None,
                     amp_dtype: torch.dtype | None = None, loss_sum: bool = False,
                     after_step: Callable[[], None] | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> dict:
+                    should_stop: Callable[[], bool] | None = None,
+                    sync_every: int | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> dict:
     """Train for one pass over loader; returns mean loss, image count and seconds.
 
-    on_step(loss, batch_size, lr) is called after every optimizer step, then after_step()
-    (weight averaging); should_stop() ends the epoch early (a time budget).
+    on_step(loss, batch_size, lr) is called for every optimizer step, after_step() right
+    after each step (weight averaging); should_stop() ends the epoch early (a time budget).
     With loss_sum the per-image losses are summed, not averaged, as airbench does.
+    scaler (float16 training) scales the loss so small gradients survive half precision.
+    The losses are read back from the device every sync_every steps (default: every step on
+    a CPU, every 32 on a GPU), and on_step is then called for each of them in order.
     """
+    if sync_every is None:
+        sync_every = 1 if device.type == "cpu" else 32
     model.train()
-    total_loss, images, start = 0.0, 0, time.perf_counter()
+    total_loss, images, step, start = 0.0, 0, 0, time.perf_counter()
+    pending: list[tuple[torch.Tensor, int, float]] = []
+
+    def read_back() -> None:
+        # Reading a value from the GPU is a sync point: the host waits for every queued step,
+        # so it is done for a window of steps at once, not after each one.
+        nonlocal total_loss, images
+        values = torch.stack([loss for loss, _, _ in pending]).tolist()
+        first = step - len(pending) + 1
+        for offset, (value, (_, batch, lr)) in enumerate(zip(values, pending)):
+            if not math.isfinite(value):
+                raise FloatingPointError(f"the training loss became {value} at step {first + offset} "
+                                         "of this epoch")
+            total_loss += value * batch
+            images += batch
+            if on_step is not None:
+                on_step(value, batch, lr)
+        pending.clear()
+
     for inputs, targets in loader:
         inputs = inputs.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
@@ -39,23 +65,25 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module,
             losses = loss_fn(model(inputs), targets)
         loss = losses.sum() if loss_sum else losses.mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         lr = optimizer.param_groups[-1]["lr"]
         scheduler.step()
         if after_step is not None:
             after_step()
-        # .item() is a CPU-GPU sync point; the progress bar needs the value every step anyway.
-        batch = targets.shape[0]
-        value = losses.detach().float().mean().item()
-        if value != value or value in (float("inf"), float("-inf")):
-            raise FloatingPointError(f"the training loss became {value}")
-        total_loss += value * batch
-        images += batch
-        if on_step is not None:
-            on_step(value, batch, lr)
+        step += 1
+        pending.append((losses.detach().float().mean(), targets.shape[0], lr))
+        if len(pending) >= sync_every:
+            read_back()
         if should_stop is not None and should_stop():
             break
+    if pending:
+        read_back()
     return {"loss": total_loss / max(images, 1), "images": images,
             "seconds": time.perf_counter() - start}
 
