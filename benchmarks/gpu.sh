@@ -25,5 +25,5 @@ for epochs in ${EPOCHS:-10 12}; do
     bench "eager-$epochs" --seeds $SEEDS --set epochs=$epochs
 done
 for epochs in ${COMPILE_EPOCHS:-12}; do
-    bench "compiled-$epochs" --seeds $SEEDS --set epochs=$epochs compile=true
+    bench "compiled-$epochs" --seeds ${COMPILE_SEEDS:-$SEEDS} --set epochs=$epochs compile=true
 done
