@@ -15,8 +15,10 @@ CIFAR_COPY = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 def git_commit() -> str:
     """The short commit of the checkout, with -dirty when tracked files have changed.
 
-    A copy without .git (a remote GPU machine, say) reports $TUDUI_COMMIT when it is set.
+    $TUDUI_COMMIT, when set, wins: a copy sent to another machine may carry a stale .git.
     """
+    if os.environ.get("TUDUI_COMMIT"):
+        return os.environ["TUDUI_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                              text=True, check=True).stdout.strip()
@@ -24,7 +26,7 @@ def git_commit() -> str:
                                capture_output=True, text=True).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("TUDUI_COMMIT", "unknown")
+        return "unknown"
 
 
 def machine(device: str = "cpu") -> str:

@@ -32,6 +32,23 @@ def test_labels_stay_with_their_images_through_shuffling_and_augmentation(augmen
     assert len(loader) == 7
 
 
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_augmenting_the_whole_epoch_at_once_gives_the_same_batches(drop_last):
+    images = torch.randint(0, 256, (150, 3, 8, 8), dtype=torch.uint8)
+    kwargs = dict(batch_size=32, shuffle=True, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.2),
+                  augment="crop-alt-flip", seed=2, translate=2, drop_last=drop_last, channels_last=True)
+    per_batch = TensorLoader(images, torch.arange(150), whole_epoch=False, **kwargs)
+    at_once = TensorLoader(images, torch.arange(150), whole_epoch=True, **kwargs)
+    for epoch in (0, 1):
+        per_batch.set_epoch(epoch)
+        at_once.set_epoch(epoch)
+        batches = list(zip(per_batch, at_once, strict=True))
+        assert len(batches) == (4 if drop_last else 5)
+        for (x, y), (x_all, y_all) in batches:
+            assert torch.equal(y, y_all) and torch.equal(x, x_all)
+            assert x_all.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_each_epoch_has_its_own_order_and_repeats_with_the_seed():
     images, labels = numbered_images(64)
     a = TensorLoader(images, labels, 16, True, seed=3)

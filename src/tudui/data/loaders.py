@@ -36,12 +36,13 @@ def pick_workers(workers: int, in_memory: bool) -> int:
 
 
 def make_loader(dataset: Dataset, transform: Callable, batch_size: int, shuffle: bool,
-                workers: int, seed: int = 0, device: torch.device | None = None) -> DataLoader:
+                workers: int, seed: int = 0, device: torch.device | None = None,
+                drop_last: bool = False) -> DataLoader:
     """A DataLoader over dataset; shuffling is seeded so a run repeats exactly."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(Transformed(dataset, transform), batch_size=batch_size, shuffle=shuffle,
                       num_workers=workers, generator=generator,
-                      pin_memory=device is not None and device.type == "cuda",
+                      pin_memory=device is not None and device.type == "cuda", drop_last=drop_last,
                       persistent_workers=workers > 0)
 
 
@@ -51,14 +52,17 @@ class TensorLoader:
     Every epoch draws a fresh permutation from (seed, epoch), so epochs are reproducible
     and resumable, and with world_size > 1 each rank takes its own slice of the same
     permutation (call set_epoch before each epoch, as with DistributedSampler).
-    Augmentation and normalisation run on whole batches on the device.
+    Augmentation and normalisation run on whole batches on the device; with whole_epoch
+    (the default on a GPU when the epoch's floats fit in 2 GiB) on the whole epoch at once,
+    as airbench does, so a training step launches no data kernels of its own. Both ways
+    give the same batches.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool,
                  mean=None, std=None, augment: str = "none", seed: int = 0,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  drop_last: bool = False, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False, translate: int = -1):
+                 channels_last: bool = False, translate: int = -1, whole_epoch: bool | None = None):
         self.device = torch.device(device)
         self.labels = labels.to(self.device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
@@ -83,6 +87,9 @@ class TensorLoader:
         # The alternating flip: a fixed random half of the images is mirrored on even epochs and
         # the other half on odd ones, so every image is seen both ways in any two epochs
         # (airbench, Jordan 2024, arXiv 2404.00498).
+        if whole_epoch is None:
+            whole_epoch = self.device.type == "cuda" and images.numel() * 4 <= WHOLE_EPOCH_BYTES
+        self.whole_epoch = whole_epoch
         self.flip_parity = torch.rand(len(labels), generator=torch.Generator().manual_seed(seed)) < 0.5
 
     def set_epoch(self, epoch: int) -> None:
@@ -118,22 +125,34 @@ class TensorLoader:
         order = order.to(self.device)
         flips = None if flips is None else flips.to(self.device)
         shifts = None if shifts is None else shifts.to(self.device)
+        if self.whole_epoch:
+            used = len(self) * self.batch_size
+            order, flips = order[:used], None if flips is None else flips[:used]
+            x, labels = self._batch(order, flips, None if shifts is None else shifts[:, :used])
+            for step in range(len(self)):
+                cut = slice(step * self.batch_size, (step + 1) * self.batch_size)
+                yield x[cut], labels[cut]
+            return
         for step in range(len(self)):
             cut = slice(step * self.batch_size, (step + 1) * self.batch_size)
-            index = order[cut]
-            flip = None if flips is None else flips[cut]
-            if self.pad:
-                images = batch_crop(self.padded[index], shifts[0, cut], shifts[1, cut], self.pad, flip)
-            else:
-                images = self.images[index]
-                if flip is not None:
-                    images = batch_flip(images, flip)
-            x = normalize_batch(images, self.mean, self.std, self.dtype)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[index]
+            yield self._batch(order[cut], None if flips is None else flips[cut],
+                              None if shifts is None else shifts[:, cut])
 
+    def _batch(self, index: torch.Tensor, flip: torch.Tensor | None,
+               shifts: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented, normalised images at index, and their labels."""
+        if self.pad:
+            images = batch_crop(self.padded[index], shifts[0], shifts[1], self.pad, flip)
+        else:
+            images = self.images[index]
+            if flip is not None:
+                images = batch_flip(images, flip)
+        x = normalize_batch(images, self.mean, self.std, self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.labels[index]
 
+WHOLE_EPOCH_BYTES = 2 * 1024 ** 3
 TENSOR_MAX_SIDE = 64            # "small images": 32-px sets and thumbnails
 TENSOR_MAX_BYTES = 4 * 1024 ** 3
 
@@ -148,7 +167,13 @@ def use_tensor_loader(choice: str, input_size: int, num_images: int) -> bool:
 def make_loaders(spec: DatasetSpec, input_size: int, mean, std, device: torch.device, batch_size: int,
                  choice: str = "auto", workers: int = -1, augment: str = "none", translate: int = -1,
                  seed: int = 0, channels_last: bool = False, train: bool = True):
-    """(train loader or None, test loader, description): tensor loaders for small images, else DataLoaders."""
+    """(train loader or None, test loader, description): tensor loaders for small images, else DataLoaders.
+
+    Training drops the last partial batch when there are at least ten full ones: every step
+    then has the same shape (cuDNN's choice of algorithm and torch.compile's graph hold), and
+    as the order changes each epoch, no image is left out for long.
+    """
+    drop_last = len(spec.train) // batch_size >= 10
     if use_tensor_loader(choice, input_size, len(spec.train) + len(spec.test)):
         cache = cache_root() / "tensors"
         test_images, test_labels = decode_to_tensor(spec.test, input_size, cache)
@@ -158,13 +183,14 @@ def make_loaders(spec: DatasetSpec, input_size: int, mean, std, device: torch.de
         if train:
             images, labels = decode_to_tensor(spec.train, input_size, cache)
             train_loader = TensorLoader(images, labels, batch_size, True, mean, std, augment, seed,
-                                        device, channels_last=channels_last, translate=translate)
+                                        device, drop_last=drop_last, channels_last=channels_last,
+                                        translate=translate)
         return train_loader, test, f"tensor (decoded once, on {device})"
     workers = pick_workers(workers, spec.in_memory)
     test = make_loader(spec.test, eval_transform(input_size, mean, std), batch_size, False, workers,
                        device=device)
     train_loader = make_loader(spec.train, train_transform(input_size, mean, std, augment, translate),
-                               batch_size, True, workers, seed, device) if train else None
+                               batch_size, True, workers, seed, device, drop_last) if train else None
     return train_loader, test, f"DataLoader ({workers} workers)"
 
 

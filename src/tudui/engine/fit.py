@@ -65,7 +65,7 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
         row = {"epoch": epoch, "train_loss": train["loss"],
                "test_loss": test["loss"] if test else None,
                "test_accuracy": test["accuracy"] if test else None, "lr": lr,
-               "seconds": time.perf_counter() - start,
+               "seconds": time.perf_counter() - start, "train_seconds": train["seconds"],
                "images_per_s": train["images"] / max(train["seconds"], 1e-9)}
         history.append(row)
         call_hooks(hooks, "on_epoch_end", row, test)
