@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 from torch import nn
 
 from tudui.engine.loop import evaluate, train_one_epoch
-from tudui.engine.optim import create_optimizer, create_scheduler, lr_factor
+from tudui.engine.optim import create_optimizer, create_scheduler, lr_factor, orthogonalize
 from tudui.config import OptimConfig
 
 
@@ -127,3 +128,46 @@ def test_a_non_finite_loss_stops_the_epoch_naming_its_step():
     batches[4] = (torch.full((8, 3, 2, 2), float("nan")), batches[4][1])
     with pytest.raises(FloatingPointError, match="nan at step 5 of this epoch"):
         _tiny_epoch(batches, 4)
+
+
+def test_orthogonalize_pushes_singular_values_towards_one():
+    torch.manual_seed(0)
+    for rows, cols in ((16, 72), (72, 16)):
+        left = torch.linalg.qr(torch.randn(rows, 16))[0]
+        right = torch.linalg.qr(torch.randn(cols, 16))[0]
+        matrix = left @ torch.diag(torch.logspace(-1.5, 0, 16)) @ right.T   # singular values 0.03 to 1
+        values = torch.linalg.svdvals(orthogonalize(matrix))[:16]
+        assert values.min() > 0.6 and values.max() < 1.25, values
+
+
+def _steps(model, optimizer, count=3):
+    torch.manual_seed(5)
+    for _ in range(count):
+        inputs, targets = torch.randn(4, 3, 6, 6), torch.randint(0, 3, (4,))
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(inputs), targets).backward()
+        optimizer.step()
+
+
+def test_muon_steps_the_parameters_that_are_not_filters_as_torch_sgd_does():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(108, 3))
+    twin = copy.deepcopy(model)
+    cfg = OptimConfig(name="muon", lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)
+    _steps(model, create_optimizer(cfg, model))
+    _steps(twin, torch.optim.SGD(twin.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01))
+    for mine, theirs in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(mine, theirs)
+
+
+def test_muon_moves_filters_at_a_fixed_norm():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(128, 3))
+    optimizer = create_optimizer(OptimConfig(name="muon", lr=0.05, muon_lr=0.1), model)
+    assert [len(g["params"]) for g in optimizer.param_groups] == [1, 3]   # the filters; biases + head
+    before = model[0].weight.detach().clone()
+    _steps(model, optimizer)
+    filters = model[0].weight
+    assert not torch.allclose(filters, before)
+    # rescaled to norm sqrt(8) before each step, then moved by 0.1 times a matrix of norm ~sqrt(8)
+    assert abs(filters.norm().item() - 8 ** 0.5) < 0.15 * 8 ** 0.5

@@ -3,6 +3,7 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import tudui
@@ -66,10 +67,14 @@ def test_missing_cuda_is_a_clear_error(monkeypatch, tmp_path):
         tudui.train(data="synthetic", device="cuda", project=str(tmp_path), progress=False)
 
 
-def test_the_fast_recipe_learns_digits_with_a_small_net(tmp_path):
+# Digits are 8x8 images blown up to 32 px: the whitening stem's gain is huge there, and with
+# Muon its bias must stay fixed (--whiten-bias-epochs 0) or it grows without bound.
+@pytest.mark.parametrize("optimizer, whiten_bias_epochs", [("sgd", -1), ("muon", 0)])
+def test_the_fast_recipe_learns_digits_with_a_small_net(tmp_path, optimizer, whiten_bias_epochs):
     from conftest import REPO
     result = tudui.train(config_file=REPO / "configs" / "cifar10-fast.yaml", data="digits",
                          widths="16,32,32", epochs=4, batch_size=128, precision="fp32", augment="crop",
+                         optimizer=optimizer, whiten_bias_epochs=whiten_bias_epochs,
                          project=str(tmp_path), progress=False)
     # 10 classes, chance is 10 %; 56 steps reach 73-89 % depending on the seed.
     assert result.final_accuracy >= 0.6
@@ -94,3 +99,14 @@ def test_both_loaders_train_the_same_recipe(tmp_path):
                              progress=False)
         accuracies[loader] = result.final_accuracy
     assert min(accuracies.values()) > 0.8
+
+
+def test_the_whitening_bias_stops_learning_after_its_epochs(tmp_path):
+    from tudui.checkpoint import load_weights
+    biases = []
+    for epochs in (1, 2):
+        result = tudui.train(data="synthetic", model="fastnet", widths="8,8,8", epochs=epochs, batch_size=32,
+                             whiten_bias_epochs=1, lr=0.05, schedule="constant", project=str(tmp_path),
+                             progress=False)
+        biases.append(load_weights(result.last_weights)[0]["whiten.bias"])
+    assert torch.equal(biases[0], biases[1])

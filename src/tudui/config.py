@@ -18,7 +18,7 @@ from tudui.errors import TuduiError
 AUGMENTS = ("auto", "none", "flip", "crop", "crop-flip", "alt-flip", "crop-alt-flip")
 LOADERS = ("auto", "tensor", "dataloader")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adamw", "muon")
 SCHEDULES = ("constant", "cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -73,7 +73,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = _opt("optimizer: sgd or adamw", flag="--optimizer", default="sgd")
+    name: str = _opt("optimizer: sgd, adamw, or muon (Muon for convolution filters, SGD with the "
+                     "settings below for the rest)", flag="--optimizer", default="sgd")
     lr: float = _opt("peak learning rate (default: 0.01 for sgd, 0.001 for adamw)", default=0.0)
     momentum: float = _opt("SGD momentum", default=0.9)
     nesterov: bool = _opt("use Nesterov momentum with SGD", default=False)
@@ -86,6 +87,9 @@ class OptimConfig:
     bias_lr_scale: float = _opt("learning-rate multiple for BatchNorm biases (their weight decay is "
                                 "divided by it, so its pull stays the same)", default=1.0)
     loss_sum: bool = _opt("sum the loss over the batch instead of averaging it", default=False)
+    muon_lr: float = _opt("with --optimizer muon: the filters' learning rate (a step's size relative "
+                          "to the filters' norm)", default=0.24)
+    muon_momentum: float = _opt("with --optimizer muon: the filters' momentum", default=0.6)
 
     def __post_init__(self) -> None:
         _check(self.name in OPTIMIZERS,
@@ -94,13 +98,15 @@ class OptimConfig:
                f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         _check(self.lr >= 0, f"--lr must be positive, got {self.lr}")
         if self.lr == 0:  # 0 means "the optimizer's usual value"; resolved here so it is recorded
-            object.__setattr__(self, "lr", 0.01 if self.name == "sgd" else 1e-3)
+            object.__setattr__(self, "lr", 1e-3 if self.name == "adamw" else 0.01)
         _check(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
         _check(self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}")
         _check(self.warmup_epochs >= 0, f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
         _check(0 <= self.label_smoothing < 1,
                f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         _check(0 <= self.final_lr <= 1, f"--final-lr must be in [0, 1], got {self.final_lr}")
+        _check(self.muon_lr > 0, f"--muon-lr must be positive, got {self.muon_lr}")
+        _check(0 <= self.muon_momentum < 1, f"--muon-momentum must be in [0, 1), got {self.muon_momentum}")
         _check(self.bias_lr_scale > 0, f"--bias-lr-scale must be positive, got {self.bias_lr_scale}")
 
 
@@ -123,6 +129,8 @@ class TrainConfig:
     lookahead: bool = _opt("lookahead weight averaging, applied at the end", default=False)
     time_budget: float = _opt("seconds of training to fit the schedule into (0: run --epochs)",
                               default=0.0)
+    whiten_bias_epochs: int = _opt("fastnet: epochs in which its whitening stem's bias learns, then it "
+                                   "is frozen (-1: all)", default=-1)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
@@ -134,6 +142,8 @@ class TrainConfig:
                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _check(self.tta in (0, 1, 2), f"--tta must be 0, 1 or 2, got {self.tta}")
         _check(self.time_budget >= 0, f"--time-budget must be 0 or more, got {self.time_budget}")
+        _check(self.whiten_bias_epochs >= -1,
+               f"--whiten-bias-epochs must be -1 or more, got {self.whiten_bias_epochs}")
         _check("/" not in self.name and "\\" not in self.name,
                f"--name is a directory name, not a path: {self.name!r} (use --project for the parent)")
 

@@ -87,6 +87,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def stem_schedule(model: nn.Module, epochs: int):
+    """A before-epoch step that freezes fastnet's whitening bias after `epochs` epochs (-1: never).
+
+    airbench trains that bias for the first three epochs only (Jordan 2024, arXiv 2404.00498);
+    left free, it can grow without bound where the whitening gain is large.
+    """
+    stem = getattr(model, "whiten", None)
+    if epochs < 0 or stem is None or stem.bias is None:
+        return None
+
+    def before_epoch(epoch: int) -> None:
+        stem.bias.requires_grad_(epoch <= epochs)
+
+    return before_epoch
+
+
 def next_run_dir(project: str, name: str) -> Path:
     """runs/exp, runs/exp2, ... (or NAME, NAME2, ...): never reuses a folder, never loses a run."""
     base = Path(project)
@@ -165,7 +181,8 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
         tensorboard.add_images(next(iter(train_loader))[0], mean, std)
         options = FitOptions(cfg.train.epochs, len(spec.class_names), amp_dtype, cfg.optim.loss_sum,
                              cfg.train.tta, cfg.train.eval_every, averager, progress_clock,
-                             scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None)
+                             scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None,
+                             before_epoch=stem_schedule(model, cfg.train.whiten_bias_epochs))
         history = fit(train_model, train_loader, test_loader, optimizer, scheduler, loss_fn, device,
                       options, hooks)
     except FloatingPointError as e:

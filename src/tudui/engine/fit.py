@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +31,7 @@ class FitOptions:
     averager: object | None = None   # Lookahead, or None
     progress: object | None = None   # RunProgress: its time budget can end the run early
     scaler: torch.amp.GradScaler | None = None  # loss scaling for float16 on a GPU
+    before_epoch: Callable[[int], None] | None = None  # changes to the model per epoch (freezing)
 
 
 def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Optimizer, scheduler,
@@ -49,6 +50,8 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
     for epoch in range(start_epoch + 1, options.epochs + 1):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch - 1)
+        if options.before_epoch is not None:
+            options.before_epoch(epoch)
         call_hooks(hooks, "on_epoch_start", epoch, options.epochs, steps)
         lr = optimizer.param_groups[-1]["lr"]  # the rate this epoch starts at, for the CSV
         start = time.perf_counter()

@@ -11,21 +11,94 @@ from tudui.config import OptimConfig
 
 
 def create_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD or AdamW; BatchNorm biases get bias_lr_scale times the rate (airbench's bias_scaler)."""
-    norm_biases, others = [], []
+    """SGD, AdamW or Muon; BatchNorm biases get bias_lr_scale times the rate (airbench's bias_scaler).
+
+    With muon, convolution filters are trained by Muon and everything else by SGD.
+    """
+    norm_biases, filters, others = [], [], []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if p.requires_grad:
-                is_norm = isinstance(module, nn.modules.batchnorm._NormBase) and name == "bias"
-                (norm_biases if is_norm else others).append(p)
+                if isinstance(module, nn.modules.batchnorm._NormBase) and name == "bias":
+                    norm_biases.append(p)
+                elif cfg.name == "muon" and p.ndim == 4:
+                    filters.append(p)
+                else:
+                    others.append(p)
     groups = [{"params": others, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
     if norm_biases:
         scale = cfg.bias_lr_scale
         groups.insert(0, {"params": norm_biases, "lr": cfg.lr * scale, "weight_decay": cfg.weight_decay / scale})
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                           nesterov=cfg.nesterov and cfg.momentum > 0)
+    nesterov = cfg.nesterov and cfg.momentum > 0
+    if cfg.name == "muon":
+        groups = [{**g, "momentum": cfg.momentum} for g in groups]
+        if filters:
+            groups.insert(0, {"params": filters, "lr": cfg.muon_lr, "momentum": cfg.muon_momentum,
+                              "weight_decay": 0.0, "muon": True})
+        return MuonWithSGD(groups, nesterov=nesterov)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov)
+
+
+def orthogonalize(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """The nearest semi-orthogonal matrix to `matrix`, roughly: its singular values pushed to ~1.
+
+    Five steps of the quintic Newton-Schulz iteration with Muon's coefficients, which trade
+    exactness (the values land between about 0.7 and 1.2) for speed (Jordan et al. 2024,
+    "Muon: an optimizer for hidden layers", kellerjordan.github.io/posts/muon).
+    """
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = matrix.float() / (matrix.float().norm() + 1e-7)
+    wide = x.shape[0] <= x.shape[1]
+    if not wide:
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x if wide else x.T).to(matrix.dtype)
+
+
+class MuonWithSGD(torch.optim.Optimizer):
+    """Muon for the groups marked "muon", SGD with momentum for the others, in one optimizer
+    so that one schedule drives both.
+
+    A Muon step takes the (Nesterov) momentum of a filter bank's gradient, flattened to
+    (out_channels, in_channels * kh * kw), orthogonalises it, and moves the filters by lr
+    times that; the filters are first rescaled to a fixed norm, sqrt(out_channels), so the
+    step size stays relative. This is the record CIFAR-10 recipe's use of Muon (airbench94
+    with Muon: 94 % in 2.59 s on an A100). The SGD groups follow torch.optim.SGD exactly
+    (decay added to the gradient, no dampening).
+    """
+
+    def __init__(self, groups: list[dict], nesterov: bool = True):
+        super().__init__(groups, {"nesterov": nesterov, "momentum": 0.0, "weight_decay": 0.0,
+                                  "muon": False})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            lr, momentum, nesterov = group["lr"], group["momentum"], group["nesterov"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if group["weight_decay"]:
+                    grad = grad.add(p, alpha=group["weight_decay"])
+                state = self.state[p]
+                if momentum:
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = grad.clone()
+                    else:
+                        state["momentum_buffer"].mul_(momentum).add_(grad)
+                    buffer = state["momentum_buffer"]
+                    grad = grad.add(buffer, alpha=momentum) if nesterov else buffer
+                if group["muon"]:
+                    p.mul_(len(p) ** 0.5 / (p.norm() + 1e-12))
+                    grad = orthogonalize(grad.reshape(len(grad), -1)).view_as(p)
+                p.add_(grad, alpha=-lr)
+        return loss
 
 
 def lr_factor(progress: float, warmup: float, schedule: str, final: float = 0.0) -> float:
