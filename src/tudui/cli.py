@@ -22,9 +22,13 @@ settings: defaults < --config FILE.yaml < flags. The resolved settings are writt
 RUN_DIR/config.yaml, which --config accepts as it is."""
 
 EVAL_EXAMPLES = """examples:
-  tudui eval --weights runs/exp                  # the run's best weights on its own test split
+  tudui eval --weights runs/exp                  # the run's best weights; report in runs/exp/eval/
   tudui eval --weights runs/exp/weights/last.safetensors --json
-  tudui eval --weights runs/exp --data path/to/other/folder"""
+  tudui eval --weights runs/exp --data path/to/other/folder --out other-eval
+
+writes report.html (open it in a browser), metrics.json, confusion_matrix.png,
+misclassified.png, per_class.png, curves.png and TensorBoard events into RUN/eval
+(then RUN/eval2, ...), or into --out DIR."""
 
 PREDICT_EXAMPLES = """examples:
   tudui predict dog.png --weights runs/exp
@@ -61,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=TRAIN_EXAMPLES, formatter_class=formatter)
     _add_train_options(train)
 
-    ev = commands.add_parser("eval", help="accuracy of saved weights on a test split",
-                             description="Loss, accuracy and per-class accuracy of saved weights.",
+    ev = commands.add_parser("eval", help="accuracy of saved weights on a test split, and a report",
+                             description="Loss, accuracy and per-class metrics of saved weights, "
+                                         "with a report page and pictures.",
                              epilog=EVAL_EXAMPLES, formatter_class=formatter)
     ev.add_argument("--weights", required=True, help="a .safetensors file or a run directory")
     ev.add_argument("--data", help="data set (default: the one the weights were trained on)")
@@ -72,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     ev.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation (default: as in training)")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.add_argument("--out", metavar="DIR", help="folder for the report (default: RUN/eval, RUN/eval2, ...; "
+                    "files of the same names in DIR are replaced)")
+    ev.add_argument("--no-report", action="store_true", help="print the metrics only, write no files")
 
     pr = commands.add_parser("predict", help="class probabilities for images or folders",
                              description="Predict the class of each image (folders are searched).",
@@ -98,17 +106,20 @@ def run_eval(args: argparse.Namespace) -> int:
     from tudui.runner import evaluate
     metrics = evaluate(args.weights, data=args.data, data_dir=args.data_dir,
                        batch_size=args.batch_size, device=args.device, val_split=args.val_split,
-                       tta=args.tta)
+                       tta=args.tta, report=not args.no_report, out=args.out)
     if args.json:
         print(json.dumps(metrics))
         return 0
     print(f"{metrics['data']}: {metrics['count']:,} test images")
-    print(f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.2%}")
+    top5 = f"  top-5 {metrics['top5_accuracy']:.2%}" if len(metrics["class_names"]) > 5 else ""
+    print(f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.2%}{top5}")
     names = metrics["class_names"]
     width = max(len(name) for name in names)
     for i, name in enumerate(names):
         row = metrics["confusion"][i]
         print(f"  {name:<{width}}  {metrics['per_class_accuracy'][i]:7.2%}  ({row[i]}/{sum(row)})")
+    if "report" in metrics:
+        print(f"report: {metrics['report']}  (open it in a browser; pictures and metrics.json beside it)")
     return 0
 
 

@@ -123,6 +123,9 @@ class TrainConfig:
     lookahead: bool = _opt("lookahead weight averaging, applied at the end", default=False)
     time_budget: float = _opt("seconds of training to fit the schedule into (0: run --epochs)",
                               default=0.0)
+    report: bool = _opt("at the end, write report.html, metrics.json, pictures of the confusion "
+                        "matrix, mistakes and curves, and TensorBoard figures into the run directory",
+                        default=True)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
