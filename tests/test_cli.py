@@ -120,6 +120,7 @@ def test_python_dash_m_and_version():
     (["predict", "BAD_IMAGE", "--weights", "RUN"], "could not be read"),
     (["eval", "--weights", "BAD_IMAGE"], "not a readable safetensors"),
     (["eval", "--weights", "RUN", "--out", "BAD_IMAGE"], "is a file"),
+    (["predict", "BAD_IMAGE", "--weights", "RUN", "--out", "predictions.txt"], "must end in .csv or .json"),
 ])
 def test_user_errors_are_one_line_and_a_nonzero_exit(args, message, tmp_path, digits_run):
     (tmp_path / "bad.safetensors").write_text("<html>")

@@ -33,7 +33,8 @@ misclassified.png, per_class.png, curves.png and TensorBoard events into RUN/eva
 PREDICT_EXAMPLES = """examples:
   tudui predict dog.png --weights runs/exp
   tudui predict photos/ more.jpg --weights runs/exp/weights/best.safetensors --topk 3
-  tudui predict photos/ --weights runs/exp --json > predictions.json"""
+  tudui predict photos/ --weights runs/exp --json > predictions.json
+  tudui predict photos/ --weights runs/exp --topk 3 --out predictions.csv --tta"""
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--topk", type=int, default=5, help="classes to show per image (default: 5)")
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     pr.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    pr.add_argument("--out", metavar="FILE", help="also write the predictions to FILE.csv or FILE.json")
+    pr.add_argument("--tta", type=int, nargs="?", const=1, choices=(0, 1, 2),
+                    help="average the model's outputs over views: 1 (or bare --tta) the image and its "
+                         "mirror, 2 adds 1-px shifts (default: as in training)")
 
     commands.add_parser("models", help="list the models and their parameter counts",
                         description="The registered models, with parameters for 10 classes.")
@@ -124,8 +129,12 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from tudui.predict import predict
-    results = predict(args.inputs, args.weights, topk=args.topk, device=args.device)
+    from tudui.predict import check_output_path, predict, write_predictions
+    if args.out:
+        check_output_path(args.out)
+    results = predict(args.inputs, args.weights, topk=args.topk, device=args.device, tta=args.tta)
+    if args.out:
+        write_predictions(results, args.out)
     failed = sum("error" in r for r in results)
     if args.json:
         print(json.dumps(results, indent=1))
@@ -136,6 +145,8 @@ def run_predict(args: argparse.Namespace) -> int:
             else:
                 shown = ", ".join(f"{p['class']} {p['probability']:.1%}" for p in r["predictions"])
                 print(f"{r['path']}: {shown}")
+    if args.out and not args.json:
+        print(f"predictions written to {args.out}")
     if failed:
         print(f"error: {failed} of {len(results)} images could not be read", file=sys.stderr)
     return 1 if failed else 0
