@@ -12,7 +12,8 @@ each recipe then prints a summary line with mean ± std test accuracy.
 Timing: `train_s` is the training steps alone (what airbench times); `fit_s` adds the test
 evaluations inside the run, the final TTA pass included (what --time-budget bounds, plus
 that final pass); `wall_s` is the whole tudui.train call, which adds setup
-(reading the decoded tensors, channel statistics, writing files). Decoding the images once
+(reading the decoded tensors, channel statistics, writing files), but not the report of
+pictures a run writes at its end (runs here use --no-report). Decoding the images once
 into the on-disk cache is done before any timing and reported as `decode_s`. On a GPU, one
 untimed warm-up run of the first recipe (--warmup, one epoch) comes first, so CUDA's and
 cuDNN's one-time set-up (and torch.compile's, with --set compile=true) is not counted in
@@ -50,7 +51,7 @@ def parse_sets(pairs: list[str]) -> dict:
 
 def run(recipe: str, data: str, seed: int, device: str, budget: float | None, out: Path,
         extra: dict) -> dict:
-    overrides = {"data": data, "seed": seed, "device": device, "project": str(out), **extra}
+    overrides = {"data": data, "seed": seed, "device": device, "project": str(out), "report": False, **extra}
     if recipe == "fast-budget":
         overrides.update(time_budget=budget, epochs=1000)
     start = time.perf_counter()

@@ -1,6 +1,7 @@
 """The tudui command as a user runs it: subprocesses, exit codes, files, printed text."""
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +58,20 @@ def test_eval_prints_accuracy_and_every_class(digits_run):
     assert metrics["count"] == 360 and len(metrics["confusion"]) == 10
 
 
+def test_eval_writes_a_new_report_folder_and_keeps_the_runs_own_report(digits_run):
+    run_page = (digits_run.run_dir / "report.html").read_bytes()
+    out = run_cli("eval", "--weights", str(digits_run.run_dir), check=True).stdout
+    report = Path(re.search(r"^report: (\S+)", out, re.MULTILINE).group(1))
+    assert report.parent.parent == digits_run.run_dir and report.parent.name.startswith("eval")
+    for name in ("metrics.json", "confusion_matrix.png", "misclassified.png", "per_class.png", "curves.png"):
+        assert (report.parent / name).is_file(), name
+    assert list(report.parent.glob("events.out.tfevents.*"))
+    printed = float(re.search(r"accuracy ([\d.]+)%", out).group(1))
+    assert printed == pytest.approx(100 * json.loads((report.parent / "metrics.json").read_text())["accuracy"],
+                                    abs=0.006)
+    assert (digits_run.run_dir / "report.html").read_bytes() == run_page
+
+
 def test_predicting_every_test_image_matches_eval(digits_run, tmp_path):
     spec = build_dataset("digits")
     truth = {}
@@ -104,6 +119,8 @@ def test_python_dash_m_and_version():
     (["predict", "/no/such.png", "--weights", "RUN"], "image or folder not found"),
     (["predict", "BAD_IMAGE", "--weights", "RUN"], "could not be read"),
     (["eval", "--weights", "BAD_IMAGE"], "not a readable safetensors"),
+    (["eval", "--weights", "RUN", "--out", "BAD_IMAGE"], "is a file"),
+    (["predict", "BAD_IMAGE", "--weights", "RUN", "--out", "predictions.txt"], "must end in .csv or .json"),
 ])
 def test_user_errors_are_one_line_and_a_nonzero_exit(args, message, tmp_path, digits_run):
     (tmp_path / "bad.safetensors").write_text("<html>")

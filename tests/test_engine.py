@@ -31,6 +31,34 @@ def test_evaluate_counts_agree_with_each_other():
     assert confusion[1, 2] == 1 and confusion[2, 0] == 1
 
 
+class Scores(nn.Module):
+    """Returns the row of a fixed score table that each input's value indexes."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = table
+
+    def forward(self, x):
+        return self.table[x[:, 0, 0, 0].long()]
+
+
+def test_evaluate_top5_and_kept_outputs_agree_with_scikit_learn():
+    from sklearn.metrics import top_k_accuracy_score
+    generator = torch.Generator().manual_seed(0)
+    table = torch.randn(40, 8, generator=generator)
+    targets = torch.randint(0, 8, (40,), generator=generator)
+    inputs = torch.arange(40).float().view(-1, 1, 1, 1)
+    batches = [(inputs[:16], targets[:16]), (inputs[16:], targets[16:])]
+    metrics = evaluate(Scores(table), batches, torch.device("cpu"), num_classes=8, keep_outputs=True)
+    assert metrics["top5_accuracy"] == pytest.approx(
+        top_k_accuracy_score(targets.numpy(), table.numpy(), k=5, labels=list(range(8))))
+    assert metrics["accuracy"] < metrics["top5_accuracy"] < 1.0
+    assert torch.equal(metrics["targets"], targets)
+    assert torch.allclose(metrics["probabilities"], torch.softmax(table, dim=1))
+    plain = evaluate(Scores(table), batches, torch.device("cpu"), num_classes=8)
+    assert "probabilities" not in plain and plain["confusion"] == metrics["confusion"]
+
+
 def test_schedules_warm_up_then_decay_to_the_final_rate():
     assert lr_factor(0.01, 0.1, "cosine") == pytest.approx(0.1)
     assert lr_factor(0.1, 0.1, "cosine") == 1.0

@@ -22,14 +22,19 @@ settings: defaults < --config FILE.yaml < flags. The resolved settings are writt
 RUN_DIR/config.yaml, which --config accepts as it is."""
 
 EVAL_EXAMPLES = """examples:
-  tudui eval --weights runs/exp                  # the run's best weights on its own test split
+  tudui eval --weights runs/exp                  # the run's best weights; report in runs/exp/eval/
   tudui eval --weights runs/exp/weights/last.safetensors --json
-  tudui eval --weights runs/exp --data path/to/other/folder"""
+  tudui eval --weights runs/exp --data path/to/other/folder --out other-eval
+
+writes report.html (open it in a browser), metrics.json, confusion_matrix.png,
+misclassified.png, per_class.png, curves.png and TensorBoard events into RUN/eval
+(then RUN/eval2, ...), or into --out DIR."""
 
 PREDICT_EXAMPLES = """examples:
   tudui predict dog.png --weights runs/exp
   tudui predict photos/ more.jpg --weights runs/exp/weights/best.safetensors --topk 3
-  tudui predict photos/ --weights runs/exp --json > predictions.json"""
+  tudui predict photos/ --weights runs/exp --json > predictions.json
+  tudui predict photos/ --weights runs/exp --topk 3 --out predictions.csv --tta"""
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -61,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=TRAIN_EXAMPLES, formatter_class=formatter)
     _add_train_options(train)
 
-    ev = commands.add_parser("eval", help="accuracy of saved weights on a test split",
-                             description="Loss, accuracy and per-class accuracy of saved weights.",
+    ev = commands.add_parser("eval", help="accuracy of saved weights on a test split, and a report",
+                             description="Loss, accuracy and per-class metrics of saved weights, "
+                                         "with a report page and pictures.",
                              epilog=EVAL_EXAMPLES, formatter_class=formatter)
     ev.add_argument("--weights", required=True, help="a .safetensors file or a run directory")
     ev.add_argument("--data", help="data set (default: the one the weights were trained on)")
@@ -72,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     ev.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation (default: as in training)")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.add_argument("--out", metavar="DIR", help="folder for the report (default: RUN/eval, RUN/eval2, ...; "
+                    "files of the same names in DIR are replaced)")
+    ev.add_argument("--no-report", action="store_true", help="print the metrics only, write no files")
 
     pr = commands.add_parser("predict", help="class probabilities for images or folders",
                              description="Predict the class of each image (folders are searched).",
@@ -81,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--topk", type=int, default=5, help="classes to show per image (default: 5)")
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     pr.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    pr.add_argument("--out", metavar="FILE", help="also write the predictions to FILE.csv or FILE.json")
+    pr.add_argument("--tta", type=int, nargs="?", const=1, choices=(0, 1, 2),
+                    help="average the model's outputs over views: 1 (or bare --tta) the image and its "
+                         "mirror, 2 adds 1-px shifts (default: as in training)")
 
     commands.add_parser("models", help="list the models and their parameter counts",
                         description="The registered models, with parameters for 10 classes.")
@@ -98,23 +111,30 @@ def run_eval(args: argparse.Namespace) -> int:
     from tudui.runner import evaluate
     metrics = evaluate(args.weights, data=args.data, data_dir=args.data_dir,
                        batch_size=args.batch_size, device=args.device, val_split=args.val_split,
-                       tta=args.tta)
+                       tta=args.tta, report=not args.no_report, out=args.out)
     if args.json:
         print(json.dumps(metrics))
         return 0
     print(f"{metrics['data']}: {metrics['count']:,} test images")
-    print(f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.2%}")
+    top5 = f"  top-5 {metrics['top5_accuracy']:.2%}" if len(metrics["class_names"]) > 5 else ""
+    print(f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.2%}{top5}")
     names = metrics["class_names"]
     width = max(len(name) for name in names)
     for i, name in enumerate(names):
         row = metrics["confusion"][i]
         print(f"  {name:<{width}}  {metrics['per_class_accuracy'][i]:7.2%}  ({row[i]}/{sum(row)})")
+    if "report" in metrics:
+        print(f"report: {metrics['report']}  (open it in a browser; pictures and metrics.json beside it)")
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from tudui.predict import predict
-    results = predict(args.inputs, args.weights, topk=args.topk, device=args.device)
+    from tudui.predict import check_output_path, predict, write_predictions
+    if args.out:
+        check_output_path(args.out)
+    results = predict(args.inputs, args.weights, topk=args.topk, device=args.device, tta=args.tta)
+    if args.out:
+        write_predictions(results, args.out)
     failed = sum("error" in r for r in results)
     if args.json:
         print(json.dumps(results, indent=1))
@@ -125,6 +145,8 @@ def run_predict(args: argparse.Namespace) -> int:
             else:
                 shown = ", ".join(f"{p['class']} {p['probability']:.1%}" for p in r["predictions"])
                 print(f"{r['path']}: {shown}")
+    if args.out and not args.json:
+        print(f"predictions written to {args.out}")
     if failed:
         print(f"error: {failed} of {len(results)} images could not be read", file=sys.stderr)
     return 1 if failed else 0

@@ -131,6 +131,9 @@ class TrainConfig:
                               default=0.0)
     whiten_bias_epochs: int = _opt("fastnet: epochs in which its whitening stem's bias learns, then it "
                                    "is frozen (-1: all)", default=-1)
+    report: bool = _opt("at the end, write report.html, metrics.json, pictures of the confusion "
+                        "matrix, mistakes and curves, and TensorBoard figures into the run directory",
+                        default=True)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")

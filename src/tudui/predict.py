@@ -1,6 +1,8 @@
 """Class probabilities for image files, folders or PIL images, from saved weights."""
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -11,13 +13,22 @@ from torch import nn
 from tudui.checkpoint import load_model
 from tudui.data import eval_transform, load_image
 from tudui.data.datasets import is_image_file, to_rgb
+from tudui.engine.loop import predict_logits
 from tudui.errors import TuduiError
+from tudui.files import atomic_write
+
+OUTPUT_FORMATS = (".csv", ".json")
 
 
 @torch.no_grad()
-def topk_probabilities(model: nn.Module, batch: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities, class indices) of the k most likely classes of each image in batch."""
-    probabilities = torch.softmax(model(batch).float(), dim=1)
+def topk_probabilities(model: nn.Module, batch: torch.Tensor, k: int,
+                       tta: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities, class indices) of the k most likely classes of each image in batch.
+
+    With tta, the logits are averaged over the test-time views first (1: the image and its
+    mirror, 2: also shifted by a pixel), as `tudui eval` does.
+    """
+    probabilities = torch.softmax(predict_logits(model, batch, tta).float(), dim=1)
     return probabilities.topk(min(k, probabilities.shape[1]), dim=1)
 
 
@@ -42,10 +53,11 @@ def expand_inputs(inputs: Iterable[str | Path | Image.Image]) -> list[str | Path
 
 
 def predict(inputs: str | Path | Image.Image | Sequence, weights: str | Path, topk: int = 5,
-            device: str = "auto", batch_size: int = 64) -> list[dict]:
+            device: str = "auto", batch_size: int = 64, tta: int | None = None) -> list[dict]:
     """One dict per image: path, and either `predictions` (class, probability; best first) or `error`.
 
-    Preprocessing is read from the weights, so it is exactly the one the test set got.
+    Preprocessing is read from the weights, so it is exactly the one the test set got;
+    so is the test-time augmentation level unless tta is given (0, 1 or 2).
     """
     from tudui.runner import resolve_device
 
@@ -55,6 +67,10 @@ def predict(inputs: str | Path | Image.Image | Sequence, weights: str | Path, to
         inputs = [inputs]
     dev = resolve_device(device)
     model, meta = load_model(weights, dev)
+    if tta is None:
+        tta = meta.get("config", {}).get("train", {}).get("tta", 0)
+    if tta not in (0, 1, 2):
+        raise TuduiError(f"--tta must be 0, 1 or 2, got {tta}")
     transform = eval_transform(meta["input_size"], meta["mean"], meta["std"])
     class_names = meta["class_names"]
     results: list[dict] = []
@@ -72,8 +88,53 @@ def predict(inputs: str | Path | Image.Image | Sequence, weights: str | Path, to
             rows.append({"path": name})
             results.append(rows[-1])
         if tensors:
-            probs, indices = topk_probabilities(model, torch.stack(tensors).to(dev), topk)
+            probs, indices = topk_probabilities(model, torch.stack(tensors).to(dev), topk, tta)
             for row, p, idx in zip(rows, probs.tolist(), indices.tolist()):
                 row["predictions"] = [{"class": class_names[i], "probability": q}
                                       for i, q in zip(idx, p)]
     return results
+
+
+def check_output_path(path: str | Path) -> Path:
+    """path, if predictions can be written there (.csv or .json in an existing folder)."""
+    path = Path(path)
+    if path.suffix.lower() not in OUTPUT_FORMATS:
+        raise TuduiError(f"--out must end in .csv or .json, got {path.name!r}")
+    if not path.parent.is_dir():
+        raise TuduiError(f"--out {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise TuduiError(f"--out {path} is a folder; give a file name ending in .csv or .json")
+    return path
+
+
+def prediction_rows(results: list[dict]) -> tuple[list[str], list[dict]]:
+    """(columns, rows) of a predictions table: path, class_1, probability_1, ..., error."""
+    k = max((len(r.get("predictions", [])) for r in results), default=0)
+    columns = ["path"] + [f"{name}_{i}" for i in range(1, k + 1) for name in ("class", "probability")]
+    rows = []
+    for r in results:
+        row = {"path": r["path"], "error": r.get("error", "")}
+        for i, p in enumerate(r.get("predictions", []), start=1):
+            row[f"class_{i}"], row[f"probability_{i}"] = p["class"], f"{p['probability']:.6f}"
+        rows.append(row)
+    return columns + ["error"], rows
+
+
+def write_predictions(results: list[dict], path: str | Path) -> Path:
+    """The results of predict as FILE.csv (one row per image) or FILE.json (the list as it is)."""
+    path = check_output_path(path)
+
+    def write_json(tmp: Path) -> None:
+        tmp.write_text(json.dumps(results, indent=1) + "\n")
+
+    def write_csv(tmp: Path) -> None:
+        columns, rows = prediction_rows(results)
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+    try:
+        atomic_write(path, write_json if path.suffix.lower() == ".json" else write_csv)
+    except OSError as e:
+        raise TuduiError(f"cannot write {path}: {e.strerror or e}") from None
+    return path

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from tudui import __version__
-from tudui.checkpoint import CheckpointHook, load_model
+from tudui.checkpoint import CheckpointHook, load_model, resolve_weights_path
 from tudui.config import Config, dump_yaml, make_config, to_dict
 from tudui.data import BUILTIN_DATASETS, build_dataset, channel_stats, make_loaders, resolve_augment
 from tudui.data.loaders import sample_inputs
@@ -41,6 +42,7 @@ class TrainResult:
     best_weights: Path | None = None
     last_weights: Path | None = None
     config: Config | None = None
+    report: Path | None = None       # report.html, when it was written
 
 
 def resolve_device(name: str) -> torch.device:
@@ -185,6 +187,10 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
                              before_epoch=stem_schedule(model, cfg.train.whiten_bias_epochs))
         history = fit(train_model, train_loader, test_loader, optimizer, scheduler, loss_fn, device,
                       options, hooks)
+        report = None
+        if cfg.train.report:
+            report = _run_report(run_dir, checkpoints.best_path, test_loader, device, spec, cfg,
+                                 amp_dtype, tensorboard.writer, progress is not False)
     except FloatingPointError as e:
         raise TuduiError(f"{e}; lower --lr (now {cfg.optim.lr}). Finished epochs are kept in "
                          f"{run_dir}") from None
@@ -192,21 +198,117 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
         call_hooks(hooks, "close")
     result = TrainResult(run_dir, checkpoints.best_accuracy, checkpoints.best_epoch,
                          history[-1]["test_accuracy"], history, checkpoints.best_path,
-                         checkpoints.last_path, cfg)
+                         checkpoints.last_path, cfg, report)
     show(f"best test accuracy {result.best_accuracy:.2%} (epoch {result.best_epoch}), "
          f"final {result.final_accuracy:.2%}")
     show(f"run directory: {run_dir}  (weights/best.safetensors, metrics.csv; "
          f"view with: tensorboard --logdir {cfg.train.project})")
+    if report is not None:
+        show(f"report: {report}  (confusion matrix, mistakes, curves; open it in a browser)")
     return result
+
+
+def _warn(message: str, to_terminal: bool) -> None:
+    if to_terminal:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+    else:
+        log.warning(message)
+
+
+def _run_report(run_dir: Path, best_path: Path, test_loader, device: torch.device, spec, cfg: Config,
+                amp_dtype, writer, to_terminal: bool) -> Path | None:
+    """The best weights evaluated once more into report.html, metrics.json, pictures and TensorBoard.
+
+    The run is complete before this starts, so a failure here is reported and costs nothing else.
+    """
+    from tudui.report import read_history
+    try:
+        model, meta = load_model(best_path, device)
+        paths = {"run directory": run_dir, "weights evaluated": best_path,
+                 "last weights": best_path.with_name("last.safetensors"),
+                 "settings": run_dir / "config.yaml", "per-epoch metrics": run_dir / "metrics.csv",
+                 "TensorBoard": f"tensorboard --logdir {cfg.train.project}"}
+        metrics, skipped = _evaluate_and_report(
+            model, test_loader, device, spec, meta, cfg.train.tta, amp_dtype, run_dir,
+            title=f"tudui run {run_dir}", paths=paths, history=read_history(run_dir / "metrics.csv"),
+            writer=writer)
+    except Exception as e:  # whatever went wrong, the trained run must stand
+        log.debug("report failed", exc_info=True)
+        _warn(f"the report could not be written ({type(e).__name__}: {e}); the run itself is "
+              f"complete in {run_dir}", to_terminal)
+        return None
+    for item in skipped:
+        _warn(f"TensorBoard: {item} not written", to_terminal)
+    return Path(metrics["report"])
+
+
+def _evaluate_and_report(model: nn.Module, loader, device: torch.device, spec, meta: dict, tta: int,
+                         amp_dtype, out_dir: Path | None, title: str = "", paths: dict | None = None,
+                         history: list | None = None, writer=None) -> tuple[dict, list[str]]:
+    """(metrics, what TensorBoard skipped): one pass over the test split; with out_dir, the report too.
+
+    writer: a SummaryWriter to add the evaluation to (None: one is opened in out_dir).
+    """
+    from tudui.report import ReportData, per_class_table, render_pictures, write_report, write_tensorboard
+    raw = evaluate_model(model, loader, device, meta["num_classes"], tta, amp_dtype,
+                         keep_outputs=out_dir is not None)
+    probabilities, targets = raw.pop("probabilities", None), raw.pop("targets", None)
+    metrics = {**raw, "per_class": per_class_table(raw["confusion"], meta["class_names"]),
+               "class_names": meta["class_names"], "data": spec.source, "tta": tta,
+               "model": meta["model"], "weights_epoch": meta.get("epoch")}
+    if out_dir is None:
+        return metrics, []
+    # Absolute paths: the page is read later, from anywhere.
+    shown_paths = {k: str(v.resolve()) if isinstance(v, Path) else str(v) for k, v in (paths or {}).items()}
+    data = ReportData(metrics, probabilities, targets, meta["class_names"], spec.test, title,
+                      meta.get("config", {}), shown_paths, history or [])
+    pictures = render_pictures(data)
+    report = write_report(out_dir, data, pictures)
+    example = next(iter(loader))[0][:1]
+    if writer is None:
+        from torch.utils.tensorboard import SummaryWriter
+        with SummaryWriter(log_dir=str(out_dir)) as own_writer:
+            skipped = write_tensorboard(own_writer, data, pictures, model, example)
+    else:
+        skipped = write_tensorboard(writer, data, pictures, model, example)
+    metrics["report"] = str(report)
+    return metrics, skipped
+
+
+def find_run_dir(weights: str | Path) -> Path | None:
+    """The run directory that holds a weights file (or is given), if it looks like one."""
+    path = Path(weights)
+    candidate = path if path.is_dir() else path.parent.parent if path.parent.name == "weights" else None
+    if candidate is not None and (candidate / "config.yaml").is_file():
+        return candidate
+    return None
+
+
+def eval_output_dir(weights: str | Path, out: str | Path | None) -> Path:
+    """Where `tudui eval` writes: --out as given, else RUN/eval, RUN/eval2, ... (next to a bare file)."""
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise TuduiError(f"--out {out} is a file; give a folder for the report")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TuduiError(f"cannot create the report folder {out}: {e.strerror}") from None
+        return out
+    run_dir = find_run_dir(weights)
+    return next_run_dir(str(run_dir if run_dir is not None else Path(weights).parent), "eval")
 
 
 def evaluate(weights: str | Path, data: str | None = None, data_dir: str | None = None,
              batch_size: int = 256, device: str = "auto", val_split: float | None = None,
-             download: bool = True, tta: int | None = None) -> dict:
-    """Loss, accuracy, per-class accuracy and confusion of saved weights on a test split.
+             download: bool = True, tta: int | None = None, report: bool = False,
+             out: str | Path | None = None) -> dict:
+    """Loss, top-1/top-5 accuracy, per-class metrics and confusion of saved weights on a test split.
 
     The data set, split, preprocessing and test-time augmentation default to those
-    recorded in the weights.
+    recorded in the weights. With report (or out), report.html, metrics.json, the pictures
+    and TensorBoard events are written to out (default: RUN/eval, RUN/eval2, ...), and
+    the result's `report` is the page's path.
     """
     dev = resolve_device(device)
     model, meta = load_model(weights, dev)
@@ -228,8 +330,21 @@ def evaluate(weights: str | Path, data: str | None = None, data_dir: str | None 
     if precision == "fp16" and dev.type == "cpu":  # trained on a GPU, evaluated on a CPU
         precision = "fp32"
     amp_dtype = resolve_precision(precision, dev)
-    metrics = evaluate_model(model, loader, dev, meta["num_classes"], tta, amp_dtype)
-    metrics["tta"] = tta
-    metrics["class_names"] = meta["class_names"]
-    metrics["data"] = spec.source
+    if not (report or out is not None):
+        return _evaluate_and_report(model, loader, dev, spec, meta, tta, amp_dtype, None)[0]
+    from tudui.report import read_history
+    out_dir = eval_output_dir(weights, out)
+    run_dir = find_run_dir(weights)
+    paths = {"weights evaluated": resolve_weights_path(weights), "report folder": out_dir,
+             "TensorBoard": f"tensorboard --logdir {out_dir}"}
+    if run_dir is not None:
+        paths = {"run directory": run_dir, **paths}
+    try:
+        metrics, skipped = _evaluate_and_report(
+            model, loader, dev, spec, meta, tta, amp_dtype, out_dir, title=f"tudui eval {weights}",
+            paths=paths, history=read_history(run_dir / "metrics.csv") if run_dir else [])
+    except OSError as e:
+        raise TuduiError(f"cannot write the report into {out_dir}: {e.strerror or e}") from None
+    for item in skipped:
+        log.warning("TensorBoard: %s not written", item)
     return metrics

@@ -102,12 +102,18 @@ def predict_logits(model: nn.Module, inputs: torch.Tensor, tta: int = 0,
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_classes: int, tta: int = 0,
-             amp_dtype: torch.dtype | None = None) -> dict:
-    """Loss, top-1 accuracy, per-class accuracy and the confusion matrix (rows: true class)."""
+             amp_dtype: torch.dtype | None = None, keep_outputs: bool = False) -> dict:
+    """Loss, top-1 and top-5 accuracy, per-class accuracy and the confusion matrix (rows: true class).
+
+    With keep_outputs the result also holds `probabilities` (N, num_classes) and `targets` (N,),
+    CPU tensors in the loader's order, for reports (most confident mistakes, PR curves).
+    """
     model.eval()
     loss_fn = nn.CrossEntropyLoss()  # plain mean cross-entropy, whatever smoothing training used
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    total_loss, count = 0.0, 0
+    top_k = min(5, num_classes)
+    total_loss, count, top_k_correct = 0.0, 0, 0
+    probabilities, all_targets = [], []
     for inputs, targets in loader:
         inputs = inputs.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
@@ -116,9 +122,20 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_class
         count += targets.shape[0]
         pairs = (targets * num_classes + logits.argmax(dim=1)).cpu()
         confusion += torch.bincount(pairs, minlength=num_classes ** 2).view(num_classes, num_classes)
+        # Summed on the device and read once at the end: no extra sync point per batch.
+        top_k_correct = top_k_correct + (logits.topk(top_k, dim=1).indices == targets[:, None]).any(dim=1).sum()
+        if keep_outputs:
+            probabilities.append(torch.softmax(logits, dim=1).cpu())
+            all_targets.append(targets.cpu())
     per_class_total = confusion.sum(dim=1).clamp(min=1)
-    return {"loss": total_loss / max(count, 1),
-            "accuracy": confusion.diag().sum().item() / max(count, 1),
-            "per_class_accuracy": (confusion.diag().double() / per_class_total).tolist(),
-            "confusion": confusion.tolist(),
-            "count": count}
+    metrics = {"loss": total_loss / max(count, 1),
+               "accuracy": confusion.diag().sum().item() / max(count, 1),
+               "top5_accuracy": int(top_k_correct) / max(count, 1),
+               "per_class_accuracy": (confusion.diag().double() / per_class_total).tolist(),
+               "confusion": confusion.tolist(),
+               "count": count}
+    if keep_outputs:
+        metrics["probabilities"] = (torch.cat(probabilities) if probabilities
+                                    else torch.zeros(0, num_classes))
+        metrics["targets"] = torch.cat(all_targets) if all_targets else torch.zeros(0, dtype=torch.int64)
+    return metrics

@@ -1,0 +1,355 @@
+"""What an evaluation looks like: metrics.json, pictures, report.html and TensorBoard.
+
+The numbers come from pure functions (class_metrics, confident_mistakes); each picture is
+a matplotlib Figure built without pyplot, so nothing here touches global plotting state or
+a notebook's own figures; write_report and write_tensorboard are the only parts with I/O.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.colors import PowerNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+from PIL import Image
+from sklearn.metrics import ConfusionMatrixDisplay
+
+from tudui.files import atomic_write
+
+FIGURE_DPI = 100
+PAGE_INCHES = 14.0     # report.html is 1400 px wide: figures up to this width show unscaled
+VALUES_SHOWN = 16      # confusion matrices up to this many classes print their numbers
+MAX_PR_CURVES = 200    # TensorBoard gets a PR curve per class up to this many classes
+MISTAKES_SHOWN = 24
+GRID_COLUMNS = 6
+
+
+@dataclass
+class ReportData:
+    """One evaluation of a model on a test split, and where it came from."""
+    metrics: dict                    # loss, accuracy, top5_accuracy, count, confusion, per_class, ...
+    probabilities: torch.Tensor      # (N, num_classes), in the test split's order
+    targets: torch.Tensor            # (N,)
+    class_names: list[str]
+    test_images: Sequence            # (PIL image, label) pairs in the same order, for the pictures
+    title: str
+    settings: dict = field(default_factory=dict)   # {section: {name: value}}, as in config.yaml
+    paths: dict = field(default_factory=dict)      # what is where: run directory, weights, ...
+    history: list[dict] = field(default_factory=list)   # metrics.csv rows, for curves.png
+
+
+# ---------------------------------------------------------------- numbers
+
+def class_metrics(confusion) -> dict[str, list]:
+    """Per-class precision, recall, F1, accuracy and support from a confusion matrix (rows: true).
+
+    A class's accuracy is the share of its images classified correctly (the course's
+    "accuracy for class"), which is its recall. Divisions by zero give 0, as scikit-learn's
+    zero_division=0 does.
+    """
+    cm = np.asarray(confusion, dtype=np.float64)
+    correct = np.diag(cm)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    precision = np.divide(correct, predicted, out=np.zeros_like(correct), where=predicted > 0)
+    recall = np.divide(correct, support, out=np.zeros_like(correct), where=support > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(correct), where=both > 0)
+    return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
+            "accuracy": recall.tolist(), "support": support.astype(int).tolist()}
+
+
+def per_class_table(confusion, class_names: Sequence[str]) -> list[dict]:
+    """One row per class: class, precision, recall, f1, accuracy, support (metrics.json's `per_class`)."""
+    columns = class_metrics(confusion)
+    return [{"class": name, **{key: values[i] for key, values in columns.items()}}
+            for i, name in enumerate(class_names)]
+
+
+def confident_mistakes(probabilities: torch.Tensor, targets: torch.Tensor,
+                       limit: int) -> list[tuple[int, int, int, float]]:
+    """(index, true class, predicted class, probability) of the most confident wrong answers, surest first."""
+    if len(targets) == 0:
+        return []
+    confidence, predicted = probabilities.max(dim=1)
+    wrong = (predicted != targets).nonzero().flatten()
+    order = wrong[confidence[wrong].argsort(descending=True, stable=True)][:limit]
+    return [(int(i), int(targets[i]), int(predicted[i]), float(confidence[i])) for i in order]
+
+
+def read_history(path: Path) -> list[dict]:
+    """metrics.csv as rows of floats (None where an epoch was not evaluated); [] when it is missing."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{key: float(value) if value not in ("", None) else None for key, value in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def shorten(name: str, width: int) -> str:
+    return name if len(name) <= width else name[:width - 1] + "…"
+
+
+# ---------------------------------------------------------------- figures
+
+def _thin_ticks(ax, labels: Sequence[str], axis_inches: float, which: str) -> None:
+    """Show every k-th class name so that neighbouring labels never overlap (0.17 in a label)."""
+    step = max(1, math.ceil(len(labels) / max(1.0, axis_inches / 0.17)))
+    ticks = list(range(0, len(labels), step))
+    names = [labels[i] for i in ticks]
+    if which == "x":
+        upright = max(len(name) for name in names) <= 3   # digits read best unturned
+        ax.set_xticks(ticks, names, rotation=0 if upright else 90, fontsize=8 if len(labels) > 20 else 10)
+    else:
+        ax.set_yticks(ticks, names, fontsize=8 if len(labels) > 20 else 10)
+
+
+def plot_confusion(confusion, class_names: Sequence[str]) -> Figure:
+    """The confusion matrix twice: counts, and each row as a share of that true class.
+
+    Up to VALUES_SHOWN classes the two sit side by side with the numbers in the cells;
+    beyond, one above the other with colour bars and every k-th class named.
+    """
+    counts = np.asarray(confusion, dtype=np.int64)
+    rows = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    n = len(class_names)
+    labels = [shorten(name, 16) for name in class_names]
+    margin = 0.09 * max(len(label) for label in labels) + 1.0   # room for the class names
+    show_values = n <= VALUES_SHOWN
+    if show_values:   # two matrices in the page's width
+        side = max(4.5, min(0.45 * n + 1.0, (PAGE_INCHES - 0.3) / 2 - margin))
+        fig = Figure(figsize=(2 * (side + margin) + 0.3, side + margin + 0.5), dpi=FIGURE_DPI,
+                     layout="constrained")
+        axes = fig.subplots(1, 2)
+    else:
+        side = min(0.1 * n + 2.0, PAGE_INCHES - 1.0 - margin)
+        fig = Figure(figsize=(side + margin + 1.0, 2 * (side + margin) + 0.8), dpi=FIGURE_DPI,
+                     layout="constrained")
+        axes = fig.subplots(2, 1)
+    panels = ((counts, "d", "Counts"), (shares, ".2f", "Share of each true class (rows sum to 1)"))
+    for ax, (values, fmt, title) in zip(axes, panels):
+        display = ConfusionMatrixDisplay(values, display_labels=labels)
+        display.plot(ax=ax, include_values=show_values, cmap="Blues", values_format=fmt,
+                     colorbar=False, text_kw={"fontsize": 10 if n <= 10 else 8})
+        if fmt == ".2f":
+            display.im_.set_clim(0, 1)
+        if show_values:   # empty cells stay blank, so the mistakes stand out
+            for text, value in zip(display.text_.flat, values.flat):
+                if value == 0:
+                    text.set_text("")
+        else:   # colour is the only cue: a square-root scale makes the rare mistakes visible
+            display.im_.set_norm(PowerNorm(0.5, vmin=0, vmax=max(1, values.max()) if fmt == "d" else 1))
+            fig.colorbar(display.im_, ax=ax, shrink=0.8, aspect=30)
+        _thin_ticks(ax, labels, side, "x")
+        _thin_ticks(ax, labels, side, "y")
+        ax.set_title(title, fontsize=12)
+        ax.set_xlabel("Predicted class", fontsize=11)
+        ax.set_ylabel("True class", fontsize=11)
+    return fig
+
+
+def plot_image_grid(images: Sequence, captions: Sequence[str], title: str,
+                    wrong: Sequence[bool] | None = None) -> Figure:
+    """PIL images in a grid, each with a caption (red when wrong[i]), under a title."""
+    if not images:
+        fig = Figure(figsize=(7, 1.2), dpi=FIGURE_DPI, layout="constrained")
+        fig.suptitle(title, fontsize=13)
+        return fig
+    columns = min(GRID_COLUMNS, len(images))
+    rows = math.ceil(len(images) / columns)
+    fig = Figure(figsize=(2.1 * columns, 2.5 * rows + 0.5), dpi=FIGURE_DPI, layout="constrained")
+    fig.suptitle(title, fontsize=13)
+    axes = fig.subplots(rows, columns, squeeze=False).flatten()
+    for ax in axes:
+        ax.set_axis_off()
+    for i, (ax, image, caption) in enumerate(zip(axes, images, captions)):
+        image = image.convert("RGB")
+        image.thumbnail((256, 256))    # a 2-inch cell shows no more; big photos would only cost time
+        pixels = np.asarray(image)
+        # Tiny images (8-px digits, 32-px CIFAR) stay sharp blocks instead of a blur.
+        ax.imshow(pixels, interpolation="nearest" if max(pixels.shape[:2]) < 128 else "antialiased")
+        ax.set_title(caption, fontsize=9, color="#b3261e" if wrong is not None and wrong[i] else "black")
+    return fig
+
+
+def plot_mistakes(data: ReportData, limit: int = MISTAKES_SHOWN) -> Figure:
+    """The most confident mistakes, each with its true class, predicted class and probability."""
+    mistakes = confident_mistakes(data.probabilities, data.targets, limit)
+    names = [shorten(name, 16) for name in data.class_names]
+    images = [data.test_images[i][0] for i, _, _, _ in mistakes]
+    captions = [f"true: {names[t]}\npredicted: {names[p]}\nprobability {q:.1%}" for _, t, p, q in mistakes]
+    wrong_total = int((data.probabilities.argmax(dim=1) != data.targets).sum()) if len(data.targets) else 0
+    title = (f"The {len(mistakes)} most confident mistakes (of {wrong_total:,} in "
+             f"{len(data.targets):,} test images)" if mistakes else "No mistakes on the test split")
+    return plot_image_grid(images, captions, title)
+
+
+def plot_samples(data: ReportData, count: int = 18) -> Figure:
+    """Test images spread evenly over the split, with the prediction (red when wrong)."""
+    n = len(data.targets)
+    picks = np.linspace(0, n - 1, num=min(count, n)).round().astype(int) if n else []
+    confidence, predicted = data.probabilities.max(dim=1) if n else (None, None)
+    names = [shorten(name, 16) for name in data.class_names]
+    captions, wrong = [], []
+    for i in picks:
+        p, t = int(predicted[i]), int(data.targets[i])
+        captions.append(f"predicted: {names[p]} ({float(confidence[i]):.0%})\ntrue: {names[t]}"
+                        + (" (wrong)" if p != t else ""))
+        wrong.append(p != t)
+    return plot_image_grid([data.test_images[int(i)][0] for i in picks], captions,
+                           "Sample predictions (wrong ones in red)", wrong)
+
+
+def plot_per_class(data: ReportData) -> Figure:
+    """Per-class recall (bars) and precision (dots), worst recall at the top."""
+    table = data.metrics["per_class"]
+    order = sorted(range(len(table)), key=lambda i: (-table[i]["recall"], i))   # drawn bottom-up
+    n = len(order)
+    names = [shorten(table[i]["class"], 20) for i in order]
+    fig = Figure(figsize=(9, max(3.0, 0.22 * n + 1.6)), dpi=FIGURE_DPI, layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(n)
+    bars = ax.barh(y, [table[i]["recall"] for i in order], color="#4a90c2",
+                   label="recall (accuracy of the class)")
+    dots, = ax.plot([table[i]["precision"] for i in order], y, "o", color="#e07b00", markersize=5,
+                    label="precision", clip_on=False)
+    overall = ax.axvline(data.metrics["accuracy"], color="black", linestyle="--", linewidth=1,
+                         label=f"overall accuracy {data.metrics['accuracy']:.1%}")
+    ax.set_yticks(y, names, fontsize=10 if n <= 30 else 8)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xlim(0, 1.0)
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.tick_params(axis="x", labelsize=10)
+    ax.set_title("Per class, weakest at the top", fontsize=12)
+    fig.legend(handles=[bars, dots, overall], loc="outside lower center", ncols=3, fontsize=10,
+               frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def plot_curves(history: list[dict]) -> Figure | None:
+    """Train/test loss, test accuracy and learning rate per epoch (None without history)."""
+    if not history:
+        return None
+    epochs = [row["epoch"] for row in history]
+    tested = [row for row in history if row.get("test_accuracy") is not None]
+    marker = "o" if len(history) <= 30 else None
+    test_marker = "o" if len(tested) <= 30 else None
+    fig = Figure(figsize=(14, 4.2), dpi=FIGURE_DPI, layout="constrained")
+    loss_ax, accuracy_ax, lr_ax = fig.subplots(1, 3)
+    loss_ax.plot(epochs, [row["train_loss"] for row in history], marker=marker, label="train loss")
+    loss_ax.plot([row["epoch"] for row in tested], [row["test_loss"] for row in tested], marker=test_marker,
+                 label="test loss")
+    loss_ax.set_title("Loss", fontsize=12)
+    loss_ax.legend(fontsize=10)
+    accuracy_ax.plot([row["epoch"] for row in tested], [100 * row["test_accuracy"] for row in tested],
+                     marker=test_marker, color="#2a9d8f")
+    accuracy_ax.set_title("Test accuracy (%)", fontsize=12)
+    lr_ax.plot(epochs, [row["lr"] for row in history], marker=marker, color="#7b5ea7")
+    lr_ax.set_title("Learning rate (at the start of each epoch)", fontsize=12)
+    for ax in (loss_ax, accuracy_ax, lr_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch", fontsize=11)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=10)
+    return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- files
+
+def render_pictures(data: ReportData) -> dict[str, bytes]:
+    """The report's pictures as PNG bytes by file name (curves.png only with a training history)."""
+    found = {"confusion_matrix.png": plot_confusion(data.metrics["confusion"], data.class_names),
+             "misclassified.png": plot_mistakes(data),
+             "per_class.png": plot_per_class(data),
+             "curves.png": plot_curves(data.history)}
+    return {name: png_bytes(fig) for name, fig in found.items() if fig is not None}
+
+
+def write_report(out_dir: Path, data: ReportData, pictures: dict[str, bytes] | None = None) -> Path:
+    """metrics.json, the pictures and report.html in out_dir; returns the page's path.
+
+    pictures: render_pictures(data), when the caller has them already. Every file goes
+    through a temporary name, so an interrupted report leaves no half file and never
+    touches anything else in out_dir.
+    """
+    from tudui.report_html import render_page
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data.metrics, indent=1)
+    atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(text + "\n"))
+    pictures = render_pictures(data) if pictures is None else pictures
+    for name, content in pictures.items():
+        atomic_write(out_dir / name, lambda tmp, content=content: tmp.write_bytes(content))
+    page = render_page(data, pictures)
+    atomic_write(out_dir / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    return out_dir / "report.html"
+
+
+def flat_settings(settings: dict) -> dict:
+    """{section: {name: value}} as {"section.name": value} with values TensorBoard's hparams accept."""
+    flat = {}
+    for section, values in settings.items():
+        for name, value in (values or {}).items():
+            flat[f"{section}.{name}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return flat
+
+
+def _png_pixels(content: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(content)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def write_tensorboard(writer, data: ReportData, pictures: dict[str, bytes] | None = None,
+                      model: torch.nn.Module | None = None, example: torch.Tensor | None = None) -> list[str]:
+    """The evaluation in TensorBoard; returns what could not be written (the model graph may not trace).
+
+    Adds the confusion matrix, the most confident mistakes and sample predictions as
+    figures, a PR curve per class, the model graph and the settings as hparams with the
+    final metrics. pictures: render_pictures(data), reused rather than drawn again.
+    """
+    from torch.utils.tensorboard.summary import hparams
+
+    pictures = render_pictures(data) if pictures is None else pictures
+    skipped = []
+    for tag, name in (("eval/confusion_matrix", "confusion_matrix.png"),
+                      ("eval/most_confident_mistakes", "misclassified.png")):
+        writer.add_image(tag, _png_pixels(pictures[name]), dataformats="HWC")
+    writer.add_figure("eval/sample_predictions", plot_samples(data), close=False)
+    if len(data.class_names) <= MAX_PR_CURVES:
+        for k, name in enumerate(data.class_names):
+            writer.add_pr_curve(f"pr_curve/{name}", data.targets == k, data.probabilities[:, k])
+    else:
+        skipped.append(f"PR curves (one per class is too many past {MAX_PR_CURVES} classes)")
+    if model is not None and example is not None:
+        try:
+            with warnings.catch_warnings():   # add_graph traces with torch.jit, which warns it is old
+                warnings.simplefilter("ignore")
+                writer.add_graph(model, example)
+        except Exception as e:  # noqa: BLE001 - tracing fails on some models; the rest still counts
+            skipped.append(f"model graph ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    final = {"hparam/accuracy": data.metrics["accuracy"], "hparam/top5_accuracy": data.metrics["top5_accuracy"],
+             "hparam/loss": data.metrics["loss"]}
+    # Written into this writer's own folder (add_hparams would open a sub-folder run of its own).
+    for summary in hparams(flat_settings(data.settings), final):
+        writer.file_writer.add_summary(summary)
+    for tag, value in final.items():
+        writer.add_scalar(tag, value)
+    writer.flush()
+    return skipped

@@ -1,0 +1,58 @@
+"""tudui predict: tables of predictions and test-time augmentation."""
+import csv
+import json
+
+import pytest
+from PIL import Image, ImageOps
+
+import tudui
+from conftest import run_cli
+from tudui.data import build_dataset
+
+
+@pytest.fixture
+def digit_files(tmp_path):
+    """Six test digits as PNG files in a folder."""
+    spec = build_dataset("digits")
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i in range(6):
+        spec.test[i * 50][0].save(folder / f"{i}.png")
+    return folder
+
+
+def test_predictions_are_written_as_csv_and_json_with_the_top_k_classes(digit_files, digits_run, tmp_path):
+    (digit_files / "broken.png").write_bytes(b"not an image")
+    result = run_cli("predict", str(digit_files), "--weights", str(digits_run.run_dir), "--topk", "3",
+                     "--out", str(tmp_path / "predictions.csv"))
+    assert result.returncode == 1 and "1 of 7 images could not be read" in result.stderr
+    rows = list(csv.DictReader((tmp_path / "predictions.csv").open()))
+    assert list(rows[0]) == ["path", "class_1", "probability_1", "class_2", "probability_2",
+                             "class_3", "probability_3", "error"]
+    assert len(rows) == 7
+    broken = [row for row in rows if row["path"].endswith("broken.png")]
+    assert broken[0]["error"] and not broken[0]["class_1"]
+    for row in rows:
+        if row["error"]:
+            continue
+        probabilities = [float(row[f"probability_{k}"]) for k in (1, 2, 3)]
+        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-5
+        assert {row["class_1"], row["class_2"], row["class_3"]} <= {str(d) for d in range(10)}
+    run_cli("predict", str(digit_files / "0.png"), "--weights", str(digits_run.run_dir), "--json",
+            "--out", str(tmp_path / "predictions.json"), check=True)
+    saved = json.loads((tmp_path / "predictions.json").read_text())
+    assert saved[0]["path"].endswith("0.png") and len(saved[0]["predictions"]) == 5
+    assert saved[0]["predictions"][0]["class"] == next(r for r in rows if r["path"].endswith("0.png"))["class_1"]
+
+
+def test_tta_averages_an_image_with_its_mirror(digits_run, digit_files):
+    image = Image.open(digit_files / "3.png").convert("RGB")
+    mirrored = ImageOps.mirror(image)
+
+    def probabilities(picture, tta):
+        (result,) = tudui.predict(picture, weights=digits_run.run_dir, topk=10, tta=tta)
+        return {p["class"]: p["probability"] for p in result["predictions"]}
+    plain, plain_mirrored = probabilities(image, 0), probabilities(mirrored, 0)
+    averaged, averaged_mirrored = probabilities(image, 1), probabilities(mirrored, 1)
+    assert plain != pytest.approx(plain_mirrored)              # digits are not symmetric
+    assert averaged == pytest.approx(averaged_mirrored, abs=1e-5)   # the same two views either way
