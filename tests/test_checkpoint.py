@@ -5,7 +5,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tudui.checkpoint import load_model, load_weights, save_weights
+from pathlib import Path
+
+from PIL import Image
+
+from tudui.checkpoint import load_model, load_state, load_weights, save_weights
 from tudui.files import atomic_write
 from tudui.errors import TuduiError
 from tudui.models import create_model
@@ -32,7 +36,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
         tmp.write_bytes(b"half")
         raise OSError("disk full")
 
-    with pytest.raises(OSError):
+    with pytest.raises(TuduiError, match="cannot write .*w.safetensors: disk full"):
         atomic_write(target, crash)
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["w.safetensors"]
@@ -80,3 +84,69 @@ def test_a_run_directory_stands_for_its_best_weights(tmp_path):
     assert load_weights(tmp_path / "run")[1]["model"] == "tudui"
     with pytest.raises(TuduiError, match="without weights"):
         load_weights(tmp_path)
+
+
+class PlantsAFile:
+    """A pickle that, if unpickled, would create a file: what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_crafted_pickle_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"format": 1, "payload": PlantsAFile(marker)}, tmp_path / "state.pt")
+    with pytest.raises(TuduiError, match="cannot read training state"):
+        load_state(tmp_path / "state.pt")
+    assert not marker.exists()
+
+
+def _bad_weights(kind: str, tmp_path: Path) -> Path:
+    path = tmp_path / "w.safetensors"
+    good = tmp_path / "good.safetensors"
+    save_weights(good, create_model("tudui", num_classes=3), META)
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif kind == "random":
+        path.write_bytes(os.urandom(4096))
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "missing":
+        pass
+    elif kind == "broken-header":
+        data = bytearray(good.read_bytes())
+        data[8:20] = b"{not json!!!"
+        path.write_bytes(bytes(data))
+    elif kind == "architecture":
+        save_weights(path, create_model("fastnet", num_classes=3, widths="8,8,8"), META)
+    elif kind == "class-count":
+        save_weights(path, create_model("tudui", num_classes=7), META)
+    elif kind == "format":
+        save_file({"x": torch.zeros(1)}, str(path), metadata={"tudui": json.dumps({**META, "format": 99})})
+    elif kind == "pickle":
+        path = tmp_path / "w.pt"
+        torch.save({"m": PlantsAFile(tmp_path / "pwned")}, path)
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("empty", "not a readable safetensors"), ("truncated", "not a readable safetensors"),
+    ("random", "not a readable safetensors"), ("directory", "without weights/best.safetensors"),
+    ("missing", "weights not found"), ("broken-header", "not a readable safetensors"),
+    ("architecture", "do not fit"), ("class-count", "do not fit"), ("format", "format 99"),
+    ("pickle", "not a readable safetensors"),
+])
+def test_every_bad_weights_file_is_one_line_and_exit_1(kind, message, tmp_path, capsys):
+    from tudui.cli import main
+    path = _bad_weights(kind, tmp_path)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32)).save(image)
+    assert main(["predict", str(image), "--weights", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("error:")
+    assert not (tmp_path / "pwned").exists()

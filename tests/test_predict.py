@@ -56,3 +56,16 @@ def test_tta_averages_an_image_with_its_mirror(digits_run, digit_files):
     averaged, averaged_mirrored = probabilities(image, 1), probabilities(mirrored, 1)
     assert plain != pytest.approx(plain_mirrored)              # digits are not symmetric
     assert averaged == pytest.approx(averaged_mirrored, abs=1e-5)   # the same two views either way
+
+
+def test_bad_files_get_an_error_line_while_the_others_are_predicted(digit_files, digits_run, capsys):
+    from tudui.cli import main
+    (digit_files / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (digit_files / "page.jpg").write_text("<html>not found</html>")
+    code = main(["predict", str(digit_files), "--weights", str(digits_run.run_dir)])
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert code == 1
+    assert len([line for line in lines if ": error: " in line]) == 2
+    assert len([line for line in lines if ": error: " not in line and "%" in line]) == 6
+    assert "2 of 8 images could not be read" in captured.err

@@ -6,8 +6,12 @@ class names, input size and normalisation, so `eval` and `predict` never ask for
 from __future__ import annotations
 
 import json
+import math
+import random
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -92,26 +96,70 @@ def save_state(path: Path, state: dict) -> None:
 
 
 def load_state(path: str | Path) -> dict:
+    """A training state written by save_state, read without unpickling any object."""
+    path = Path(path)
+    if path.is_dir():
+        raise TuduiError(f"{path} is a folder, not a training state file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise TuduiError(f"training state not found: {path}") from None
-    except Exception as e:  # the unpickler refuses anything but tensors and plain types
-        raise TuduiError(f"cannot read training state {path}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # the restricted unpickler refuses anything but tensors and plain types
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TuduiError(f"cannot read training state {path}: {first}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise TuduiError(f"{path} has training-state format {found!r}; this tudui reads format "
+                         f"{FORMAT_VERSION}")
+    return state
+
+
+def capture_rng() -> dict:
+    """Every random state training draws from: Python, NumPy, torch (and CUDA when in use)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": position,
+                       "has_gauss": has_gauss, "gauss": gauss},
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"],
+                         n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def all_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.state_dict().values() if p.is_floating_point())
 
 
 class CheckpointHook:
     """After each epoch: weights/last.safetensors, weights/best.safetensors when accuracy
-    improves, and weights/state.pt with what resuming needs."""
+    improves, and weights/state.pt with everything resuming needs.
+
+    extra_state() adds the state of the parts this hook does not own (weight averaging, the
+    loss scaler, the time-budget clock, TensorBoard's step). Weights that are not finite are
+    never saved: "last" and "best" stay the last good ones.
+    """
 
     def __init__(self, weights_dir: Path, model: nn.Module, optimizer, scheduler, meta: dict,
-                 best_accuracy: float = -1.0):
+                 best_accuracy: float = -1.0, best_epoch: int = 0,
+                 extra_state: Callable[[], dict] | None = None):
         self.dir = Path(weights_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.meta = meta
-        self.best_accuracy = best_accuracy
-        self.best_epoch = 0
+        self.best_accuracy, self.best_epoch = best_accuracy, best_epoch
+        self.extra_state = extra_state
+        self.saved_epoch: int | None = None
 
     @property
     def best_path(self) -> Path:
@@ -121,16 +169,31 @@ class CheckpointHook:
     def last_path(self) -> Path:
         return self.dir / "last.safetensors"
 
+    @property
+    def state_path(self) -> Path:
+        return self.dir / "state.pt"
+
+    def save_state(self, epoch: int, step_in_epoch: int = 0, partial_loss: float = 0.0,
+                   partial_images: int = 0) -> None:
+        """state.pt after `epoch` finished epochs and step_in_epoch steps of the next one."""
+        save_state(self.state_path, {
+            "format": FORMAT_VERSION, "epoch": epoch, "step_in_epoch": step_in_epoch,
+            "partial_loss": partial_loss, "partial_images": partial_images,
+            "best_accuracy": self.best_accuracy, "best_epoch": self.best_epoch,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": capture_rng(),
+            **(self.extra_state() if self.extra_state is not None else {}),
+            "meta": self.meta})
+
     def on_epoch_end(self, row: dict, test_metrics: dict) -> None:
+        loss = row["test_loss"]
+        if (loss is not None and not math.isfinite(loss)) or not all_finite(self.model):
+            raise FloatingPointError(f"the weights stopped being finite numbers in epoch {row['epoch']}")
         meta = {**self.meta, "epoch": row["epoch"], "test_accuracy": row["test_accuracy"],
                 "test_loss": row["test_loss"]}
         save_weights(self.last_path, self.model, meta)
         if row["test_accuracy"] is not None and row["test_accuracy"] > self.best_accuracy:
             self.best_accuracy, self.best_epoch = row["test_accuracy"], row["epoch"]
             save_weights(self.best_path, self.model, meta)
-        save_state(self.dir / "state.pt", {
-            "format": FORMAT_VERSION, "epoch": row["epoch"],
-            "best_accuracy": self.best_accuracy, "best_epoch": self.best_epoch,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-            "meta": meta})
+        self.save_state(row["epoch"])
+        self.saved_epoch = row["epoch"]

@@ -10,6 +10,7 @@ from dataclasses import MISSING
 from tudui import __version__
 from tudui.config import SECTIONS, flag_name, iter_options, option_key
 from tudui.errors import TuduiError
+from tudui.interrupts import TrainingInterrupted
 
 TRAIN_EXAMPLES = """examples:
   tudui train --data digits                      # the embedded data set, no download, ~1 min on a CPU
@@ -17,6 +18,8 @@ TRAIN_EXAMPLES = """examples:
   tudui train --config configs/seed.yaml         # the course's recipe exactly
   tudui train --data path/to/folder --model tudui_relu --epochs 30 --lr 0.05
   tudui train --data cifar10-jpeg.tar.gz --optimizer adamw --batch-size 128 --name adamw
+  tudui train --resume runs/exp                  # after Ctrl-C (or a crash): go on where it stopped
+  tudui train --resume runs/exp --epochs 30      # extend a finished run
 
 settings: defaults < --config FILE.yaml < flags. The resolved settings are written to
 RUN_DIR/config.yaml, which --config accepts as it is."""
@@ -39,6 +42,9 @@ PREDICT_EXAMPLES = """examples:
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML settings (flags win over it)")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue a stopped run where it stopped (its own settings; flags may "
+                             "change them, e.g. a larger --epochs extends a finished run)")
     groups = {section: parser.add_argument_group(f"{section} settings") for section in SECTIONS}
     for section, f in iter_options():
         default = f.default if f.default is not MISSING else None
@@ -103,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace) -> int:
     from tudui.runner import train
     overrides = {option_key(f): getattr(args, option_key(f)) for _, f in iter_options()}
-    train(config_file=args.config, **overrides)
+    train(config_file=args.config, resume=args.resume, **overrides)
     return 0
 
 
@@ -169,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except TrainingInterrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return e.exit_code
     except TuduiError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -50,6 +50,8 @@ class DataConfig:
     download: bool = _opt("download cifar10 when it is missing", default=True)
     translate: int = _opt("pixels of random translation in the crop presets (-1: an eighth of the side)",
                           default=-1)
+    max_bad_share: float = _opt("largest share of unreadable images in a folder that is skipped with "
+                                "a warning; more stops the run", default=0.01)
     loader: str = _opt("tensor: decode once, keep on the device, augment in batches; dataloader: "
                        "PIL + worker processes; auto: tensor for images up to 64 px", default="auto")
 
@@ -62,6 +64,7 @@ class DataConfig:
                f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
         _check(self.loader in LOADERS, f"--loader must be one of {', '.join(LOADERS)}, got {self.loader!r}")
         _check(self.translate >= -1, f"--translate must be -1 or more, got {self.translate}")
+        _check(0 <= self.max_bad_share <= 1, f"--max-bad-share must be in [0, 1], got {self.max_bad_share}")
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from tudui.errors import TuduiError
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename over path.
 
-    A crash mid-write leaves the old file whole and no partial file under the final name.
+    A crash mid-write leaves the old file whole and no partial file under the final name;
+    a full disk or an unwritable folder is a TuduiError naming the file.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -22,6 +25,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise TuduiError(f"cannot write {path}: {e.strerror or e}; the previous file, if any, "
+                         "is unchanged") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

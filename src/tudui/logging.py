@@ -77,9 +77,17 @@ class ProgressHook:
 class CSVHook:
     """metrics.csv: one row per epoch, flushed as it is written so a crash loses nothing."""
 
-    def __init__(self, path: Path, append: bool = False):
+    def __init__(self, path: Path, append: bool = False, keep_through: int | None = None):
+        """append continues a file (a resumed run), first dropping rows after epoch keep_through."""
         self.path = Path(path)
         new = not (append and self.path.exists())
+        if not new and keep_through is not None:
+            with self.path.open(newline="") as f:
+                rows = [row for row in csv.DictReader(f) if int(row["epoch"]) <= keep_through]
+            with self.path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
         self.file = self.path.open("w" if new else "a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         if new:
@@ -100,7 +108,8 @@ class TensorBoardHook:
 
     def __init__(self, run_dir: Path, log_every: int, start_step: int = 0):
         from torch.utils.tensorboard import SummaryWriter
-        self.writer = SummaryWriter(log_dir=str(run_dir))
+        # On a resume, purge_step drops events an interrupted run logged after its checkpoint.
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=start_step or None)
         self.log_every = log_every
         self.step = start_step
         self.epoch_loss = 0.0

@@ -15,16 +15,18 @@ import torch
 from torch import nn
 
 from tudui import __version__
-from tudui.checkpoint import CheckpointHook, load_model, resolve_weights_path
+from tudui.checkpoint import CheckpointHook, load_model, load_state, resolve_weights_path, restore_rng
 from tudui.config import Config, dump_yaml, make_config, to_dict
 from tudui.data import BUILTIN_DATASETS, build_dataset, channel_stats, make_loaders, resolve_augment
 from tudui.data.loaders import sample_inputs
+from tudui.data.validate import drop_unreadable
 from tudui.engine.averaging import Lookahead
-from tudui.engine.fit import FitOptions
+from tudui.engine.fit import FitOptions, StoppedMidEpoch
 from tudui.engine.optim import RunProgress
 from tudui.engine import create_optimizer, create_scheduler, evaluate as evaluate_model, fit
 from tudui.engine.fit import call_hooks
 from tudui.errors import TuduiError
+from tudui.interrupts import StopRequest, TrainingInterrupted
 from tudui.logging import CSVHook, ProgressHook, TensorBoardHook
 from tudui.models import count_parameters, create_model, model_entry
 
@@ -121,15 +123,52 @@ def next_run_dir(project: str, name: str) -> Path:
     raise TuduiError(f"too many runs named {stem!r} in {base}")
 
 
+def resume_settings(resume: str | Path, config: Config | None, config_file, overrides: dict) -> tuple[Path, dict, Config]:
+    """(run directory, its training state, the settings to go on with) for --resume RUN_DIR.
+
+    The run's own config.yaml is the base and flags may change it (a larger --epochs extends a
+    finished run), but not the model or the data set: the saved weights would not fit them.
+    """
+    run_dir = Path(resume)
+    if run_dir.name == "weights" or run_dir.suffix:
+        raise TuduiError(f"--resume takes a run directory (like runs/exp), got {run_dir}")
+    if not (run_dir / "config.yaml").is_file():
+        raise TuduiError(f"{run_dir} is not a tudui run directory (no config.yaml in it)")
+    if config is not None or config_file is not None:
+        raise TuduiError("--resume continues with the run's own config.yaml; change settings with "
+                         "flags instead of --config")
+    state = load_state(run_dir / "weights" / "state.pt")
+    before = make_config(run_dir / "config.yaml")
+    cfg = make_config(run_dir / "config.yaml", **{k: v for k, v in overrides.items()
+                                                   if k not in ("project", "name")})
+    for what, old, new in (("model", before.model, cfg.model), ("data set", before.data.name, cfg.data.name),
+                           ("--val-split", before.data.val_split, cfg.data.val_split),
+                           ("--seed", before.train.seed, cfg.train.seed)):
+        if old != new:
+            raise TuduiError(f"cannot resume {run_dir} with a different {what} ({old} -> {new}); "
+                             f"start a new run instead")
+    finished = state["epoch"] >= cfg.train.epochs
+    if finished:
+        raise TuduiError(f"{run_dir} has finished its {state['epoch']} epochs; pass a larger --epochs "
+                         f"to extend it")
+    return run_dir, state, cfg
+
+
 def train(config: Config | None = None, config_file: str | Path | None = None,
-          progress: bool | None = None, **overrides) -> TrainResult:
+          progress: bool | None = None, resume: str | Path | None = None, **overrides) -> TrainResult:
     """Train a model from settings; returns the run directory, metrics and weight paths.
 
     Settings are a Config, or a YAML file and/or keywords named like the CLI flags:
     `tudui.train(data="digits", epochs=5, lr=0.05)`. progress=None shows a bar on a
     terminal or notebook and plain lines elsewhere; False prints nothing (logging only).
+    resume="runs/exp" continues that run where it stopped (with the tensor loader, exactly:
+    the same weights as if it had never stopped).
     """
-    cfg = config if config is not None else make_config(config_file, **overrides)
+    state = None
+    if resume is not None:
+        run_dir, state, cfg = resume_settings(resume, config, config_file, overrides)
+    else:
+        cfg = config if config is not None else make_config(config_file, **overrides)
     device = resolve_device(cfg.train.device)
     amp_dtype = resolve_precision(cfg.train.precision, device)
     if device.type == "cuda":
@@ -138,6 +177,7 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
     seed_everything(cfg.train.seed)
     spec = build_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.val_split, cfg.train.seed,
                          cfg.data.download)
+    spec, skipped_images = drop_unreadable(spec, cfg.data.max_bad_share)
     entry = model_entry(cfg.model.name)
     mean, std = channel_stats(spec.train, seed=cfg.train.seed) if cfg.data.normalize else (None, None)
     augment = resolve_augment(cfg.data.augment, spec.kind)
@@ -153,23 +193,36 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer(cfg.optim, model)
-    progress_clock = RunProgress(len(train_loader) * cfg.train.epochs, cfg.train.time_budget)
+    progress_clock = RunProgress(len(train_loader) * cfg.train.epochs, cfg.train.time_budget,
+                                 state.get("elapsed", 0.0) if state else 0.0)
     scheduler = create_scheduler(cfg.optim, optimizer, len(train_loader), cfg.train.epochs, progress_clock)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing, reduction="none")
     averager = Lookahead(model, progress_clock) if cfg.train.lookahead else None
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
     # Compile a wrapper for the steps, keep the plain module for saving (no _orig_mod. prefixes).
     train_model = torch.compile(model) if cfg.train.compile else model
 
-    run_dir = next_run_dir(cfg.train.project, cfg.train.name)
+    if state is None:
+        run_dir = next_run_dir(cfg.train.project, cfg.train.name)
     dump_yaml(cfg, run_dir / "config.yaml")
     meta = {"model": cfg.model.name, "num_classes": len(spec.class_names),
             "class_names": spec.class_names, "input_size": entry.input_size,
             "model_options": model_options, "mean": mean, "std": std, "tudui_version": __version__,
             "data": data_reference(cfg.data.name), "data_dir": str(Path(cfg.data.data_dir).resolve()),
             "config": to_dict(cfg)}
-    checkpoints = CheckpointHook(run_dir / "weights", model, optimizer, scheduler, meta)
-    tensorboard = TensorBoardHook(run_dir, cfg.train.log_every)
-    hooks = [CSVHook(run_dir / "metrics.csv"), tensorboard, checkpoints]
+    start_epoch = state["epoch"] if state else 0
+    tensorboard = TensorBoardHook(run_dir, cfg.train.log_every, state.get("tensorboard_step", 0) if state else 0)
+
+    def extra_state() -> dict:
+        return {"averager": averager.state_dict() if averager else None,
+                "scaler": scaler.state_dict() if scaler else None,
+                "elapsed": progress_clock.elapsed(), "tensorboard_step": tensorboard.step}
+
+    checkpoints = CheckpointHook(run_dir / "weights", model, optimizer, scheduler, meta,
+                                 state["best_accuracy"] if state else -1.0, state["best_epoch"] if state else 0,
+                                 extra_state)
+    hooks = [CSVHook(run_dir / "metrics.csv", append=state is not None, keep_through=start_epoch),
+             tensorboard, checkpoints]
     if progress is not False:
         hooks.insert(0, ProgressHook(bar=progress))
     show = print if progress is not False else log.info
@@ -179,23 +232,44 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
     show(f"model: {cfg.model.name} ({count_parameters(model):,} parameters, "
          f"{entry.input_size}x{entry.input_size} input) on {device}, {cfg.train.precision}; "
          f"loader: {loader_kind}; run directory {run_dir}")
+    if state is not None:
+        restore_training(state, model, optimizer, scheduler, averager, scaler)
+        show(f"resuming {run_dir} after epoch {start_epoch}"
+             + (f" and {state['step_in_epoch']} steps of epoch {start_epoch + 1}" if state["step_in_epoch"] else "")
+             + f" (best so far {state['best_accuracy']:.2%})")
     try:
-        tensorboard.add_images(next(iter(train_loader))[0], mean, std)
-        options = FitOptions(cfg.train.epochs, len(spec.class_names), amp_dtype, cfg.optim.loss_sum,
-                             cfg.train.tta, cfg.train.eval_every, averager, progress_clock,
-                             scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None,
-                             before_epoch=stem_schedule(model, cfg.train.whiten_bias_epochs))
-        history = fit(train_model, train_loader, test_loader, optimizer, scheduler, loss_fn, device,
-                      options, hooks)
+        with StopRequest() as stop:
+            if state is None:
+                tensorboard.add_images(next(iter(train_loader))[0], mean, std)
+            else:
+                restore_rng(state["rng"])   # last: building the model drew from the generators
+            options = FitOptions(cfg.train.epochs, len(spec.class_names), amp_dtype, cfg.optim.loss_sum,
+                                 cfg.train.tta, cfg.train.eval_every, averager, progress_clock, scaler=scaler,
+                                 before_epoch=stem_schedule(model, cfg.train.whiten_bias_epochs), stop=stop)
+            try:
+                history = fit(train_model, train_loader, test_loader, optimizer, scheduler, loss_fn, device,
+                              options, hooks, start_epoch=start_epoch,
+                              start_step=state["step_in_epoch"] if state else 0,
+                              partial=(state["partial_loss"], state["partial_images"]) if state else (0.0, 0))
+            except StoppedMidEpoch as e:
+                stop.saving = True
+                checkpoints.save_state(e.epoch - 1, e.steps, e.loss_sum, e.images)
+                raise TrainingInterrupted(
+                    f"stopped in epoch {e.epoch} after {e.steps} of its {len(train_loader)} steps; the "
+                    f"state is saved: resume with  tudui train --resume {run_dir}", stop.requested) from None
         report = None
         if cfg.train.report:
             report = _run_report(run_dir, checkpoints.best_path, test_loader, device, spec, cfg,
                                  amp_dtype, tensorboard.writer, progress is not False)
     except FloatingPointError as e:
-        raise TuduiError(f"{e}; lower --lr (now {cfg.optim.lr}). Finished epochs are kept in "
-                         f"{run_dir}") from None
+        kept = (f"the last good weights are {checkpoints.last_path} (epoch {checkpoints.saved_epoch}); "
+                f"resume from them with  tudui train --resume {run_dir} --lr SMALLER"
+                if checkpoints.saved_epoch else f"no epoch had finished; the run directory is {run_dir}")
+        raise TuduiError(f"{e}; lower --lr (now {cfg.optim.lr}). {kept}") from None
     finally:
         call_hooks(hooks, "close")
+    if not history:
+        raise TuduiError(f"{run_dir}: nothing left to train")
     result = TrainResult(run_dir, checkpoints.best_accuracy, checkpoints.best_epoch,
                          history[-1]["test_accuracy"], history, checkpoints.best_path,
                          checkpoints.last_path, cfg, report)
@@ -205,7 +279,24 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
          f"view with: tensorboard --logdir {cfg.train.project})")
     if report is not None:
         show(f"report: {report}  (confusion matrix, mistakes, curves; open it in a browser)")
+    if skipped_images:
+        _warn(f"{len(skipped_images)} unreadable image(s) were skipped (named in the warnings above)",
+              progress is not False)
     return result
+
+
+def restore_training(state: dict, model: nn.Module, optimizer, scheduler, averager, scaler) -> None:
+    """Put a saved training state back into freshly built parts (the random state comes last)."""
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    if missing or unexpected:
+        raise TuduiError(f"the saved state does not fit the model: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if averager is not None and state.get("averager"):
+        averager.load_state_dict(state["averager"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
 
 
 def _warn(message: str, to_terminal: bool) -> None:

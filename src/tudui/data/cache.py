@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from tudui.data.datasets import ArrayImages, FileImages
+from tudui.errors import TuduiError
 from tudui.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ def decode_to_tensor(dataset: Dataset, size: int, cache_dir: Path | None) -> tup
             log.warning("decode cache %s is unreadable; decoding again", path)
     images, labels = _decode(dataset, size)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: save_file({"images": images, "labels": labels}, str(tmp)))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda tmp: save_file({"images": images, "labels": labels}, str(tmp)))
+        except (OSError, TuduiError) as e:  # the cache only saves time; training goes on without it
+            log.warning("decode cache not written (%s); the next run decodes again", e)
     return images, labels

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import tarfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,13 +86,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Read an image file as RGB, or raise TuduiError naming the file."""
+    """Read an image file as RGB, or raise TuduiError naming the file.
+
+    Images above Pillow's pixel limit (decompression bombs) are refused before decoding.
+    """
     try:
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return to_rgb(image)
     except FileNotFoundError:
         raise TuduiError(f"image not found: {path}") from None
+    except Image.DecompressionBombWarning:
+        raise TuduiError(f"cannot read image {path}: larger than Pillow's limit of "
+                         f"{Image.MAX_IMAGE_PIXELS:,} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise TuduiError(f"cannot read image {path}: {e}") from None
 

@@ -5,7 +5,7 @@ import os
 from collections.abc import Callable
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tudui.data.cache import decode_to_tensor
 from tudui.data.datasets import DatasetSpec, cache_root
@@ -35,15 +35,48 @@ def pick_workers(workers: int, in_memory: bool) -> int:
     return 0 if in_memory else min(4, os.cpu_count() or 1)
 
 
+class EpochSampler(Sampler):
+    """Indices in an order drawn from (seed, epoch), as the tensor loader draws them, so an
+    epoch's order does not depend on what ran before it; skip() starts mid-epoch."""
+
+    def __init__(self, size: int, shuffle: bool, seed: int = 0):
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.epoch, self.start = 0, 0
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+    def __iter__(self):
+        first, self.start = self.start, 0
+        if not self.shuffle:
+            return iter(range(first, self.size))
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        return iter(order[first:].tolist())
+
+
+class EpochDataLoader(DataLoader):
+    """A DataLoader with the tensor loader's set_epoch and skip, through its EpochSampler."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.epoch = epoch
+
+    def skip(self, steps: int) -> None:
+        self.sampler.start = steps * self.batch_size
+
+    def __len__(self) -> int:  # steps of a whole epoch, whatever was skipped
+        full = self.sampler.size
+        return full // self.batch_size if self.drop_last else -(-full // self.batch_size)
+
+
 def make_loader(dataset: Dataset, transform: Callable, batch_size: int, shuffle: bool,
                 workers: int, seed: int = 0, device: torch.device | None = None,
                 drop_last: bool = False) -> DataLoader:
-    """A DataLoader over dataset; shuffling is seeded so a run repeats exactly."""
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(Transformed(dataset, transform), batch_size=batch_size, shuffle=shuffle,
-                      num_workers=workers, generator=generator,
-                      pin_memory=device is not None and device.type == "cuda", drop_last=drop_last,
-                      persistent_workers=workers > 0)
+    """A DataLoader over dataset; the order is drawn from (seed, epoch) so a run repeats exactly."""
+    return EpochDataLoader(Transformed(dataset, transform), batch_size=batch_size,
+                           sampler=EpochSampler(len(dataset), shuffle, seed), num_workers=workers,
+                           generator=torch.Generator().manual_seed(seed),
+                           pin_memory=device is not None and device.type == "cuda", drop_last=drop_last,
+                           persistent_workers=workers > 0)
 
 
 class TensorLoader:
@@ -71,7 +104,7 @@ class TensorLoader:
         self.augment, self.seed, self.dtype = augment, seed, dtype
         self.rank, self.world_size = rank, world_size
         self.channels_last = channels_last
-        self.epoch = 0
+        self.epoch, self.start_step = 0, 0
         self.pad = translate_pixels(translate, images.shape[-1]) if augment.startswith("crop") else 0
         # It is faster to move and augment uint8 data and convert per batch than to hold floats.
         # With crops, the set is reflect-padded once (in chunks) and kept only padded: each
@@ -94,6 +127,10 @@ class TensorLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def skip(self, steps: int) -> None:
+        """Start the next pass at batch `steps` of this epoch (resuming mid-epoch)."""
+        self.start_step = steps
 
     def _order(self) -> torch.Tensor:
         if not self.shuffle:
@@ -118,6 +155,7 @@ class TensorLoader:
     def __iter__(self):
         # Everything random for the epoch goes to the device in one copy per tensor: a copy
         # from pageable host memory waits for the GPU, so one per batch would stall every step.
+        first, self.start_step = self.start_step, 0
         order = self._order()
         flips, shifts = self._epoch_draws(len(order))
         if self.augment in ("alt-flip", "crop-alt-flip"):
@@ -129,11 +167,11 @@ class TensorLoader:
             used = len(self) * self.batch_size
             order, flips = order[:used], None if flips is None else flips[:used]
             x, labels = self._batch(order, flips, None if shifts is None else shifts[:, :used])
-            for step in range(len(self)):
+            for step in range(first, len(self)):
                 cut = slice(step * self.batch_size, (step + 1) * self.batch_size)
                 yield x[cut], labels[cut]
             return
-        for step in range(len(self)):
+        for step in range(first, len(self)):
             cut = slice(step * self.batch_size, (step + 1) * self.batch_size)
             yield self._batch(order[cut], None if flips is None else flips[cut],
                               None if shifts is None else shifts[:, cut])

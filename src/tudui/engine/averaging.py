@@ -43,5 +43,9 @@ class Lookahead:
     def state_dict(self) -> dict:
         return {"average": self.average, "step": self.step}
 
+    @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
-        self.average, self.step = state["average"], state["step"]
+        """Copy a saved average into this one's tensors (which live on the model's device)."""
+        for name, value in state["average"].items():
+            self.average[name].copy_(value)
+        self.step = state["step"]

@@ -26,12 +26,14 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module,
                     after_step: Callable[[], None] | None = None,
                     should_stop: Callable[[], bool] | None = None,
                     sync_every: int | None = None,
-                    scaler: torch.amp.GradScaler | None = None) -> dict:
-    """Train for one pass over loader; returns mean loss, image count and seconds.
+                    scaler: torch.amp.GradScaler | None = None,
+                    initial: tuple[float, int] = (0.0, 0)) -> dict:
+    """Train for one pass over loader; returns mean loss, image count, steps and seconds.
 
     on_step(loss, batch_size, lr) is called for every optimizer step, after_step() right
     after each step (weight averaging); should_stop() ends the epoch early (a time budget).
     With loss_sum the per-image losses are summed, not averaged, as airbench does.
+    initial is (loss sum, images) of steps already taken in this epoch before a resume.
     scaler (float16 training) scales the loss so small gradients survive half precision.
     The losses are read back from the device every sync_every steps (default: every step on
     a CPU, every 32 on a GPU), and on_step is then called for each of them in order.
@@ -39,7 +41,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module,
     if sync_every is None:
         sync_every = 1 if device.type == "cpu" else 32
     model.train()
-    total_loss, images, step, start = 0.0, 0, 0, time.perf_counter()
+    (total_loss, images), step, start = initial, 0, time.perf_counter()
     pending: list[tuple[torch.Tensor, int, float]] = []
 
     def read_back() -> None:
@@ -84,8 +86,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module,
             break
     if pending:
         read_back()
-    return {"loss": total_loss / max(images, 1), "images": images,
-            "seconds": time.perf_counter() - start}
+    return {"loss": total_loss / max(images, 1), "loss_sum": total_loss, "images": images,
+            "steps": step, "seconds": time.perf_counter() - start}
 
 
 @torch.no_grad()

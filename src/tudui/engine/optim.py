@@ -119,17 +119,23 @@ def lr_factor(progress: float, warmup: float, schedule: str, final: float = 0.0)
 class RunProgress:
     """How far through the run a step is: by steps, or by wall time under a time budget."""
 
-    def __init__(self, total_steps: int, time_budget: float = 0.0):
+    def __init__(self, total_steps: int, time_budget: float = 0.0, elapsed_before: float = 0.0):
+        """elapsed_before: seconds of training an interrupted run had already spent."""
         self.total_steps, self.time_budget = max(total_steps, 1), time_budget
+        self.elapsed_before = elapsed_before
         self.started: float | None = None
 
     def start(self) -> None:
         if self.started is None:
             self.started = time.perf_counter()
 
+    def elapsed(self) -> float:
+        running = time.perf_counter() - self.started if self.started is not None else 0.0
+        return self.elapsed_before + running
+
     def __call__(self, step: int) -> float:
         if self.time_budget > 0 and self.started is not None:
-            return min((time.perf_counter() - self.started) / self.time_budget, 1.0)
+            return min(self.elapsed() / self.time_budget, 1.0)
         return min(step / self.total_steps, 1.0)
 
     def out_of_time(self) -> bool:

@@ -1,0 +1,90 @@
+"""Unreadable images in a folder data set: found once, skipped with a warning, counted.
+
+Every file is opened and decoded (JPEGs at an eighth of their size, which still reads all
+their data, so truncation shows). Images above Pillow's pixel limit are rejected from the
+header alone, before any decoding: the limit guards against decompression bombs and stays
+on. The result is cached by the files' paths, sizes and modification times.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import warnings
+from pathlib import Path
+
+from PIL import Image
+
+from tudui.data.datasets import DatasetSpec, FileImages, cache_root
+from tudui.errors import TuduiError
+from tudui.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+def check_image(path: Path) -> str | None:
+    """Why the image at path cannot be used, or None when it decodes."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice it; a warning is a refusal here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.format == "JPEG":
+                    image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+                image.load()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return f"larger than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels (a possible decompression bomb)"
+    except Exception as e:  # Pillow raises many types for broken files (OSError, SyntaxError, ...)
+        return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return None
+
+
+def find_unreadable(samples: list[tuple[Path, int]]) -> list[tuple[str, str]]:
+    """[(path, reason)] for the samples that cannot be decoded; cached per set of files."""
+    digest = hashlib.sha256(b"check-v1")
+    for path, _ in samples:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    cached = cache_root() / "checked" / f"{digest.hexdigest()[:24]}.json"
+    if cached.is_file():
+        try:
+            return [tuple(item) for item in json.loads(cached.read_text())]
+        except (OSError, ValueError):
+            pass
+    bad = [(str(path), reason) for path, _ in samples if (reason := check_image(path)) is not None]
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cached, lambda tmp: tmp.write_text(json.dumps(bad)))
+    except (OSError, TuduiError) as e:
+        log.warning("could not cache the image check (%s)", e)
+    return bad
+
+
+def drop_unreadable(spec: DatasetSpec, max_bad_share: float) -> tuple[DatasetSpec, list[tuple[str, str]]]:
+    """(spec without its unreadable images, [(path, reason)] skipped); each is warned about.
+
+    More than max_bad_share of a split unreadable stops the run with the list: that many
+    broken files means a wrong folder or a broken copy, not a few bad downloads.
+    """
+    skipped: list[tuple[str, str]] = []
+    splits = {}
+    for split in ("train", "test"):
+        dataset = getattr(spec, split)
+        if not isinstance(dataset, FileImages):
+            continue
+        bad = find_unreadable(dataset.samples)
+        if not bad:
+            continue
+        share = len(bad) / len(dataset)
+        if share > max_bad_share:
+            listing = "; ".join(f"{path} ({reason})" for path, reason in bad[:10])
+            more = f"; and {len(bad) - 10} more" if len(bad) > 10 else ""
+            raise TuduiError(f"{len(bad)} of {len(dataset)} {split} images are unreadable ({share:.1%}, "
+                             f"more than --max-bad-share {max_bad_share:.0%}): {listing}{more}")
+        for path, reason in bad:
+            log.warning("skipping unreadable image %s: %s", path, reason)
+        paths = {path for path, _ in bad}
+        splits[split] = FileImages([s for s in dataset.samples if str(s[0]) not in paths])
+        skipped += bad
+    return (dataclasses.replace(spec, **splits) if splits else spec), skipped

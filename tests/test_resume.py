@@ -1,0 +1,210 @@
+"""Resume, interrupts and faults: a stopped run continues exactly; nothing good is lost."""
+from __future__ import annotations
+
+import csv
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import tudui
+from conftest import REPO, write_class_folder
+from tudui.checkpoint import load_state, load_weights
+from tudui.data import TensorLoader
+from tudui.errors import TuduiError
+from tudui.interrupts import TrainingInterrupted
+from tudui.logging import TensorBoardHook
+
+RECIPES = {
+    "seed": dict(config_file=REPO / "configs" / "seed.yaml", data="synthetic", epochs=4, batch_size=32),
+    "fast": dict(config_file=REPO / "configs" / "cifar10-fast.yaml", data="synthetic", epochs=4,
+                 batch_size=32, widths="8,8,8", precision="fp32"),
+}
+
+
+def train(project, **settings):
+    return tudui.train(project=str(project), progress=False, report=False, **settings)
+
+
+def signal_at_step(monkeypatch, step: int, signum=signal.SIGINT):
+    """Send ourselves signum right after global training step `step`, as Ctrl-C would."""
+    original = TensorBoardHook.on_step
+
+    def on_step(self, loss, batch_size, lr):
+        original(self, loss, batch_size, lr)
+        if self.step == step:
+            os.kill(os.getpid(), signum)
+
+    monkeypatch.setattr(TensorBoardHook, "on_step", on_step)
+
+
+def losses(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [(row["epoch"], row["train_loss"], row["test_accuracy"]) for row in csv.DictReader(f)]
+
+
+def assert_same_weights(a, b):
+    first, second = load_weights(a)[0], load_weights(b)[0]
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+@pytest.mark.parametrize("recipe", ["seed", "fast"])
+def test_resume_after_ctrl_c_mid_epoch_gives_the_same_weights_and_losses(recipe, tmp_path, monkeypatch):
+    straight = train(tmp_path / "straight", **RECIPES[recipe])
+    signal_at_step(monkeypatch, 13)             # 8 steps per epoch: 5 steps into epoch 2
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(tmp_path / "stopped", **RECIPES[recipe])
+    assert stopped.value.exit_code == 130 and "resume with" in str(stopped.value)
+    run_dir = tmp_path / "stopped" / "exp"
+    state = load_state(run_dir / "weights" / "state.pt")
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 5)
+    monkeypatch.undo()
+    resumed = tudui.train(resume=run_dir, progress=False)
+    assert resumed.run_dir == run_dir
+    assert losses(run_dir) == losses(straight.run_dir)
+    assert_same_weights(run_dir / "weights" / "last.safetensors", straight.last_weights)
+    assert resumed.best_accuracy == straight.best_accuracy
+
+
+def test_sigterm_saves_and_exits_143(tmp_path, monkeypatch):
+    signal_at_step(monkeypatch, 3, signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(tmp_path, data="synthetic", epochs=2, batch_size=32)
+    assert stopped.value.exit_code == 143
+    assert load_state(tmp_path / "exp" / "weights" / "state.pt")["step_in_epoch"] == 3
+
+
+def test_a_second_ctrl_c_during_the_save_does_not_corrupt_it(tmp_path, monkeypatch):
+    import tudui.checkpoint as checkpoint
+    signal_at_step(monkeypatch, 3)
+    original = checkpoint.save_state
+
+    def save_twice_interrupted(path, state):
+        os.kill(os.getpid(), signal.SIGINT)     # the impatient second Ctrl-C, mid-save
+        original(path, state)
+
+    monkeypatch.setattr(checkpoint, "save_state", save_twice_interrupted)
+    with pytest.raises(TrainingInterrupted):
+        train(tmp_path, data="synthetic", epochs=2, batch_size=32)
+    state = load_state(tmp_path / "exp" / "weights" / "state.pt")
+    assert state["step_in_epoch"] == 3
+    assert [p.name for p in (tmp_path / "exp" / "weights").iterdir() if ".tmp" in p.name] == []
+
+
+def test_a_larger_epochs_extends_a_finished_run_as_if_it_had_run_longer(tmp_path):
+    settings = dict(data="synthetic", batch_size=32, schedule="constant")
+    straight = train(tmp_path / "straight", epochs=3, **settings)
+    short = train(tmp_path / "short", epochs=2, **settings)
+    with pytest.raises(TuduiError, match="has finished its 2 epochs; pass a larger --epochs"):
+        tudui.train(resume=short.run_dir, progress=False)
+    extended = tudui.train(resume=short.run_dir, epochs=3, progress=False)
+    assert losses(extended.run_dir) == losses(straight.run_dir)
+    assert_same_weights(extended.last_weights, straight.last_weights)
+
+
+def test_resuming_with_another_model_or_data_set_is_refused(tmp_path):
+    run = train(tmp_path, data="synthetic", epochs=1, batch_size=32)
+    with pytest.raises(TuduiError, match="different model"):
+        tudui.train(resume=run.run_dir, model="tudui_relu", epochs=2, progress=False)
+    with pytest.raises(TuduiError, match="different data set"):
+        tudui.train(resume=run.run_dir, data="digits", epochs=2, progress=False)
+    with pytest.raises(TuduiError, match="not a tudui run directory"):
+        tudui.train(resume=tmp_path, epochs=2, progress=False)
+
+
+def test_best_is_not_overwritten_by_a_worse_model_after_a_resume(tmp_path):
+    run = train(tmp_path, data="synthetic", epochs=1, batch_size=32)
+    state_path = run.run_dir / "weights" / "state.pt"
+    state = load_state(state_path)
+    state["best_accuracy"] = 1.01            # no later epoch can beat the recorded best
+    torch.save(state, state_path)
+    best = run.best_weights.read_bytes()
+    resumed = tudui.train(resume=run.run_dir, epochs=3, progress=False)
+    assert run.best_weights.read_bytes() == best and resumed.best_accuracy == 1.01
+
+
+def test_a_nan_loss_stops_with_the_step_and_the_last_good_weights(tmp_path, monkeypatch):
+    original = TensorLoader._batch
+
+    def poisoned(self, *args):
+        x, y = original(self, *args)
+        return (torch.full_like(x, float("nan")) if self.shuffle and self.epoch == 1 else x), y
+
+    monkeypatch.setattr(TensorLoader, "_batch", poisoned)
+    with pytest.raises(TuduiError, match=r"nan at step 1 of this epoch.*last good weights .*last.safetensors "
+                                         r"\(epoch 1\)"):
+        train(tmp_path, data="synthetic", epochs=3, batch_size=32)
+    weights, meta = load_weights(tmp_path / "exp" / "weights" / "best.safetensors")
+    assert meta["epoch"] == 1 and all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
+def test_a_full_disk_fails_clearly_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import tudui.checkpoint as checkpoint
+    original, calls = checkpoint.save_file, []
+
+    def fills_the_disk(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) > 2:                    # epoch 1 wrote last + best; epoch 2 finds the disk full
+            with open(path, "wb") as f:
+                f.write(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        original(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", fills_the_disk)
+    with pytest.raises(TuduiError, match="cannot write .*last.safetensors: No space left on device"):
+        train(tmp_path, data="synthetic", epochs=3, batch_size=32)
+    weights = tmp_path / "exp" / "weights"
+    assert load_weights(weights / "last.safetensors")[1]["epoch"] == 1
+    assert sorted(p.name for p in weights.iterdir()) == ["best.safetensors", "last.safetensors", "state.pt"]
+
+
+def test_an_unwritable_run_directory_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the project folder should be")
+    with pytest.raises(TuduiError, match="cannot create run directory"):
+        train(blocker, data="synthetic", epochs=1)
+
+
+def test_an_exception_in_a_dataloader_worker_ends_the_run_instead_of_hanging(tmp_path, monkeypatch):
+    from tudui.data.datasets import FileImages
+    folder = write_class_folder(tmp_path / "data", ["a", "b"], 12)
+
+    def broken(self, i):
+        raise RuntimeError("decoder crashed")
+
+    monkeypatch.setattr(FileImages, "__getitem__", broken)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="decoder crashed"):
+        train(tmp_path / "runs", data=str(folder), loader="dataloader", workers=2, epochs=1, batch_size=4)
+    assert time.monotonic() - start < 120
+
+
+def test_ctrl_c_from_the_terminal_saves_and_resume_finishes(tmp_path):
+    """The CLI as a user runs it: Ctrl-C mid-run exits 130 with a resumable state, then --resume."""
+    args = [sys.executable, "-m", "tudui", "train", "--data", "synthetic", "--epochs", "400",
+            "--batch-size", "16", "--no-report"]
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "runs" / "exp" / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "resume with" in err and "Traceback" not in err
+    state = load_state(tmp_path / "runs" / "exp" / "weights" / "state.pt")
+    assert state["epoch"] >= 2
+    done = subprocess.run([sys.executable, "-m", "tudui", "train", "--resume", "runs/exp", "--epochs",
+                           str(state["epoch"] + 1), "--no-report"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming runs/exp after epoch {state['epoch']}" in done.stdout
+    rows = list(csv.DictReader(metrics.open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, state["epoch"] + 2))
