@@ -48,6 +48,14 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         groups[section].add_argument(flag_name(f), **kwargs)
 
 
+def _add_import_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="the model a plain state_dict file (.pth) is for, e.g. vgg16 "
+                                        "(tudui weights name their own)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="let --weights load a whole pickled model (torch.save(model, ...)); this "
+                             "runs code from the file, so only for files you made")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tudui", description="Train, evaluate and use image classifiers with PyTorch.",
@@ -64,26 +72,30 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("eval", help="accuracy of saved weights on a test split",
                              description="Loss, accuracy and per-class accuracy of saved weights.",
                              epilog=EVAL_EXAMPLES, formatter_class=formatter)
-    ev.add_argument("--weights", required=True, help="a .safetensors file or a run directory")
+    ev.add_argument("--weights", required=True,
+                    help="a .safetensors file, a run directory, or a state_dict .pth with --model")
     ev.add_argument("--data", help="data set (default: the one the weights were trained on)")
     ev.add_argument("--data-dir", help="where cifar10 is stored (default: as in training)")
     ev.add_argument("--val-split", type=float, help="held-out share of a single folder (default: as in training)")
     ev.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     ev.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation (default: as in training)")
+    _add_import_options(ev)
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     pr = commands.add_parser("predict", help="class probabilities for images or folders",
                              description="Predict the class of each image (folders are searched).",
                              epilog=PREDICT_EXAMPLES, formatter_class=formatter)
     pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    pr.add_argument("--weights", required=True, help="a .safetensors file or a run directory")
+    pr.add_argument("--weights", required=True,
+                    help="a .safetensors file, a run directory, or a state_dict .pth with --model")
     pr.add_argument("--topk", type=int, default=5, help="classes to show per image (default: 5)")
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    _add_import_options(pr)
     pr.add_argument("--json", action="store_true", help="print the predictions as JSON")
 
     commands.add_parser("models", help="list the models and their parameter counts",
-                        description="The registered models, with parameters for 10 classes.")
+                        description="tudui's models, with parameters for 10 classes, and torchvision's.")
     return parser
 
 
@@ -98,7 +110,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from tudui.runner import evaluate
     metrics = evaluate(args.weights, data=args.data, data_dir=args.data_dir,
                        batch_size=args.batch_size, device=args.device, val_split=args.val_split,
-                       tta=args.tta)
+                       tta=args.tta, model=args.model, trust_pickle=args.trust_pickle)
     if args.json:
         print(json.dumps(metrics))
         return 0
@@ -114,7 +126,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     from tudui.predict import predict
-    results = predict(args.inputs, args.weights, topk=args.topk, device=args.device)
+    results = predict(args.inputs, args.weights, topk=args.topk, device=args.device, model=args.model,
+                      trust_pickle=args.trust_pickle)
     failed = sum("error" in r for r in results)
     if args.json:
         print(json.dumps(results, indent=1))
@@ -133,10 +146,16 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_models(args: argparse.Namespace) -> int:
     from tudui.models import count_parameters, create_model, list_models, model_entry
     print(f"{'name':<14} {'parameters':>11}  input  description")
-    for name in list_models():
+    for name in list_models("tudui"):
         entry = model_entry(name)
         params = count_parameters(create_model(name, num_classes=10))
         print(f"{name:<14} {params:>11,}  {entry.input_size:>3}px  {entry.summary}")
+    names = list_models("torchvision")
+    print(f"\ntorchvision's {len(names)} classification models (--model NAME; --pretrained starts\n"
+          f"from their ImageNet weights; the head is remade for your classes):")
+    for name in names:
+        entry = model_entry(name)
+        print(f"{name:<20} {entry.input_size:>3}px  {entry.summary}")
     return 0
 
 

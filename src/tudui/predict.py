@@ -42,10 +42,13 @@ def expand_inputs(inputs: Iterable[str | Path | Image.Image]) -> list[str | Path
 
 
 def predict(inputs: str | Path | Image.Image | Sequence, weights: str | Path, topk: int = 5,
-            device: str = "auto", batch_size: int = 64) -> list[dict]:
+            device: str = "auto", batch_size: int = 64, model: str | None = None,
+            trust_pickle: bool = False) -> list[dict]:
     """One dict per image: path, and either `predictions` (class, probability; best first) or `error`.
 
-    Preprocessing is read from the weights, so it is exactly the one the test set got.
+    Preprocessing is read from the weights, so it is exactly the one the test set got. A
+    plain state_dict file needs model (its name); its classes are then numbered, or
+    ImageNet's for a torchvision model with its original head.
     """
     from tudui.runner import resolve_device
 
@@ -54,8 +57,9 @@ def predict(inputs: str | Path | Image.Image | Sequence, weights: str | Path, to
     if isinstance(inputs, (str, Path, Image.Image)):
         inputs = [inputs]
     dev = resolve_device(device)
-    model, meta = load_model(weights, dev)
-    transform = eval_transform(meta["input_size"], meta["mean"], meta["std"])
+    net, meta = load_model(weights, dev, model, trust_pickle)
+    transform = eval_transform(meta["input_size"], meta["mean"], meta["std"], meta.get("resize_size"),
+                               meta.get("interpolation", "bilinear"))
     class_names = meta["class_names"]
     results: list[dict] = []
     items = expand_inputs(inputs)
@@ -72,7 +76,7 @@ def predict(inputs: str | Path | Image.Image | Sequence, weights: str | Path, to
             rows.append({"path": name})
             results.append(rows[-1])
         if tensors:
-            probs, indices = topk_probabilities(model, torch.stack(tensors).to(dev), topk)
+            probs, indices = topk_probabilities(net, torch.stack(tensors).to(dev), topk)
             for row, p, idx in zip(rows, probs.tolist(), indices.tolist()):
                 row["predictions"] = [{"class": class_names[i], "probability": q}
                                       for i, q in zip(idx, p)]
