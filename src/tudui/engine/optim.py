@@ -10,21 +10,34 @@ from torch import nn
 from tudui.config import OptimConfig
 
 
-def create_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD or AdamW; BatchNorm biases get bias_lr_scale times the rate (airbench's bias_scaler)."""
-    norm_biases, others = [], []
+def create_optimizer(cfg: OptimConfig, model: nn.Module,
+                     backbone: set[nn.Parameter] | None = None) -> torch.optim.Optimizer:
+    """SGD or AdamW over model's trainable parameters and those in backbone.
+
+    BatchNorm biases get bias_lr_scale times the rate (airbench's bias_scaler); the
+    parameters in backbone (a fine-tune's pretrained layers, frozen for now perhaps) get
+    backbone_lr_scale times it. Frozen parameters have no gradient, so steps skip them.
+    """
+    backbone = backbone or set()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
-            if p.requires_grad:
+            if p.requires_grad or p in backbone:
                 is_norm = isinstance(module, nn.modules.batchnorm._NormBase) and name == "bias"
-                (norm_biases if is_norm else others).append(p)
-    groups = [{"params": others, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
-    if norm_biases:
-        scale = cfg.bias_lr_scale
-        groups.insert(0, {"params": norm_biases, "lr": cfg.lr * scale, "weight_decay": cfg.weight_decay / scale})
+                groups.setdefault((is_norm, p in backbone), []).append(p)
+    param_groups = []
+    # Norm biases first and the backbone before the head, so param_groups[-1] is the head's
+    # ordinary group: the rate fit reports.
+    for is_norm, in_backbone in sorted(groups, key=lambda k: (not k[0], not k[1])):
+        lr, decay = cfg.lr, cfg.weight_decay
+        if is_norm:
+            lr, decay = lr * cfg.bias_lr_scale, decay / cfg.bias_lr_scale
+        if in_backbone:
+            lr *= cfg.backbone_lr_scale
+        param_groups.append({"params": groups[(is_norm, in_backbone)], "lr": lr, "weight_decay": decay})
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+        return torch.optim.AdamW(param_groups, lr=cfg.lr)
+    return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum,
                            nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
