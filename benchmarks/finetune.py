@@ -2,14 +2,17 @@
 
     python benchmarks/finetune.py [--data ../shared/data/cifar10-jpeg.tar.gz] [--model resnet18]
         [--classes cat,dog] [--train-per-class 250] [--test-per-class 100] [--input-size 0]
-        [--epochs 2] [--seeds 0,1] [--modes frozen,full,schedule] [--pretrained | --weights-file PATH]
+        [--epochs 2] [--seeds 0,1] [--modes frozen,full,schedule]
+        [--pretrained | --weights-file PATH | --weights RUN_OR_STATE_DICT]
 
 The default data is a two-class subset of the CIFAR-10 JPEG copy (the first N images of
 each class, linked into a train/ + test/ folder), resized to the weights' input size
 (--input-size 0) or the size given. Modes: frozen (--freeze-backbone: only the new head
 trains), full (every layer from the start) and schedule (--freeze-epochs 1: the head
-first, then every layer with the backbone at 0.1x the rate). Without --pretrained or
---weights-file the backbone starts from random weights, and the JSON says so.
+first, then every layer with the backbone at 0.1x the rate). Without --pretrained,
+--weights-file or --weights the backbone starts from random weights, and the JSON says so.
+--weights takes what tudui's --weights takes: e.g. a run trained on other classes, whose
+head is replaced for these two.
 
 Prints one JSON line per mode: mean ± std over the seeds of the final test accuracy and of
 the training images/s (the epochs' train passes only: no evaluation, no decoding before
@@ -66,12 +69,14 @@ def main() -> None:
     parser.add_argument("--modes", default="frozen,full,schedule")
     parser.add_argument("--pretrained", action="store_true", help="torchvision's ImageNet weights (hub cache)")
     parser.add_argument("--weights-file", default="", help="a local copy of those weights")
+    parser.add_argument("--weights", default="", help="start from these weights (tudui's --weights)")
     args = parser.parse_args()
     if not Path(args.data).exists():
         raise SystemExit(f"data not found: {args.data} (the CIFAR-10 JPEG copy is absent; pass --data)")
     classes, seeds = args.classes.split(","), [int(s) for s in args.seeds.split(",")]
     start = ("pretrained: " + (args.weights_file or "torchvision ImageNet weights")) \
-        if args.pretrained or args.weights_file else "random initial weights (no pretrained weights)"
+        if args.pretrained or args.weights_file else f"weights {args.weights}" if args.weights \
+        else "random initial weights (no pretrained weights)"
     input_size = args.input_size or model_entry(args.model).input_size
     device = resolve_device("auto").type
     with tempfile.TemporaryDirectory(prefix="tudui-finetune-") as tmp:
@@ -83,6 +88,7 @@ def main() -> None:
                 result = tudui.train(data=str(folder), model=args.model, input_size=args.input_size,
                                      epochs=args.epochs, batch_size=args.batch_size, seed=seed,
                                      pretrained=args.pretrained, weights_file=args.weights_file,
+                                     weights=args.weights,
                                      project=str(Path(tmp) / "runs"), progress=False, **MODES[mode])
                 walls.append(time.perf_counter() - began)
                 accuracies.append(result.final_accuracy)

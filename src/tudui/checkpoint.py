@@ -18,7 +18,7 @@ from torch import nn
 
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
-from tudui.models import create_model, model_entry
+from tudui.models import create_model, model_entry, preprocess_of
 from tudui.models import torchvision as tv
 from tudui.state_dicts import fit_state_dict, read_state_dict
 
@@ -134,23 +134,6 @@ def model_for_state_dict(name: str, state: dict[str, torch.Tensor], options: dic
     model = probe if num_classes == 10 else create_model(name, num_classes, **options)
     fit_state_dict(model, state, source, f"model {name!r} with {num_classes} classes")
     return StateDictFit(model, num_classes, None, (head_name,), False)
-
-
-def preprocess_of(name: str, input_size: int = 0) -> dict:
-    """Input size, resize side, interpolation and mean/std for model name (mean/std None: not
-    fixed by the model; tudui's own nets normalise by the training set's statistics).
-
-    input_size other than the model's own scales the resize side with it.
-    """
-    entry = model_entry(name)
-    if entry.preprocess is None:
-        return {"input_size": input_size or entry.input_size, "resize_size": None,
-                "interpolation": "bilinear", "mean": None, "std": None}
-    preset = dict(entry.preprocess)
-    if input_size and input_size != preset["input_size"]:
-        preset["resize_size"] = round(preset["resize_size"] * input_size / preset["input_size"])
-        preset["input_size"] = input_size
-    return preset
 
 
 def import_model(path: str | Path, model_name: str | None, device: torch.device | str = "cpu",

@@ -16,6 +16,8 @@ TRAIN_EXAMPLES = """examples:
   tudui train                                    # CIFAR-10 (downloaded to ./data when missing)
   tudui train --config configs/seed.yaml         # the course's recipe exactly
   tudui train --data path/to/folder --model tudui_relu --epochs 30 --lr 0.05
+  tudui train --data photos/ --model resnet18 --pretrained --freeze-epochs 1    # transfer learning
+  tudui train --data photos/ --model vgg16 --weights vgg16_method2.pth --head append
   tudui train --data cifar10-jpeg.tar.gz --optimizer adamw --batch-size 128 --name adamw
 
 settings: defaults < --config FILE.yaml < flags. The resolved settings are written to

@@ -30,7 +30,8 @@ def expand_inputs(inputs: Iterable[str | Path | Image.Image]) -> list[str | Path
             continue
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p)
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
             if not found:
                 raise TuduiError(f"no images in folder {path}")
             items += found

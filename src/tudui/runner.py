@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tudui import __version__
-from tudui.checkpoint import CheckpointHook, load_model, preprocess_of
+from tudui.checkpoint import CheckpointHook, load_model
 from tudui.config import Config, dump_yaml, make_config, to_dict
 from tudui.data import BUILTIN_DATASETS, build_dataset, channel_stats, make_loaders, resolve_augment
 from tudui.data.loaders import sample_inputs
@@ -25,7 +25,7 @@ from tudui.engine import create_optimizer, create_scheduler, evaluate as evaluat
 from tudui.engine.fit import call_hooks
 from tudui.errors import TuduiError
 from tudui.logging import CSVHook, ProgressHook, TensorBoardHook
-from tudui.models import count_parameters, model_entry
+from tudui.models import count_parameters, model_entry, preprocess_of
 from tudui.models.torchvision import freeze_backbone
 from tudui.transfer import FreezeSchedule, build_starting_model, check_input_size, trainable_parameters
 

@@ -81,6 +81,23 @@ def create_model(name: str, num_classes: int = 10, **options) -> nn.Module:
         raise TuduiError(f"model {name!r}: {e}") from None
 
 
+def preprocess_of(name: str, input_size: int = 0) -> dict:
+    """Input size, resize side, interpolation and mean/std for model name (mean/std None: not
+    fixed by the model; tudui's own nets normalise by the training set's statistics).
+
+    input_size other than the model's own scales the resize side with it.
+    """
+    entry = model_entry(name)
+    if entry.preprocess is None:
+        return {"input_size": input_size or entry.input_size, "resize_size": None,
+                "interpolation": "bilinear", "mean": None, "std": None}
+    preset = {k: list(v) if isinstance(v, list) else v for k, v in entry.preprocess.items()}
+    if input_size and input_size != preset["input_size"]:
+        preset["resize_size"] = round(preset["resize_size"] * input_size / preset["input_size"])
+        preset["input_size"] = input_size
+    return preset
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
