@@ -164,12 +164,21 @@ def run_models(args: argparse.Namespace) -> int:
 COMMANDS = {"train": run_train, "eval": run_eval, "predict": run_predict, "models": run_models}
 
 
+def one_line(error: TuduiError) -> str:
+    """error's message; one raised in a DataLoader worker (a broken image) arrives wrapped in the
+    worker's traceback, whose last line is the message."""
+    text = str(error)
+    if text.startswith("Caught TuduiError"):
+        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except TuduiError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
