@@ -15,8 +15,9 @@ first, then every layer with the backbone at 0.1x the rate). Without --pretraine
 head is replaced for these two.
 
 Prints one JSON line per mode: mean ± std over the seeds of the final test accuracy and of
-the training images/s (the epochs' train passes only: no evaluation, no decoding before
-the first step), and the mean wall seconds of a whole run (data, model, epochs, tests, saving).
+the training images/s (each run's median epoch: train passes only, no evaluation, no
+decoding before the first step), and the mean wall seconds of a whole run (data, model,
+epochs, tests, saving).
 """
 from __future__ import annotations
 
@@ -81,18 +82,21 @@ def main() -> None:
     device = resolve_device("auto").type
     with tempfile.TemporaryDirectory(prefix="tudui-finetune-") as tmp:
         folder = class_subset(args.data, classes, args.train_per_class, args.test_per_class, Path(tmp) / "data")
-        for mode in args.modes.split(","):
-            accuracies, rates, walls = [], [], []
-            for seed in seeds:
+        modes = args.modes.split(",")
+        runs: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in modes}
+        # Modes alternate within each seed, so a busy spell on a shared machine hits them alike.
+        for seed in seeds:
+            for mode in modes:
                 began = time.perf_counter()
                 result = tudui.train(data=str(folder), model=args.model, input_size=args.input_size,
                                      epochs=args.epochs, batch_size=args.batch_size, seed=seed,
                                      pretrained=args.pretrained, weights_file=args.weights_file,
-                                     weights=args.weights,
-                                     project=str(Path(tmp) / "runs"), progress=False, **MODES[mode])
-                walls.append(time.perf_counter() - began)
-                accuracies.append(result.final_accuracy)
-                rates.append(statistics.fmean(row["images_per_s"] for row in result.history))
+                                     weights=args.weights, project=str(Path(tmp) / "runs"),
+                                     progress=False, **MODES[mode])
+                rate = statistics.median(row["images_per_s"] for row in result.history)
+                runs[mode].append((result.final_accuracy, rate, time.perf_counter() - began))
+        for mode in modes:
+            accuracies, rates, walls = (list(column) for column in zip(*runs[mode]))
             accuracy, accuracy_std = mean_std(accuracies)
             rate, rate_std = mean_std(rates)
             print(json.dumps({

@@ -184,7 +184,7 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
     stats = f"mean {_triple(mean)} std {_triple(std)}" if mean else "off"
     show(f"data: {spec.source}: {len(spec.train):,} train / {len(spec.test):,} test images, "
          f"{len(spec.class_names)} classes; augment {augment}; normalise {stats}")
-    if getattr(spec, "ignored", None):
+    if spec.ignored:
         show(f"data: ignored {', '.join(f'{n} {what}' + 's' * (n != 1) for what, n in spec.ignored.items())}")
     resize = f", resize {preprocess['resize_size']} + centre crop" if preprocess["resize_size"] else ""
     show(f"model: {cfg.model.name} ({count_parameters(model):,} parameters, "
