@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from common import CIFAR_COPY, git_commit, machine
+
 import tudui
 from tudui.data.datasets import cache_root, resolve_folder
 from tudui.models import model_entry
