@@ -146,3 +146,80 @@ def test_channel_stats_of_arrays_and_files(split_folder):
     assert len(mean) == 3 and all(0 <= m <= 1 for m in mean) and all(s > 0 for s in std)
     digits_mean, _ = channel_stats(build_dataset("digits").train)
     assert digits_mean[0] == digits_mean[1] == digits_mean[2]
+
+
+# ---------------------------------------------------------------- folders as people have them
+
+def test_a_messy_folder_keeps_its_images_and_counts_what_it_ignores(tmp_path):
+    from photos import add_messy_files, write_photo_folder
+    root = write_photo_folder(tmp_path / "photos", 3)
+    expected_ignored = add_messy_files(root)
+    spec = build_dataset(str(root), val_split=0.2)
+    assert spec.class_names == ["ants", "bees"]                     # the empty "wasps" is not a class
+    assert spec.ignored == expected_ignored
+    assert len(spec.train) + len(spec.test) == 2 * (3 + 8)         # 3 photos + 8 odd files per class
+    names = {path.name for path, _ in spec.train.samples + spec.test.samples}
+    assert {"mode_CMYK.jpg", "mode_P_transparent.png", "mode_I16.png", "exif_rotated.jpg"} <= names
+    for dataset in (spec.train, spec.test):
+        for i in range(len(dataset)):
+            assert dataset[i][0].mode == "RGB"
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from photos import write_rotated_jpeg
+    upright = Image.new("RGB", (60, 20), (255, 255, 255))
+    upright.paste((0, 0, 0), (0, 0, 10, 20))                        # black band on the left
+    write_rotated_jpeg(tmp_path / "r.jpg", upright)
+    with Image.open(tmp_path / "r.jpg") as stored:
+        assert stored.size == (20, 60)
+    image = load_image(tmp_path / "r.jpg")
+    assert image.size == (60, 20)
+    assert image.getpixel((3, 10))[0] < 40 and image.getpixel((55, 10))[0] > 215
+
+
+def test_palette_transparency_becomes_white_and_16_bit_keeps_its_range():
+    image = Image.new("P", (4, 4), 0)
+    image.putpalette([10, 20, 30] + [200, 0, 0] * 255)
+    image.info["transparency"] = 0
+    assert to_rgb(image).getpixel((0, 0)) == (255, 255, 255)
+    ramp = Image.fromarray(np.arange(16, dtype=np.uint16).reshape(4, 4) * 4369)   # 0 .. 65535
+    values = np.asarray(to_rgb(ramp))[..., 0]
+    assert values.min() == 0 and values.max() == 255 and len(np.unique(values)) == 16
+
+
+def test_class_order_is_sorted_whatever_the_creation_order(tmp_path):
+    for name in ("zebra", "bee", "Ant", "ant"):
+        write_class_folder(tmp_path / "set", [name], 2)
+    assert build_dataset(str(tmp_path / "set")).class_names == ["Ant", "ant", "bee", "zebra"]
+
+
+def _write_csv(path, rows):
+    path.write_text("\n".join(",".join(row) for row in rows) + "\n")
+
+
+def test_csv_list_with_relative_paths_is_split_by_class(tmp_path):
+    write_class_folder(tmp_path / "imgs", ["cat", "dog"], 5)
+    rows = [["path", "label"]] + [[f"imgs/{c}/{i:03d}.png", c] for c in ("dog", "cat") for i in range(5)]
+    rows.append(["imgs/readme.txt", "cat"])
+    _write_csv(tmp_path / "list.csv", rows)
+    spec = build_dataset(str(tmp_path / "list.csv"), val_split=0.2, seed=0)
+    assert spec.class_names == ["cat", "dog"]
+    assert (len(spec.train), len(spec.test)) == (8, 2) and spec.ignored == {"non-image file": 1}
+    assert spec.test[0][0].mode == "RGB"
+
+
+def test_csv_split_column_and_a_headerless_list(tmp_path):
+    write_class_folder(tmp_path, ["a", "b"], 3)
+    rows = [["label", "path", "split"]] + [[c, str(tmp_path / c / f"{i:03d}.png"), "val" if i == 0 else "train"]
+                                            for c in ("a", "b") for i in range(3)]
+    _write_csv(tmp_path / "split.csv", rows)
+    spec = build_dataset(str(tmp_path / "split.csv"))
+    assert (len(spec.train), len(spec.test)) == (4, 2)
+    _write_csv(tmp_path / "plain.csv", [[f"{c}/{i:03d}.png", c] for c in ("a", "b") for i in range(3)])
+    assert build_dataset(str(tmp_path / "plain.csv")).class_names == ["a", "b"]
+
+
+def test_csv_naming_missing_files_is_one_error(tmp_path):
+    _write_csv(tmp_path / "list.csv", [["path", "label"], ["gone.jpg", "a"], ["also_gone.jpg", "b"]])
+    with pytest.raises(TuduiError, match=r"lists 2 file\(s\) that do not exist, first .*gone\.jpg \(line 2\)"):
+        build_dataset(str(tmp_path / "list.csv"))

@@ -30,3 +30,26 @@ def test_flip_augmentation_mirrors_some_images_and_keeps_content():
     torch.manual_seed(0)
     lefts = {bool(transform(image)[0, 0, 0] > 0.5) for _ in range(20)}
     assert lefts == {True, False}
+
+
+def test_weights_preset_resizes_the_shorter_side_then_takes_the_centre():
+    image = Image.new("RGB", (300, 200), (0, 0, 0))
+    image.paste((255, 255, 255), (0, 0, 40, 200))          # a band the centre crop leaves out
+    out = eval_transform(224, resize_size=256)(image)       # 300x200 -> 384x256 -> centre 224
+    assert out.shape == (3, 224, 224)
+    assert out[:, :, :8].max() < 0.05
+    squashed = eval_transform(224)(image)                   # tudui's own nets: the whole image
+    assert squashed[:, :, :8].min() > 0.95
+
+
+def test_photo_preset_is_random_resized_crops_above_64_px():
+    assert resolve_augment("auto", "folder", 224) == "resized-crop-flip"
+    assert resolve_augment("auto", "folder", 64) == "crop-flip"
+    assert resolve_augment("auto", "digits", 224) == "none"
+    image = Image.new("RGB", (120, 80))
+    image.paste((255, 255, 255), (0, 0, 60, 80))
+    transform = train_transform(96, None, None, "resized-crop-flip")
+    torch.manual_seed(0)
+    crops = [transform(image) for _ in range(20)]
+    assert all(c.shape == (3, 96, 96) for c in crops)
+    assert len({round(c.mean().item(), 2) for c in crops}) > 5   # different crops of the image

@@ -1,7 +1,9 @@
 """Weights (safetensors + metadata) and training state, written atomically, read without pickle.
 
 A weights file carries everything needed to rebuild and use the model: its registry name,
-class names, input size and normalisation, so `eval` and `predict` never ask for them.
+class names, input size, resize/crop and normalisation, so `eval` and `predict` never ask
+for them. Plain state_dicts from elsewhere (the course's `torch.save(model.state_dict())`)
+load too, given the model's name; their preprocessing is the model's own.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import json
 import math
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,9 @@ from torch import nn
 
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
-from tudui.models import create_model
+from tudui.models import create_model, model_entry, preprocess_of
+from tudui.models import torchvision as tv
+from tudui.state_dicts import fit_state_dict, read_state_dict
 
 FORMAT_VERSION = 1
 META_KEY = "tudui"
@@ -69,25 +74,86 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return state, meta
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """The model a weights file describes, with its weights loaded, in eval mode."""
+def is_tudui_weights(path: str | Path) -> bool:
+    """True for what tudui writes: a run directory or a .safetensors file."""
+    path = Path(path)
+    return path.is_dir() or path.suffix == ".safetensors"
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu", model_name: str | None = None,
+               trust_pickle: bool = False) -> tuple[nn.Module, dict]:
+    """The model a weights file describes, with its weights loaded, in eval mode.
+
+    A tudui weights file (or run directory) describes itself. Any other file is read as a
+    plain state_dict (see tudui.state_dicts) for the model model_name; its metadata then
+    has the model's own preprocessing and `imported: true`.
+    """
+    if not is_tudui_weights(path):
+        return import_model(path, model_name, device, trust_pickle)
     state, meta = load_weights(path)
     model = create_model(meta["model"], num_classes=meta["num_classes"], **meta.get("model_options", {}))
-    missing, unexpected = _key_mismatch(model, state)
-    if missing or unexpected:
-        raise TuduiError(f"weights {path} do not fit model {meta['model']!r}: missing "
-                         f"{missing[:5] or 'none'}, unexpected {unexpected[:5] or 'none'}")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[-1].strip()
-        raise TuduiError(f"weights {path} do not fit model {meta['model']!r}: {first}") from None
+    fit_state_dict(model, state, str(path), f"model {meta['model']!r}")
     return model.to(device).eval(), meta
 
 
-def _key_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
-    expected = set(model.state_dict())
-    return sorted(expected - set(state)), sorted(set(state) - expected)
+@dataclass
+class StateDictFit:
+    """A model built to fit a state_dict exactly, and what the state_dict turned out to be."""
+    model: nn.Module
+    num_classes: int
+    head: str | None            # torchvision models: replace or append; None for tudui's own
+    head_names: tuple[str, ...]  # module names that belong to the classifier head, in any form
+    unmodified: bool            # a torchvision model with its original (ImageNet) head
+
+
+def model_for_state_dict(name: str, state: dict[str, torch.Tensor], options: dict | None = None,
+                         source: str = "the file") -> StateDictFit:
+    """Build model name with the head state_dict has (class count, replaced or appended) and load it.
+
+    options are architecture settings (image_size, widths, ...); a head setting in them is
+    ignored, the file decides. Raises TuduiError naming the keys when the file does not fit.
+    """
+    options = {k: v for k, v in (options or {}).items() if k != "head"}
+    entry = model_entry(name)
+    if entry.family == "torchvision":
+        state = tv.normalize_keys(name, state)
+        model = tv.base_model(name, options.get("image_size", 0), options.get("transform_input", False))
+        head_name, head_layer = tv.find_head(model)
+        original_classes = getattr(head_layer, "out_features", getattr(head_layer, "out_channels", 0))
+        appended = tv.appended_name(model) if isinstance(head_layer, nn.Linear) else ""
+        if appended and appended + ".weight" in state:
+            head, num_classes = "append", state[appended + ".weight"].shape[0]
+        else:
+            head = "replace"
+            key = head_name + ".weight"
+            num_classes = state[key].shape[0] if key in state else original_classes
+        tv.set_head(model, head, num_classes)
+        fit_state_dict(model, state, source, f"{name} with a {num_classes}-class head ({head})")
+        return StateDictFit(model, num_classes, head, tuple(n for n in (head_name, appended) if n),
+                            head == "replace" and num_classes == original_classes)
+    probe = create_model(name, 10, **options)
+    head_name = tv.find_head(probe)[0]
+    key = head_name + ".weight"
+    num_classes = state[key].shape[0] if key in state and state[key].ndim >= 1 else 10
+    model = probe if num_classes == 10 else create_model(name, num_classes, **options)
+    fit_state_dict(model, state, source, f"model {name!r} with {num_classes} classes")
+    return StateDictFit(model, num_classes, None, (head_name,), False)
+
+
+def import_model(path: str | Path, model_name: str | None, device: torch.device | str = "cpu",
+                 trust_pickle: bool = False) -> tuple[nn.Module, dict]:
+    """A model from a plain state_dict file, with metadata made from the model's defaults."""
+    if not model_name:
+        raise TuduiError(f"{path} is a plain PyTorch weights file, which does not say which model it "
+                         f"is for; pass --model NAME (e.g. --model vgg16)")
+    fit = model_for_state_dict(model_name, read_state_dict(path, trust_pickle), {}, str(path))
+    weights = tv.default_weights(model_name) if model_entry(model_name).family == "torchvision" else None
+    categories = list(weights.meta.get("categories", [])) if weights is not None else []
+    class_names = categories if len(categories) == fit.num_classes else [str(i) for i in range(fit.num_classes)]
+    meta = {"format": FORMAT_VERSION, "model": model_name, "num_classes": fit.num_classes,
+            "class_names": class_names, "model_options": {"head": fit.head} if fit.head else {},
+            **preprocess_of(model_name), "imported": True, "source": str(Path(path).resolve())}
+    return fit.model.to(device).eval(), meta
 
 
 def save_state(path: Path, state: dict) -> None:

@@ -17,6 +17,8 @@ TRAIN_EXAMPLES = """examples:
   tudui train                                    # CIFAR-10 (downloaded to ./data when missing)
   tudui train --config configs/seed.yaml         # the course's recipe exactly
   tudui train --data path/to/folder --model tudui_relu --epochs 30 --lr 0.05
+  tudui train --data photos/ --model resnet18 --pretrained --freeze-epochs 1    # transfer learning
+  tudui train --data photos/ --model vgg16 --weights vgg16_method2.pth --head append
   tudui train --data cifar10-jpeg.tar.gz --optimizer adamw --batch-size 128 --name adamw
   tudui train --resume runs/exp                  # after Ctrl-C (or a crash): go on where it stopped
   tudui train --resume runs/exp --epochs 30      # extend a finished run
@@ -59,6 +61,14 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         groups[section].add_argument(flag_name(f), **kwargs)
 
 
+def _add_import_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="the model a plain state_dict file (.pth) is for, e.g. vgg16 "
+                                        "(tudui weights name their own)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="let --weights load a whole pickled model (torch.save(model, ...)); this "
+                             "runs code from the file, so only for files you made")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tudui", description="Train, evaluate and use image classifiers with PyTorch.",
@@ -76,13 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Loss, accuracy and per-class metrics of saved weights, "
                                          "with a report page and pictures.",
                              epilog=EVAL_EXAMPLES, formatter_class=formatter)
-    ev.add_argument("--weights", required=True, help="a .safetensors file or a run directory")
+    ev.add_argument("--weights", required=True,
+                    help="a .safetensors file, a run directory, or a state_dict .pth with --model")
     ev.add_argument("--data", help="data set (default: the one the weights were trained on)")
     ev.add_argument("--data-dir", help="where cifar10 is stored (default: as in training)")
     ev.add_argument("--val-split", type=float, help="held-out share of a single folder (default: as in training)")
     ev.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     ev.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation (default: as in training)")
+    _add_import_options(ev)
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.add_argument("--out", metavar="DIR", help="folder for the report (default: RUN/eval, RUN/eval2, ...; "
                     "files of the same names in DIR are replaced)")
@@ -92,9 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Predict the class of each image (folders are searched).",
                              epilog=PREDICT_EXAMPLES, formatter_class=formatter)
     pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    pr.add_argument("--weights", required=True, help="a .safetensors file or a run directory")
+    pr.add_argument("--weights", required=True,
+                    help="a .safetensors file, a run directory, or a state_dict .pth with --model")
     pr.add_argument("--topk", type=int, default=5, help="classes to show per image (default: 5)")
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    _add_import_options(pr)
     pr.add_argument("--json", action="store_true", help="print the predictions as JSON")
     pr.add_argument("--out", metavar="FILE", help="also write the predictions to FILE.csv or FILE.json")
     pr.add_argument("--tta", type=int, nargs="?", const=1, choices=(0, 1, 2),
@@ -102,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "mirror, 2 adds 1-px shifts (default: as in training)")
 
     commands.add_parser("models", help="list the models and their parameter counts",
-                        description="The registered models, with parameters for 10 classes.")
+                        description="tudui's models, with parameters for 10 classes, and torchvision's.")
     return parser
 
 
@@ -117,7 +131,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from tudui.runner import evaluate
     metrics = evaluate(args.weights, data=args.data, data_dir=args.data_dir,
                        batch_size=args.batch_size, device=args.device, val_split=args.val_split,
-                       tta=args.tta, report=not args.no_report, out=args.out)
+                       tta=args.tta, report=not args.no_report, out=args.out, model=args.model,
+                       trust_pickle=args.trust_pickle)
     if args.json:
         print(json.dumps(metrics))
         return 0
@@ -138,7 +153,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from tudui.predict import check_output_path, predict, write_predictions
     if args.out:
         check_output_path(args.out)
-    results = predict(args.inputs, args.weights, topk=args.topk, device=args.device, tta=args.tta)
+    results = predict(args.inputs, args.weights, topk=args.topk, device=args.device, tta=args.tta,
+                      model=args.model, trust_pickle=args.trust_pickle)
     if args.out:
         write_predictions(results, args.out)
     failed = sum("error" in r for r in results)
@@ -161,14 +177,29 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_models(args: argparse.Namespace) -> int:
     from tudui.models import count_parameters, create_model, list_models, model_entry
     print(f"{'name':<14} {'parameters':>11}  input  description")
-    for name in list_models():
+    for name in list_models("tudui"):
         entry = model_entry(name)
         params = count_parameters(create_model(name, num_classes=10))
         print(f"{name:<14} {params:>11,}  {entry.input_size:>3}px  {entry.summary}")
+    names = list_models("torchvision")
+    print(f"\ntorchvision's {len(names)} classification models (--model NAME; --pretrained starts\n"
+          f"from their ImageNet weights; the head is remade for your classes):")
+    for name in names:
+        entry = model_entry(name)
+        print(f"{name:<20} {entry.input_size:>3}px  {entry.summary}")
     return 0
 
 
 COMMANDS = {"train": run_train, "eval": run_eval, "predict": run_predict, "models": run_models}
+
+
+def one_line(error: TuduiError) -> str:
+    """error's message; one raised in a DataLoader worker (a broken image) arrives wrapped in the
+    worker's traceback, whose last line is the message."""
+    text = str(error)
+    if text.startswith("Caught TuduiError"):
+        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"interrupted: {e}", file=sys.stderr)
         return e.exit_code
     except TuduiError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

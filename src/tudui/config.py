@@ -15,12 +15,14 @@ import yaml
 
 from tudui.errors import TuduiError
 
-AUGMENTS = ("auto", "none", "flip", "crop", "crop-flip", "alt-flip", "crop-alt-flip")
+AUGMENTS = ("auto", "none", "flip", "crop", "crop-flip", "alt-flip", "crop-alt-flip",
+            "resized-crop", "resized-crop-flip")
 LOADERS = ("auto", "tensor", "dataloader")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 OPTIMIZERS = ("sgd", "adamw", "muon")
 SCHEDULES = ("constant", "cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+HEADS = ("replace", "append")
 
 
 def _opt(help: str, flag: str | None = None, **kwargs: Any) -> Any:
@@ -36,8 +38,8 @@ def _check(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = _opt("data set: cifar10, digits, synthetic, a folder, or a .tar/.tar.gz of one",
-                     flag="--data", default="cifar10")
+    name: str = _opt("data set: cifar10, digits, synthetic, a folder, a .tar/.tar.gz of one, or a "
+                     ".csv list of path,label rows", flag="--data", default="cifar10")
     data_dir: str = _opt("where cifar10 is stored or downloaded", default="./data")
     val_split: float = _opt("share of a single-folder data set held out for testing", default=0.2)
     batch_size: int = _opt("images per training step", default=64)
@@ -45,8 +47,8 @@ class DataConfig:
     normalize: bool = _opt("normalise images by the training set's channel mean and std",
                            default=True)
     augment: str = _opt("training augmentation: " + ", ".join(AUGMENTS)
-                        + " (auto: crop-flip for photos, none for digits and synthetic)",
-                        default="auto")
+                        + " (auto: none for digits and synthetic; for photos crop-flip up to 64 px, "
+                        "resized-crop-flip above)", default="auto")
     download: bool = _opt("download cifar10 when it is missing", default=True)
     translate: int = _opt("pixels of random translation in the crop presets (-1: an eighth of the side)",
                           default=-1)
@@ -72,6 +74,27 @@ class ModelConfig:
     name: str = _opt("model name (see `tudui models`)", flag="--model", default="tudui")
     widths: str = _opt("fastnet's three block widths, e.g. 64,256,256 (empty: the model's own)",
                        default="")
+    input_size: int = _opt("input side in pixels (0: the model's own: 32 for tudui's nets, the "
+                           "weights' crop size for torchvision's, e.g. 224)", default=0)
+    head: str = _opt("torchvision models' new classifier: replace (the last Linear gets one output per "
+                     "class) or append (a Linear added after it, as the course's add_module)",
+                     default="replace")
+    pretrained: bool = _opt("start a torchvision model from its ImageNet weights (torch hub cache, "
+                            "downloaded when missing)", default=False)
+    weights_file: str = _opt("a local copy of torchvision's pretrained weights file (implies --pretrained)",
+                             default="")
+    weights: str = _opt("start from these weights: a state_dict file (torch.save(model.state_dict(), "
+                        "'x.pth')), tudui weights or a run directory", default="")
+    trust_pickle: bool = _opt("let --weights load a whole pickled model (torch.save(model, ...)); "
+                              "unpickling runs code from the file, so only for files you made",
+                              default=False)
+
+    def __post_init__(self) -> None:
+        _check(self.head in HEADS, f"--head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        _check(self.input_size == 0 or self.input_size >= 8,
+               f"--input-size must be 0 (the model's own) or at least 8, got {self.input_size}")
+        _check(not (self.weights and (self.pretrained or self.weights_file)),
+               "--weights and --pretrained/--weights-file both set the starting weights; pick one")
 
 
 @dataclass(frozen=True)
@@ -89,6 +112,8 @@ class OptimConfig:
                            default=0.0)
     bias_lr_scale: float = _opt("learning-rate multiple for BatchNorm biases (their weight decay is "
                                 "divided by it, so its pull stays the same)", default=1.0)
+    backbone_lr_scale: float = _opt("learning-rate multiple for the backbone once --freeze-epochs are "
+                                    "over (the head keeps the full rate)", default=0.1)
     loss_sum: bool = _opt("sum the loss over the batch instead of averaging it", default=False)
     muon_lr: float = _opt("with --optimizer muon: the filters' learning rate (a step's size relative "
                           "to the filters' norm)", default=0.24)
@@ -111,6 +136,8 @@ class OptimConfig:
         _check(self.muon_lr > 0, f"--muon-lr must be positive, got {self.muon_lr}")
         _check(0 <= self.muon_momentum < 1, f"--muon-momentum must be in [0, 1), got {self.muon_momentum}")
         _check(self.bias_lr_scale > 0, f"--bias-lr-scale must be positive, got {self.bias_lr_scale}")
+        _check(self.backbone_lr_scale > 0,
+               f"--backbone-lr-scale must be positive, got {self.backbone_lr_scale}")
 
 
 @dataclass(frozen=True)
@@ -137,6 +164,10 @@ class TrainConfig:
     report: bool = _opt("at the end, write report.html, metrics.json, pictures of the confusion "
                         "matrix, mistakes and curves, and TensorBoard figures into the run directory",
                         default=True)
+    freeze_backbone: bool = _opt("train only the classifier head; every other layer keeps its weights",
+                                 default=False)
+    freeze_epochs: int = _opt("fine-tune: train only the head for the first N epochs, then every layer "
+                              "(the backbone at --backbone-lr-scale times the rate)", default=0)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
@@ -150,6 +181,10 @@ class TrainConfig:
         _check(self.time_budget >= 0, f"--time-budget must be 0 or more, got {self.time_budget}")
         _check(self.whiten_bias_epochs >= -1,
                f"--whiten-bias-epochs must be -1 or more, got {self.whiten_bias_epochs}")
+        _check(0 <= self.freeze_epochs < self.epochs,
+               f"--freeze-epochs must be 0 or more and below --epochs ({self.epochs}), got {self.freeze_epochs}")
+        _check(not (self.freeze_backbone and self.freeze_epochs),
+               "--freeze-backbone freezes the whole run and --freeze-epochs only its start; pick one")
         _check("/" not in self.name and "\\" not in self.name,
                f"--name is a directory name, not a path: {self.name!r} (use --project for the parent)")
 

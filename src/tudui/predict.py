@@ -41,7 +41,8 @@ def expand_inputs(inputs: Iterable[str | Path | Image.Image]) -> list[str | Path
             continue
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p)
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
             if not found:
                 raise TuduiError(f"no images in folder {path}")
             items += found
@@ -53,11 +54,14 @@ def expand_inputs(inputs: Iterable[str | Path | Image.Image]) -> list[str | Path
 
 
 def predict(inputs: str | Path | Image.Image | Sequence, weights: str | Path, topk: int = 5,
-            device: str = "auto", batch_size: int = 64, tta: int | None = None) -> list[dict]:
+            device: str = "auto", batch_size: int = 64, tta: int | None = None, model: str | None = None,
+            trust_pickle: bool = False) -> list[dict]:
     """One dict per image: path, and either `predictions` (class, probability; best first) or `error`.
 
     Preprocessing is read from the weights, so it is exactly the one the test set got;
-    so is the test-time augmentation level unless tta is given (0, 1 or 2).
+    so is the test-time augmentation level unless tta is given (0, 1 or 2). A plain
+    state_dict file needs model (its name); its classes are then numbered, or ImageNet's
+    for a torchvision model with its original head.
     """
     from tudui.runner import resolve_device
 
@@ -66,12 +70,13 @@ def predict(inputs: str | Path | Image.Image | Sequence, weights: str | Path, to
     if isinstance(inputs, (str, Path, Image.Image)):
         inputs = [inputs]
     dev = resolve_device(device)
-    model, meta = load_model(weights, dev)
+    net, meta = load_model(weights, dev, model, trust_pickle)
     if tta is None:
         tta = meta.get("config", {}).get("train", {}).get("tta", 0)
     if tta not in (0, 1, 2):
         raise TuduiError(f"--tta must be 0, 1 or 2, got {tta}")
-    transform = eval_transform(meta["input_size"], meta["mean"], meta["std"])
+    transform = eval_transform(meta["input_size"], meta["mean"], meta["std"], meta.get("resize_size"),
+                               meta.get("interpolation", "bilinear"))
     class_names = meta["class_names"]
     results: list[dict] = []
     items = expand_inputs(inputs)
@@ -88,7 +93,7 @@ def predict(inputs: str | Path | Image.Image | Sequence, weights: str | Path, to
             rows.append({"path": name})
             results.append(rows[-1])
         if tensors:
-            probs, indices = topk_probabilities(model, torch.stack(tensors).to(dev), topk, tta)
+            probs, indices = topk_probabilities(net, torch.stack(tensors).to(dev), topk, tta)
             for row, p, idx in zip(rows, probs.tolist(), indices.tolist()):
                 row["predictions"] = [{"class": class_names[i], "probability": q}
                                       for i, q in zip(idx, p)]

@@ -28,7 +28,9 @@ from tudui.engine.fit import call_hooks
 from tudui.errors import TuduiError
 from tudui.interrupts import StopRequest, TrainingInterrupted
 from tudui.logging import CSVHook, ProgressHook, TensorBoardHook
-from tudui.models import count_parameters, create_model, model_entry
+from tudui.models import count_parameters, model_entry, preprocess_of
+from tudui.models.torchvision import freeze_backbone
+from tudui.transfer import FreezeSchedule, build_starting_model, check_input_size, trainable_parameters
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,15 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     if name == "fp16" and device.type == "cpu":
         raise TuduiError("--precision fp16 needs a GPU; on the CPU use bf16 or fp32")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def _freeze_note(cfg: Config, model: nn.Module) -> str:
+    if cfg.train.freeze_backbone:
+        return f"; backbone frozen: {trainable_parameters(model):,} parameters train (the head)"
+    if cfg.train.freeze_epochs:
+        return (f"; the head alone trains for {cfg.train.freeze_epochs} epoch(s), then every layer "
+                f"(the backbone at {cfg.optim.backbone_lr_scale:g}x the rate)")
+    return ""
 
 
 def seed_everything(seed: int) -> None:
@@ -179,20 +190,34 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
                          cfg.data.download)
     spec, skipped_images = drop_unreadable(spec, cfg.data.max_bad_share)
     entry = model_entry(cfg.model.name)
-    mean, std = channel_stats(spec.train, seed=cfg.train.seed) if cfg.data.normalize else (None, None)
-    augment = resolve_augment(cfg.data.augment, spec.kind)
+    # The model first: a missing weights file should stop the run before any decoding.
+    start = build_starting_model(cfg, len(spec.class_names))
+    preprocess = preprocess_of(cfg.model.name, cfg.model.input_size)
+    input_size = preprocess["input_size"]
+    if not cfg.data.normalize:
+        mean, std = None, None
+    elif preprocess["mean"] is not None:   # torchvision's models: their weights' statistics
+        mean, std = preprocess["mean"], preprocess["std"]
+    else:
+        mean, std = channel_stats(spec.train, seed=cfg.train.seed)
+    augment = resolve_augment(cfg.data.augment, spec.kind, input_size)
     train_loader, test_loader, loader_kind = make_loaders(
-        spec, entry.input_size, mean, std, device, batch_size=cfg.data.batch_size,
+        spec, input_size, mean, std, device, batch_size=cfg.data.batch_size,
         choice=cfg.data.loader, workers=cfg.data.workers, augment=augment,
-        translate=cfg.data.translate, seed=cfg.train.seed, channels_last=cfg.train.channels_last)
+        translate=cfg.data.translate, seed=cfg.train.seed, channels_last=cfg.train.channels_last,
+        resize_size=preprocess["resize_size"], interpolation=preprocess["interpolation"])
 
-    model_options = {"widths": cfg.model.widths} if cfg.model.widths else {}
-    model = create_model(cfg.model.name, num_classes=len(spec.class_names), **model_options).to(device)
-    if hasattr(model, "init_whitening"):
+    model, model_options = start.model.to(device), start.options
+    if cfg.model.input_size:
+        check_input_size(model, input_size, cfg.model.name, entry.input_size)
+    if hasattr(model, "init_whitening") and not cfg.model.weights:
         model.init_whitening(sample_inputs(train_loader, 5000, device))
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer(cfg.optim, model)
+    frozen = freeze_backbone(model) if cfg.train.freeze_backbone or cfg.train.freeze_epochs else None
+    # Under --freeze-epochs the backbone joins the optimizer now (at its lower rate) and gets
+    # gradients when FreezeSchedule releases it; under --freeze-backbone it never does.
+    optimizer = create_optimizer(cfg.optim, model, set(frozen.parameters) if cfg.train.freeze_epochs else None)
     progress_clock = RunProgress(len(train_loader) * cfg.train.epochs, cfg.train.time_budget,
                                  state.get("elapsed", 0.0) if state else 0.0)
     scheduler = create_scheduler(cfg.optim, optimizer, len(train_loader), cfg.train.epochs, progress_clock)
@@ -206,8 +231,10 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
         run_dir = next_run_dir(cfg.train.project, cfg.train.name)
     dump_yaml(cfg, run_dir / "config.yaml")
     meta = {"model": cfg.model.name, "num_classes": len(spec.class_names),
-            "class_names": spec.class_names, "input_size": entry.input_size,
+            "class_names": spec.class_names, "input_size": input_size,
+            "resize_size": preprocess["resize_size"], "interpolation": preprocess["interpolation"],
             "model_options": model_options, "mean": mean, "std": std, "tudui_version": __version__,
+            "start": start.start, "pretrained": start.pretrained,
             "data": data_reference(cfg.data.name), "data_dir": str(Path(cfg.data.data_dir).resolve()),
             "config": to_dict(cfg)}
     start_epoch = state["epoch"] if state else 0
@@ -223,15 +250,21 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
                                  extra_state)
     hooks = [CSVHook(run_dir / "metrics.csv", append=state is not None, keep_through=start_epoch),
              tensorboard, checkpoints]
+    if cfg.train.freeze_epochs:
+        hooks.insert(0, FreezeSchedule(frozen, cfg.train.freeze_epochs))
     if progress is not False:
         hooks.insert(0, ProgressHook(bar=progress))
     show = print if progress is not False else log.info
     stats = f"mean {_triple(mean)} std {_triple(std)}" if mean else "off"
     show(f"data: {spec.source}: {len(spec.train):,} train / {len(spec.test):,} test images, "
          f"{len(spec.class_names)} classes; augment {augment}; normalise {stats}")
+    if spec.ignored:
+        show(f"data: ignored {', '.join(f'{n} {what}' + 's' * (n != 1) for what, n in spec.ignored.items())}")
+    resize = f", resize {preprocess['resize_size']} + centre crop" if preprocess["resize_size"] else ""
     show(f"model: {cfg.model.name} ({count_parameters(model):,} parameters, "
-         f"{entry.input_size}x{entry.input_size} input) on {device}, {cfg.train.precision}; "
+         f"{input_size}x{input_size} input{resize}) on {device}, {cfg.train.precision}; "
          f"loader: {loader_kind}; run directory {run_dir}")
+    show(f"start: {start.start}{_freeze_note(cfg, model)}")
     if state is not None:
         restore_training(state, model, optimizer, scheduler, averager, scaler)
         show(f"resuming {run_dir} after epoch {start_epoch}"
@@ -393,16 +426,17 @@ def eval_output_dir(weights: str | Path, out: str | Path | None) -> Path:
 def evaluate(weights: str | Path, data: str | None = None, data_dir: str | None = None,
              batch_size: int = 256, device: str = "auto", val_split: float | None = None,
              download: bool = True, tta: int | None = None, report: bool = False,
-             out: str | Path | None = None) -> dict:
+             out: str | Path | None = None, model: str | None = None, trust_pickle: bool = False) -> dict:
     """Loss, top-1/top-5 accuracy, per-class metrics and confusion of saved weights on a test split.
 
     The data set, split, preprocessing and test-time augmentation default to those
-    recorded in the weights. With report (or out), report.html, metrics.json, the pictures
-    and TensorBoard events are written to out (default: RUN/eval, RUN/eval2, ...), and
-    the result's `report` is the page's path.
+    recorded in the weights. A plain state_dict file (the course's .pth) needs model, the
+    model's name, and data; its classes are the data set's, in order. With report (or out),
+    report.html, metrics.json, the pictures and TensorBoard events are written to out
+    (default: RUN/eval, RUN/eval2, ...), and the result's `report` is the page's path.
     """
     dev = resolve_device(device)
-    model, meta = load_model(weights, dev)
+    net, meta = load_model(weights, dev, model, trust_pickle)
     settings = meta.get("config", {})
     data_cfg, train_cfg = settings.get("data", {}), settings.get("train", {})
     data = data or meta.get("data")
@@ -411,18 +445,25 @@ def evaluate(weights: str | Path, data: str | None = None, data_dir: str | None 
     spec = build_dataset(data, data_dir or meta.get("data_dir") or data_cfg.get("data_dir", "./data"),
                          val_split if val_split is not None else data_cfg.get("val_split", 0.2),
                          train_cfg.get("seed", 0), download)
+    if meta.get("imported"):
+        if len(spec.class_names) != meta["num_classes"]:
+            raise TuduiError(f"{weights} has {meta['num_classes']} outputs but {data} has "
+                             f"{len(spec.class_names)} classes")
+        meta["class_names"] = spec.class_names
     if spec.class_names != meta["class_names"]:
         raise TuduiError(f"the classes of {data} ({', '.join(spec.class_names[:10])}) differ from "
                          f"the classes the weights were trained on ({', '.join(meta['class_names'][:10])})")
     _, loader, _ = make_loaders(spec, meta["input_size"], meta["mean"], meta["std"], dev, batch_size,
-                                choice=data_cfg.get("loader", "auto"), train=False)
+                                choice=data_cfg.get("loader", "auto"), train=False,
+                                resize_size=meta.get("resize_size"),
+                                interpolation=meta.get("interpolation", "bilinear"))
     tta = train_cfg.get("tta", 0) if tta is None else tta
     precision = train_cfg.get("precision", "fp32")
     if precision == "fp16" and dev.type == "cpu":  # trained on a GPU, evaluated on a CPU
         precision = "fp32"
     amp_dtype = resolve_precision(precision, dev)
     if not (report or out is not None):
-        return _evaluate_and_report(model, loader, dev, spec, meta, tta, amp_dtype, None)[0]
+        return _evaluate_and_report(net, loader, dev, spec, meta, tta, amp_dtype, None)[0]
     from tudui.report import read_history
     out_dir = eval_output_dir(weights, out)
     run_dir = find_run_dir(weights)
@@ -432,7 +473,7 @@ def evaluate(weights: str | Path, data: str | None = None, data_dir: str | None 
         paths = {"run directory": run_dir, **paths}
     try:
         metrics, skipped = _evaluate_and_report(
-            model, loader, dev, spec, meta, tta, amp_dtype, out_dir, title=f"tudui eval {weights}",
+            net, loader, dev, spec, meta, tta, amp_dtype, out_dir, title=f"tudui eval {weights}",
             paths=paths, history=read_history(run_dir / "metrics.csv") if run_dir else [])
     except OSError as e:
         raise TuduiError(f"cannot write the report into {out_dir}: {e.strerror or e}") from None

@@ -1,6 +1,6 @@
 """Decode a data set once into a uint8 tensor (N, 3, S, S), cached on disk for the next run.
 
-The pixels are exactly those `eval_transform` feeds the model (same PIL resize), so the
+The pixels are exactly those `eval_transform` feeds the model (same PIL resize and crop), so the
 tensor path and `tudui predict` see the same numbers. The cache is a safetensors file (no
 pickle) whose name is a hash of the source files' paths, sizes and modification times and
 of the size S: change a file and the next run decodes again.
@@ -20,30 +20,35 @@ from torchvision.transforms import v2
 
 from tudui.data.datasets import ArrayImages, FileImages
 from tudui.errors import TuduiError
+from tudui.data.transforms import geometry
 from tudui.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 
-def source_key(dataset: Dataset, size: int) -> str | None:
-    """A hash naming dataset's files and the size; None for in-memory arrays (nothing to cache)."""
+def source_key(dataset: Dataset, size: int, resize_size: int | None = None,
+               interpolation: str = "bilinear") -> str | None:
+    """A hash naming dataset's files and the geometry; None for in-memory arrays (nothing to cache)."""
     if not isinstance(dataset, FileImages):
         return None
-    digest = hashlib.sha256(f"size={size}".encode())
+    geometry_key = f"size={size}" if not resize_size and interpolation == "bilinear" else \
+        f"size={size}|resize={resize_size}|{interpolation}"
+    digest = hashlib.sha256(geometry_key.encode())
     for path, label in dataset.samples:
         stat = path.stat()
         digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
     return digest.hexdigest()[:24]
 
 
-def _decode(dataset: Dataset, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(dataset, ArrayImages):
+def _decode(dataset: Dataset, size: int, resize_size: int | None = None,
+            interpolation: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(dataset, ArrayImages) and not resize_size:
         images = dataset.images
         if images.ndim == 3:
             images = np.repeat(images[..., None], 3, axis=-1)
         if images.shape[1:3] == (size, size):  # already the model's size: no per-image work
             return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(dataset.labels)
-    resize = v2.Resize((size, size), antialias=True)  # the same call eval_transform makes
+    resize = v2.Compose(geometry(size, resize_size, interpolation))  # the steps eval_transform takes
     out = torch.empty((len(dataset), 3, size, size), dtype=torch.uint8)
     for i in range(len(dataset)):
         image, _ = dataset[i]
@@ -51,9 +56,10 @@ def _decode(dataset: Dataset, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return out, torch.as_tensor(dataset.labels, dtype=torch.int64)
 
 
-def decode_to_tensor(dataset: Dataset, size: int, cache_dir: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_to_tensor(dataset: Dataset, size: int, cache_dir: Path | None, resize_size: int | None = None,
+                     interpolation: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images (N, 3, size, size), int64 labels), from the disk cache when it is current."""
-    key = source_key(dataset, size) if cache_dir is not None else None
+    key = source_key(dataset, size, resize_size, interpolation) if cache_dir is not None else None
     path = cache_dir / f"{key}.safetensors" if key else None
     if path is not None and path.is_file():
         try:
@@ -61,7 +67,7 @@ def decode_to_tensor(dataset: Dataset, size: int, cache_dir: Path | None) -> tup
             return tensors["images"], tensors["labels"]
         except (SafetensorError, OSError, KeyError):
             log.warning("decode cache %s is unreadable; decoding again", path)
-    images, labels = _decode(dataset, size)
+    images, labels = _decode(dataset, size, resize_size, interpolation)
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

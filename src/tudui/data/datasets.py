@@ -1,8 +1,10 @@
-"""Data sets: cifar10, digits, synthetic, image folders (plain, paired-label, tar archives).
+"""Data sets: cifar10, digits, synthetic, image folders (plain, paired-label, tar archives), CSV lists.
 
 Every source becomes a `DatasetSpec`: a train and a test split that yield (PIL RGB image,
 class index), and the class names. Images stay in their own size and mode until here;
-`to_rgb` makes any mode RGB, and the model decides the input size later.
+`to_rgb` makes any mode RGB, and the model decides the input size later. Folders as people
+have them hold hidden files (.DS_Store, ._x.jpg), notes and empty class folders: those are
+skipped and counted in `DatasetSpec.ignored`.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import logging
 import os
 import tarfile
 import warnings
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,7 @@ class DatasetSpec:
     kind: str            # cifar10, digits, synthetic or folder
     source: str          # what was loaded, for messages and metadata
     in_memory: bool      # decoded arrays (no worker processes needed) or files on disk
+    ignored: dict[str, int] = field(default_factory=dict)   # what was skipped: {"hidden file": 2, ...}
 
 
 class ArrayImages(Dataset):
@@ -107,6 +111,21 @@ def load_image(path: str | Path) -> Image.Image:
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _image_files(folder: Path, ignored: Counter, recursive: bool = True) -> list[Path]:
+    """The image files under folder, sorted; hidden and non-image files are counted in ignored."""
+    found = []
+    for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
+        if not path.is_file():
+            continue
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            ignored["hidden file"] += 1
+        elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+            ignored["non-image file"] += 1
+        else:
+            found.append(path)
+    return found
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
@@ -214,8 +233,10 @@ def _has_images(folder: Path) -> bool:
     return any(is_image_file(p) for p in folder.iterdir() if p.is_file())
 
 
-def _scan_split(folder: Path) -> list[tuple[Path, str]]:
-    """(image path, class name) pairs of one split, in either supported layout."""
+def _scan_split(folder: Path, ignored: Counter | None = None) -> list[tuple[Path, str]]:
+    """(image path, class name) pairs of one split, in either supported layout; what is
+    skipped (hidden files, other files, empty class folders) is counted in ignored."""
+    ignored = Counter() if ignored is None else ignored
     subdirs = _visible_dirs(folder)
     names = {d.name for d in subdirs}
     paired = [d for d in subdirs if d.name.endswith("_image") and d.name[:-6] + "_label" in names]
@@ -224,7 +245,7 @@ def _scan_split(folder: Path) -> list[tuple[Path, str]]:
         # The course's layout: ants_image/x.jpg with its label text in ants_label/x.txt.
         for image_dir in paired:
             label_dir = folder / (image_dir.name[:-6] + "_label")
-            for path in sorted(p for p in image_dir.iterdir() if is_image_file(p)):
+            for path in _image_files(image_dir, ignored, recursive=False):
                 label_file = label_dir / (path.stem + ".txt")
                 if not label_file.is_file():
                     raise TuduiError(f"image {path} has no label file {label_file}")
@@ -234,8 +255,10 @@ def _scan_split(folder: Path) -> list[tuple[Path, str]]:
                 items.append((path, label))
         return items
     for class_dir in subdirs:
-        items += [(p, class_dir.name) for p in sorted(class_dir.rglob("*"))
-                  if p.is_file() and is_image_file(p)]
+        images = _image_files(class_dir, ignored)
+        if not images:
+            ignored["empty class folder"] += 1
+        items += [(p, class_dir.name) for p in images]
     return items
 
 
@@ -267,7 +290,7 @@ def resolve_folder(path: str | Path, cache_dir: Path) -> Path:
     root = Path(path)
     if not root.exists():
         raise TuduiError(f"data set not found: {path} (expected cifar10, digits, synthetic, "
-                         f"a folder or a .tar/.tar.gz)")
+                         f"a folder, a .tar/.tar.gz or a .csv list)")
     if root.is_file():
         if not root.name.endswith((".tar", ".tar.gz", ".tgz")):
             raise TuduiError(f"{path} is a file, not a folder or a .tar/.tar.gz archive")
@@ -279,14 +302,15 @@ def folder(path: str, val_split: float, seed: int, cache_dir: Path) -> DatasetSp
     """An image folder (train/ + val/ or test/, or one folder split by val_split), or an archive of one."""
     root = resolve_folder(path, cache_dir)
     test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+    ignored: Counter = Counter()
     if (root / "train").is_dir() and test_dir is not None:
-        train_items = _scan_split(root / "train")
+        train_items = _scan_split(root / "train", ignored)
         class_names = sorted({name for _, name in train_items})
         train = _index(train_items, class_names, root / "train")
-        test = _index(_scan_split(test_dir), class_names, test_dir)
+        test = _index(_scan_split(test_dir, ignored), class_names, test_dir)
         layout = f"{root} (train/ and {test_dir.name}/)"
     else:
-        items = _scan_split(root)
+        items = _scan_split(root, ignored)
         class_names = sorted({name for _, name in items})
         train, test = _split_by_class(_index(items, class_names, root), val_split, seed)
         layout = f"{root} ({val_split:.0%} held out for testing)"
@@ -295,7 +319,10 @@ def folder(path: str, val_split: float, seed: int, cache_dir: Path) -> DatasetSp
                          f"{len(class_names)}: {class_names}")
     if not train or not test:
         raise TuduiError(f"{root} has no images in its {'training' if not train else 'test'} split")
-    return DatasetSpec(FileImages(train), FileImages(test), class_names, "folder", layout, False)
+    if ignored:
+        log.info("%s: ignored %s", root, dict(ignored))
+    return DatasetSpec(FileImages(train), FileImages(test), class_names, "folder", layout, False,
+                       dict(ignored))
 
 
 def cache_root() -> Path:
@@ -311,6 +338,9 @@ def build_dataset(name: str, data_dir: str = "./data", val_split: float = 0.2, s
         return digits()
     if name == "synthetic":
         return synthetic(seed=seed)
+    if name.lower().endswith(".csv"):
+        from tudui.data.csvlist import csv_dataset
+        return csv_dataset(name, val_split, seed)
     return folder(name, val_split, seed, cache_root() / "extracted")
 
 

@@ -10,35 +10,42 @@ from torch import nn
 from tudui.config import OptimConfig
 
 
-def create_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD, AdamW or Muon; BatchNorm biases get bias_lr_scale times the rate (airbench's bias_scaler).
+def create_optimizer(cfg: OptimConfig, model: nn.Module,
+                     backbone: set[nn.Parameter] | None = None) -> torch.optim.Optimizer:
+    """SGD, AdamW or Muon over model's trainable parameters and those in backbone.
 
+    BatchNorm biases get bias_lr_scale times the rate (airbench's bias_scaler); the
+    parameters in backbone (a fine-tune's pretrained layers, frozen for now perhaps) get
+    backbone_lr_scale times it. Frozen parameters have no gradient, so steps skip them.
     With muon, convolution filters are trained by Muon and everything else by SGD.
     """
-    norm_biases, filters, others = [], [], []
+    backbone = backbone or set()
+    groups: dict[tuple[bool, bool, bool], list[nn.Parameter]] = {}
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
-            if p.requires_grad:
-                if isinstance(module, nn.modules.batchnorm._NormBase) and name == "bias":
-                    norm_biases.append(p)
-                elif cfg.name == "muon" and p.ndim == 4:
-                    filters.append(p)
-                else:
-                    others.append(p)
-    groups = [{"params": others, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
-    if norm_biases:
-        scale = cfg.bias_lr_scale
-        groups.insert(0, {"params": norm_biases, "lr": cfg.lr * scale, "weight_decay": cfg.weight_decay / scale})
+            if p.requires_grad or p in backbone:
+                is_norm = isinstance(module, nn.modules.batchnorm._NormBase) and name == "bias"
+                is_filter = cfg.name == "muon" and p.ndim == 4
+                groups.setdefault((is_filter, is_norm, p in backbone), []).append(p)
+    param_groups = []
+    # Filters, then norm biases, and the backbone before the head, so param_groups[-1] is the
+    # head's ordinary group: the rate fit reports.
+    for key in sorted(groups, key=lambda k: (not k[0], not k[1], not k[2])):
+        is_filter, is_norm, in_backbone = key
+        lr, decay, extra = cfg.lr, cfg.weight_decay, {}
+        if is_filter:
+            lr, decay, extra = cfg.muon_lr, 0.0, {"momentum": cfg.muon_momentum, "muon": True}
+        elif is_norm:
+            lr, decay = lr * cfg.bias_lr_scale, decay / cfg.bias_lr_scale
+        if in_backbone:
+            lr *= cfg.backbone_lr_scale
+        param_groups.append({"params": groups[key], "lr": lr, "weight_decay": decay, **extra})
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.AdamW(param_groups, lr=cfg.lr)
     nesterov = cfg.nesterov and cfg.momentum > 0
     if cfg.name == "muon":
-        groups = [{**g, "momentum": cfg.momentum} for g in groups]
-        if filters:
-            groups.insert(0, {"params": filters, "lr": cfg.muon_lr, "momentum": cfg.muon_momentum,
-                              "weight_decay": 0.0, "muon": True})
-        return MuonWithSGD(groups, nesterov=nesterov)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov)
+        return MuonWithSGD([{"momentum": cfg.momentum, **g} for g in param_groups], nesterov=nesterov)
+    return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov)
 
 
 def orthogonalize(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:

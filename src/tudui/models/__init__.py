@@ -1,6 +1,11 @@
-"""Model registry: `@register_model` adds a builder, `create_model` builds one by name."""
+"""Model registry: `@register_model` adds a builder, `create_model` builds one by name.
+
+Besides tudui's own models, every torchvision classification model is available by its
+torchvision name (resnet18, vgg16, vit_b_16, ...), built by models/torchvision.py.
+"""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +20,9 @@ class ModelEntry:
     builder: Callable[..., nn.Module]
     input_size: int   # side in pixels of the square images the model expects
     summary: str
+    family: str = "tudui"          # "tudui" (registered here) or "torchvision"
+    # torchvision models: resize side, interpolation, mean and std of their weights' transforms
+    preprocess: dict | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -31,14 +39,28 @@ def register_model(name: str, input_size: int = 32, summary: str = ""):
     return decorate
 
 
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+def list_models(family: str | None = None) -> list[str]:
+    """Model names: tudui's registered ones, then torchvision's (family: only "tudui" or "torchvision")."""
+    ours = sorted(_REGISTRY) if family in (None, "tudui") else []
+    theirs = [n for n in tv.torchvision_names() if n not in _REGISTRY] if family in (None, "torchvision") else []
+    return ours + theirs
+
+
+@functools.cache
+def _torchvision_entry(name: str) -> ModelEntry:
+    preset = tv.preprocess_preset(name)
+    return ModelEntry(name, functools.partial(tv.create_torchvision_model, name), preset["input_size"],
+                      tv.model_summary(name), "torchvision", preset)
 
 
 def model_entry(name: str) -> ModelEntry:
-    if name not in _REGISTRY:
-        raise TuduiError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _REGISTRY[name]
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name in tv.torchvision_names():
+        return _torchvision_entry(name)
+    raise TuduiError(f"unknown model {name!r}{tv.suggest(name, list_models())}; tudui's models are "
+                     f"{', '.join(sorted(_REGISTRY))}, and every torchvision classification model "
+                     f"by name (resnet18, vgg16, vit_b_16, ...): `tudui models` lists them all")
 
 
 def create_model(name: str, num_classes: int = 10, **options) -> nn.Module:
@@ -59,9 +81,27 @@ def create_model(name: str, num_classes: int = 10, **options) -> nn.Module:
         raise TuduiError(f"model {name!r}: {e}") from None
 
 
+def preprocess_of(name: str, input_size: int = 0) -> dict:
+    """Input size, resize side, interpolation and mean/std for model name (mean/std None: not
+    fixed by the model; tudui's own nets normalise by the training set's statistics).
+
+    input_size other than the model's own scales the resize side with it.
+    """
+    entry = model_entry(name)
+    if entry.preprocess is None:
+        return {"input_size": input_size or entry.input_size, "resize_size": None,
+                "interpolation": "bilinear", "mean": None, "std": None}
+    preset = {k: list(v) if isinstance(v, list) else v for k, v in entry.preprocess.items()}
+    if input_size and input_size != preset["input_size"]:
+        preset["resize_size"] = round(preset["resize_size"] * input_size / preset["input_size"])
+        preset["input_size"] = input_size
+    return preset
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
 from tudui.models import fastnet as _fastnet  # noqa: E402,F401  (registers the built-in models)
+from tudui.models import torchvision as tv  # noqa: E402  (torchvision's models, by name)
 from tudui.models import tudui as _tudui  # noqa: E402,F401

@@ -1,0 +1,87 @@
+"""A CSV list of images as a data set: one `path,label` row per image.
+
+Paths are relative to the CSV file's folder (or absolute). A header row naming the
+columns is optional (`path,label`, in any order, plus an optional `split` column with
+train, val or test); without one the first two columns are path and label. Without a
+split column the rows are split by class with --val-split and the seed, as one folder is.
+"""
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+from tudui.data.datasets import (
+    IMAGE_EXTENSIONS,
+    DatasetSpec,
+    FileImages,
+    _split_by_class,
+)
+from tudui.errors import TuduiError
+
+SPLITS = {"train": "train", "val": "test", "valid": "test", "validation": "test", "test": "test"}
+
+
+def _read_rows(path: Path) -> tuple[list[list[str]], dict[str, int]]:
+    """The data rows (with their line numbers first) and the column of each field."""
+    try:
+        # utf-8-sig: spreadsheets often start the file with a byte-order mark.
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = [(i, [cell.strip() for cell in row]) for i, row in enumerate(csv.reader(f), 1)
+                    if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise TuduiError(f"cannot read the CSV list {path}: {e}") from None
+    if not rows:
+        raise TuduiError(f"the CSV list {path} is empty; it needs path,label rows")
+    header = [cell.lower() for cell in rows[0][1]]
+    if "path" in header and "label" in header:
+        columns = {name: header.index(name) for name in ("path", "label", "split") if name in header}
+        rows = rows[1:]
+    else:
+        columns = {"path": 0, "label": 1}
+    return [[str(i), *row] for i, row in rows], columns
+
+
+def csv_dataset(csv_path: str | Path, val_split: float, seed: int) -> DatasetSpec:
+    """The images a CSV list names, split by its split column or by class."""
+    path = Path(csv_path)
+    if not path.is_file():
+        raise TuduiError(f"data set not found: {csv_path}")
+    rows, columns = _read_rows(path)
+    base = path.resolve().parent
+    ignored: Counter = Counter()
+    entries: list[tuple[Path, str, str | None]] = []
+    missing: list[str] = []
+    for line, *cells in rows:
+        if len(cells) <= max(columns.values()) or not cells[columns["path"]] or not cells[columns["label"]]:
+            raise TuduiError(f"{path} line {line}: expected path,label{',split' if 'split' in columns else ''}, "
+                             f"got {','.join(cells)!r}")
+        file = Path(cells[columns["path"]]).expanduser()
+        file = file if file.is_absolute() else base / file
+        split = cells[columns["split"]].lower() if "split" in columns else None
+        if split is not None and split not in SPLITS:
+            raise TuduiError(f"{path} line {line}: split must be train, val or test, got {split!r}")
+        if file.suffix.lower() not in IMAGE_EXTENSIONS:
+            ignored["non-image file"] += 1
+        elif not file.is_file():
+            missing.append(f"{file} (line {line})")
+        else:
+            entries.append((file, cells[columns["label"]], split))
+    if missing:
+        raise TuduiError(f"{path} lists {len(missing)} file(s) that do not exist, first {missing[0]}; "
+                         f"paths are relative to the CSV file's folder")
+    class_names = sorted({label for _, label, _ in entries})
+    if len(class_names) < 2:
+        raise TuduiError(f"{path} needs at least two labels, found {len(class_names)}: {class_names}")
+    lookup = {name: i for i, name in enumerate(class_names)}
+    if "split" in columns:
+        train = [(f, lookup[label]) for f, label, split in entries if SPLITS[split] == "train"]
+        test = [(f, lookup[label]) for f, label, split in entries if SPLITS[split] == "test"]
+        layout = f"{path} (its split column)"
+    else:
+        train, test = _split_by_class([(f, lookup[label]) for f, label, _ in entries], val_split, seed)
+        layout = f"{path} ({val_split:.0%} held out for testing)"
+    if not train or not test:
+        raise TuduiError(f"{path} has no images in its {'training' if not train else 'test'} split")
+    return DatasetSpec(FileImages(train), FileImages(test), class_names, "folder", layout, False,
+                       dict(ignored))

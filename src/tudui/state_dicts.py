@@ -1,0 +1,141 @@
+"""State dicts from outside tudui: .pth files read without pickle, key prefixes, exact fitting.
+
+The course saves models two ways: `torch.save(model.state_dict(), path)` ("method 2", plain
+tensors) and `torch.save(model, path)` ("method 1", the whole object pickled). The first is
+read here with `weights_only=True`; the second needs the unpickler to import and run code
+named in the file, so it is refused unless the user says --trust-pickle.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tudui.errors import TuduiError
+
+log = logging.getLogger(__name__)
+
+# DataParallel / DistributedDataParallel save under "module.", torch.compile under "_orig_mod.".
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# Training checkpoints often nest the weights one level down under one of these keys.
+NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net")
+
+
+def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """state with the wrapper prefixes (module., _orig_mod., in any combination) removed from its keys."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        while key.startswith(WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    return out
+
+
+def _pickle_refusal(path: Path, what: str) -> str:
+    return (f"{path} holds a whole pickled model ({what}, saved by torch.save(model, ...)), not a state_dict; "
+            f"loading it would run code stored in the file (pickle), so tudui does not. Convert it "
+            f"once, where you trust the file: python -c \"import torch; m = torch.load('{path}', "
+            f"weights_only=False); torch.save(m.state_dict(), '{path.with_suffix('')}_state_dict.pth')\" "
+            f"and pass the new file, or pass --trust-pickle if you made the file yourself")
+
+
+def _as_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, Mapping):
+        for key in NESTED_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, (Mapping, nn.Module)) and inner:
+                return _as_state_dict(inner, path)
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) == len(obj) and all(isinstance(k, str) for k in tensors):
+            return dict(tensors)
+    raise TuduiError(f"{path} holds {type(obj).__name__}, not a model's state_dict (a mapping of "
+                     f"parameter names to tensors)")
+
+
+def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The state_dict in a .pth/.pt file (or a plain .safetensors), on the CPU, prefixes stripped.
+
+    Read with weights_only=True. A whole pickled model is refused with a message that says
+    how to convert it, unless trust_pickle is set (then it is loaded, with a warning).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise TuduiError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            return strip_prefixes(load_file(str(path), device="cpu"))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise TuduiError(f"{path} is not a readable safetensors file ({e})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refuses the classes a pickled object names; other failures mean "not torch".
+        needs_class = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if needs_class is None:
+            raise TuduiError(f"{path} is not a PyTorch weights file (torch.load cannot read it)") from None
+        if not trust_pickle:
+            raise TuduiError(_pickle_refusal(path, needs_class.group(1))) from None
+        log.warning("--trust-pickle: unpickling %s, which runs code stored in the file", path)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001  (unpickling runs the file's code: it can raise anything)
+            raise TuduiError(f"cannot unpickle {path}: {type(e).__name__}: {str(e).splitlines()[0]} "
+                             f"(the classes it was saved with must be importable)") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TuduiError(f"{path} is not a PyTorch weights file ({first})") from None
+    return strip_prefixes(_as_state_dict(obj, path))
+
+
+def _listed(keys: list[str], limit: int = 4) -> str:
+    if not keys:
+        return "none"
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, what: str) -> None:
+    """Load state into model exactly, or raise TuduiError naming the missing, unexpected and
+    differently shaped keys (source: the file, what: the model, both for the message)."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise TuduiError(f"weights {source} do not fit {what}: missing keys {_listed(missing)}; "
+                         f"unexpected keys {_listed(unexpected)}")
+    shapes = [k for k in expected if tuple(expected[k].shape) != tuple(state[k].shape)]
+    if shapes:
+        k = shapes[0]
+        raise TuduiError(f"weights {source} do not fit {what}: {len(shapes)} tensor(s) differ in shape, "
+                         f"first {k} ({tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} "
+                         f"in the model; was it built for another class count or input size?)")
+    model.load_state_dict(state)
+
+
+def transfer_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], skip: tuple[str, ...],
+                        source: str, what: str) -> int:
+    """Copy every tensor of state whose key and shape match model; keys under the prefixes in
+    skip (the heads) may differ. Anything else that differs is an error. Returns tensors copied."""
+    expected = model.state_dict()
+
+    def in_head(key: str) -> bool:
+        return any(key == p or key.startswith(p + ".") for p in skip)
+
+    usable = {k: v for k, v in state.items()
+              if k in expected and tuple(v.shape) == tuple(expected[k].shape)}
+    missing = sorted(k for k in expected if k not in usable and not in_head(k))
+    unexpected = sorted(k for k in state if k not in usable and not in_head(k))
+    if missing or unexpected:
+        raise TuduiError(f"weights {source} do not fit {what} outside its classifier head: missing "
+                         f"keys {_listed(missing)}; unexpected or differently shaped keys {_listed(unexpected)}")
+    model.load_state_dict(usable, strict=False)
+    return len(usable)
