@@ -147,12 +147,12 @@ def test_one_epoch_of_the_seed_recipe_on_the_cifar10_copy(tmp_path):
     assert "50,000 train / 10,000 test images, 10 classes" in result.stdout
 
 
-def test_a_broken_image_read_by_a_loader_worker_is_one_line_naming_it(tmp_path):
+def test_a_folder_with_too_many_broken_images_stops_in_one_line_naming_them(tmp_path):
     from conftest import write_class_folder
     write_class_folder(tmp_path / "set", ["a", "b"], 5)
     (tmp_path / "set" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     result = run_cli("train", "--data", str(tmp_path / "set"), "--loader", "dataloader", "--workers", "1",
                      "--epochs", "1", "--no-normalize", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: cannot read image ") and "broken.jpg" in result.stderr
+    assert result.stderr.startswith("error: 1 of 9 train images are unreadable") and "broken.jpg" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
