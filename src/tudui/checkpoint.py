@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tudui.config import Config, make_config
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
 from tudui.models import create_model, model_entry, preprocess_of
@@ -263,3 +264,50 @@ class CheckpointHook:
             save_weights(self.best_path, self.model, meta)
         self.save_state(row["epoch"])
         self.saved_epoch = row["epoch"]
+
+
+# ---------------------------------------------------------------- resuming a run
+
+def resume_settings(resume: str | Path, config: Config | None, config_file, overrides: dict) -> tuple[Path, dict, Config]:
+    """(run directory, its training state, the settings to go on with) for --resume RUN_DIR.
+
+    The run's own config.yaml is the base and flags may change it (a larger --epochs extends a
+    finished run), but not the model or the data set: the saved weights would not fit them.
+    """
+    run_dir = Path(resume)
+    if run_dir.name == "weights" or run_dir.suffix:
+        raise TuduiError(f"--resume takes a run directory (like runs/exp), got {run_dir}")
+    if not (run_dir / "config.yaml").is_file():
+        raise TuduiError(f"{run_dir} is not a tudui run directory (no config.yaml in it)")
+    if config is not None or config_file is not None:
+        raise TuduiError("--resume continues with the run's own config.yaml; change settings with "
+                         "flags instead of --config")
+    state = load_state(run_dir / "weights" / "state.pt")
+    before = make_config(run_dir / "config.yaml")
+    cfg = make_config(run_dir / "config.yaml", **{k: v for k, v in overrides.items()
+                                                   if k not in ("project", "name")})
+    for what, old, new in (("model", before.model, cfg.model), ("data set", before.data.name, cfg.data.name),
+                           ("--val-split", before.data.val_split, cfg.data.val_split),
+                           ("--seed", before.train.seed, cfg.train.seed)):
+        if old != new:
+            raise TuduiError(f"cannot resume {run_dir} with a different {what} ({old} -> {new}); "
+                             f"start a new run instead")
+    finished = state["epoch"] >= cfg.train.epochs
+    if finished:
+        raise TuduiError(f"{run_dir} has finished its {state['epoch']} epochs; pass a larger --epochs "
+                         f"to extend it")
+    return run_dir, state, cfg
+
+
+def restore_training(state: dict, model: nn.Module, optimizer, scheduler, averager, scaler) -> None:
+    """Put a saved training state back into freshly built parts (the random state comes last)."""
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    if missing or unexpected:
+        raise TuduiError(f"the saved state does not fit the model: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if averager is not None and state.get("averager"):
+        averager.load_state_dict(state["averager"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from tudui import __version__
-from tudui.checkpoint import CheckpointHook, load_model, load_state, resolve_weights_path, restore_rng
+from tudui.checkpoint import (CheckpointHook, load_model, resolve_weights_path, restore_rng, restore_training,
+                              resume_settings)
 from tudui.config import Config, dump_yaml, make_config, to_dict
 from tudui.data import BUILTIN_DATASETS, build_dataset, channel_stats, make_loaders, resolve_augment
 from tudui.data.loaders import sample_inputs
@@ -29,6 +30,7 @@ from tudui.errors import TuduiError
 from tudui.interrupts import StopRequest, TrainingInterrupted
 from tudui.logging import CSVHook, ProgressHook, TensorBoardHook
 from tudui.models import count_parameters, model_entry, preprocess_of
+from tudui.models.fastnet import whiten_bias_schedule
 from tudui.models.torchvision import freeze_backbone
 from tudui.transfer import FreezeSchedule, build_starting_model, check_input_size, trainable_parameters
 
@@ -102,22 +104,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def stem_schedule(model: nn.Module, epochs: int):
-    """A before-epoch step that freezes fastnet's whitening bias after `epochs` epochs (-1: never).
-
-    airbench trains that bias for the first three epochs only (Jordan 2024, arXiv 2404.00498);
-    left free, it can grow without bound where the whitening gain is large.
-    """
-    stem = getattr(model, "whiten", None)
-    if epochs < 0 or stem is None or stem.bias is None:
-        return None
-
-    def before_epoch(epoch: int) -> None:
-        stem.bias.requires_grad_(epoch <= epochs)
-
-    return before_epoch
-
-
 def next_run_dir(project: str, name: str) -> Path:
     """runs/exp, runs/exp2, ... (or NAME, NAME2, ...): never reuses a folder, never loses a run."""
     base = Path(project)
@@ -132,37 +118,6 @@ def next_run_dir(project: str, name: str) -> Path:
         except OSError as e:
             raise TuduiError(f"cannot create run directory {candidate}: {e.strerror}") from None
     raise TuduiError(f"too many runs named {stem!r} in {base}")
-
-
-def resume_settings(resume: str | Path, config: Config | None, config_file, overrides: dict) -> tuple[Path, dict, Config]:
-    """(run directory, its training state, the settings to go on with) for --resume RUN_DIR.
-
-    The run's own config.yaml is the base and flags may change it (a larger --epochs extends a
-    finished run), but not the model or the data set: the saved weights would not fit them.
-    """
-    run_dir = Path(resume)
-    if run_dir.name == "weights" or run_dir.suffix:
-        raise TuduiError(f"--resume takes a run directory (like runs/exp), got {run_dir}")
-    if not (run_dir / "config.yaml").is_file():
-        raise TuduiError(f"{run_dir} is not a tudui run directory (no config.yaml in it)")
-    if config is not None or config_file is not None:
-        raise TuduiError("--resume continues with the run's own config.yaml; change settings with "
-                         "flags instead of --config")
-    state = load_state(run_dir / "weights" / "state.pt")
-    before = make_config(run_dir / "config.yaml")
-    cfg = make_config(run_dir / "config.yaml", **{k: v for k, v in overrides.items()
-                                                   if k not in ("project", "name")})
-    for what, old, new in (("model", before.model, cfg.model), ("data set", before.data.name, cfg.data.name),
-                           ("--val-split", before.data.val_split, cfg.data.val_split),
-                           ("--seed", before.train.seed, cfg.train.seed)):
-        if old != new:
-            raise TuduiError(f"cannot resume {run_dir} with a different {what} ({old} -> {new}); "
-                             f"start a new run instead")
-    finished = state["epoch"] >= cfg.train.epochs
-    if finished:
-        raise TuduiError(f"{run_dir} has finished its {state['epoch']} epochs; pass a larger --epochs "
-                         f"to extend it")
-    return run_dir, state, cfg
 
 
 def train(config: Config | None = None, config_file: str | Path | None = None,
@@ -278,7 +233,7 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
                 restore_rng(state["rng"])   # last: building the model drew from the generators
             options = FitOptions(cfg.train.epochs, len(spec.class_names), amp_dtype, cfg.optim.loss_sum,
                                  cfg.train.tta, cfg.train.eval_every, averager, progress_clock, scaler=scaler,
-                                 before_epoch=stem_schedule(model, cfg.train.whiten_bias_epochs), stop=stop)
+                                 before_epoch=whiten_bias_schedule(model, cfg.train.whiten_bias_epochs), stop=stop)
             try:
                 history = fit(train_model, train_loader, test_loader, optimizer, scheduler, loss_fn, device,
                               options, hooks, start_epoch=start_epoch,
@@ -316,20 +271,6 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
         _warn(f"{len(skipped_images)} unreadable image(s) were skipped (named in the warnings above)",
               progress is not False)
     return result
-
-
-def restore_training(state: dict, model: nn.Module, optimizer, scheduler, averager, scaler) -> None:
-    """Put a saved training state back into freshly built parts (the random state comes last)."""
-    missing, unexpected = model.load_state_dict(state["model"], strict=False)
-    if missing or unexpected:
-        raise TuduiError(f"the saved state does not fit the model: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if averager is not None and state.get("averager"):
-        averager.load_state_dict(state["averager"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
 
 
 def _warn(message: str, to_terminal: bool) -> None:

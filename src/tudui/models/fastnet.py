@@ -80,6 +80,22 @@ class FastNet(nn.Module):
         return self.head(self.pool(x).flatten(1)) * self.head_scale
 
 
+def whiten_bias_schedule(model: nn.Module, epochs: int):
+    """A before-epoch step that freezes fastnet's whitening bias after `epochs` epochs (-1: never).
+
+    airbench trains that bias for the first three epochs only (Jordan 2024, arXiv 2404.00498);
+    left free, it can grow without bound where the whitening gain is large.
+    """
+    stem = getattr(model, "whiten", None)
+    if epochs < 0 or stem is None or stem.bias is None:
+        return None
+
+    def before_epoch(epoch: int) -> None:
+        stem.bias.requires_grad_(epoch <= epochs)
+
+    return before_epoch
+
+
 def parse_widths(widths: str | tuple | list | None) -> tuple[int, int, int]:
     if not widths:
         return DEFAULT_WIDTHS
