@@ -36,6 +36,14 @@ def pick_workers(workers: int, in_memory: bool) -> int:
     return 0 if in_memory else min(4, os.cpu_count() or 1)
 
 
+def epoch_order(size: int, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
+    """The order of an epoch's indices: drawn from (seed, epoch) alone when shuffling, so an
+    epoch's order does not depend on what ran before it (resumable, the same on every rank)."""
+    if not shuffle:
+        return torch.arange(size)
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
 class EpochSampler(Sampler):
     """Indices in an order drawn from (seed, epoch), as the tensor loader draws them, so an
     epoch's order does not depend on what ran before it; skip() starts mid-epoch."""
@@ -49,10 +57,7 @@ class EpochSampler(Sampler):
 
     def __iter__(self):
         first, self.start = self.start, 0
-        if not self.shuffle:
-            return iter(range(first, self.size))
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
-        return iter(order[first:].tolist())
+        return iter(epoch_order(self.size, self.shuffle, self.seed, self.epoch)[first:].tolist())
 
 
 class EpochDataLoader(DataLoader):
@@ -134,11 +139,7 @@ class TensorLoader:
         self.start_step = steps
 
     def _order(self) -> torch.Tensor:
-        if not self.shuffle:
-            order = torch.arange(len(self.labels))
-        else:
-            order = torch.randperm(len(self.labels),
-                                   generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        order = epoch_order(len(self.labels), self.shuffle, self.seed, self.epoch)
         return order[self.rank::self.world_size]
 
     def __len__(self) -> int:
