@@ -7,14 +7,11 @@ save is never cut in half (and it is atomic besides).
 """
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import threading
 
 from tudui.errors import TuduiError
-
-log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -32,7 +29,6 @@ class StopRequest:
 
     def __init__(self):
         self.requested: int | None = None
-        self.saving = False
         self._previous: dict[int, object] = {}
 
     def __call__(self) -> bool:
@@ -42,9 +38,9 @@ class StopRequest:
         if self.requested is None:
             self.requested = signum
             print(f"\n{signal.Signals(signum).name}: stopping after this batch and saving a "
-                  "resumable checkpoint (press again to be told this again)", file=sys.stderr, flush=True)
+                  "resumable checkpoint", file=sys.stderr, flush=True)
         else:
-            print("still saving the checkpoint; it will exit as soon as that is done",
+            print("already stopping; it exits as soon as the checkpoint is saved",
                   file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopRequest:

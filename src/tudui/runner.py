@@ -240,7 +240,6 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
                               start_step=state["step_in_epoch"] if state else 0,
                               partial=(state["partial_loss"], state["partial_images"]) if state else (0.0, 0))
             except StoppedMidEpoch as e:
-                stop.saving = True
                 checkpoints.save_state(e.epoch - 1, e.steps, e.loss_sum, e.images)
                 raise TrainingInterrupted(
                     f"stopped in epoch {e.epoch} after {e.steps} of its {len(train_loader)} steps; the "
