@@ -33,8 +33,13 @@ def source_key(dataset: Dataset, size: int, resize_size: int | None = None,
         return None
     geometry_key = f"size={size}" if not resize_size and interpolation == "bilinear" else \
         f"size={size}|resize={resize_size}|{interpolation}"
-    digest = hashlib.sha256(geometry_key.encode())
-    for path, label in dataset.samples:
+    return files_key(dataset.samples, geometry_key)
+
+
+def files_key(samples: list[tuple[Path, int]], salt: str) -> str:
+    """A hash of salt and each (path, label)'s file identity: path, size and modification time."""
+    digest = hashlib.sha256(salt.encode())
+    for path, label in samples:
         stat = path.stat()
         digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
     return digest.hexdigest()[:24]

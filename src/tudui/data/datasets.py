@@ -8,6 +8,7 @@ skipped and counted in `DatasetSpec.ignored`.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -89,17 +90,28 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+@contextlib.contextmanager
+def open_image(path: str | Path):
+    """Image.open with Pillow's pixel limit as a hard refusal (DecompressionBombWarning raised).
+
+    Pillow only warns between its limit and twice it, and raises above; both are refusals
+    here, decided from the header before any pixel is decoded.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            yield image
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Read an image file as RGB, or raise TuduiError naming the file.
 
     Images above Pillow's pixel limit (decompression bombs) are refused before decoding.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.load()
-                return to_rgb(image)
+        with open_image(path) as image:
+            image.load()
+            return to_rgb(image)
     except FileNotFoundError:
         raise TuduiError(f"image not found: {path}") from None
     except Image.DecompressionBombWarning:

@@ -8,15 +8,14 @@ on. The result is cached by the files' paths, sizes and modification times.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import warnings
 from pathlib import Path
 
 from PIL import Image
 
-from tudui.data.datasets import DatasetSpec, FileImages, cache_root
+from tudui.data.cache import files_key
+from tudui.data.datasets import DatasetSpec, FileImages, cache_root, open_image
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
 
@@ -26,13 +25,10 @@ log = logging.getLogger(__name__)
 def check_image(path: Path) -> str | None:
     """Why the image at path cannot be used, or None when it decodes."""
     try:
-        with warnings.catch_warnings():
-            # Pillow only warns between its limit and twice it; a warning is a refusal here.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                if image.format == "JPEG":
-                    image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
-                image.load()
+        with open_image(path) as image:
+            if image.format == "JPEG":
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         return f"larger than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels (a possible decompression bomb)"
     except Exception as e:  # Pillow raises many types for broken files (OSError, SyntaxError, ...)
@@ -42,11 +38,7 @@ def check_image(path: Path) -> str | None:
 
 def find_unreadable(samples: list[tuple[Path, int]]) -> list[tuple[str, str]]:
     """[(path, reason)] for the samples that cannot be decoded; cached per set of files."""
-    digest = hashlib.sha256(b"check-v1")
-    for path, _ in samples:
-        stat = path.stat()
-        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    cached = cache_root() / "checked" / f"{digest.hexdigest()[:24]}.json"
+    cached = cache_root() / "checked" / f"{files_key(samples, 'check-v1')}.json"
     if cached.is_file():
         try:
             return [tuple(item) for item in json.loads(cached.read_text())]
