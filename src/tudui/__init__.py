@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 from tudui.errors import TuduiError  # noqa: E402
 from tudui.models import create_model, list_models, register_model  # noqa: E402
 from tudui.predict import predict  # noqa: E402
-from tudui.runner import TrainResult, evaluate, train  # noqa: E402
+from tudui.evaluation import evaluate  # noqa: E402
+from tudui.runner import TrainResult, train  # noqa: E402
 
 __all__ = ["__version__", "TuduiError", "create_model", "list_models", "register_model",
            "predict", "train", "evaluate", "TrainResult"]

@@ -128,7 +128,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from tudui.runner import evaluate
+    from tudui.evaluation import evaluate
     metrics = evaluate(args.weights, data=args.data, data_dir=args.data_dir,
                        batch_size=args.batch_size, device=args.device, val_split=args.val_split,
                        tta=args.tta, report=not args.no_report, out=args.out, model=args.model,
