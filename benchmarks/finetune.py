@@ -31,9 +31,10 @@ from pathlib import Path
 from common import CIFAR_COPY, git_commit, machine
 
 import tudui
-from tudui.data.datasets import cache_root, resolve_folder
+from tudui.data.cache import cache_root
+from tudui.data.folders import resolve_folder
 from tudui.models import model_entry
-from tudui.runner import resolve_device
+from tudui.runtime import resolve_device
 
 MODES = {"frozen": {"freeze_backbone": True}, "full": {}, "schedule": {"freeze_epochs": 1}}
 

@@ -20,7 +20,8 @@ from torchvision import datasets, transforms
 
 from common import CIFAR_COPY, git_commit, machine
 from tudui.data import TensorLoader, build_dataset, decode_to_tensor
-from tudui.data.datasets import cache_root, resolve_folder
+from tudui.data.cache import cache_root
+from tudui.data.folders import resolve_folder
 
 
 

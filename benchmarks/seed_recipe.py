@@ -22,7 +22,8 @@ from torchvision import datasets, transforms
 
 import tudui
 from common import CIFAR_COPY, REPO, git_commit, machine
-from tudui.data.datasets import cache_root, resolve_folder
+from tudui.data.cache import cache_root
+from tudui.data.folders import resolve_folder
 from tudui.models import create_model
 
 

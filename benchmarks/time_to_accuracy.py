@@ -34,8 +34,8 @@ import yaml
 import tudui
 from common import CIFAR_COPY, REPO, git_commit, machine
 from tudui.data import build_dataset, decode_to_tensor
-from tudui.data.datasets import cache_root
-from tudui.runner import resolve_device
+from tudui.data.cache import cache_root
+from tudui.runtime import resolve_device
 
 CONFIGS = {"seed": REPO / "configs" / "seed.yaml", "fast": REPO / "configs" / "cifar10-fast.yaml",
            "fast-budget": REPO / "configs" / "cifar10-fast.yaml"}

@@ -23,7 +23,7 @@ def test_readme_main_job_reaches_90_percent_on_digits(digits_run):
                  "weights/last.safetensors", "weights/state.pt"):
         assert (run_dir / name).is_file(), name
     assert list(run_dir.glob("events.out.tfevents.*"))
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["name"] == "digits"
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["dataset"] == "digits"
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "predict", "models"])
@@ -102,7 +102,7 @@ def test_config_file_and_flags_are_resolved_into_the_run(tmp_path):
     run_cli("train", "--config", "c.yaml", "--epochs", "1", "--name", "mine", cwd=tmp_path, check=True)
     resolved = yaml.safe_load((tmp_path / "runs" / "mine" / "config.yaml").read_text())
     assert resolved["train"]["epochs"] == 1 and resolved["optim"]["lr"] == 0.02
-    assert resolved["data"]["name"] == "synthetic" and resolved["optim"]["momentum"] == 0.9
+    assert resolved["data"]["dataset"] == "synthetic" and resolved["optim"]["momentum"] == 0.9
 
 
 def test_python_dash_m_and_version():

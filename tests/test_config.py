@@ -8,9 +8,9 @@ def test_flags_win_over_yaml_which_wins_over_defaults(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("data: {name: digits, batch_size: 16}\noptim: {lr: 0.5}\n")
     cfg = make_config(path, lr=0.25, epochs=3)
-    assert cfg.data.name == "digits" and cfg.data.batch_size == 16   # from YAML
+    assert cfg.data.dataset == "digits" and cfg.data.batch_size == 16   # from YAML
     assert cfg.optim.lr == 0.25                                       # flag beats YAML
-    assert cfg.train.epochs == 3 and cfg.model.name == Config().model.name
+    assert cfg.train.epochs == 3 and cfg.model.arch == Config().model.arch
 
 
 def test_learning_rate_defaults_per_optimizer():
@@ -38,7 +38,8 @@ def test_bad_values_are_refused_with_the_flag_named(overrides, message):
 
 @pytest.mark.parametrize("text, message", [
     ("optim: {lr: fast}\n", "optim.lr must be a float"),
-    ("optimizer: {lr: 0.1}\n", "unknown config section"),
+    ("optimizer: {lr: 0.1}\n", "'optimizer' is not a config section"),
+    ("optimiser: {lr: 0.1}\n", "unknown setting 'optimiser'"),
     ("optim: {learning_rate: 0.1}\n", "unknown setting optim.learning_rate"),
     ("data: {normalize: 3}\n", "true or false"),
     ("data: [1, 2\n", "not valid YAML"),
@@ -59,6 +60,6 @@ def test_missing_config_file_is_named(tmp_path):
 def test_seed_recipe_is_the_course_recipe():
     from conftest import REPO
     cfg = make_config(REPO / "configs" / "seed.yaml")
-    assert (cfg.model.name, cfg.optim.name, cfg.optim.lr, cfg.optim.momentum) == ("tudui", "sgd", 0.01, 0.0)
+    assert (cfg.model.arch, cfg.optim.optimizer, cfg.optim.lr, cfg.optim.momentum) == ("tudui", "sgd", 0.01, 0.0)
     assert (cfg.data.batch_size, cfg.train.epochs, cfg.optim.schedule) == (64, 10, "constant")
     assert (cfg.data.normalize, cfg.data.augment, cfg.optim.weight_decay) == (False, "none", 0.0)

@@ -7,7 +7,8 @@ from PIL import Image
 
 from conftest import write_class_folder
 from tudui.data import build_dataset, channel_stats
-from tudui.data.datasets import extract_archive, load_image, to_rgb
+from tudui.data.folders import extract_archive
+from tudui.data.images import load_image, to_rgb
 from tudui.errors import TuduiError
 
 

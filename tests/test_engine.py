@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from tudui.engine.loop import evaluate, train_one_epoch
+from tudui.engine.hooks import Hooks
+from tudui.engine.loop import TrainStep, evaluate, train_one_epoch
+from tudui.runtime import Runtime
 from tudui.engine.optim import create_optimizer, create_scheduler, lr_factor, orthogonalize
 from tudui.config import OptimConfig
 
@@ -93,7 +95,7 @@ def test_scheduler_steps_the_optimizer_learning_rate():
 
 
 def test_adamw_is_chosen_by_name():
-    optimizer = create_optimizer(OptimConfig(name="adamw"), nn.Linear(2, 2))
+    optimizer = create_optimizer(OptimConfig(optimizer="adamw"), nn.Linear(2, 2))
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["lr"] == 1e-3
 
 
@@ -110,19 +112,6 @@ def test_tta_logits_are_the_weighted_average_of_the_views():
     assert torch.allclose(predict_logits(model, x, 1), mirrored, atol=1e-6)
 
 
-def test_lookahead_pulls_weights_to_the_average_and_ends_on_it():
-    from tudui.engine.averaging import Lookahead
-    model = nn.Linear(1, 1, bias=False)
-    model.weight.data.fill_(0.0)
-    lookahead = Lookahead(model, progress=lambda step: 1.0, every=1, max_decay=0.5)
-    model.weight.data.fill_(1.0)
-    lookahead.after_step()                     # average 0 -> 0.5, model reset to it
-    assert model.weight.item() == pytest.approx(0.5)
-    model.weight.data.fill_(2.0)
-    lookahead.finish()                         # the model takes the average, untouched by 2.0
-    assert model.weight.item() == pytest.approx(0.5)
-
-
 def test_norm_biases_get_their_own_rate_and_the_same_decay_pull():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     cfg = OptimConfig(lr=0.1, weight_decay=0.01, bias_lr_scale=8.0)
@@ -132,13 +121,26 @@ def test_norm_biases_get_their_own_rate_and_the_same_decay_pull():
     assert len(groups[1]["params"]) == 3      # conv weight and bias, BN weight
 
 
-def _tiny_epoch(batches, sync_every, on_step=None):
+class Listener:
+    """A hook that records the events of each step."""
+
+    def __init__(self, on_step=None):
+        self.optimizer_steps = 0
+        if on_step is not None:
+            self.on_step = on_step
+
+    def on_optimizer_step(self):
+        self.optimizer_steps += 1
+
+
+def _tiny_epoch(batches, sync_every, on_step=None, listener=None):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return train_one_epoch(model, batches, nn.CrossEntropyLoss(reduction="none"), optimizer, scheduler,
-                           torch.device("cpu"), on_step=on_step, sync_every=sync_every)
+    step = TrainStep(model=model, loss_fn=nn.CrossEntropyLoss(reduction="none"), optimizer=optimizer,
+                     scheduler=scheduler, runtime=Runtime(device=torch.device("cpu")))
+    return train_one_epoch(step, batches, Hooks([listener or Listener(on_step)]), sync_every=sync_every)
 
 
 def test_losses_read_back_in_windows_reach_every_step_in_order():
@@ -149,6 +151,28 @@ def test_losses_read_back_in_windows_reach_every_step_in_order():
     batched = _tiny_epoch(batches, 4, lambda loss, n, lr: windowed.append(loss))
     assert windowed == every_step and len(windowed) == 10
     assert batched["loss"] == straight["loss"] and batched["images"] == 80
+
+
+def test_hooks_hear_of_every_optimizer_step_at_once_and_an_early_stop_ends_the_epoch():
+    torch.manual_seed(1)
+    batches = [(torch.randn(8, 3, 2, 2), torch.randint(0, 3, (8,))) for _ in range(10)]
+    listener, losses = Listener(), []
+    listener.on_step = lambda loss, n, lr: losses.append(loss)
+    model_steps = []
+
+    def stop_after_three():
+        model_steps.append(listener.optimizer_steps)
+        return listener.optimizer_steps == 3
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = TrainStep(model=model, loss_fn=nn.CrossEntropyLoss(reduction="none"), optimizer=optimizer,
+                     scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+                     runtime=Runtime(device=torch.device("cpu")))
+    result = train_one_epoch(step, batches, Hooks([listener]), should_stop=stop_after_three, sync_every=8)
+    assert model_steps == [1, 2, 3]            # told before the loss window was read back
+    assert result["steps"] == 3 and len(losses) == 3 and result["images"] == 24
 
 
 def test_a_non_finite_loss_stops_the_epoch_naming_its_step():
@@ -181,7 +205,7 @@ def test_muon_steps_the_parameters_that_are_not_filters_as_torch_sgd_does():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(108, 3))
     twin = copy.deepcopy(model)
-    cfg = OptimConfig(name="muon", lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)
+    cfg = OptimConfig(optimizer="muon", lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)
     _steps(model, create_optimizer(cfg, model))
     _steps(twin, torch.optim.SGD(twin.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01))
     for mine, theirs in zip(model.parameters(), twin.parameters()):
@@ -191,7 +215,7 @@ def test_muon_steps_the_parameters_that_are_not_filters_as_torch_sgd_does():
 def test_muon_moves_filters_at_a_fixed_norm():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(128, 3))
-    optimizer = create_optimizer(OptimConfig(name="muon", lr=0.05, muon_lr=0.1), model)
+    optimizer = create_optimizer(OptimConfig(optimizer="muon", lr=0.05, muon_lr=0.1), model)
     assert [len(g["params"]) for g in optimizer.param_groups] == [1, 3]   # the filters; biases + head
     before = model[0].weight.detach().clone()
     _steps(model, optimizer)

@@ -6,7 +6,9 @@ import torch
 
 import tudui
 from tudui.data import TensorLoader
-from tudui.engine.loop import train_one_epoch
+from tudui.engine.hooks import Hooks
+from tudui.engine.loop import TrainStep, train_one_epoch
+from tudui.runtime import Runtime
 from tudui.models import create_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -45,10 +47,16 @@ def test_losses_read_back_once_per_window_on_cuda_still_reach_every_step():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).cuda()
     batches = [(torch.randn(8, 3, 2, 2), torch.randint(0, 3, (8,))) for _ in range(10)]
     seen = []
+
+    class Listener:
+        def on_step(self, loss, n, lr):
+            seen.append(loss)
+
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    result = train_one_epoch(model, batches, torch.nn.CrossEntropyLoss(reduction="none"), optimizer,
-                             scheduler, torch.device("cuda"), on_step=lambda loss, n, lr: seen.append(loss))
+    step = TrainStep(model=model, loss_fn=torch.nn.CrossEntropyLoss(reduction="none"), optimizer=optimizer,
+                     scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+                     runtime=Runtime(device=torch.device("cuda")))
+    result = train_one_epoch(step, batches, Hooks([Listener()]))
     assert len(seen) == 10 and result["images"] == 80
     assert result["loss"] == pytest.approx(sum(seen) / 10)
 

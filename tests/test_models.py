@@ -65,7 +65,7 @@ def test_whitening_stem_decorrelates_patches():
 
 
 def test_bf16_autocast_gives_finite_losses_close_to_fp32():
-    from tudui.engine.loop import autocast
+    from tudui.runtime import autocast
     torch.manual_seed(0)
     model = create_model("fastnet", widths="16,32,32")
     model.init_whitening(torch.randn(64, 3, 32, 32))

@@ -14,7 +14,8 @@ import torch
 
 import tudui
 from conftest import REPO, write_class_folder
-from tudui.checkpoint import load_state, load_weights
+from tudui.checkpoint import load_state
+from tudui.weights import read_weights
 from tudui.data import TensorLoader
 from tudui.errors import TuduiError
 from tudui.interrupts import TrainingInterrupted
@@ -49,7 +50,7 @@ def losses(run_dir):
 
 
 def assert_same_weights(a, b):
-    first, second = load_weights(a)[0], load_weights(b)[0]
+    first, second = read_weights(a)[0], read_weights(b)[0]
     assert first.keys() == second.keys()
     for name in first:
         assert torch.equal(first[name], second[name]), name
@@ -141,13 +142,13 @@ def test_a_nan_loss_stops_with_the_step_and_the_last_good_weights(tmp_path, monk
     with pytest.raises(TuduiError, match=r"nan at step 1 of this epoch.*last good weights .*last.safetensors "
                                          r"\(epoch 1\)"):
         train(tmp_path, data="synthetic", epochs=3, batch_size=32)
-    weights, meta = load_weights(tmp_path / "exp" / "weights" / "best.safetensors")
-    assert meta["epoch"] == 1 and all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+    weights, meta = read_weights(tmp_path / "exp" / "weights" / "best.safetensors")
+    assert meta.epoch == 1 and all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
 
 
 def test_a_full_disk_fails_clearly_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    import tudui.checkpoint as checkpoint
-    original, calls = checkpoint.save_file, []
+    import tudui.weights as weights_module
+    original, calls = weights_module.save_file, []
 
     def fills_the_disk(tensors, path, metadata=None):
         calls.append(path)
@@ -157,11 +158,11 @@ def test_a_full_disk_fails_clearly_and_keeps_the_previous_checkpoint(tmp_path, m
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         original(tensors, path, metadata=metadata)
 
-    monkeypatch.setattr(checkpoint, "save_file", fills_the_disk)
+    monkeypatch.setattr(weights_module, "save_file", fills_the_disk)
     with pytest.raises(TuduiError, match="cannot write .*last.safetensors: No space left on device"):
         train(tmp_path, data="synthetic", epochs=3, batch_size=32)
     weights = tmp_path / "exp" / "weights"
-    assert load_weights(weights / "last.safetensors")[1]["epoch"] == 1
+    assert read_weights(weights / "last.safetensors")[1].epoch == 1
     assert sorted(p.name for p in weights.iterdir()) == ["best.safetensors", "last.safetensors", "state.pt"]
 
 

@@ -102,11 +102,11 @@ def test_both_loaders_train_the_same_recipe(tmp_path):
 
 
 def test_the_whitening_bias_stops_learning_after_its_epochs(tmp_path):
-    from tudui.checkpoint import load_weights
+    from tudui.weights import read_weights
     biases = []
     for epochs in (1, 2):
         result = tudui.train(data="synthetic", model="fastnet", widths="8,8,8", epochs=epochs, batch_size=32,
                              whiten_bias_epochs=1, lr=0.05, schedule="constant", project=str(tmp_path),
                              progress=False)
-        biases.append(load_weights(result.last_weights)[0]["whiten.bias"])
+        biases.append(read_weights(result.last_weights)[0]["whiten.bias"])
     assert torch.equal(biases[0], biases[1])

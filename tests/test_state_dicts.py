@@ -7,7 +7,7 @@ import torchvision
 from conftest import run_cli, write_class_folder
 from torch import nn
 
-from tudui.checkpoint import load_model, model_for_state_dict
+from tudui.weights import load_model, model_for_state_dict
 from tudui.errors import TuduiError
 from tudui.models import create_model
 from tudui.state_dicts import fit_state_dict, read_state_dict, strip_prefixes
@@ -24,7 +24,7 @@ def test_a_course_state_dict_loads_with_or_without_prefixes(tmp_path, prefix):
     trained = create_model("tudui", num_classes=10)
     torch.save({prefix + k: v for k, v in trained.state_dict().items()}, tmp_path / "tudui_method2.pth")
     model, meta = load_model(tmp_path / "tudui_method2.pth", model_name="tudui")
-    assert meta["num_classes"] == 10 and meta["imported"] and meta["mean"] is None   # ToTensor only
+    assert meta.num_classes == 10 and meta.imported and meta.preprocess.mean is None   # ToTensor only
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(model(x), trained.eval()(x))
 
@@ -102,7 +102,7 @@ def test_training_from_a_course_state_dict_keeps_its_backbone(imagenet_state_dic
     assert "start: weights from" in result.stdout and "head replaced for 2 classes" in result.stdout
     model, meta = load_model(tmp_path / "runs" / "exp")
     assert torch.equal(model.features[0][0].weight, source.features[0][0].weight)   # frozen, unchanged
-    assert (meta["input_size"], meta["resize_size"], meta["model_options"]) == (32, 37, {"head": "replace"})
+    assert (meta.preprocess.input_size, meta.preprocess.resize_size, meta.model_options) == (32, 37, {"head": "replace"})
 
 
 def test_eval_and_predict_take_a_state_dict_with_its_model_name(imagenet_state_dict, tmp_path):

@@ -122,9 +122,9 @@ def test_every_torchvision_classifier_is_listed_with_its_weights_preprocessing()
     assert not any(n.startswith(("fasterrcnn", "raft", "r3d")) for n in names)   # classification only
     entry = model_entry("resnet18")
     assert entry.family == "torchvision" and entry.input_size == 224
-    assert entry.preprocess["resize_size"] == 256 and entry.preprocess["mean"] == [0.485, 0.456, 0.406]
+    assert entry.preprocess.resize_size == 256 and entry.preprocess.mean == (0.485, 0.456, 0.406)
     assert model_entry("inception_v3").input_size == 299
-    assert model_entry("efficientnet_b0").preprocess["interpolation"] == "bicubic"
+    assert model_entry("efficientnet_b0").preprocess.interpolation == "bicubic"
 
 
 def test_tudui_models_lists_torchvision_models_beside_ours():

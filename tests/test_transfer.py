@@ -7,7 +7,7 @@ from photos import write_photo_folder
 from torch import nn
 
 import tudui
-from tudui.checkpoint import load_model
+from tudui.weights import load_model
 from tudui.config import make_config
 from tudui.data import build_dataset, eval_transform
 from tudui.engine import create_optimizer
@@ -26,7 +26,7 @@ def calibrated_backbone(folder, input_size: int, path, seed: int = 0):
             m.momentum = None          # a plain average over the batch below
     spec = build_dataset(str(folder))
     preset = tv.preprocess_preset("resnet18")
-    transform = eval_transform(input_size, preset["mean"], preset["std"], round(256 * input_size / 224))
+    transform = eval_transform(input_size, preset.mean, preset.std, round(256 * input_size / 224))
     with torch.no_grad():
         model.train()(torch.stack([transform(spec.train[i][0]) for i in range(len(spec.train))]))
     torch.save(model.state_dict(), path)
@@ -41,8 +41,9 @@ def test_fine_tuning_a_photo_folder_learns_and_records_its_preprocessing(tmp_pat
                          progress=False)
     assert result.final_accuracy >= 0.85                  # two classes: chance is 50 %
     model, meta = load_model(result.best_weights)
-    assert (meta["input_size"], meta["resize_size"], meta["interpolation"]) == (64, 73, "bilinear")
-    assert meta["mean"] == [0.485, 0.456, 0.406] and meta["pretrained"] == "ResNet18_Weights.IMAGENET1K_V1"
+    pre = meta.preprocess
+    assert (pre.input_size, pre.resize_size, pre.interpolation) == (64, 73, "bilinear")
+    assert pre.mean == (0.485, 0.456, 0.406) and meta.pretrained == "ResNet18_Weights.IMAGENET1K_V1"
     assert not torch.equal(model.layer1[0].conv1.weight, backbone.layer1[0].conv1.weight)  # all layers trained
     metrics = tudui.evaluate(result.run_dir)
     files = [path for path, _ in build_dataset(str(folder)).test.samples]
@@ -62,7 +63,7 @@ def test_freeze_backbone_trains_the_head_alone(tmp_path):
     model, meta = load_model(result.last_weights)
     trained, original = model.state_dict(), saved.state_dict()
     assert all(torch.equal(trained[k], v) for k, v in original.items())   # running stats included
-    assert meta["model_options"] == {"head": "append"}
+    assert meta.model_options == {"head": "append"}
     assert not torch.equal(model.classifier.add_linear.weight, torch.zeros_like(model.classifier.add_linear.weight))
 
 
@@ -102,5 +103,5 @@ def test_an_input_size_the_model_cannot_take_is_one_error():
 def test_the_folder_recipe_is_a_valid_fine_tune_config():
     from conftest import REPO
     cfg = make_config(REPO / "configs" / "folder-resnet18.yaml", data="photos")
-    assert (cfg.model.name, cfg.model.pretrained, cfg.train.freeze_epochs) == ("resnet18", True, 1)
-    assert cfg.data.name == "photos" and cfg.optim.backbone_lr_scale == 0.1
+    assert (cfg.model.arch, cfg.model.pretrained, cfg.train.freeze_epochs) == ("resnet18", True, 1)
+    assert cfg.data.dataset == "photos" and cfg.optim.backbone_lr_scale == 0.1

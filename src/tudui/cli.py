@@ -5,10 +5,10 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import MISSING
+from dataclasses import MISSING, fields
 
-from tudui import __version__
-from tudui.config import SECTIONS, flag_name, iter_options, option_key
+from tudui._version import __version__
+from tudui.config import SECTIONS, EvalConfig, PredictConfig, flag_name, iter_options, option_key, value_type
 from tudui.errors import TuduiError
 from tudui.interrupts import TrainingInterrupted
 
@@ -42,31 +42,27 @@ PREDICT_EXAMPLES = """examples:
   tudui predict photos/ --weights runs/exp --topk 3 --out predictions.csv --tta"""
 
 
-def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE.yaml", help="YAML settings (flags win over it)")
-    parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue a stopped run where it stopped (its own settings; flags may "
-                             "change them, e.g. a larger --epochs extends a finished run)")
-    groups = {section: parser.add_argument_group(f"{section} settings") for section in SECTIONS}
-    for section, f in iter_options():
-        default = f.default if f.default is not MISSING else None
+def _add_settings(parser: argparse.ArgumentParser, title: str, cls: type) -> None:
+    """An option for every field of the settings dataclass cls, in an argument group titled title."""
+    group = parser.add_argument_group(title)
+    for f in fields(cls):
+        default = None if f.default is MISSING else f.default
+        kind = value_type(f)
         # lr's default depends on the optimizer and empty strings mean "see the help text".
-        suffix = "" if f.name == "lr" or default == "" else f" (default: {default})"
+        suffix = "" if f.name == "lr" or default in (None, "") else f" (default: {default})"
         kwargs = dict(dest=option_key(f), default=None, help=f"{f.metadata['help']}{suffix}")
-        if isinstance(default, bool):
+        if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = type(default)
-            kwargs["metavar"] = {int: "N", float: "X", str: "S"}[type(default)]
-        groups[section].add_argument(flag_name(f), **kwargs)
+            kwargs["type"] = kind
+            kwargs["metavar"] = {int: "N", float: "X", str: "S"}[kind]
+        group.add_argument(flag_name(f), **{**kwargs, **f.metadata["cli"]})
 
 
-def _add_import_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="the model a plain state_dict file (.pth) is for, e.g. vgg16 "
-                                        "(tudui weights name their own)")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="let --weights load a whole pickled model (torch.save(model, ...)); this "
-                             "runs code from the file, so only for files you made")
+def _given(cls: type, args: argparse.Namespace) -> dict:
+    """{field: value} of the settings in cls that the command line gave."""
+    values = {f.name: getattr(args, option_key(f)) for f in fields(cls)}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,40 +76,26 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model; writes a run directory",
                                 description="Train an image classifier and write runs/<name>/.",
                                 epilog=TRAIN_EXAMPLES, formatter_class=formatter)
-    _add_train_options(train)
+    train.add_argument("--config", metavar="FILE.yaml", help="YAML settings (flags win over it)")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue a stopped run where it stopped (its own settings; flags may "
+                            "change them, e.g. a larger --epochs extends a finished run)")
+    for section, cls in SECTIONS.items():
+        _add_settings(train, f"{section} settings", cls)
 
     ev = commands.add_parser("eval", help="accuracy of saved weights on a test split, and a report",
                              description="Loss, accuracy and per-class metrics of saved weights, "
                                          "with a report page and pictures.",
                              epilog=EVAL_EXAMPLES, formatter_class=formatter)
-    ev.add_argument("--weights", required=True,
-                    help="a .safetensors file, a run directory, or a state_dict .pth with --model")
-    ev.add_argument("--data", help="data set (default: the one the weights were trained on)")
-    ev.add_argument("--data-dir", help="where cifar10 is stored (default: as in training)")
-    ev.add_argument("--val-split", type=float, help="held-out share of a single folder (default: as in training)")
-    ev.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
-    ev.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    ev.add_argument("--tta", type=int, choices=(0, 1, 2), help="test-time augmentation (default: as in training)")
-    _add_import_options(ev)
+    _add_settings(ev, "eval settings", EvalConfig)
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    ev.add_argument("--out", metavar="DIR", help="folder for the report (default: RUN/eval, RUN/eval2, ...; "
-                    "files of the same names in DIR are replaced)")
-    ev.add_argument("--no-report", action="store_true", help="print the metrics only, write no files")
 
     pr = commands.add_parser("predict", help="class probabilities for images or folders",
                              description="Predict the class of each image (folders are searched).",
                              epilog=PREDICT_EXAMPLES, formatter_class=formatter)
     pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    pr.add_argument("--weights", required=True,
-                    help="a .safetensors file, a run directory, or a state_dict .pth with --model")
-    pr.add_argument("--topk", type=int, default=5, help="classes to show per image (default: 5)")
-    pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    _add_import_options(pr)
+    _add_settings(pr, "predict settings", PredictConfig)
     pr.add_argument("--json", action="store_true", help="print the predictions as JSON")
-    pr.add_argument("--out", metavar="FILE", help="also write the predictions to FILE.csv or FILE.json")
-    pr.add_argument("--tta", type=int, nargs="?", const=1, choices=(0, 1, 2),
-                    help="average the model's outputs over views: 1 (or bare --tta) the image and its "
-                         "mirror, 2 adds 1-px shifts (default: as in training)")
 
     commands.add_parser("models", help="list the models and their parameter counts",
                         description="tudui's models, with parameters for 10 classes, and torchvision's.")
@@ -128,11 +110,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from tudui.evaluation import evaluate
-    metrics = evaluate(args.weights, data=args.data, data_dir=args.data_dir,
-                       batch_size=args.batch_size, device=args.device, val_split=args.val_split,
-                       tta=args.tta, report=not args.no_report, out=args.out, model=args.model,
-                       trust_pickle=args.trust_pickle)
+    from tudui.evaluation import evaluate_weights
+    metrics = evaluate_weights(EvalConfig(**_given(EvalConfig, args)))
     if args.json:
         print(json.dumps(metrics))
         return 0
@@ -150,13 +129,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from tudui.predict import check_output_path, predict, write_predictions
-    if args.out:
-        check_output_path(args.out)
-    results = predict(args.inputs, args.weights, topk=args.topk, device=args.device, tta=args.tta,
-                      model=args.model, trust_pickle=args.trust_pickle)
-    if args.out:
-        write_predictions(results, args.out)
+    from tudui.predict import predict_images
+    cfg = PredictConfig(**_given(PredictConfig, args))
+    results = predict_images(args.inputs, cfg)
     failed = sum("error" in r for r in results)
     if args.json:
         print(json.dumps(results, indent=1))
@@ -167,8 +142,8 @@ def run_predict(args: argparse.Namespace) -> int:
             else:
                 shown = ", ".join(f"{p['class']} {p['probability']:.1%}" for p in r["predictions"])
                 print(f"{r['path']}: {shown}")
-    if args.out and not args.json:
-        print(f"predictions written to {args.out}")
+    if cfg.out and not args.json:
+        print(f"predictions written to {cfg.out}")
     if failed:
         print(f"error: {failed} of {len(results)} images could not be read", file=sys.stderr)
     return 1 if failed else 0

@@ -1,165 +1,173 @@
 """tudui.evaluate, and the report a finished run or an eval leaves (report.html, pictures, TensorBoard).
 
 The pictures and the page are made by tudui.report; this module runs the evaluation that
-feeds them and decides where they go.
+feeds them and decides where they go. What `eval` is not told (data set, split, batch size,
+test-time augmentation, precision) it takes from the settings recorded with the weights.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from tudui.checkpoint import load_model, resolve_weights_path
-from tudui.config import Config
-from tudui.data import build_dataset, make_loaders
+from tudui.config import Config, EvalConfig, to_dict
+from tudui.data import DatasetSpec, build_dataset, make_loaders
 from tudui.engine import evaluate as evaluate_model
 from tudui.errors import TuduiError
-from tudui.runner import next_run_dir, resolve_device, resolve_precision
+from tudui.rundir import RunDir, create_numbered, resolve_weights_path
+from tudui.runtime import Runtime, create_runtime, resolve_device
+from tudui.weights import WeightsMeta, load_model, with_class_names
 
 log = logging.getLogger(__name__)
 
 
-def run_report(run_dir: Path, best_path: Path, test_loader, device: torch.device, spec, cfg: Config,
-               amp_dtype, writer, warn: Callable[[str], None]) -> Path | None:
-    """The best weights evaluated once more into report.html, metrics.json, pictures and TensorBoard.
-
-    The run is complete before this starts, so a failure here is reported and costs nothing else.
-    """
-    from tudui.report import read_history
-    try:
-        model, meta = load_model(best_path, device)
-        paths = {"run directory": run_dir, "weights evaluated": best_path,
-                 "last weights": best_path.with_name("last.safetensors"),
-                 "settings": run_dir / "config.yaml", "per-epoch metrics": run_dir / "metrics.csv",
-                 "TensorBoard": f"tensorboard --logdir {cfg.train.project}"}
-        metrics, skipped = _evaluate_and_report(
-            model, test_loader, device, spec, meta, cfg.train.tta, amp_dtype, run_dir,
-            title=f"tudui run {run_dir}", paths=paths, history=read_history(run_dir / "metrics.csv"),
-            writer=writer)
-    except Exception as e:  # whatever went wrong, the trained run must stand
-        log.debug("report failed", exc_info=True)
-        warn(f"the report could not be written ({type(e).__name__}: {e}); the run itself is "
-             f"complete in {run_dir}")
-        return None
-    for item in skipped:
-        warn(f"TensorBoard: {item} not written")
-    return Path(metrics["report"])
-
-
-def _evaluate_and_report(model: nn.Module, loader, device: torch.device, spec, meta: dict, tta: int,
-                         amp_dtype, out_dir: Path | None, title: str = "", paths: dict | None = None,
-                         history: list | None = None, writer=None) -> tuple[dict, list[str]]:
-    """(metrics, what TensorBoard skipped): one pass over the test split; with out_dir, the report too.
-
-    writer: a SummaryWriter to add the evaluation to (None: one is opened in out_dir).
-    """
-    from tudui.report import ReportData, per_class_table, render_pictures, write_report, write_tensorboard
-    raw = evaluate_model(model, loader, device, meta["num_classes"], tta, amp_dtype,
-                         keep_outputs=out_dir is not None)
-    probabilities, targets = raw.pop("probabilities", None), raw.pop("targets", None)
-    metrics = {**raw, "per_class": per_class_table(raw["confusion"], meta["class_names"]),
-               "class_names": meta["class_names"], "data": spec.source, "tta": tta,
-               "model": meta["model"], "weights_epoch": meta.get("epoch")}
-    if out_dir is None:
-        return metrics, []
-    # Absolute paths: the page is read later, from anywhere.
-    shown_paths = {k: str(v.resolve()) if isinstance(v, Path) else str(v) for k, v in (paths or {}).items()}
-    data = ReportData(metrics, probabilities, targets, meta["class_names"], spec.test, title,
-                      meta.get("config", {}), shown_paths, history or [])
-    pictures = render_pictures(data)
-    report = write_report(out_dir, data, pictures)
-    example = next(iter(loader))[0][:1]
-    if writer is None:
-        from torch.utils.tensorboard import SummaryWriter
-        with SummaryWriter(log_dir=str(out_dir)) as own_writer:
-            skipped = write_tensorboard(own_writer, data, pictures, model, example)
-    else:
-        skipped = write_tensorboard(writer, data, pictures, model, example)
-    metrics["report"] = str(report)
-    return metrics, skipped
-
-
-def find_run_dir(weights: str | Path) -> Path | None:
-    """The run directory that holds a weights file (or is given), if it looks like one."""
-    path = Path(weights)
-    candidate = path if path.is_dir() else path.parent.parent if path.parent.name == "weights" else None
-    if candidate is not None and (candidate / "config.yaml").is_file():
-        return candidate
-    return None
-
-
-def eval_output_dir(weights: str | Path, out: str | Path | None) -> Path:
-    """Where `tudui eval` writes: --out as given, else RUN/eval, RUN/eval2, ... (next to a bare file)."""
-    if out is not None:
-        out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise TuduiError(f"--out {out} is a file; give a folder for the report")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TuduiError(f"cannot create the report folder {out}: {e.strerror}") from None
-        return out
-    run_dir = find_run_dir(weights)
-    return next_run_dir(str(run_dir if run_dir is not None else Path(weights).parent), "eval")
-
-
-def evaluate(weights: str | Path, data: str | None = None, data_dir: str | None = None,
-             batch_size: int = 256, device: str = "auto", val_split: float | None = None,
-             download: bool = True, tta: int | None = None, report: bool = False,
-             out: str | Path | None = None, model: str | None = None, trust_pickle: bool = False) -> dict:
+def evaluate(weights: str | Path, **settings) -> dict:
     """Loss, top-1/top-5 accuracy, per-class metrics and confusion of saved weights on a test split.
 
-    The data set, split, preprocessing and test-time augmentation default to those
-    recorded in the weights. A plain state_dict file (the course's .pth) needs model, the
-    model's name, and data; its classes are the data set's, in order. With report (or out),
-    report.html, metrics.json, the pictures and TensorBoard events are written to out
-    (default: RUN/eval, RUN/eval2, ...), and the result's `report` is the page's path.
+    settings are `tudui eval`'s, by the same names (data, batch_size, tta, out, report, ...).
+    The data set, split, preprocessing and test-time augmentation default to those recorded
+    in the weights. A plain state_dict file (the course's .pth) needs model, the model's name,
+    and data; its classes are the data set's, in order. From Python nothing is written unless
+    report=True or out is given: then report.html, metrics.json, the pictures and TensorBoard
+    events go to out (default: RUN/eval, RUN/eval2, ...), and the result's `report` is the page.
     """
-    dev = resolve_device(device)
-    net, meta = load_model(weights, dev, model, trust_pickle)
-    settings = meta.get("config", {})
-    data_cfg, train_cfg = settings.get("data", {}), settings.get("train", {})
-    data = data or meta.get("data")
+    given = {k: v for k, v in settings.items() if v is not None}
+    given.setdefault("report", "out" in given)
+    return evaluate_weights(EvalConfig(weights=weights, **given))
+
+
+def evaluate_weights(cfg: EvalConfig) -> dict:
+    """evaluate, for settings made already (the CLI's)."""
+    device = resolve_device(cfg.device)
+    model, meta = load_model(cfg.weights, device, cfg.model or None, cfg.trust_pickle)
+    trained = meta.config
+    data = cfg.data or meta.data
     if not data:
-        raise TuduiError(f"{weights} does not record its data set; pass --data")
-    spec = build_dataset(data, data_dir or meta.get("data_dir") or data_cfg.get("data_dir", "./data"),
-                         val_split if val_split is not None else data_cfg.get("val_split", 0.2),
-                         train_cfg.get("seed", 0), download)
-    if meta.get("imported"):
-        if len(spec.class_names) != meta["num_classes"]:
-            raise TuduiError(f"{weights} has {meta['num_classes']} outputs but {data} has "
-                             f"{len(spec.class_names)} classes")
-        meta["class_names"] = spec.class_names
-    if spec.class_names != meta["class_names"]:
-        raise TuduiError(f"the classes of {data} ({', '.join(spec.class_names[:10])}) differ from "
-                         f"the classes the weights were trained on ({', '.join(meta['class_names'][:10])})")
-    _, loader, _ = make_loaders(spec, meta["input_size"], meta["mean"], meta["std"], dev, batch_size,
-                                choice=data_cfg.get("loader", "auto"), train=False,
-                                resize_size=meta.get("resize_size"),
-                                interpolation=meta.get("interpolation", "bilinear"))
-    tta = train_cfg.get("tta", 0) if tta is None else tta
-    precision = train_cfg.get("precision", "fp32")
-    if precision == "fp16" and dev.type == "cpu":  # trained on a GPU, evaluated on a CPU
-        precision = "fp32"
-    amp_dtype = resolve_precision(precision, dev)
-    if not (report or out is not None):
-        return _evaluate_and_report(net, loader, dev, spec, meta, tta, amp_dtype, None)[0]
-    from tudui.report import read_history
-    out_dir = eval_output_dir(weights, out)
-    run_dir = find_run_dir(weights)
-    paths = {"weights evaluated": resolve_weights_path(weights), "report folder": out_dir,
+        raise TuduiError(f"{cfg.weights} does not record its data set; pass --data")
+    spec = build_dataset(data, cfg.data_dir or meta.data_dir or trained.data.data_dir,
+                         trained.data.val_split if cfg.val_split is None else cfg.val_split,
+                         trained.train.seed, cfg.download)
+    meta = _check_classes(meta, spec, cfg.weights, data)
+    _, loader, _ = make_loaders(spec, meta.preprocess, device, cfg.batch_size or trained.data.batch_size,
+                                choice=trained.data.loader, train=False)
+    runtime = create_runtime(device, trained.train.precision)
+    tta = trained.train.tta if cfg.tta is None else cfg.tta
+    if not cfg.report:
+        return measure(model, loader, runtime, spec, meta, tta)[0]
+    out_dir = eval_output_dir(cfg.weights, cfg.out)
+    run = RunDir.find(cfg.weights)
+    paths = {**({"run directory": run.path} if run else {}),
+             "weights evaluated": resolve_weights_path(cfg.weights), "report folder": out_dir,
              "TensorBoard": f"tensorboard --logdir {out_dir}"}
-    if run_dir is not None:
-        paths = {"run directory": run_dir, **paths}
+    from tudui.report import read_history   # matplotlib and scikit-learn load only when a report is made
+    page = ReportPage(out_dir=out_dir, title=f"tudui eval {cfg.weights}", paths=paths,
+                      history=read_history(run.metrics) if run else [])
     try:
-        metrics, skipped = _evaluate_and_report(
-            net, loader, dev, spec, meta, tta, amp_dtype, out_dir, title=f"tudui eval {weights}",
-            paths=paths, history=read_history(run_dir / "metrics.csv") if run_dir else [])
+        metrics, skipped = measure_and_report(model, loader, runtime, spec, meta, tta, page)
     except OSError as e:
         raise TuduiError(f"cannot write the report into {out_dir}: {e.strerror or e}") from None
     for item in skipped:
         log.warning("TensorBoard: %s not written", item)
     return metrics
+
+
+def _check_classes(meta: WeightsMeta, spec: DatasetSpec, weights: str, data: str) -> WeightsMeta:
+    """meta, its classes named by the data set's for an imported state_dict; an error if they differ."""
+    if meta.imported:
+        if len(spec.class_names) != meta.num_classes:
+            raise TuduiError(f"{weights} has {meta.num_classes} outputs but {data} has "
+                             f"{len(spec.class_names)} classes")
+        meta = with_class_names(meta, spec.class_names)
+    if list(spec.class_names) != list(meta.class_names):
+        raise TuduiError(f"the classes of {data} ({', '.join(spec.class_names[:10])}) differ from "
+                         f"the classes the weights were trained on ({', '.join(meta.class_names[:10])})")
+    return meta
+
+
+def eval_output_dir(weights: str | Path, out: str) -> Path:
+    """Where `tudui eval` writes: --out as given, else RUN/eval, RUN/eval2, ... (next to a bare file)."""
+    if out:
+        path = Path(out)
+        if path.exists() and not path.is_dir():
+            raise TuduiError(f"--out {path} is a file; give a folder for the report")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TuduiError(f"cannot create the report folder {path}: {e.strerror}") from None
+        return path
+    run = RunDir.find(weights)
+    return run.create_eval_dir() if run is not None else create_numbered(Path(weights).parent, "eval")
+
+
+# ---------------------------------------------------------------- measuring and reporting
+
+@dataclass(frozen=True, kw_only=True)
+class ReportPage:
+    """Where a report goes and what it says about where it came from."""
+    out_dir: Path
+    title: str
+    paths: dict = field(default_factory=dict)     # what is where, shown on the page
+    history: list = field(default_factory=list)   # metrics.csv rows, for curves.png
+    writer: object | None = None                   # a SummaryWriter to add to (None: one in out_dir)
+
+
+def measure(model: nn.Module, loader, runtime: Runtime, spec: DatasetSpec, meta: WeightsMeta, tta: int,
+            keep_outputs: bool = False) -> tuple[dict, object, object]:
+    """(metrics, probabilities, targets) of one pass over the test split (the last two with keep_outputs)."""
+    from tudui.report import per_class_table
+    raw = evaluate_model(model, loader, runtime.device, meta.num_classes, tta, runtime.amp_dtype,
+                         keep_outputs=keep_outputs)
+    probabilities, targets = raw.pop("probabilities", None), raw.pop("targets", None)
+    class_names = list(meta.class_names)
+    metrics = {**raw, "per_class": per_class_table(raw["confusion"], class_names),
+               "class_names": class_names, "data": spec.source, "tta": tta,
+               "model": meta.model, "weights_epoch": meta.epoch}
+    return metrics, probabilities, targets
+
+
+def measure_and_report(model: nn.Module, loader, runtime: Runtime, spec: DatasetSpec, meta: WeightsMeta,
+                       tta: int, page: ReportPage) -> tuple[dict, list[str]]:
+    """(metrics with the report's path, what TensorBoard skipped): the pass, then the report."""
+    from tudui.report import ReportData, render_pictures, write_report, write_tensorboard
+    metrics, probabilities, targets = measure(model, loader, runtime, spec, meta, tta, keep_outputs=True)
+    # Absolute paths: the page is read later, from anywhere.
+    shown_paths = {k: str(v.resolve()) if isinstance(v, Path) else str(v) for k, v in page.paths.items()}
+    data = ReportData(metrics, probabilities, targets, list(meta.class_names), spec.test, page.title,
+                      to_dict(meta.config), shown_paths, page.history)
+    pictures = render_pictures(data)
+    report = write_report(page.out_dir, data, pictures)
+    example = next(iter(loader))[0][:1]
+    if page.writer is None:
+        from torch.utils.tensorboard import SummaryWriter
+        with SummaryWriter(log_dir=str(page.out_dir)) as own_writer:
+            skipped = write_tensorboard(own_writer, data, pictures, model, example)
+    else:
+        skipped = write_tensorboard(page.writer, data, pictures, model, example)
+    return {**metrics, "report": str(report)}, skipped
+
+
+def run_report(run: RunDir, test_loader, runtime: Runtime, spec: DatasetSpec, cfg: Config, writer,
+               warn: Callable[[str], None]) -> Path | None:
+    """A finished run's best weights evaluated once more into report.html, metrics.json, pictures
+    and TensorBoard. The run is complete before this starts, so a failure here is reported and
+    costs nothing else."""
+    from tudui.report import read_history
+    try:
+        model, meta = load_model(run.best, runtime.device)
+        paths = {"run directory": run.path, "weights evaluated": run.best, "last weights": run.last,
+                 "settings": run.config, "per-epoch metrics": run.metrics,
+                 "TensorBoard": f"tensorboard --logdir {cfg.train.project}"}
+        page = ReportPage(out_dir=run.path, title=f"tudui run {run}", paths=paths,
+                          history=read_history(run.metrics), writer=writer)
+        metrics, skipped = measure_and_report(model, test_loader, runtime, spec, meta, cfg.train.tta, page)
+    except Exception as e:  # whatever went wrong, the trained run must stand
+        log.debug("report failed", exc_info=True)
+        warn(f"the report could not be written ({type(e).__name__}: {e}); the run itself is "
+             f"complete in {run}")
+        return None
+    for item in skipped:
+        warn(f"TensorBoard: {item} not written")
+    return Path(metrics["report"])

@@ -1,7 +1,7 @@
 """Where training reports go: progress on screen, metrics.csv, TensorBoard.
 
-Each reporter is a hook: an object with any of the methods of `Hook`, called by
-`tudui.engine.fit` (and `close` by whoever built it). None of them changes training.
+Each reporter is a hook (see tudui.engine.hooks), called by `tudui.engine.fit` (and `close`
+by whoever built it). None of them changes training.
 """
 from __future__ import annotations
 
@@ -9,20 +9,10 @@ import csv
 import sys
 import time
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
 CSV_COLUMNS = ("epoch", "train_loss", "test_loss", "test_accuracy", "lr", "seconds")
-
-
-class Hook(Protocol):
-    """The events a hook may handle; every method is optional."""
-
-    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
-    def on_step(self, loss: float, batch_size: int, lr: float) -> None: ...
-    def on_epoch_end(self, row: dict, test_metrics: dict) -> None: ...
-    def close(self) -> None: ...
 
 
 def interactive() -> bool:

@@ -10,12 +10,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tudui.checkpoint import load_model
-from tudui.data import eval_transform, load_image
-from tudui.data.datasets import is_image_file, to_rgb
+from tudui.config import PredictConfig
+from tudui.data.images import is_image_file, load_image, to_rgb
 from tudui.engine.loop import predict_logits
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
+from tudui.runtime import resolve_device
+from tudui.weights import load_model
 
 OUTPUT_FORMATS = (".csv", ".json")
 
@@ -53,36 +54,36 @@ def expand_inputs(inputs: Iterable[str | Path | Image.Image]) -> list[str | Path
     return items
 
 
-def predict(inputs: str | Path | Image.Image | Sequence, weights: str | Path, topk: int = 5,
-            device: str = "auto", batch_size: int = 64, tta: int | None = None, model: str | None = None,
-            trust_pickle: bool = False) -> list[dict]:
+def predict(inputs: str | Path | Image.Image | Sequence, weights: str | Path, **settings) -> list[dict]:
     """One dict per image: path, and either `predictions` (class, probability; best first) or `error`.
 
-    Preprocessing is read from the weights, so it is exactly the one the test set got;
-    so is the test-time augmentation level unless tta is given (0, 1 or 2). A plain
-    state_dict file needs model (its name); its classes are then numbered, or ImageNet's
-    for a torchvision model with its original head.
+    settings are `tudui predict`'s, by the same names (topk, tta, device, batch_size, out, model,
+    trust_pickle). Preprocessing is read from the weights, so it is exactly the one the test set
+    got; so is the test-time augmentation level unless tta is given (0, 1 or 2). A plain
+    state_dict file needs model (its name); its classes are then numbered, or ImageNet's for a
+    torchvision model with its original head. With out (FILE.csv or FILE.json) the predictions
+    are written there too.
     """
-    from tudui.runner import resolve_device
+    given = {k: v for k, v in settings.items() if v is not None}
+    return predict_images(inputs, PredictConfig(weights=weights, **given))
 
-    if topk < 1:
-        raise TuduiError(f"--topk must be at least 1, got {topk}")
+
+def predict_images(inputs: str | Path | Image.Image | Sequence, cfg: PredictConfig) -> list[dict]:
+    """predict, for settings made already (the CLI's)."""
+    if cfg.out:
+        check_output_path(cfg.out)   # before any work, so a bad name costs nothing
     if isinstance(inputs, (str, Path, Image.Image)):
         inputs = [inputs]
-    dev = resolve_device(device)
-    net, meta = load_model(weights, dev, model, trust_pickle)
-    if tta is None:
-        tta = meta.get("config", {}).get("train", {}).get("tta", 0)
-    if tta not in (0, 1, 2):
-        raise TuduiError(f"--tta must be 0, 1 or 2, got {tta}")
-    transform = eval_transform(meta["input_size"], meta["mean"], meta["std"], meta.get("resize_size"),
-                               meta.get("interpolation", "bilinear"))
-    class_names = meta["class_names"]
+    device = resolve_device(cfg.device)
+    net, meta = load_model(cfg.weights, device, cfg.model or None, cfg.trust_pickle)
+    tta = meta.config.train.tta if cfg.tta is None else cfg.tta
+    batch_size = cfg.batch_size or meta.config.data.batch_size
+    transform = meta.preprocess.eval_transform()
     results: list[dict] = []
     items = expand_inputs(inputs)
     for start in range(0, len(items), batch_size):
-        chunk, tensors, rows = items[start:start + batch_size], [], []
-        for item in chunk:
+        tensors, rows = [], []
+        for item in items[start:start + batch_size]:
             name = "<image>" if isinstance(item, Image.Image) else str(item)
             try:
                 image = to_rgb(item) if isinstance(item, Image.Image) else load_image(item)
@@ -93,10 +94,12 @@ def predict(inputs: str | Path | Image.Image | Sequence, weights: str | Path, to
             rows.append({"path": name})
             results.append(rows[-1])
         if tensors:
-            probs, indices = topk_probabilities(net, torch.stack(tensors).to(dev), topk, tta)
+            probs, indices = topk_probabilities(net, torch.stack(tensors).to(device), cfg.topk, tta)
             for row, p, idx in zip(rows, probs.tolist(), indices.tolist()):
-                row["predictions"] = [{"class": class_names[i], "probability": q}
+                row["predictions"] = [{"class": meta.class_names[i], "probability": q}
                                       for i, q in zip(idx, p)]
+    if cfg.out:
+        write_predictions(results, cfg.out)
     return results
 
 

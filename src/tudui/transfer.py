@@ -16,15 +16,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tudui.checkpoint import is_tudui_weights, load_weights, model_for_state_dict
 from tudui.config import Config
 from tudui.errors import TuduiError
 from tudui.models import create_model, model_entry
 from tudui.models import torchvision as tv
-from tudui.state_dicts import read_state_dict, transfer_state_dict
+from tudui.state_dicts import transfer_state_dict
+from tudui.weights import model_for_state_dict, read_any_weights
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class StartingModel:
     model: nn.Module
     options: dict        # the architecture settings to record: create_model(name, n, **options)
@@ -34,7 +34,7 @@ class StartingModel:
 
 def model_options(cfg: Config) -> dict:
     """The settings that shape the model's layers (recorded in the weights' metadata)."""
-    name, settings = cfg.model.name, cfg.model
+    name, settings = cfg.model.arch, cfg.model
     if model_entry(name).family != "torchvision":
         if settings.pretrained or settings.weights_file:
             raise TuduiError(f"{name} has no pretrained weights: --pretrained and --weights-file are for "
@@ -51,41 +51,44 @@ def model_options(cfg: Config) -> dict:
 
 def build_starting_model(cfg: Config, num_classes: int) -> StartingModel:
     """The model for cfg with a head for num_classes, its starting weights loaded."""
-    name, settings = cfg.model.name, cfg.model
+    name, settings = cfg.model.arch, cfg.model
     options = model_options(cfg)
     if settings.weights:
         return _from_weights(cfg, num_classes, options)
     if settings.pretrained or settings.weights_file:
         path, label = tv.pretrained_file(name, settings.weights_file)
         model = create_model(name, num_classes, weights_file=str(path), **options)
-        return StartingModel(model, options, f"pretrained {label} from {path}", label)
-    return StartingModel(create_model(name, num_classes, **options), options, "random initial weights")
+        return StartingModel(model=model, options=options, start=f"pretrained {label} from {path}",
+                             pretrained=label)
+    return StartingModel(model=create_model(name, num_classes, **options), options=options,
+                         start="random initial weights")
 
 
 def _from_weights(cfg: Config, num_classes: int, options: dict) -> StartingModel:
-    name, path = cfg.model.name, cfg.model.weights
-    if is_tudui_weights(path):
-        state, meta = load_weights(path)
-        if meta["model"] != name:
-            raise TuduiError(f"{path} holds weights of {meta['model']!r}, not {name!r}; "
-                             f"pass --model {meta['model']}")
-        source_options = {**options, **meta.get("model_options", {})}
-    else:
-        state, source_options = read_state_dict(path, cfg.model.trust_pickle), options
+    name, path = cfg.model.arch, cfg.model.weights
+    state, meta = read_any_weights(path, cfg.model.trust_pickle)
+    source_options = options
+    if meta is not None:
+        if meta.model != name:
+            raise TuduiError(f"{path} holds weights of {meta.model!r}, not {name!r}; "
+                             f"pass --model {meta.model}")
+        source_options = {**options, **meta.model_options}
     fit = model_for_state_dict(name, state, source_options, str(path))
     head = options.get("head")
     if fit.num_classes == num_classes and fit.head == head:
-        return StartingModel(fit.model, options, f"all weights from {path}")
+        return StartingModel(model=fit.model, options=options, start=f"all weights from {path}")
     if fit.unmodified:
         # A torchvision model as torchvision builds it (the course's vgg16_method2.pth): new
         # head on top, exactly as create_model does after loading ImageNet weights.
         tv.set_head(fit.model, head, num_classes)
         done = "replaced" if head == "replace" else "appended"
-        return StartingModel(fit.model, options, f"weights from {path}, head {done} for {num_classes} classes")
+        return StartingModel(model=fit.model, options=options,
+                             start=f"weights from {path}, head {done} for {num_classes} classes")
     model = create_model(name, num_classes, **options)
     skip = tuple(set(fit.head_names) | {tv.find_head(model)[0]})
     copied = transfer_state_dict(model, fit.model.state_dict(), skip, str(path), name)
-    return StartingModel(model, options, f"{copied} tensors from {path}, new head for {num_classes} classes")
+    return StartingModel(model=model, options=options,
+                         start=f"{copied} tensors from {path}, new head for {num_classes} classes")
 
 
 def check_input_size(model: nn.Module, input_size: int, name: str, own_size: int) -> None:

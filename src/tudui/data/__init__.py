@@ -1,8 +1,11 @@
-"""Data sets, transforms and loaders."""
-from tudui.data.datasets import BUILTIN_DATASETS, DatasetSpec, build_dataset, channel_stats, load_image
-from tudui.data.cache import decode_to_tensor
+"""Data: sources (built-in sets, folders, archives, CSV lists), image checks, caches, transforms, loaders."""
+from tudui.data.cache import cache_root, decode_to_tensor
+from tudui.data.datasets import BUILTIN_DATASETS, DatasetSpec, channel_stats
+from tudui.data.images import load_image
 from tudui.data.loaders import TensorLoader, make_loader, make_loaders, pick_workers, use_tensor_loader
-from tudui.data.transforms import eval_transform, resolve_augment, train_transform
+from tudui.data.sources import build_dataset
+from tudui.data.transforms import Preprocess, eval_transform, resolve_augment, train_transform
 
-__all__ = ["BUILTIN_DATASETS", "DatasetSpec", "build_dataset", "channel_stats", "load_image", "decode_to_tensor", "TensorLoader", "use_tensor_loader", "make_loader", "make_loaders",
-           "pick_workers", "eval_transform", "resolve_augment", "train_transform"]
+__all__ = ["BUILTIN_DATASETS", "DatasetSpec", "Preprocess", "TensorLoader", "build_dataset", "cache_root",
+           "channel_stats", "decode_to_tensor", "eval_transform", "load_image", "make_loader", "make_loaders",
+           "pick_workers", "resolve_augment", "train_transform", "use_tensor_loader"]

@@ -11,12 +11,9 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from tudui.data.datasets import (
-    IMAGE_EXTENSIONS,
-    DatasetSpec,
-    FileImages,
-    _split_by_class,
-)
+from tudui.data.datasets import DatasetSpec, FileImages
+from tudui.data.images import IMAGE_EXTENSIONS
+from tudui.data.splits import split_by_class
 from tudui.errors import TuduiError
 
 SPLITS = {"train": "train", "val": "test", "valid": "test", "validation": "test", "test": "test"}
@@ -79,9 +76,9 @@ def csv_dataset(csv_path: str | Path, val_split: float, seed: int) -> DatasetSpe
         test = [(f, lookup[label]) for f, label, split in entries if SPLITS[split] == "test"]
         layout = f"{path} (its split column)"
     else:
-        train, test = _split_by_class([(f, lookup[label]) for f, label, _ in entries], val_split, seed)
+        train, test = split_by_class([(f, lookup[label]) for f, label, _ in entries], val_split, seed)
         layout = f"{path} ({val_split:.0%} held out for testing)"
     if not train or not test:
         raise TuduiError(f"{path} has no images in its {'training' if not train else 'test'} split")
-    return DatasetSpec(FileImages(train), FileImages(test), class_names, "folder", layout, False,
-                       dict(ignored))
+    return DatasetSpec(train=FileImages(train), test=FileImages(test), class_names=class_names,
+                       kind="folder", source=layout, in_memory=False, ignored=dict(ignored))

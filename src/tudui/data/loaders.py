@@ -7,10 +7,10 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from tudui.data.cache import decode_to_tensor
-from tudui.data.datasets import DatasetSpec, cache_root
+from tudui.data.cache import cache_root, decode_to_tensor
+from tudui.data.datasets import DatasetSpec
 from tudui.errors import TuduiError
-from tudui.data.transforms import (batch_crop, batch_flip, eval_transform, normalize_batch, reflect_pad,
+from tudui.data.transforms import (Preprocess, batch_crop, batch_flip, normalize_batch, reflect_pad,
                                    train_transform, translate_pixels)
 
 
@@ -211,35 +211,35 @@ def use_tensor_loader(choice: str, input_size: int, num_images: int, augment: st
         and not augment.startswith("resized-crop")
 
 
-def make_loaders(spec: DatasetSpec, input_size: int, mean, std, device: torch.device, batch_size: int,
+def make_loaders(spec: DatasetSpec, preprocess: Preprocess, device: torch.device, batch_size: int, *,
                  choice: str = "auto", workers: int = -1, augment: str = "none", translate: int = -1,
-                 seed: int = 0, channels_last: bool = False, train: bool = True,
-                 resize_size: int | None = None, interpolation: str = "bilinear"):
+                 seed: int = 0, channels_last: bool = False, train: bool = True):
     """(train loader or None, test loader, description): tensor loaders for small images, else DataLoaders.
 
-    resize_size and interpolation are the resize/crop of torchvision's weights (see geometry).
+    preprocess says how images become the model's inputs (see Preprocess); augment is resolved.
     Training drops the last partial batch when there are at least ten full ones: every step
     then has the same shape (cuDNN's choice of algorithm and torch.compile's graph hold), and
     as the order changes each epoch, no image is left out for long.
     """
     drop_last = len(spec.train) // batch_size >= 10
-    if use_tensor_loader(choice, input_size, len(spec.train) + len(spec.test), augment if train else "none"):
+    size, mean, std = preprocess.input_size, preprocess.mean, preprocess.std
+    if use_tensor_loader(choice, size, len(spec.train) + len(spec.test), augment if train else "none"):
         cache = cache_root() / "tensors"
-        test_images, test_labels = decode_to_tensor(spec.test, input_size, cache, resize_size, interpolation)
+        geometry = (preprocess.resize_size, preprocess.interpolation)
+        test_images, test_labels = decode_to_tensor(spec.test, size, cache, *geometry)
         test = TensorLoader(test_images, test_labels, batch_size, False, mean, std, device=device,
                             channels_last=channels_last)
         train_loader = None
         if train:
-            images, labels = decode_to_tensor(spec.train, input_size, cache, resize_size, interpolation)
+            images, labels = decode_to_tensor(spec.train, size, cache, *geometry)
             train_loader = TensorLoader(images, labels, batch_size, True, mean, std, augment, seed,
                                         device, drop_last=drop_last, channels_last=channels_last,
                                         translate=translate)
         return train_loader, test, f"tensor (decoded once, on {device})"
     workers = pick_workers(workers, spec.in_memory)
-    test = make_loader(spec.test, eval_transform(input_size, mean, std, resize_size, interpolation),
-                       batch_size, False, workers, device=device)
-    train_loader = make_loader(spec.train, train_transform(input_size, mean, std, augment, translate,
-                                                           resize_size, interpolation),
+    test = make_loader(spec.test, preprocess.eval_transform(), batch_size, False, workers, device=device)
+    train_loader = make_loader(spec.train, train_transform(size, mean, std, augment, translate,
+                                                           preprocess.resize_size, preprocess.interpolation),
                                batch_size, True, workers, seed, device, drop_last) if train else None
     return train_loader, test, f"DataLoader ({workers} workers)"
 

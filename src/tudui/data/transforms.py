@@ -9,6 +9,7 @@ the weights, so a prediction sees exactly what the test set saw.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torchvision.transforms import v2
@@ -30,6 +31,27 @@ def resolve_augment(augment: str, kind: str, input_size: int = 32) -> str:
     if not FLIP_SAFE.get(kind, True):
         return "none"
     return "crop-flip" if input_size <= SMALL_IMAGE_SIDE else "resized-crop-flip"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preprocess:
+    """What an image goes through before the model, recorded with its weights: the resize (squash
+    to input_size square, or the shorter side to resize_size and a centre crop), then to float in
+    [0, 1] and, with mean and std, normalised."""
+    input_size: int
+    resize_size: int | None = None
+    interpolation: str = "bilinear"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "std"):   # lists from JSON or statistics: stored as tuples (frozen)
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+
+    def eval_transform(self) -> v2.Compose:
+        return eval_transform(self.input_size, self.mean, self.std, self.resize_size, self.interpolation)
 
 
 def geometry(input_size: int, resize_size: int | None = None, interpolation: str = "bilinear") -> list:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from tudui.data.cache import files_key
-from tudui.data.datasets import DatasetSpec, FileImages, cache_root, open_image
+from tudui.data.cache import cache_root, files_key
+from tudui.data.datasets import DatasetSpec, FileImages
+from tudui.data.images import open_image
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
 

@@ -2,7 +2,8 @@
 
 Every `every` steps the average moves towards the current weights by (1 - decay) and the
 model is reset to the average; decay grows over the run (as the cube of progress), and at
-the end the model takes the average. This is airbench94's scheme (Jordan, arXiv 2404.00498)
+the end the model takes the average. It is a hook: fit tells it of every optimizer step and
+of the end of training. This is airbench94's scheme (Jordan, arXiv 2404.00498)
 and lookahead's (Zhang et al., arXiv 1907.08610).
 """
 from __future__ import annotations
@@ -14,6 +15,8 @@ from torch import nn
 
 
 class Lookahead:
+    """A hook that keeps a slow average of the weights and pulls the model back to it."""
+
     def __init__(self, model: nn.Module, progress: Callable[[int], float], every: int = 5,
                  max_decay: float = 0.95 ** 5):
         """progress(step) -> share of the run done (a RunProgress), which sets the decay."""
@@ -31,13 +34,13 @@ class Lookahead:
         torch._foreach_lerp_(average, values, 1 - decay)
         torch._foreach_copy_(values, average)
 
-    def after_step(self) -> None:
+    def on_optimizer_step(self) -> None:
         self.step += 1
         if self.step % self.every == 0:
             self.update(self.max_decay * self.progress(self.step) ** 3)
 
-    def finish(self) -> None:
-        """Put the averaged weights into the model (call once, after the last step)."""
+    def on_train_end(self) -> None:
+        """Put the averaged weights into the model (once, after the last step)."""
         self.update(1.0)
 
     def state_dict(self) -> dict:

@@ -1,99 +1,94 @@
-"""fit: epochs of train_one_epoch + evaluate, reporting to hooks (which do all the I/O)."""
+"""fit: epochs of train_one_epoch + evaluate, told to hooks (which do all the I/O)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
-from tudui.engine.loop import evaluate, train_one_epoch
-
-
-def call_hooks(hooks: Sequence[object], event: str, *args) -> None:
-    """Call hook.event(*args) on every hook that defines it (see tudui.logging.Hook)."""
-    for hook in hooks:
-        method = getattr(hook, event, None)
-        if method is not None:
-            method(*args)
+from tudui.engine.hooks import Hooks
+from tudui.engine.loop import TrainStep, evaluate, train_one_epoch
+from tudui.engine.optim import RunProgress
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class FitOptions:
     """How to run the epochs (everything but what is trained and on what)."""
     epochs: int
     num_classes: int
-    amp_dtype: torch.dtype | None = None
-    loss_sum: bool = False
     tta: int = 0
-    eval_every: int = 1          # 0: only after the last epoch
-    averager: object | None = None   # Lookahead, or None
-    progress: object | None = None   # RunProgress: its time budget can end the run early
-    scaler: torch.amp.GradScaler | None = None  # loss scaling for float16 on a GPU
-    before_epoch: Callable[[int], None] | None = None  # changes to the model per epoch (freezing)
-    stop: Callable[[], bool] | None = None  # True once the run must stop at a batch boundary (a signal)
+    eval_every: int = 1                       # 0: only after the last epoch
+    clock: RunProgress | None = None          # its time budget can end the run early
+    stop: Callable[[], bool] | None = None    # True once the run must stop at a batch boundary (a signal)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResumePoint:
+    """Where training starts: after `epoch` finished epochs and `step` steps of the next, whose
+    losses summed to loss_sum over `images` images."""
+    epoch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    images: int = 0
 
 
 class StoppedMidEpoch(Exception):
-    """fit stopped on options.stop: `epoch` is the epoch cut short after `steps` of its steps."""
+    """fit stopped on options.stop; `at` is where to resume (in the epoch that was cut short)."""
 
-    def __init__(self, epoch: int, steps: int, loss_sum: float, images: int):
-        super().__init__(f"stopped in epoch {epoch} after {steps} steps")
-        self.epoch, self.steps, self.loss_sum, self.images = epoch, steps, loss_sum, images
+    def __init__(self, at: ResumePoint):
+        super().__init__(f"stopped in epoch {at.epoch + 1} after {at.step} steps")
+        self.at = at
 
 
-def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Optimizer, scheduler,
-        loss_fn: nn.Module, device: torch.device, options: FitOptions,
-        hooks: Sequence[object] = (), start_epoch: int = 0, start_step: int = 0,
-        partial: tuple[float, int] = (0.0, 0)) -> list[dict]:
-    """Train from start_epoch to options.epochs, evaluating as asked; one metrics row per epoch.
+def fit(step: TrainStep, train_loader, test_loader, options: FitOptions, hooks: Hooks,
+        start: ResumePoint = ResumePoint()) -> list[dict]:
+    """Train from start to options.epochs, evaluating as asked; one metrics row per epoch.
 
-    Rows of epochs without an evaluation have None for the test metrics. A resumed run
-    passes start_step (steps of epoch start_epoch + 1 already taken) and their (loss sum,
-    images); the loader then skips those batches. When options.stop() turns true, the epoch
+    Rows of epochs without an evaluation have None for the test metrics. A resumed run's
+    loader skips the steps start says were taken. When options.stop() turns true, the epoch
     ends at the next batch boundary and StoppedMidEpoch says where.
     """
     history: list[dict] = []
-    steps = len(train_loader)
-    if options.progress is not None:
-        options.progress.start()
-    out_of_time = options.progress.out_of_time if options.progress is not None else None
+    if options.clock is not None:
+        options.clock.start()
+    out_of_time = options.clock.out_of_time if options.clock is not None else None
     checks = [check for check in (options.stop, out_of_time) if check is not None]
     should_stop = (lambda: any(check() for check in checks)) if checks else None
-    after_step = options.averager.after_step if options.averager is not None else None
-    for epoch in range(start_epoch + 1, options.epochs + 1):
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch - 1)
-        if options.before_epoch is not None:
-            options.before_epoch(epoch)
-        resumed = epoch == start_epoch + 1 and start_step > 0
-        skip, initial = (start_step, partial) if resumed else (0, (0.0, 0))
-        if skip:
-            train_loader.skip(skip)
-        call_hooks(hooks, "on_epoch_start", epoch, options.epochs, steps)
-        lr = optimizer.param_groups[-1]["lr"]  # the rate this epoch starts at, for the CSV
-        start = time.perf_counter()
-        train = train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, device,
-                                on_step=lambda loss, n, step_lr: call_hooks(hooks, "on_step", loss, n, step_lr),
-                                amp_dtype=options.amp_dtype, loss_sum=options.loss_sum,
-                                after_step=after_step, should_stop=should_stop, scaler=options.scaler,
-                                initial=initial)
+    for epoch in range(start.epoch + 1, options.epochs + 1):
+        resumed = start if epoch == start.epoch + 1 else ResumePoint(epoch=epoch - 1)
+        train = _train_epoch(step, train_loader, options, hooks, resumed, should_stop)
         if options.stop is not None and options.stop():
-            raise StoppedMidEpoch(epoch, skip + train["steps"], train["loss_sum"], train["images"])
+            raise StoppedMidEpoch(ResumePoint(epoch=epoch - 1, step=resumed.step + train["steps"],
+                                              loss_sum=train["loss_sum"], images=train["images"]))
         last = epoch == options.epochs or (out_of_time is not None and out_of_time())
-        if last and options.averager is not None:
-            options.averager.finish()
+        if last:
+            hooks("on_train_end")
         test = None
         if last or (options.eval_every and epoch % options.eval_every == 0):
-            test = evaluate(model, test_loader, device, options.num_classes, options.tta, options.amp_dtype)
+            test = evaluate(step.model, test_loader, step.runtime.device, options.num_classes, options.tta,
+                            step.runtime.amp_dtype)
         row = {"epoch": epoch, "train_loss": train["loss"],
                "test_loss": test["loss"] if test else None,
-               "test_accuracy": test["accuracy"] if test else None, "lr": lr,
-               "seconds": time.perf_counter() - start, "train_seconds": train["seconds"],
-               "images_per_s": (train["images"] - initial[1]) / max(train["seconds"], 1e-9)}
+               "test_accuracy": test["accuracy"] if test else None, "lr": train["lr"],
+               "seconds": time.perf_counter() - train["started"], "train_seconds": train["seconds"],
+               "images_per_s": (train["images"] - resumed.images) / max(train["seconds"], 1e-9)}
         history.append(row)
-        call_hooks(hooks, "on_epoch_end", row, test)
+        hooks("on_epoch_end", row, test)
         if last:
             break
     return history
+
+
+def _train_epoch(step: TrainStep, train_loader, options: FitOptions, hooks: Hooks, at: ResumePoint,
+                 should_stop: Callable[[], bool] | None) -> dict:
+    """The training half of epoch at.epoch + 1, from step at.step; adds the rate it started at
+    (for the CSV) and when it started to train_one_epoch's result."""
+    epoch = at.epoch + 1
+    if hasattr(train_loader, "set_epoch"):
+        train_loader.set_epoch(epoch - 1)
+    if at.step:
+        train_loader.skip(at.step)
+    hooks("on_epoch_start", epoch, options.epochs, len(train_loader))
+    lr = step.optimizer.param_groups[-1]["lr"]
+    started = time.perf_counter()
+    train = train_one_epoch(step, train_loader, hooks, should_stop, initial=(at.loss_sum, at.images))
+    return {**train, "lr": lr, "started": started}

@@ -1,93 +1,116 @@
-"""One training epoch and one evaluation pass, as pure functions that return metrics."""
+"""One training epoch and one evaluation pass, as functions that return metrics (no I/O)."""
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from tudui.data.transforms import tta_views
+from tudui.engine.hooks import Hooks
+from tudui.runtime import Runtime, autocast
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """Mixed precision for the forward pass when dtype is bfloat16/float16; a no-op for None."""
-    if dtype is None or dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+@dataclass(kw_only=True)
+class TrainStep:
+    """What one optimizer step needs: the model, its loss, the optimizer and its schedule.
 
-
-def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module,
-                    optimizer: torch.optim.Optimizer, scheduler, device: torch.device,
-                    on_step: Callable[[float, int, float], None] | None = None,
-                    amp_dtype: torch.dtype | None = None, loss_sum: bool = False,
-                    after_step: Callable[[], None] | None = None,
-                    should_stop: Callable[[], bool] | None = None,
-                    sync_every: int | None = None,
-                    scaler: torch.amp.GradScaler | None = None,
-                    initial: tuple[float, int] = (0.0, 0)) -> dict:
-    """Train for one pass over loader; returns mean loss, image count, steps and seconds.
-
-    on_step(loss, batch_size, lr) is called for every optimizer step, after_step() right
-    after each step (weight averaging); should_stop() ends the epoch early (a time budget).
-    With loss_sum the per-image losses are summed, not averaged, as airbench does.
-    initial is (loss sum, images) of steps already taken in this epoch before a resume.
-    scaler (float16 training) scales the loss so small gradients survive half precision.
-    The losses are read back from the device every sync_every steps (default: every step on
-    a CPU, every 32 on a GPU), and on_step is then called for each of them in order.
+    With loss_sum the per-image losses are summed, not averaged, as airbench does. scaler
+    (float16 training) scales the loss so small gradients survive half precision.
     """
-    if sync_every is None:
-        sync_every = 1 if device.type == "cpu" else 32
-    model.train()
-    (total_loss, images), step, start = initial, 0, time.perf_counter()
-    pending: list[tuple[torch.Tensor, int, float]] = []
+    model: nn.Module
+    loss_fn: nn.Module          # per-image losses (reduction="none")
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    runtime: Runtime
+    loss_sum: bool = False
+    scaler: torch.amp.GradScaler | None = None
 
-    def read_back() -> None:
-        # Reading a value from the GPU is a sync point: the host waits for every queued step,
-        # so it is done for a window of steps at once, not after each one.
-        nonlocal total_loss, images
-        values = torch.stack([loss for loss, _, _ in pending]).tolist()
-        first = step - len(pending) + 1
-        for offset, (value, (_, batch, lr)) in enumerate(zip(values, pending)):
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Take one step on a batch; returns (mean loss on the device, the rate the step used)."""
+        inputs = inputs.to(self.runtime.device, non_blocking=True)
+        targets = targets.to(self.runtime.device, non_blocking=True)
+        with self.runtime.autocast():
+            losses = self.loss_fn(self.model(inputs), targets)
+        loss = losses.sum() if self.loss_sum else losses.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        lr = self.optimizer.param_groups[-1]["lr"]
+        self.scheduler.step()
+        return losses.detach().float().mean(), lr
+
+
+class _LossWindow:
+    """Losses kept on the device and read back a window at a time.
+
+    Reading a value from the GPU is a sync point: the host waits for every queued step, so it
+    is done for a window of steps at once, not after each one; on_step then hears of each step
+    in order.
+    """
+
+    def __init__(self, on_step: list[Callable], initial: tuple[float, int]):
+        self.on_step = on_step
+        self.total_loss, self.images = initial
+        self.pending: list[tuple[torch.Tensor, int, float]] = []
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor, batch_size: int, lr: float) -> None:
+        self.steps += 1
+        self.pending.append((loss, batch_size, lr))
+
+    def read_back(self) -> None:
+        if not self.pending:
+            return
+        values = torch.stack([loss for loss, _, _ in self.pending]).tolist()
+        first = self.steps - len(self.pending) + 1
+        for offset, (value, (_, batch_size, lr)) in enumerate(zip(values, self.pending)):
             if not math.isfinite(value):
                 raise FloatingPointError(f"the training loss became {value} at step {first + offset} "
                                          "of this epoch")
-            total_loss += value * batch
-            images += batch
-            if on_step is not None:
-                on_step(value, batch, lr)
-        pending.clear()
+            self.total_loss += value * batch_size
+            self.images += batch_size
+            for handler in self.on_step:
+                handler(value, batch_size, lr)
+        self.pending.clear()
 
+
+def train_one_epoch(step: TrainStep, loader: Iterable, hooks: Hooks | None = None,
+                    should_stop: Callable[[], bool] | None = None, initial: tuple[float, int] = (0.0, 0),
+                    sync_every: int | None = None) -> dict:
+    """Train for one pass over loader; returns mean loss, loss sum, image count, steps and seconds.
+
+    Hooks hear on_optimizer_step right after every step and on_step(loss, batch_size, lr) for
+    each step when its loss is read back: every sync_every steps (default: every step on a CPU,
+    every 32 on a GPU). should_stop() ends the epoch early (a signal, a time budget). initial is
+    (loss sum, images) of steps already taken in this epoch before a resume.
+    """
+    hooks = hooks or Hooks()
+    if sync_every is None:
+        sync_every = 1 if step.runtime.device.type == "cpu" else 32
+    step.model.train()
+    after_step = hooks.handlers("on_optimizer_step")
+    window, start = _LossWindow(hooks.handlers("on_step"), initial), time.perf_counter()
     for inputs, targets in loader:
-        inputs = inputs.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        with autocast(device, amp_dtype):
-            losses = loss_fn(model(inputs), targets)
-        loss = losses.sum() if loss_sum else losses.mean()
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        lr = optimizer.param_groups[-1]["lr"]
-        scheduler.step()
-        if after_step is not None:
-            after_step()
-        step += 1
-        pending.append((losses.detach().float().mean(), targets.shape[0], lr))
-        if len(pending) >= sync_every:
-            read_back()
+        loss, lr = step(inputs, targets)
+        for handler in after_step:
+            handler()
+        window.add(loss, targets.shape[0], lr)
+        if len(window.pending) >= sync_every:
+            window.read_back()
         if should_stop is not None and should_stop():
             break
-    if pending:
-        read_back()
-    return {"loss": total_loss / max(images, 1), "loss_sum": total_loss, "images": images,
-            "steps": step, "seconds": time.perf_counter() - start}
+    window.read_back()
+    return {"loss": window.total_loss / max(window.images, 1), "loss_sum": window.total_loss,
+            "images": window.images, "steps": window.steps, "seconds": time.perf_counter() - start}
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ def create_optimizer(cfg: OptimConfig, model: nn.Module,
         for name, p in module.named_parameters(recurse=False):
             if p.requires_grad or p in backbone:
                 is_norm = isinstance(module, nn.modules.batchnorm._NormBase) and name == "bias"
-                is_filter = cfg.name == "muon" and p.ndim == 4
+                is_filter = cfg.optimizer == "muon" and p.ndim == 4
                 groups.setdefault((is_filter, is_norm, p in backbone), []).append(p)
     param_groups = []
     # Filters, then norm biases, and the backbone before the head, so param_groups[-1] is the
@@ -40,10 +40,10 @@ def create_optimizer(cfg: OptimConfig, model: nn.Module,
         if in_backbone:
             lr *= cfg.backbone_lr_scale
         param_groups.append({"params": groups[key], "lr": lr, "weight_decay": decay, **extra})
-    if cfg.name == "adamw":
+    if cfg.optimizer == "adamw":
         return torch.optim.AdamW(param_groups, lr=cfg.lr)
     nesterov = cfg.nesterov and cfg.momentum > 0
-    if cfg.name == "muon":
+    if cfg.optimizer == "muon":
         return MuonWithSGD([{"momentum": cfg.momentum, **g} for g in param_groups], nesterov=nesterov)
     return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tudui.models import register_model
+from tudui.models.registry import register_model
 
 DEFAULT_WIDTHS = (64, 256, 256)
 
@@ -80,20 +80,26 @@ class FastNet(nn.Module):
         return self.head(self.pool(x).flatten(1)) * self.head_scale
 
 
-def whiten_bias_schedule(model: nn.Module, epochs: int):
-    """A before-epoch step that freezes fastnet's whitening bias after `epochs` epochs (-1: never).
+class WhitenBiasSchedule:
+    """A hook that lets fastnet's whitening bias learn for the first `epochs` epochs, then freezes it.
 
     airbench trains that bias for the first three epochs only (Jordan 2024, arXiv 2404.00498);
     left free, it can grow without bound where the whitening gain is large.
     """
+
+    def __init__(self, bias: nn.Parameter, epochs: int):
+        self.bias, self.epochs = bias, epochs
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.bias.requires_grad_(epoch <= self.epochs)
+
+
+def whiten_bias_schedule(model: nn.Module, epochs: int) -> WhitenBiasSchedule | None:
+    """The schedule for model's whitening bias, or None (-1 epochs: never frozen; not a fastnet)."""
     stem = getattr(model, "whiten", None)
     if epochs < 0 or stem is None or stem.bias is None:
         return None
-
-    def before_epoch(epoch: int) -> None:
-        stem.bias.requires_grad_(epoch <= epochs)
-
-    return before_epoch
+    return WhitenBiasSchedule(stem.bias, epochs)
 
 
 def parse_widths(widths: str | tuple | list | None) -> tuple[int, int, int]:

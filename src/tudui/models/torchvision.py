@@ -21,6 +21,7 @@ import torch
 import torchvision
 from torch import nn
 
+from tudui.data.transforms import Preprocess
 from tudui.errors import TuduiError
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,8 @@ log = logging.getLogger(__name__)
 HEADS = ("replace", "append")
 APPENDED_NAME = "add_linear"   # the name the course gives its extra layer (classifier.add_module)
 # Used when a model has no weights to take its preprocessing from: torchvision's usual preset.
-IMAGENET_PRESET = {"input_size": 224, "resize_size": 256, "interpolation": "bilinear",
-                   "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+IMAGENET_PRESET = Preprocess(input_size=224, resize_size=256, interpolation="bilinear",
+                             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 # Models whose layers are built for one input size; the others take any reasonable size.
 SIZE_ARGUMENT = {"vit_": "image_size", "maxvit_": "input_size"}
 # Models with auxiliary classifiers: their ImageNet weights include them, tudui trains without.
@@ -53,15 +54,14 @@ def default_weights(name: str):
 
 
 @functools.cache
-def preprocess_preset(name: str) -> dict:
+def preprocess_preset(name: str) -> Preprocess:
     """Input size, resize side, interpolation and mean/std of name's default weights' transforms."""
     weights = default_weights(name)
     if weights is None:
-        return dict(IMAGENET_PRESET)
+        return IMAGENET_PRESET
     preset = weights.transforms()   # torchvision's ImageClassification: resize, centre crop, normalise
-    return {"input_size": int(preset.crop_size[0]), "resize_size": int(preset.resize_size[0]),
-            "interpolation": preset.interpolation.value,
-            "mean": [float(v) for v in preset.mean], "std": [float(v) for v in preset.std]}
+    return Preprocess(input_size=int(preset.crop_size[0]), resize_size=int(preset.resize_size[0]),
+                      interpolation=preset.interpolation.value, mean=preset.mean, std=preset.std)
 
 
 def suggest(name: str, known: list[str]) -> str:
@@ -239,7 +239,7 @@ def architecture_options(name: str, input_size: int = 0, pretrained: bool = Fals
                          head: str = "replace") -> dict:
     """The options that shape name's layers, to record so the model rebuilds identically."""
     options: dict = {"head": head}
-    preset_size = preprocess_preset(name)["input_size"]
+    preset_size = preprocess_preset(name).input_size
     for prefix in SIZE_ARGUMENT:
         if name.startswith(prefix) and input_size and input_size != preset_size:
             options["image_size"] = input_size

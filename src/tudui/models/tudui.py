@@ -7,7 +7,7 @@ convolution, which is what the network was meant to be.
 """
 from torch import nn
 
-from tudui.models import register_model
+from tudui.models.registry import register_model
 
 
 def _stack(num_classes: int, activation: bool) -> nn.Sequential:

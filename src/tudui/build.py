@@ -1,0 +1,226 @@
+"""build: the parts of a training run, made from its settings (and from its saved state on a resume).
+
+The order matters and is kept on purpose: the random generators are seeded first, the model
+is built before any image is decoded (a missing weights file stops the run at once), and a
+resumed run puts its saved state back into the freshly built parts last.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tudui._version import __version__
+from tudui.checkpoint import CheckpointHook, Resume, restore_training
+from tudui.config import Config, dump_yaml
+from tudui.data import BUILTIN_DATASETS, DatasetSpec, Preprocess, build_dataset, channel_stats, make_loaders
+from tudui.data import resolve_augment
+from tudui.data.loaders import sample_inputs
+from tudui.data.validate import drop_unreadable
+from tudui.engine import Hooks, ResumePoint, RunProgress, TrainStep, create_optimizer, create_scheduler
+from tudui.engine.averaging import Lookahead
+from tudui.logging import CSVHook, ProgressHook, TensorBoardHook
+from tudui.models import count_parameters, model_entry, preprocess_of
+from tudui.models.fastnet import whiten_bias_schedule
+from tudui.models.torchvision import FrozenBackbone, freeze_backbone
+from tudui.rundir import RunDir
+from tudui.runtime import Runtime, create_runtime, seed_everything
+from tudui.transfer import FreezeSchedule, StartingModel, build_starting_model, check_input_size, trainable_parameters
+from tudui.weights import WeightsMeta
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class Parts:
+    """Everything a training run is made of."""
+    cfg: Config
+    runtime: Runtime
+    run: RunDir
+    resumed: Resume | None          # the saved state a resumed run goes on from
+    start_at: ResumePoint           # where fit starts: epoch and step
+    spec: DatasetSpec
+    skipped_images: list[tuple[str, str]]
+    preprocess: Preprocess          # with the mean and std training normalised by
+    augment: str
+    train_loader: object
+    test_loader: object
+    loader_kind: str
+    start: StartingModel            # where the weights came from
+    model: nn.Module                # the plain module: what is saved
+    step: TrainStep                 # its model is the compiled wrapper under --compile
+    averager: Lookahead | None
+    clock: RunProgress
+    checkpoints: CheckpointHook
+    tensorboard: TensorBoardHook
+    hooks: Hooks
+    say: Callable[[str], None]      # the run's lines: printed, or logged with progress=False
+    warn: Callable[[str], None]
+
+
+def build(cfg: Config, resumed: Resume | None, progress: bool | None) -> Parts:
+    """The parts of a run for cfg: data, model, optimizer, schedule, averaging, hooks, run directory."""
+    runtime = create_runtime(cfg.train.device, cfg.train.precision, for_training=True)
+    seed_everything(cfg.train.seed)
+    spec = build_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_split, cfg.train.seed,
+                         cfg.data.download)
+    spec, skipped_images = drop_unreadable(spec, cfg.data.max_bad_share)
+    # The model first: a missing weights file should stop the run before any decoding.
+    start = build_starting_model(cfg, len(spec.class_names))
+    preprocess = _preprocess(cfg, spec)
+    augment = resolve_augment(cfg.data.augment, spec.kind, preprocess.input_size)
+    train_loader, test_loader, loader_kind = make_loaders(
+        spec, preprocess, runtime.device, cfg.data.batch_size, choice=cfg.data.loader,
+        workers=cfg.data.workers, augment=augment, translate=cfg.data.translate, seed=cfg.train.seed,
+        channels_last=cfg.train.channels_last)
+    model, frozen = _prepare_model(cfg, start, preprocess, train_loader, runtime)
+    step, clock, averager = _optimization(cfg, model, frozen, len(train_loader), runtime, resumed)
+    run = resumed.run if resumed is not None else RunDir.create(cfg.train.project, cfg.train.run_name)
+    dump_yaml(cfg, run.config)
+    meta = WeightsMeta(model=cfg.model.arch, num_classes=len(spec.class_names),
+                       class_names=tuple(spec.class_names), preprocess=preprocess, model_options=start.options,
+                       config=cfg, start=start.start, pretrained=start.pretrained,
+                       data=_data_reference(cfg.data.dataset), data_dir=str(Path(cfg.data.data_dir).resolve()))
+    say, warn = _reporters(progress)
+    parts = Parts(cfg=cfg, runtime=runtime, run=run, resumed=resumed, start_at=_start_at(resumed), spec=spec,
+                  skipped_images=skipped_images, preprocess=preprocess, augment=augment,
+                  train_loader=train_loader, test_loader=test_loader, loader_kind=loader_kind, start=start,
+                  model=model, step=step, averager=averager, clock=clock, say=say, warn=warn,
+                  **_hooks(cfg, run, model, step, averager, clock, meta, frozen, resumed, progress))
+    _announce(parts)
+    if resumed is not None:
+        restore_training(resumed.state, model, step.optimizer, step.scheduler, averager, step.scaler)
+    return parts
+
+
+def _preprocess(cfg: Config, spec: DatasetSpec) -> Preprocess:
+    """The model's preprocessing, normalised by its weights' statistics (torchvision's models), by
+    the training set's (tudui's nets), or not at all (--no-normalize)."""
+    preprocess = preprocess_of(cfg.model.arch, cfg.model.input_size)
+    if not cfg.data.normalize:
+        return dataclasses.replace(preprocess, mean=None, std=None)
+    if preprocess.mean is not None:
+        return preprocess
+    mean, std = channel_stats(spec.train, seed=cfg.train.seed)
+    return dataclasses.replace(preprocess, mean=mean, std=std)
+
+
+def _prepare_model(cfg: Config, start: StartingModel, preprocess: Preprocess, train_loader,
+                   runtime: Runtime) -> tuple[nn.Module, FrozenBackbone | None]:
+    """The starting model on the device: input size checked, whitened, laid out, frozen as asked."""
+    model = start.model.to(runtime.device)
+    if cfg.model.input_size:
+        check_input_size(model, preprocess.input_size, cfg.model.arch, model_entry(cfg.model.arch).input_size)
+    if hasattr(model, "init_whitening") and not cfg.model.weights:
+        model.init_whitening(sample_inputs(train_loader, 5000, runtime.device))
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    frozen = freeze_backbone(model) if cfg.train.freeze_backbone or cfg.train.freeze_epochs else None
+    return model, frozen
+
+
+def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, steps_per_epoch: int,
+                  runtime: Runtime, resumed: Resume | None) -> tuple[TrainStep, RunProgress, Lookahead | None]:
+    """The optimizer step (loss, optimizer, schedule, loss scaler), the run's clock and the averager."""
+    # Under --freeze-epochs the backbone joins the optimizer now (at its lower rate) and gets
+    # gradients when FreezeSchedule releases it; under --freeze-backbone it never does.
+    optimizer = create_optimizer(cfg.optim, model, set(frozen.parameters) if cfg.train.freeze_epochs else None)
+    clock = RunProgress(steps_per_epoch * cfg.train.epochs, cfg.train.time_budget,
+                        resumed.state.get("elapsed", 0.0) if resumed is not None else 0.0)
+    scheduler = create_scheduler(cfg.optim, optimizer, steps_per_epoch, cfg.train.epochs, clock)
+    averager = Lookahead(model, clock) if cfg.train.lookahead else None
+    scaler = torch.amp.GradScaler("cuda") if runtime.amp_dtype == torch.float16 \
+        and runtime.device.type == "cuda" else None
+    # Compile a wrapper for the steps, keep the plain module for saving (no _orig_mod. prefixes).
+    step = TrainStep(model=torch.compile(model) if cfg.train.compile else model,
+                     loss_fn=nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing, reduction="none"),
+                     optimizer=optimizer, scheduler=scheduler, runtime=runtime, loss_sum=cfg.optim.loss_sum,
+                     scaler=scaler)
+    return step, clock, averager
+
+
+def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager: Lookahead | None,
+           clock: RunProgress, meta: WeightsMeta, frozen: FrozenBackbone | None, resumed: Resume | None,
+           progress: bool | None) -> dict:
+    """{checkpoints, tensorboard, hooks}: the hooks in the order they hear each event."""
+    state = resumed.state if resumed is not None else {}
+    tensorboard = TensorBoardHook(run.path, cfg.train.log_every, state.get("tensorboard_step", 0))
+
+    def extra_state() -> dict:
+        return {"averager": averager.state_dict() if averager else None,
+                "scaler": step.scaler.state_dict() if step.scaler else None,
+                "elapsed": clock.elapsed(), "tensorboard_step": tensorboard.step}
+
+    checkpoints = CheckpointHook(run, model, step.optimizer, step.scheduler, meta,
+                                 best_accuracy=state.get("best_accuracy", -1.0),
+                                 best_epoch=state.get("best_epoch", 0), extra_state=extra_state)
+    hooks = [
+        ProgressHook(bar=progress) if progress is not False else None,
+        FreezeSchedule(frozen, cfg.train.freeze_epochs) if cfg.train.freeze_epochs else None,
+        whiten_bias_schedule(model, cfg.train.whiten_bias_epochs),
+        averager,   # before the writers: at the end of training it puts the averaged weights in
+        CSVHook(run.metrics, append=resumed is not None, keep_through=state.get("epoch", 0)),
+        tensorboard,
+        checkpoints,
+    ]
+    return {"checkpoints": checkpoints, "tensorboard": tensorboard,
+            "hooks": Hooks(hook for hook in hooks if hook is not None)}
+
+
+def _start_at(resumed: Resume | None) -> ResumePoint:
+    if resumed is None:
+        return ResumePoint()
+    state = resumed.state
+    return ResumePoint(epoch=state["epoch"], step=state["step_in_epoch"], loss_sum=state["partial_loss"],
+                       images=state["partial_images"])
+
+
+def _data_reference(name: str) -> str:
+    """--data as recorded in the weights: folders as absolute paths, so eval works from anywhere."""
+    return name if name in BUILTIN_DATASETS else str(Path(name).resolve())
+
+
+def _reporters(progress: bool | None) -> tuple[Callable[[str], None], Callable[[str], None]]:
+    """(say, warn): printed on the terminal, or logged when progress is False."""
+    if progress is False:
+        return log.info, log.warning
+    return print, lambda message: print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _announce(parts: Parts) -> None:
+    """The run's first lines: data, model, where it starts from (and where it resumes)."""
+    cfg, spec, pre, say = parts.cfg, parts.spec, parts.preprocess, parts.say
+    stats = f"mean {_triple(pre.mean)} std {_triple(pre.std)}" if pre.mean else "off"
+    say(f"data: {spec.source}: {len(spec.train):,} train / {len(spec.test):,} test images, "
+        f"{len(spec.class_names)} classes; augment {parts.augment}; normalise {stats}")
+    if spec.ignored:
+        say(f"data: ignored {', '.join(f'{n} {what}' + 's' * (n != 1) for what, n in spec.ignored.items())}")
+    resize = f", resize {pre.resize_size} + centre crop" if pre.resize_size else ""
+    say(f"model: {cfg.model.arch} ({count_parameters(parts.model):,} parameters, "
+        f"{pre.input_size}x{pre.input_size} input{resize}) on {parts.runtime.device}, {cfg.train.precision}; "
+        f"loader: {parts.loader_kind}; run directory {parts.run}")
+    say(f"start: {parts.start.start}{_freeze_note(cfg, parts.model)}")
+    if parts.resumed is not None:
+        at = parts.start_at
+        say(f"resuming {parts.run} after epoch {at.epoch}"
+            + (f" and {at.step} steps of epoch {at.epoch + 1}" if at.step else "")
+            + f" (best so far {parts.resumed.state['best_accuracy']:.2%})")
+
+
+def _freeze_note(cfg: Config, model: nn.Module) -> str:
+    if cfg.train.freeze_backbone:
+        return f"; backbone frozen: {trainable_parameters(model):,} parameters train (the head)"
+    if cfg.train.freeze_epochs:
+        return (f"; the head alone trains for {cfg.train.freeze_epochs} epoch(s), then every layer "
+                f"(the backbone at {cfg.optim.backbone_lr_scale:g}x the rate)")
+    return ""
+
+
+def _triple(values) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"

@@ -1,0 +1,66 @@
+"""Reading one image file: any mode and size to RGB, with Pillow's pixel limit as a hard refusal."""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tudui.errors import TuduiError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                    ".ppm", ".pgm", ".pbm"}
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode as RGB: EXIF rotation applied, 16-bit scaled, transparency over white."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16L", "I;16B", "I"):
+        # 16/32-bit greyscale: scale the full range to 0-255 instead of clamping at 255.
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(pixels.max()), 1.0)
+        image = Image.fromarray((pixels / top * 255.0).clip(0, 255).astype(np.uint8))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+@contextlib.contextmanager
+def open_image(path: str | Path):
+    """Image.open with Pillow's pixel limit as a hard refusal (DecompressionBombWarning raised).
+
+    Pillow only warns between its limit and twice it, and raises above; both are refusals
+    here, decided from the header before any pixel is decoded.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            yield image
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Read an image file as RGB, or raise TuduiError naming the file.
+
+    Images above Pillow's pixel limit (decompression bombs) are refused before decoding.
+    """
+    try:
+        with open_image(path) as image:
+            image.load()
+            return to_rgb(image)
+    except FileNotFoundError:
+        raise TuduiError(f"image not found: {path}") from None
+    except Image.DecompressionBombWarning:
+        raise TuduiError(f"cannot read image {path}: larger than Pillow's limit of "
+                         f"{Image.MAX_IMAGE_PIXELS:,} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise TuduiError(f"cannot read image {path}: {e}") from None
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")

@@ -1,0 +1,253 @@
+"""A weights path in, a model and its metadata out, whatever the format; and saving weights.
+
+tudui's own files are safetensors with a `WeightsMeta` in the header: everything that rebuilds
+and uses the model (its registry name and options, the class names, the preprocessing, the full
+settings of the run), so `eval` and `predict` never ask for them. A run directory stands for
+its best weights. A plain state_dict from elsewhere (the course's
+`torch.save(model.state_dict(), ...)`) loads too, given the model's name: its metadata is then
+made from the model's defaults. WeightsMeta is written and read here and nowhere else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tudui._version import __version__
+from tudui.config import Config, ModelConfig, from_dict, to_dict
+from tudui.data.transforms import Preprocess
+from tudui.errors import TuduiError
+from tudui.files import atomic_write
+from tudui.models import create_model, model_entry, preprocess_of
+from tudui.models import torchvision as tv
+from tudui.rundir import resolve_weights_path
+from tudui.state_dicts import fit_state_dict, read_state_dict
+
+FORMAT_VERSION = 1
+META_KEY = "tudui"
+_REQUIRED = object()
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightsMeta:
+    """What travels with a model's weights: enough to rebuild it, feed it and name its answers."""
+    model: str                          # registry name: create_model(model, num_classes, **model_options)
+    num_classes: int
+    class_names: tuple[str, ...]
+    preprocess: Preprocess              # exactly what the test split went through
+    model_options: dict = field(default_factory=dict)
+    config: Config = field(default_factory=Config)   # every setting of the run that made them
+    tudui_version: str = __version__
+    start: str = ""                     # where the run's starting weights came from
+    pretrained: str | None = None       # torchvision's weights name, when the run started from them
+    data: str | None = None             # the data set, a folder as an absolute path
+    data_dir: str = ""                  # where cifar10 was, absolute
+    epoch: int | None = None            # the epoch these weights are from, and its test numbers
+    test_accuracy: float | None = None
+    test_loss: float | None = None
+    imported: bool = False              # made here from a plain state_dict, not read from a file
+    source: str = ""                    # imported: the file
+
+    def to_json(self) -> str:
+        """The header entry (format 1: flat keys, the settings as {section: {name: value}})."""
+        pre = self.preprocess
+        return json.dumps({
+            "format": FORMAT_VERSION, "model": self.model, "num_classes": self.num_classes,
+            "class_names": list(self.class_names), "input_size": pre.input_size,
+            "resize_size": pre.resize_size, "interpolation": pre.interpolation,
+            "model_options": self.model_options,
+            "mean": None if pre.mean is None else list(pre.mean),
+            "std": None if pre.std is None else list(pre.std),
+            "tudui_version": self.tudui_version, "start": self.start, "pretrained": self.pretrained,
+            "data": self.data, "data_dir": self.data_dir, "config": to_dict(self.config),
+            "epoch": self.epoch, "test_accuracy": self.test_accuracy, "test_loss": self.test_loss})
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> WeightsMeta:
+        """The metadata in a header entry, every field checked for its type; TuduiError names the
+        file and the first field that is wrong."""
+        try:
+            raw = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            raise TuduiError(f"{source} has damaged tudui metadata") from None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT_VERSION:
+            found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+            raise TuduiError(f"{source} has weights format {found!r}; this tudui reads "
+                             f"format {FORMAT_VERSION}")
+        read = _Reader(raw, source)
+        num_classes = read("num_classes", int)
+        class_names = tuple(read("class_names", list, item=str))
+        if len(class_names) != num_classes:
+            raise TuduiError(f"{source} has damaged tudui metadata: {num_classes} classes but "
+                             f"{len(class_names)} class names")
+        preprocess = Preprocess(input_size=read("input_size", int), resize_size=read("resize_size", int, None),
+                                interpolation=read("interpolation", str, "bilinear"),
+                                mean=read("mean", list, None, item=(int, float)),
+                                std=read("std", list, None, item=(int, float)))
+        settings = read("config", dict, None)
+        try:
+            config = Config() if settings is None else from_dict(settings)
+        except TuduiError as e:
+            raise TuduiError(f"{source} has damaged tudui metadata: its settings: {e}") from None
+        return cls(model=read("model", str), num_classes=num_classes, class_names=class_names,
+                   preprocess=preprocess, model_options=read("model_options", dict, {}),
+                   config=config,
+                   tudui_version=read("tudui_version", str, ""), start=read("start", str, ""),
+                   pretrained=read("pretrained", str, None), data=read("data", str, None),
+                   data_dir=read("data_dir", str, ""), epoch=read("epoch", int, None),
+                   test_accuracy=read("test_accuracy", (int, float), None),
+                   test_loss=read("test_loss", (int, float), None))
+
+
+class _Reader:
+    """raw[key], checked to be of the given type(s) (its items too), or the default when absent."""
+
+    def __init__(self, raw: dict, source: str):
+        self.raw, self.source = raw, source
+
+    def __call__(self, key: str, kind: type | tuple, default: Any = _REQUIRED, item: Any = None) -> Any:
+        value = self.raw.get(key)
+        if value is None:
+            if default is _REQUIRED:
+                raise TuduiError(f"{self.source} has damaged tudui metadata: no {key}")
+            return default
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        wrong = isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds) or (
+            item is not None and any(isinstance(v, bool) or not isinstance(v, item) for v in value))
+        if wrong:
+            raise TuduiError(f"{self.source} has damaged tudui metadata: {key} is {str(value)[:80]!r}")
+        return value
+
+
+# ---------------------------------------------------------------- tudui's files
+
+def save_weights(path: Path, model: nn.Module, meta: WeightsMeta) -> None:
+    """model's state_dict as safetensors, with meta in the file's header."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={META_KEY: meta.to_json()}))
+
+
+def is_tudui_weights(path: str | Path) -> bool:
+    """True for what tudui writes: a run directory or a .safetensors file."""
+    path = Path(path)
+    return path.is_dir() or path.suffix == ".safetensors"
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
+    """(state_dict on the CPU, metadata) from a tudui weights file or run directory."""
+    path = resolve_weights_path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise TuduiError(f"{path} is not a readable safetensors weights file ({e})") from None
+    if META_KEY not in header:
+        raise TuduiError(f"{path} has no tudui metadata (model name, classes, preprocessing); "
+                         f"it was not written by tudui")
+    return state, WeightsMeta.from_json(header[META_KEY], str(path))
+
+
+def read_any_weights(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor],
+                                                                             WeightsMeta | None]:
+    """(state_dict, metadata) of tudui weights, or (state_dict, None) of a plain state_dict file."""
+    if is_tudui_weights(path):
+        return read_weights(path)
+    return read_state_dict(path, trust_pickle), None
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu", model_name: str | None = None,
+               trust_pickle: bool = False) -> tuple[nn.Module, WeightsMeta]:
+    """The model a weights file describes, with its weights loaded, in eval mode.
+
+    A tudui weights file (or run directory) describes itself. Any other file is read as a
+    plain state_dict (see tudui.state_dicts) for the model model_name; its metadata then has
+    the model's own preprocessing and `imported` set.
+    """
+    if is_tudui_weights(path):
+        state, meta = read_weights(path)
+        model = create_model(meta.model, num_classes=meta.num_classes, **meta.model_options)
+        fit_state_dict(model, state, str(path), f"model {meta.model!r}")
+    else:
+        model, meta = _import_model(path, model_name, trust_pickle)
+    return model.to(device).eval(), meta
+
+
+# ---------------------------------------------------------------- state_dicts from elsewhere
+
+@dataclass(frozen=True, kw_only=True)
+class StateDictFit:
+    """A model built to fit a state_dict exactly, and what the state_dict turned out to be."""
+    model: nn.Module
+    num_classes: int
+    head: str | None             # torchvision models: replace or append; None for tudui's own
+    head_names: tuple[str, ...]  # module names that belong to the classifier head, in any form
+    unmodified: bool             # a torchvision model with its original (ImageNet) head
+
+
+def model_for_state_dict(name: str, state: dict[str, torch.Tensor], options: dict | None = None,
+                         source: str = "the file") -> StateDictFit:
+    """Build model name with the head state_dict has (class count, replaced or appended) and load it.
+
+    options are architecture settings (image_size, widths, ...); a head setting in them is
+    ignored, the file decides. Raises TuduiError naming the keys when the file does not fit.
+    """
+    options = {k: v for k, v in (options or {}).items() if k != "head"}
+    if model_entry(name).family == "torchvision":
+        return _torchvision_for_state_dict(name, tv.normalize_keys(name, state), options, source)
+    probe = create_model(name, 10, **options)
+    head_name = tv.find_head(probe)[0]
+    key = head_name + ".weight"
+    num_classes = state[key].shape[0] if key in state and state[key].ndim >= 1 else 10
+    model = probe if num_classes == 10 else create_model(name, num_classes, **options)
+    fit_state_dict(model, state, source, f"model {name!r} with {num_classes} classes")
+    return StateDictFit(model=model, num_classes=num_classes, head=None, head_names=(head_name,),
+                        unmodified=False)
+
+
+def _torchvision_for_state_dict(name: str, state: dict[str, torch.Tensor], options: dict,
+                                source: str) -> StateDictFit:
+    model = tv.base_model(name, options.get("image_size", 0), options.get("transform_input", False))
+    head_name, head_layer = tv.find_head(model)
+    original_classes = getattr(head_layer, "out_features", getattr(head_layer, "out_channels", 0))
+    appended = tv.appended_name(model) if isinstance(head_layer, nn.Linear) else ""
+    if appended and appended + ".weight" in state:
+        head, num_classes = "append", state[appended + ".weight"].shape[0]
+    else:
+        head = "replace"
+        key = head_name + ".weight"
+        num_classes = state[key].shape[0] if key in state else original_classes
+    tv.set_head(model, head, num_classes)
+    fit_state_dict(model, state, source, f"{name} with a {num_classes}-class head ({head})")
+    return StateDictFit(model=model, num_classes=num_classes, head=head,
+                        head_names=tuple(n for n in (head_name, appended) if n),
+                        unmodified=head == "replace" and num_classes == original_classes)
+
+
+def _import_model(path: str | Path, model_name: str | None, trust_pickle: bool) -> tuple[nn.Module, WeightsMeta]:
+    """A model from a plain state_dict file, with metadata made from the model's defaults."""
+    if not model_name:
+        raise TuduiError(f"{path} is a plain PyTorch weights file, which does not say which model it "
+                         f"is for; pass --model NAME (e.g. --model vgg16)")
+    fit = model_for_state_dict(model_name, read_state_dict(path, trust_pickle), {}, str(path))
+    weights = tv.default_weights(model_name) if model_entry(model_name).family == "torchvision" else None
+    categories = list(weights.meta.get("categories", [])) if weights is not None else []
+    class_names = categories if len(categories) == fit.num_classes else [str(i) for i in range(fit.num_classes)]
+    model_config = ModelConfig(arch=model_name, **({"head": fit.head} if fit.head else {}))
+    meta = WeightsMeta(model=model_name, num_classes=fit.num_classes, class_names=tuple(class_names),
+                       preprocess=preprocess_of(model_name),
+                       model_options={"head": fit.head} if fit.head else {},
+                       config=Config(model=model_config), imported=True, source=str(Path(path).resolve()))
+    return fit.model, meta
+
+
+def with_class_names(meta: WeightsMeta, class_names: list[str]) -> WeightsMeta:
+    """meta with its classes named (an imported state_dict's classes are the data set's)."""
+    return dataclasses.replace(meta, class_names=tuple(class_names))
