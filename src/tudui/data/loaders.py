@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from tudui.config import DataConfig
 from tudui.data.cache import cache_root, decode_to_tensor
 from tudui.data.datasets import DatasetSpec
 from tudui.errors import TuduiError
@@ -192,6 +193,7 @@ class TensorLoader:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.labels[index]
 
+DATA = DataConfig()   # the defaults of the data settings
 WHOLE_EPOCH_BYTES = 2 * 1024 ** 3
 TENSOR_MAX_SIDE = 64            # "small images": 32-px sets and thumbnails
 TENSOR_MAX_BYTES = 4 * 1024 ** 3
@@ -212,8 +214,8 @@ def use_tensor_loader(choice: str, input_size: int, num_images: int, augment: st
 
 
 def make_loaders(spec: DatasetSpec, preprocess: Preprocess, device: torch.device, batch_size: int, *,
-                 choice: str = "auto", workers: int = -1, augment: str = "none", translate: int = -1,
-                 seed: int = 0, channels_last: bool = False, train: bool = True):
+                 choice: str = DATA.loader, workers: int = DATA.workers, augment: str = "none",
+                 translate: int = DATA.translate, seed: int = 0, channels_last: bool = False, train: bool = True):
     """(train loader or None, test loader, description): tensor loaders for small images, else DataLoaders.
 
     preprocess says how images become the model's inputs (see Preprocess); augment is resolved.

@@ -21,12 +21,12 @@ import torch
 import torchvision
 from torch import nn
 
+from tudui.config import HEADS
 from tudui.data.transforms import Preprocess
 from tudui.errors import TuduiError
 
 log = logging.getLogger(__name__)
 
-HEADS = ("replace", "append")
 APPENDED_NAME = "add_linear"   # the name the course gives its extra layer (classifier.add_module)
 # Used when a model has no weights to take its preprocessing from: torchvision's usual preset.
 IMAGENET_PRESET = Preprocess(input_size=224, resize_size=256, interpolation="bilinear",
