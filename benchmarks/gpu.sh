@@ -12,7 +12,7 @@ export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export TUDUI_CACHE=${TUDUI_CACHE:-/tmp/tudui-cache}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -5
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/e2e/test_gpu.py 2>&1 | tee "$OUT/gpu-tests.log" | tail -5
 bench() {  # name, then time_to_accuracy.py arguments
     local name=$1; shift
     timeout 200 python3 benchmarks/time_to_accuracy.py --data "$DATA" --device cuda --recipes fast \

@@ -1,55 +1,34 @@
-"""Shared fixtures: generated image folders, a trained digits run, the CLI as a subprocess."""
+"""Shared fixtures (generated image folders, a trained digits run) and the test lanes.
+
+tests/unit/ are quick tests of one module each; tests/e2e/ run the tool as a user does
+(subprocesses, whole trainings, resume, GPU) and are marked e2e, so `pytest -m "not e2e"`
+is the quick lane. Tests that need a CUDA GPU are marked gpu and skip without one.
+"""
 from __future__ import annotations
 
+import io
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("TUDUI_SHARED_DATA", REPO.parent / "shared" / "data"))
-CIFAR_COPY = SHARED_DATA / "cifar10-jpeg.tar.gz"
+from helpers import run_cli, write_class_folder
+
+E2E = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if E2E in Path(item.path).parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Archives unpack into a per-session cache, never into the user's ~/.cache."""
     os.environ["TUDUI_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-
-
-def run_cli(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
-    """`tudui ARGS` in a subprocess, as a user runs it; returns exit code and output."""
-    result = subprocess.run([sys.executable, "-m", "tudui", *args], cwd=cwd, capture_output=True,
-                            text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if check and result.returncode != 0:
-        raise AssertionError(f"tudui {' '.join(args)} exited {result.returncode}:\n"
-                             f"{result.stdout}\n{result.stderr}")
-    return result
-
-
-def class_image(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """A learnable RGB image of class `label`: a bright square in a class-specific corner."""
-    image = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
-    half = size // 2
-    y, x = divmod(label % 4, 2)
-    image[y * half:(y + 1) * half, x * half:(x + 1) * half, label % 3] = 230
-    return image
-
-
-def write_class_folder(root: Path, classes: list[str], per_class: int, seed: int = 0,
-                       size: int = 32, ext: str = ".png") -> Path:
-    """root/<class>/<i>.png with generated class images."""
-    rng = np.random.default_rng(seed)
-    for k, name in enumerate(classes):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            Image.fromarray(class_image(k, rng, size)).save(root / name / f"{i:03d}{ext}")
-    return root
 
 
 @pytest.fixture
@@ -73,3 +52,16 @@ def digits_run(tmp_path_factory) -> FinishedRun:
     cwd = tmp_path_factory.mktemp("readme_job")
     result = run_cli("train", "--data", "digits", cwd=cwd, check=True)
     return FinishedRun(cwd / "runs" / "exp", result.stdout)
+
+
+@pytest.fixture
+def folder_with_bad_images(tmp_path) -> tuple[Path, list[str]]:
+    """A two-class folder of 50 good images each, plus four kinds of broken file named like images."""
+    folder = write_class_folder(tmp_path / "photos", ["a", "b"], 50)
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buffer, "JPEG")
+    (folder / "a" / "truncated.jpg").write_bytes(buffer.getvalue()[:300])
+    (folder / "a" / "notes.jpg").write_text("these are my notes, not a picture")
+    (folder / "b" / "empty.png").write_bytes(b"")
+    (folder / "b" / "page.jpg").write_text("<!DOCTYPE html><html><body>404 Not Found</body></html>")
+    return folder, ["truncated.jpg", "notes.jpg", "empty.png", "page.jpg"]

@@ -8,8 +8,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import CIFAR_COPY, REPO, run_cli
 from tudui.data import build_dataset
+
+from helpers import CIFAR_COPY, REPO, run_cli
 
 
 def test_readme_main_job_reaches_90_percent_on_digits(digits_run):
@@ -148,7 +149,7 @@ def test_one_epoch_of_the_seed_recipe_on_the_cifar10_copy(tmp_path):
 
 
 def test_a_folder_with_too_many_broken_images_stops_in_one_line_naming_them(tmp_path):
-    from conftest import write_class_folder
+    from helpers import write_class_folder
     write_class_folder(tmp_path / "set", ["a", "b"], 5)
     (tmp_path / "set" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     result = run_cli("train", "--data", str(tmp_path / "set"), "--loader", "dataloader", "--workers", "1",
@@ -156,3 +157,10 @@ def test_a_folder_with_too_many_broken_images_stops_in_one_line_naming_them(tmp_
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: 1 of 9 train images are unreadable") and "broken.jpg" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_tudui_models_lists_torchvision_models_beside_ours():
+    out = run_cli("models", check=True).stdout
+    assert re.search(r"^tudui\s+145,578\s", out, re.MULTILINE)
+    for name in ("resnet18", "vgg16", "vit_b_16", "convnext_tiny"):
+        assert re.search(rf"^{name}\s+224px\s", out, re.MULTILINE), name

@@ -8,10 +8,10 @@ import tudui
 from tudui.data import TensorLoader
 from tudui.engine.hooks import Hooks
 from tudui.engine.loop import TrainStep, train_one_epoch
-from tudui.runtime import Runtime
 from tudui.models import create_model
+from tudui.runtime import Runtime
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def test_tensor_loader_gives_the_same_batches_on_cuda_as_on_the_cpu():
@@ -63,7 +63,7 @@ def test_losses_read_back_once_per_window_on_cuda_still_reach_every_step():
 
 @pytest.mark.parametrize("precision", ["auto", "fp16"])
 def test_the_fast_recipe_learns_on_cuda_and_its_weights_load_on_the_cpu(tmp_path, precision):
-    from conftest import REPO
+    from helpers import REPO
     result = tudui.train(config_file=REPO / "configs" / "cifar10-fast.yaml", data="digits",
                          widths="16,32,32", epochs=4, batch_size=128, augment="crop", device="cuda",
                          precision=precision, project=str(tmp_path), progress=False)

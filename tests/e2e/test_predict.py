@@ -6,8 +6,9 @@ import pytest
 from PIL import Image, ImageOps
 
 import tudui
-from conftest import run_cli
 from tudui.data import build_dataset
+
+from helpers import run_cli
 
 
 @pytest.fixture

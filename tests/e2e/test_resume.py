@@ -13,13 +13,14 @@ import pytest
 import torch
 
 import tudui
-from conftest import REPO, write_class_folder
 from tudui.checkpoint import load_state
-from tudui.weights import read_weights
 from tudui.data import TensorLoader
 from tudui.errors import TuduiError
 from tudui.interrupts import TrainingInterrupted
 from tudui.logging import TensorBoardHook
+from tudui.weights import read_weights
+
+from helpers import REPO, write_class_folder
 
 RECIPES = {
     "seed": dict(config_file=REPO / "configs" / "seed.yaml", data="synthetic", epochs=4, batch_size=32),

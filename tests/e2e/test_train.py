@@ -71,7 +71,7 @@ def test_missing_cuda_is_a_clear_error(monkeypatch, tmp_path):
 # Muon its bias must stay fixed (--whiten-bias-epochs 0) or it grows without bound.
 @pytest.mark.parametrize("optimizer, whiten_bias_epochs", [("sgd", -1), ("muon", 0)])
 def test_the_fast_recipe_learns_digits_with_a_small_net(tmp_path, optimizer, whiten_bias_epochs):
-    from conftest import REPO
+    from helpers import REPO
     result = tudui.train(config_file=REPO / "configs" / "cifar10-fast.yaml", data="digits",
                          widths="16,32,32", epochs=4, batch_size=128, precision="fp32", augment="crop",
                          optimizer=optimizer, whiten_bias_epochs=whiten_bias_epochs,

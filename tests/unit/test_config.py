@@ -58,8 +58,77 @@ def test_missing_config_file_is_named(tmp_path):
 
 
 def test_seed_recipe_is_the_course_recipe():
-    from conftest import REPO
+    from helpers import REPO
     cfg = make_config(REPO / "configs" / "seed.yaml")
     assert (cfg.model.arch, cfg.optim.optimizer, cfg.optim.lr, cfg.optim.momentum) == ("tudui", "sgd", 0.01, 0.0)
     assert (cfg.data.batch_size, cfg.train.epochs, cfg.optim.schedule) == (64, 10, "constant")
     assert (cfg.data.normalize, cfg.data.augment, cfg.optim.weight_decay) == (False, "none", 0.0)
+
+
+def test_a_flat_file_names_settings_like_the_flags(tmp_path):
+    path = tmp_path / "flat.yaml"
+    path.write_text("data: digits\nepochs: 3\nmodel: tudui_relu\noptimizer: adamw\nbatch-size: 16\nname: mine\n")
+    cfg = make_config(path)
+    assert (cfg.data.dataset, cfg.train.epochs, cfg.model.arch) == ("digits", 3, "tudui_relu")
+    assert (cfg.optim.optimizer, cfg.optim.lr, cfg.data.batch_size) == ("adamw", 1e-3, 16)
+    assert cfg.train.run_name == "mine"
+
+
+def test_flat_keys_and_sections_mix_but_a_setting_is_given_once(tmp_path):
+    path = tmp_path / "mixed.yaml"
+    path.write_text("epochs: 2\ndata: {dataset: synthetic, batch_size: 8}\noptim: {lr: 0.2}\n")
+    cfg = make_config(path)
+    assert (cfg.train.epochs, cfg.data.dataset, cfg.data.batch_size, cfg.optim.lr) == (2, "synthetic", 8, 0.2)
+    path.write_text("lr: 0.1\noptim: {lr: 0.2}\n")
+    with pytest.raises(TuduiError, match="optim.lr is set twice"):
+        make_config(path)
+
+
+def test_files_written_before_the_settings_were_renamed_still_read(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("data: {name: digits}\nmodel: {name: tudui_relu}\noptim: {name: adamw}\ntrain: {name: x}\n")
+    cfg = make_config(path)
+    assert (cfg.data.dataset, cfg.model.arch, cfg.optim.optimizer, cfg.train.run_name) == (
+        "digits", "tudui_relu", "adamw", "x")
+
+
+def test_keywords_take_paths_and_whole_numbers_where_the_setting_wants_text_or_a_fraction(tmp_path):
+    cfg = make_config(data=tmp_path / "photos", lr=1, project=tmp_path)
+    assert cfg.data.dataset == str(tmp_path / "photos") and cfg.optim.lr == 1.0
+    with pytest.raises(TuduiError, match="--epochs must be an int"):
+        make_config(epochs="3")
+
+
+def test_eval_and_predict_share_trainings_settings_and_read_the_rest_from_the_weights():
+    from dataclasses import fields
+
+    from tudui.config import DataConfig, EvalConfig, PredictConfig, TrainConfig, flag_name
+    evaluated = {flag_name(f): f for f in fields(EvalConfig)}
+    trained = {flag_name(f): f for cls in (DataConfig, TrainConfig) for f in fields(cls)}
+    for flag in ("--data", "--data-dir", "--val-split", "--batch-size", "--tta"):
+        assert evaluated[flag].default is None                         # as in training
+        assert evaluated[flag].metadata["help"].startswith(trained[flag].metadata["help"])
+    assert evaluated["--device"].default == trained["--device"].default == "auto"
+    assert EvalConfig(weights="w").report and not PredictConfig(weights="w").out
+    for bad, flag in (({"tta": 3}, "--tta"), ({"batch_size": 0}, "--batch-size"), ({"device": "tpu"}, "--device")):
+        with pytest.raises(TuduiError, match=flag):
+            EvalConfig(weights="w", **bad)
+        with pytest.raises(TuduiError, match=flag):
+            PredictConfig(weights="w", **bad)
+    with pytest.raises(TuduiError, match="--topk must be at least 1"):
+        PredictConfig(weights="w", topk=0)
+
+
+def test_every_setting_of_every_command_is_a_flag_with_its_help():
+    from dataclasses import fields
+
+    from tudui.cli import build_parser
+    from tudui.config import SECTIONS, EvalConfig, PredictConfig, flag_name
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for command, classes in (("train", SECTIONS.values()), ("eval", [EvalConfig]), ("predict", [PredictConfig])):
+        text = commands[command].format_help()
+        for cls in classes:
+            for f in fields(cls):
+                assert flag_name(f) in text, (command, flag_name(f))
+    args = commands["predict"].parse_args(["x.png", "--weights", "w", "--tta"])
+    assert args.tta == 1                                               # a bare --tta mirrors

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_class_folder
 from tudui.data import build_dataset, channel_stats
 from tudui.data.folders import extract_archive
 from tudui.data.images import load_image, to_rgb
 from tudui.errors import TuduiError
+
+from helpers import write_class_folder
 
 
 def test_digits_is_a_fixed_stratified_split():

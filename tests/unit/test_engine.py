@@ -2,15 +2,19 @@ import copy
 import math
 
 import pytest
-
 import torch
 from torch import nn
 
+from tudui.config import OptimConfig
 from tudui.engine.hooks import Hooks
 from tudui.engine.loop import TrainStep, evaluate, train_one_epoch
+from tudui.engine.optim import (
+    create_optimizer,
+    create_scheduler,
+    lr_factor,
+    orthogonalize,
+)
 from tudui.runtime import Runtime
-from tudui.engine.optim import create_optimizer, create_scheduler, lr_factor, orthogonalize
-from tudui.config import OptimConfig
 
 
 class Fixed(nn.Module):

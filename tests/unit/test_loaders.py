@@ -7,9 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import write_class_folder
 from tudui.data import TensorLoader, build_dataset, decode_to_tensor, eval_transform
-from tudui.data.transforms import batch_flip, batch_translate, normalize_batch, tta_views
+from tudui.data.transforms import (
+    batch_flip,
+    batch_translate,
+    normalize_batch,
+    tta_views,
+)
+
+from helpers import write_class_folder
 
 
 def numbered_images(n: int, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:

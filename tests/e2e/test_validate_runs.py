@@ -1,0 +1,29 @@
+"""Unreadable images in a folder: skipped with a warning and counted, or the run stops."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+import tudui
+from tudui.errors import TuduiError
+
+
+
+def test_training_skips_unreadable_images_naming_each_and_counts_them(folder_with_bad_images, tmp_path, caplog):
+    folder, names = folder_with_bad_images
+    with caplog.at_level(logging.WARNING):
+        result = tudui.train(data=str(folder), epochs=1, batch_size=16, max_bad_share=0.1,
+                             project=str(tmp_path / "runs"), progress=False, report=False)
+    warned = "\n".join(record.getMessage() for record in caplog.records)
+    for name in names:
+        assert f"skipping unreadable image {folder}" in warned and name in warned
+    assert "4 unreadable image(s) were skipped" in warned
+    assert result.final_accuracy is not None
+
+
+def test_too_many_unreadable_images_stop_the_run_with_the_list(folder_with_bad_images, tmp_path):
+    folder, names = folder_with_bad_images
+    with pytest.raises(TuduiError, match=r"images are unreadable .*more than --max-bad-share 1%") as error:
+        tudui.train(data=str(folder), epochs=1, project=str(tmp_path / "runs"), progress=False)
+    assert all(name in str(error.value) for name in names)

@@ -1,0 +1,111 @@
+"""tudui.evaluate and the eval report, on weights written by the test (no training)."""
+
+import pytest
+import torch
+
+import tudui
+from tudui.config import make_config
+from tudui.data import Preprocess, build_dataset, make_loaders
+from tudui.engine import evaluate as evaluate_model
+from tudui.errors import TuduiError
+from tudui.evaluation import eval_output_dir, run_report
+from tudui.models import create_model
+from tudui.rundir import RunDir
+from tudui.runtime import Runtime
+from tudui.weights import WeightsMeta, load_model, save_weights
+
+CLASSES = ("class0", "class1", "class2", "class3")   # the synthetic set's
+
+
+def make_run(root, tta=1, data="synthetic", class_names=CLASSES, seed=3) -> RunDir:
+    """A run directory holding random tudui weights for the synthetic set, as training leaves it."""
+    torch.manual_seed(seed)
+    run = RunDir(root)
+    run.weights_dir.mkdir(parents=True)
+    cfg = make_config(data="synthetic", tta=tta, batch_size=16)
+    meta = WeightsMeta(model="tudui", num_classes=len(class_names), class_names=class_names, data=data,
+                       preprocess=Preprocess(input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3), config=cfg)
+    save_weights(run.best, create_model("tudui", len(class_names)), meta)
+    run.config.write_text("{}\n")
+    return run
+
+
+def direct_metrics(run: RunDir, tta: int) -> dict:
+    model, meta = load_model(run.best)
+    _, loader, _ = make_loaders(build_dataset("synthetic"), meta.preprocess, torch.device("cpu"), 64, train=False)
+    return evaluate_model(model, loader, torch.device("cpu"), 4, tta)
+
+
+def test_evaluate_measures_what_the_engine_does_with_the_recorded_settings(tmp_path):
+    run = make_run(tmp_path / "run", tta=1)
+    metrics = tudui.evaluate(run.path)
+    expected = direct_metrics(run, tta=1)
+    assert metrics["tta"] == 1 and metrics["count"] == 64 and metrics["class_names"] == list(CLASSES)
+    assert metrics["confusion"] == expected["confusion"]
+    assert metrics["loss"] == pytest.approx(expected["loss"])
+    assert [row["class"] for row in metrics["per_class"]] == list(CLASSES)
+
+
+def test_settings_given_win_over_the_recorded_ones(tmp_path):
+    run = make_run(tmp_path / "run", tta=1)
+    plain = tudui.evaluate(run.path, tta=0, batch_size=7)
+    assert plain["tta"] == 0 and plain["confusion"] == direct_metrics(run, tta=0)["confusion"]
+
+
+def test_from_python_nothing_is_written_unless_a_report_is_asked_for(tmp_path):
+    run = make_run(tmp_path / "run")
+    tudui.evaluate(run.path)
+    assert not (run.path / "eval").exists()
+    first = tudui.evaluate(run.path, report=True)
+    second = tudui.evaluate(run.path, report=True)
+    assert first["report"] == str(run.path / "eval" / "report.html")
+    assert second["report"] == str(run.path / "eval2" / "report.html")
+    out = tudui.evaluate(run.best, out=tmp_path / "elsewhere")
+    assert (tmp_path / "elsewhere" / "metrics.json").is_file() and "report" in out
+
+
+def test_a_bare_weights_file_gets_its_eval_folder_beside_it(tmp_path):
+    run = make_run(tmp_path / "run")
+    bare = tmp_path / "kept" / "w.safetensors"
+    bare.parent.mkdir()
+    bare.write_bytes(run.best.read_bytes())
+    assert eval_output_dir(bare, "") == tmp_path / "kept" / "eval"
+    assert eval_output_dir(run.best, "") == run.path / "eval"
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(TuduiError, match="is a file; give a folder"):
+        eval_output_dir(run.best, str(tmp_path / "a-file"))
+
+
+def test_weights_that_record_no_data_set_need_one(tmp_path):
+    run = make_run(tmp_path / "run", data=None)
+    with pytest.raises(TuduiError, match="does not record its data set; pass --data"):
+        tudui.evaluate(run.path)
+    assert tudui.evaluate(run.path, data="synthetic")["count"] == 64
+
+
+def test_classes_other_than_the_weights_are_refused(tmp_path):
+    run = make_run(tmp_path / "run", class_names=("cat", "dog", "fox", "owl"))
+    with pytest.raises(TuduiError, match="differ from the classes the weights were trained on"):
+        tudui.evaluate(run.path)
+
+
+def test_a_plain_state_dict_takes_the_class_names_of_the_data_set(tmp_path):
+    torch.manual_seed(0)
+    torch.save(create_model("tudui", 4).state_dict(), tmp_path / "four.pth")
+    metrics = tudui.evaluate(tmp_path / "four.pth", model="tudui", data="synthetic")
+    assert metrics["class_names"] == list(CLASSES) and metrics["count"] == 64
+    torch.save(create_model("tudui", 10).state_dict(), tmp_path / "ten.pth")
+    with pytest.raises(TuduiError, match="has 10 outputs but synthetic has 4 classes"):
+        tudui.evaluate(tmp_path / "ten.pth", model="tudui", data="synthetic")
+
+
+def test_a_report_that_fails_is_a_warning_and_the_run_stands(tmp_path):
+    run = make_run(tmp_path / "run")
+    run.best.unlink()
+    warnings = []
+    spec = build_dataset("synthetic")
+    _, loader, _ = make_loaders(spec, Preprocess(input_size=32), torch.device("cpu"), 64, train=False)
+    cfg = make_config(data="synthetic")
+    report = run_report(run, loader, Runtime(device=torch.device("cpu")), spec, cfg, None, warnings.append)
+    assert report is None and len(warnings) == 1
+    assert "the report could not be written" in warnings[0] and str(run) in warnings[0]

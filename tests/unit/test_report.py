@@ -1,0 +1,120 @@
+"""The report's numbers and pictures: per-class metrics, mistakes, the confusion matrix, the curves."""
+from itertools import combinations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import precision_recall_fscore_support
+
+from tudui.report import (
+    ReportData,
+    class_metrics,
+    confident_mistakes,
+    per_class_table,
+    plot_confusion,
+    plot_mistakes,
+)
+
+
+def fake_report(num_classes: int, per_class: int = 6, seed: int = 0) -> ReportData:
+    """A ReportData with random-ish predictions (right about half the time) and 32-px images."""
+    rng = np.random.default_rng(seed)
+    targets = torch.arange(num_classes).repeat(per_class)
+    logits = torch.randn(len(targets), num_classes, generator=torch.Generator().manual_seed(seed))
+    logits[torch.arange(len(targets)), targets] += 1.5
+    probabilities = torch.softmax(logits, dim=1)
+    predicted = probabilities.argmax(dim=1)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    confusion.index_put_((targets, predicted), torch.ones(len(targets), dtype=torch.int64), accumulate=True)
+    names = [f"{['sweet_pepper', 'cat', 'aquarium_fish', 'maple_tree'][k % 4]}_{k}" for k in range(num_classes)]
+    metrics = {"loss": 1.0, "accuracy": float((predicted == targets).float().mean()), "top5_accuracy": 0.9,
+               "count": len(targets), "confusion": confusion.tolist(),
+               "per_class": per_class_table(confusion.tolist(), names)}
+    images = [(Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)), int(t)) for t in targets]
+    return ReportData(metrics, probabilities, targets, names, images, "fake")
+
+
+def test_class_metrics_agree_with_scikit_learn():
+    rng = np.random.default_rng(3)
+    y_true = rng.integers(0, 5, 200)
+    y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 5, 200))
+    y_pred[y_pred == 4] = 0                                   # class 4 is never predicted
+    confusion = np.zeros((5, 5), dtype=int)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    ours = class_metrics(confusion)
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=range(5),
+                                                                     zero_division=0)
+    np.testing.assert_allclose(ours["precision"], precision)
+    np.testing.assert_allclose(ours["recall"], recall)
+    np.testing.assert_allclose(ours["f1"], f1)
+    assert ours["support"] == support.tolist()
+    assert ours["precision"][4] == 0.0 and ours["accuracy"] == ours["recall"]
+
+
+def test_confident_mistakes_are_wrong_and_surest_first():
+    probabilities = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3], [0.05, 0.95]])
+    targets = torch.tensor([0, 0, 0, 1, 1])
+    assert confident_mistakes(probabilities, targets, 10) == [
+        (1, 0, 1, pytest.approx(0.8)), (3, 1, 0, pytest.approx(0.7)), (2, 0, 1, pytest.approx(0.6))]
+    assert len(confident_mistakes(probabilities, targets, 2)) == 2
+
+
+def _visible_labels(fig, axis: str):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    canvas = FigureCanvasAgg(fig)      # laid out and drawn as savefig does
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for ax in fig.axes:
+        if not ax.get_images():        # colour bars have no class names
+            continue
+        labels = ax.get_xticklabels() if axis == "x" else ax.get_yticklabels()
+        yield ax, [label.get_window_extent(renderer) for label in labels if label.get_text()], labels
+
+
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_confusion_matrix_labels_never_overlap_or_leave_the_picture(num_classes):
+    data = fake_report(num_classes, per_class=3)
+    fig = plot_confusion(data.metrics["confusion"], data.class_names)
+    figure_box = fig.bbox
+    for axis in ("x", "y"):
+        for ax, boxes, labels in _visible_labels(fig, axis):
+            assert len(boxes) >= min(num_classes, 40)              # thinned, but many classes named
+            assert min(label.get_fontsize() for label in labels) >= 8
+            for a, b in combinations(boxes, 2):
+                assert not a.overlaps(b)
+            for box in boxes:
+                assert box.x0 >= figure_box.x0 and box.x1 <= figure_box.x1
+                assert box.y0 >= figure_box.y0 and box.y1 <= figure_box.y1
+    cell_numbers = [t for ax in fig.axes for t in ax.texts if t.get_text()]
+    if num_classes == 10:
+        assert cell_numbers                   # small matrices print their counts and shares
+    else:
+        assert not cell_numbers               # 10,000 numbers would be unreadable
+
+
+def test_mistake_grid_names_true_and_predicted_class_with_the_probability():
+    data = fake_report(40)        # names up to 16 characters, e.g. aquarium_fish_38
+    fig = plot_mistakes(data, limit=24)
+    titles = [ax.title for ax in fig.axes if ax.get_title()]
+    expected = confident_mistakes(data.probabilities, data.targets, 24)
+    assert len(titles) == len(expected) == 24
+    for title, (_, true, predicted, probability) in zip(titles, expected):
+        assert f"true: {data.class_names[true]}" in title.get_text()
+        assert f"predicted: {data.class_names[predicted]}" in title.get_text()
+        assert f"{probability:.1%}" in title.get_text()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    boxes = [title.get_window_extent(canvas.get_renderer()) for title in titles]
+    for a, b in combinations(boxes, 2):
+        assert not a.overlaps(b)
+
+
+def test_a_model_without_mistakes_gets_a_picture_that_says_so():
+    data = fake_report(3)
+    data.probabilities = torch.nn.functional.one_hot(data.targets, 3).float()
+    fig = plot_mistakes(data)
+    assert fig.get_suptitle() == "No mistakes on the test split" and not fig.axes
+
+

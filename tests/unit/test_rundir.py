@@ -1,0 +1,64 @@
+"""RunDir: the one place that knows where a run's files are."""
+import pytest
+
+from tudui.errors import TuduiError
+from tudui.rundir import RunDir, create_numbered, resolve_weights_path
+
+
+def test_new_runs_never_reuse_a_folder(tmp_path):
+    names = [RunDir.create(tmp_path / "runs").path.name for _ in range(3)]
+    assert names == ["exp", "exp2", "exp3"]
+    assert RunDir.create(tmp_path / "runs", "adamw").path == tmp_path / "runs" / "adamw"
+    assert RunDir.create(tmp_path / "runs", "adamw").path.name == "adamw2"
+
+
+def test_a_run_directory_names_every_file_inside_it(tmp_path):
+    run = RunDir(tmp_path / "exp")
+    assert run.config == tmp_path / "exp" / "config.yaml"
+    assert run.metrics == tmp_path / "exp" / "metrics.csv"
+    assert (run.best, run.last, run.state) == tuple(tmp_path / "exp" / "weights" / name for name in
+                                                     ("best.safetensors", "last.safetensors", "state.pt"))
+    assert str(run) == str(tmp_path / "exp")
+
+
+def test_a_run_is_found_from_its_folder_or_any_of_its_weights(tmp_path):
+    run = RunDir.create(tmp_path)
+    run.config.write_text("{}")
+    run.weights_dir.mkdir()
+    assert RunDir.find(run.path) == run
+    assert RunDir.find(run.best) == run           # the file need not exist yet
+    assert RunDir.find(tmp_path / "elsewhere.safetensors") is None
+    run.config.unlink()
+    assert RunDir.find(run.path) is None          # no config.yaml: not a run
+
+
+def test_opening_a_run_to_resume_refuses_what_is_not_one(tmp_path):
+    with pytest.raises(TuduiError, match="takes a run directory"):
+        RunDir.open(tmp_path / "exp" / "weights")
+    with pytest.raises(TuduiError, match="takes a run directory"):
+        RunDir.open(tmp_path / "best.safetensors")
+    with pytest.raises(TuduiError, match="no config.yaml"):
+        RunDir.open(tmp_path)
+
+
+def test_eval_folders_are_numbered_inside_the_run(tmp_path):
+    run = RunDir(tmp_path / "exp")
+    assert [run.create_eval_dir().name for _ in range(2)] == ["eval", "eval2"]
+
+
+def test_a_run_directory_stands_for_its_best_weights(tmp_path):
+    run = RunDir(tmp_path)
+    with pytest.raises(TuduiError, match="without weights/best.safetensors"):
+        resolve_weights_path(tmp_path)
+    run.weights_dir.mkdir()
+    run.best.write_bytes(b"x")
+    assert resolve_weights_path(tmp_path) == run.best
+    with pytest.raises(TuduiError, match="weights not found"):
+        resolve_weights_path(tmp_path / "nope.safetensors")
+
+
+def test_a_folder_that_cannot_be_made_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(TuduiError, match="cannot create run directory"):
+        create_numbered(blocker, "exp")

@@ -1,0 +1,84 @@
+"""Weights from the course's own scripts: state_dicts (method 2) and whole pickled models (method 1)."""
+import logging
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from tudui.errors import TuduiError
+from tudui.models import create_model
+from tudui.state_dicts import fit_state_dict, read_state_dict, strip_prefixes
+from tudui.weights import load_model, model_for_state_dict
+
+
+def test_wrapper_prefixes_are_stripped_in_any_combination():
+    state = {"module.a.weight": 1, "_orig_mod.b": 2, "_orig_mod.module.c": 3, "d.module.e": 4}
+    assert strip_prefixes(state) == {"a.weight": 1, "b": 2, "c": 3, "d.module.e": 4}
+
+
+@pytest.mark.parametrize("prefix", ["", "module.", "_orig_mod.", "_orig_mod.module."])
+def test_a_course_state_dict_loads_with_or_without_prefixes(tmp_path, prefix):
+    torch.manual_seed(0)
+    trained = create_model("tudui", num_classes=10)
+    torch.save({prefix + k: v for k, v in trained.state_dict().items()}, tmp_path / "tudui_method2.pth")
+    model, meta = load_model(tmp_path / "tudui_method2.pth", model_name="tudui")
+    assert meta.num_classes == 10 and meta.imported and meta.preprocess.mean is None   # ToTensor only
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), trained.eval()(x))
+
+
+def test_a_nested_training_checkpoint_is_unwrapped(tmp_path):
+    model = create_model("tudui", num_classes=3)
+    torch.save({"epoch": 4, "state_dict": model.state_dict(), "optimizer": {}}, tmp_path / "ckpt.pth")
+    assert set(read_state_dict(tmp_path / "ckpt.pth")) == set(model.state_dict())
+
+
+def test_the_course_vgg16_files_are_recognised_as_they_were_saved():
+    vgg = torchvision.models.vgg16()                           # model_save.py's vgg16_method2.pth
+    fit = model_for_state_dict("vgg16", vgg.state_dict())
+    assert (fit.num_classes, fit.head, fit.unmodified) == (1000, "replace", True)
+    vgg.classifier.add_module("add_linear", nn.Linear(1000, 10))   # the transfer lesson's change
+    fit = model_for_state_dict("vgg16", vgg.state_dict())
+    assert (fit.num_classes, fit.head, fit.unmodified) == (10, "append", False)
+    assert torch.equal(fit.model.classifier.add_linear.weight, vgg.classifier.add_linear.weight)
+
+
+def test_a_mismatch_names_the_missing_and_unexpected_keys():
+    model = create_model("tudui", num_classes=10)
+    state = model.state_dict()
+    state["model.99.weight"] = state.pop("model.0.weight")
+    with pytest.raises(TuduiError, match=r"missing keys model\.0\.weight; unexpected keys model\.99\.weight"):
+        fit_state_dict(model, state, "x.pth", "tudui")
+
+
+def test_a_whole_pickled_model_is_refused_with_why_and_how_to_convert(tmp_path):
+    torch.save(create_model("tudui", num_classes=10), tmp_path / "tudui_method1.pth")
+    with pytest.raises(TuduiError) as err:
+        read_state_dict(tmp_path / "tudui_method1.pth")
+    message = str(err.value)
+    assert "pickle" in message and "run code" in message and "\n" not in message
+    assert "torch.save(m.state_dict()" in message and "--trust-pickle" in message
+
+
+def test_trust_pickle_loads_a_whole_model_with_a_warning(tmp_path, caplog):
+    model = create_model("tudui", num_classes=10)
+    torch.save(model, tmp_path / "tudui_method1.pth")
+    with caplog.at_level(logging.WARNING):
+        state = read_state_dict(tmp_path / "tudui_method1.pth", trust_pickle=True)
+    assert "runs code" in caplog.text
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_file_that_is_not_weights_is_one_error(tmp_path):
+    (tmp_path / "x.pth").write_text("<html>")
+    with pytest.raises(TuduiError, match="not a PyTorch weights file"):
+        read_state_dict(tmp_path / "x.pth")
+
+
+def test_a_state_dict_without_its_model_name_is_refused(tmp_path):
+    torch.save(create_model("tudui").state_dict(), tmp_path / "w.pth")
+    with pytest.raises(TuduiError, match="pass --model NAME"):
+        load_model(tmp_path / "w.pth")
+
+

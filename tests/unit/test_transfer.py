@@ -1,0 +1,51 @@
+"""Fine-tuning: the starting model, frozen backbones, the head-first schedule, input sizes."""
+import pytest
+import torch
+from torch import nn
+
+import tudui
+from tudui.config import make_config
+from tudui.engine import create_optimizer
+from tudui.errors import TuduiError
+from tudui.models import torchvision as tv
+from tudui.transfer import FreezeSchedule, check_input_size
+
+
+def test_the_fine_tune_schedule_unfreezes_after_the_head_epochs_at_a_lower_rate():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 6, 6))
+    frozen = tv.freeze_backbone(model)
+    cfg = make_config(lr=0.1, backbone_lr_scale=0.1)
+    optimizer = create_optimizer(cfg.optim, model, set(frozen.parameters))
+    rates = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert rates[id(model[0].weight)] == pytest.approx(0.01) and rates[id(model[3].weight)] == 0.1
+    assert optimizer.param_groups[-1]["lr"] == 0.1                 # the rate the CSV reports: the head's
+    schedule = FreezeSchedule(frozen, freeze_epochs=2)
+    for epoch in (1, 2):
+        schedule.on_epoch_start(epoch, 5, 10)
+        assert not model[0].weight.requires_grad
+    schedule.on_epoch_start(3, 5, 10)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_pretrained_and_head_flags_are_refused_for_tudui_models(tmp_path):
+    with pytest.raises(TuduiError, match="no pretrained weights"):
+        tudui.train(data="synthetic", model="tudui", pretrained=True, project=str(tmp_path), progress=False)
+    with pytest.raises(TuduiError, match="--head append is for torchvision"):
+        tudui.train(data="synthetic", model="tudui", head="append", project=str(tmp_path), progress=False)
+    with pytest.raises(TuduiError, match="pick one"):
+        make_config(weights="x.pth", pretrained=True)
+
+
+def test_an_input_size_the_model_cannot_take_is_one_error():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 2))
+    check_input_size(model, 32, "fixed", 32)
+    with pytest.raises(TuduiError, match=r"fixed cannot take 64x64 inputs .*--input-size \(its own is 32\)"):
+        check_input_size(model, 64, "fixed", 32)
+
+
+def test_the_folder_recipe_is_a_valid_fine_tune_config():
+    from helpers import REPO
+    cfg = make_config(REPO / "configs" / "folder-resnet18.yaml", data="photos")
+    assert (cfg.model.arch, cfg.model.pretrained, cfg.train.freeze_epochs) == ("resnet18", True, 1)
+    assert cfg.data.dataset == "photos" and cfg.optim.backbone_lr_scale == 0.1
