@@ -19,8 +19,8 @@ from torch import nn
 from tudui._version import __version__
 from tudui.checkpoint import CheckpointHook, Resume, restore_training
 from tudui.config import Config, dump_yaml
-from tudui.data import BUILTIN_DATASETS, DatasetSpec, Preprocess, build_dataset, channel_stats, make_loaders
-from tudui.data import resolve_augment
+from tudui.data import (BUILTIN_DATASETS, DatasetSpec, Preprocess, build_dataset, channel_stats, make_loaders,
+                        resolve_augment)
 from tudui.data.loaders import sample_inputs
 from tudui.data.validate import drop_unreadable
 from tudui.engine import Hooks, ResumePoint, RunProgress, TrainStep, create_optimizer, create_scheduler
@@ -88,11 +88,13 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None) -> Parts:
                        config=cfg, start=start.start, pretrained=start.pretrained,
                        data=_data_reference(cfg.data.dataset), data_dir=str(Path(cfg.data.data_dir).resolve()))
     say, warn = _reporters(progress)
+    checkpoints, tensorboard, hooks = _hooks(cfg, run, model, step, averager, clock, meta, frozen, resumed,
+                                             progress)
     parts = Parts(cfg=cfg, runtime=runtime, run=run, resumed=resumed, start_at=_start_at(resumed), spec=spec,
                   skipped_images=skipped_images, preprocess=preprocess, augment=augment,
                   train_loader=train_loader, test_loader=test_loader, loader_kind=loader_kind, start=start,
-                  model=model, step=step, averager=averager, clock=clock, say=say, warn=warn,
-                  **_hooks(cfg, run, model, step, averager, clock, meta, frozen, resumed, progress))
+                  model=model, step=step, averager=averager, clock=clock, checkpoints=checkpoints,
+                  tensorboard=tensorboard, hooks=hooks, say=say, warn=warn)
     _announce(parts)
     if resumed is not None:
         restore_training(resumed.state, model, step.optimizer, step.scheduler, averager, step.scaler)
@@ -147,8 +149,8 @@ def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, 
 
 def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager: Lookahead | None,
            clock: RunProgress, meta: WeightsMeta, frozen: FrozenBackbone | None, resumed: Resume | None,
-           progress: bool | None) -> dict:
-    """{checkpoints, tensorboard, hooks}: the hooks in the order they hear each event."""
+           progress: bool | None) -> tuple[CheckpointHook, TensorBoardHook, Hooks]:
+    """The checkpoint and TensorBoard hooks, and every hook in the order they hear each event."""
     state = resumed.state if resumed is not None else {}
     tensorboard = TensorBoardHook(run.path, cfg.train.log_every, state.get("tensorboard_step", 0))
 
@@ -169,8 +171,7 @@ def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager
         tensorboard,
         checkpoints,
     ]
-    return {"checkpoints": checkpoints, "tensorboard": tensorboard,
-            "hooks": Hooks(hook for hook in hooks if hook is not None)}
+    return checkpoints, tensorboard, Hooks(hook for hook in hooks if hook is not None)
 
 
 def _start_at(resumed: Resume | None) -> ResumePoint:
