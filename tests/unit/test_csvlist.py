@@ -252,3 +252,11 @@ def test_the_spec_is_a_file_based_folder_kind_data_set(tmp_path):
     assert str(tmp_path / "list.csv") in spec.source
     image_, label = spec.train[0]
     assert image_.mode == "RGB" and image_.size == (4, 4) and label in (0, 1, 2)
+
+
+def test_an_error_names_the_line_its_row_starts_on_after_a_cell_that_spans_lines(tmp_path):
+    image(tmp_path / "a1.png")
+    image(tmp_path / "a2.png")
+    write_csv(tmp_path / "list.csv", 'path,label\na1.png,"a\nnote on two lines"\na2.png,a\nbad.png\n')
+    with pytest.raises(TuduiError, match=r"line 5: expected path,label"):
+        csv_dataset(tmp_path / "list.csv", 0.2, 0)

@@ -21,11 +21,15 @@ SPLITS = {"train": "train", "val": "test", "valid": "test", "validation": "test"
 
 def _read_rows(path: Path) -> tuple[list[list[str]], dict[str, int]]:
     """The data rows (with their line numbers first) and the column of each field."""
+    rows = []
     try:
         # utf-8-sig: spreadsheets often start the file with a byte-order mark.
         with path.open(newline="", encoding="utf-8-sig") as f:
-            rows = [(i, [cell.strip() for cell in row]) for i, row in enumerate(csv.reader(f), 1)
-                    if any(cell.strip() for cell in row)]
+            reader, first_line = csv.reader(f), 1
+            for row in reader:   # a quoted cell may span lines: a row starts after the last one ended
+                if any(cell.strip() for cell in row):
+                    rows.append((first_line, [cell.strip() for cell in row]))
+                first_line = reader.line_num + 1
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise TuduiError(f"cannot read the CSV list {path}: {e}") from None
     if not rows:
