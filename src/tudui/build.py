@@ -64,7 +64,7 @@ class Parts:
     warn: Callable[[str], None]
 
 
-def build(cfg: Config, resumed: Resume | None, progress: bool | None) -> Parts:
+def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pickle: bool = False) -> Parts:
     """The parts of a run for cfg: data, model, optimizer, schedule, averaging, hooks, run directory."""
     runtime = create_runtime(cfg.train.device, cfg.train.precision, for_training=True)
     seed_everything(cfg.train.seed)
@@ -72,7 +72,7 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None) -> Parts:
                          cfg.data.download)
     spec, skipped_images = drop_unreadable(spec, cfg.data.max_bad_share)
     # The model first: a missing weights file should stop the run before any decoding.
-    start = build_starting_model(cfg, len(spec.class_names))
+    start = build_starting_model(cfg, len(spec.class_names), trust_pickle)
     preprocess = _preprocess(cfg, spec)
     augment = resolve_augment(cfg.data.augment, spec.kind, preprocess.input_size)
     train_loader, test_loader, loader_kind = make_loaders(

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import MISSING, fields
 
 from tudui._version import __version__
-from tudui.config import SECTIONS, EvalConfig, PredictConfig, flag_name, iter_options, option_key, value_type
+from tudui.config import (SECTIONS, EvalConfig, PredictConfig, TrainFlags, flag_name, iter_options, option_key,
+                          value_type)
 from tudui.errors import TuduiError
 from tudui.interrupts import TrainingInterrupted
 
@@ -76,10 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model; writes a run directory",
                                 description="Train an image classifier and write runs/<name>/.",
                                 epilog=TRAIN_EXAMPLES, formatter_class=formatter)
-    train.add_argument("--config", metavar="FILE.yaml", help="YAML settings (flags win over it)")
-    train.add_argument("--resume", metavar="RUN_DIR",
-                       help="continue a stopped run where it stopped (its own settings; flags may "
-                            "change them, e.g. a larger --epochs extends a finished run)")
+    _add_settings(train, "run", TrainFlags)
     for section, cls in SECTIONS.items():
         _add_settings(train, f"{section} settings", cls)
 
@@ -104,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_train(args: argparse.Namespace) -> int:
     from tudui.runner import train
+    flags = TrainFlags(**_given(TrainFlags, args))
     overrides = {option_key(f): getattr(args, option_key(f)) for _, f in iter_options()}
-    train(config_file=args.config, resume=args.resume, **overrides)
+    train(config_file=flags.config or None, resume=flags.resume or None, trust_pickle=flags.trust_pickle,
+          **overrides)
     return 0
 
 

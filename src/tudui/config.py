@@ -8,6 +8,7 @@ and `predict` take what they are not given from the settings recorded with the w
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import MISSING, dataclass, field, fields
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from tudui.errors import TuduiError
+from tudui.files import atomic_write
 
 AUGMENTS = ("auto", "none", "flip", "crop", "crop-flip", "alt-flip", "crop-alt-flip",
             "resized-crop", "resized-crop-flip")
@@ -27,6 +29,8 @@ SCHEDULES = ("constant", "cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 HEADS = ("replace", "append")
 TTA_LEVELS = (0, 1, 2)
+MAX_FILE_BYTES = 1 << 20     # a settings file is a few hundred bytes; refuse what cannot be one
+SHOWN_CHARS = 60             # how much of a bad value an error message quotes
 
 
 @dataclass(frozen=True)
@@ -40,16 +44,22 @@ def one_of(*options: Any) -> Rule:
     return Rule(lambda v: v in options, "one of " + ", ".join(str(o) for o in options))
 
 
-def at_least(low: float) -> Rule:
-    return Rule(lambda v: v >= low, f"at least {low}" if low > 0 else f"{low} or more")
-
-
 def within(low: float, high: float, *, high_included: bool = False) -> Rule:
     return Rule(lambda v: low <= v <= high and (high_included or v < high),
                 f"in [{low}, {high}{']' if high_included else ')'}")
 
 
-POSITIVE = Rule(lambda v: v > 0, "positive")
+def up_to(low: float, high: float) -> Rule:
+    return Rule(lambda v: low <= v <= high, f"between {low} and {high}")
+
+
+def shown(value: Any) -> str:
+    """repr(value), cut to SHOWN_CHARS: an error message never quotes a whole hostile value."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + f"... ({len(text):,} characters)"
+
+
+RATE_SCALE = Rule(lambda v: 0 < v <= 1e4, "positive and at most 10000")
 SHARE = Rule(lambda v: 0 < v < 1, "between 0 and 1")
 
 
@@ -73,9 +83,11 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, os.PathLike) and value_type(f) is str:  # Path objects from Python
                 object.__setattr__(self, f.name, value := os.fspath(value))
+            if isinstance(value, float) and not math.isfinite(value):
+                raise TuduiError(f"{flag_name(f)} must be a finite number, got {value}")
             rule = f.metadata.get("rule")
             if rule is not None and value is not None and not rule.test(value):
-                raise TuduiError(f"{flag_name(f)} must be {rule.says}, got {value!r}")
+                raise TuduiError(f"{flag_name(f)} must be {rule.says}, got {shown(value)}")
 
 
 def flag_name(f: dataclasses.Field) -> str:
@@ -102,8 +114,8 @@ class DataConfig(Settings):
     data_dir: str = _opt("where cifar10 is stored or downloaded", default="./data")
     val_split: float = _opt("share of a single-folder data set held out for testing", rule=SHARE,
                             default=0.2)
-    batch_size: int = _opt("images per batch", rule=at_least(1), default=64)
-    workers: int = _opt("DataLoader worker processes (-1: pick for the data set)", rule=at_least(-1),
+    batch_size: int = _opt("images per batch", rule=up_to(1, 1 << 16), default=64)
+    workers: int = _opt("DataLoader worker processes (-1: pick for the data set)", rule=up_to(-1, 256),
                         default=-1)
     normalize: bool = _opt("normalise images by the training set's channel mean and std",
                            default=True)
@@ -112,7 +124,7 @@ class DataConfig(Settings):
                         "resized-crop-flip above)", rule=one_of(*AUGMENTS), default="auto")
     download: bool = _opt("download cifar10 when it is missing", default=True)
     translate: int = _opt("pixels of random translation in the crop presets (-1: an eighth of the side)",
-                          rule=at_least(-1), default=-1)
+                          rule=up_to(-1, 1024), default=-1)
     max_bad_share: float = _opt("largest share of unreadable images in a folder that is skipped with "
                                 "a warning; more stops the run", rule=within(0, 1, high_included=True),
                                 default=0.01)
@@ -128,7 +140,7 @@ class ModelConfig(Settings):
                        default="")
     input_size: int = _opt("input side in pixels (0: the model's own: 32 for tudui's nets, the "
                            "weights' crop size for torchvision's, e.g. 224)",
-                           rule=Rule(lambda v: v == 0 or v >= 8, "0 (the model's own) or at least 8"),
+                           rule=Rule(lambda v: v == 0 or 8 <= v <= 4096, "0 (the model's own) or 8 to 4096"),
                            default=0)
     head: str = _opt("torchvision models' new classifier: replace (the last Linear gets one output per "
                      "class) or append (a Linear added after it, as the course's add_module)",
@@ -139,9 +151,6 @@ class ModelConfig(Settings):
                              default="")
     weights: str = _opt("start from these weights: a state_dict file (torch.save(model.state_dict(), "
                         "'x.pth')), tudui weights or a run directory", default="")
-    trust_pickle: bool = _opt("let --weights load a whole pickled model (torch.save(model, ...)); "
-                              "unpickling runs code from the file, so only for files you made",
-                              default=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -155,24 +164,25 @@ class OptimConfig(Settings):
                           "settings below for the rest)", flag="--optimizer", rule=one_of(*OPTIMIZERS),
                           default="sgd")
     lr: float = _opt("peak learning rate (default: 0.01 for sgd, 0.001 for adamw)",
-                     rule=Rule(lambda v: v >= 0, "positive"), default=0.0)
+                     rule=Rule(lambda v: 0 <= v <= 1000, "positive and at most 1000"), default=0.0)
     momentum: float = _opt("SGD momentum", rule=within(0, 1), default=0.9)
     nesterov: bool = _opt("use Nesterov momentum with SGD", default=False)
-    weight_decay: float = _opt("weight decay", rule=at_least(0), default=5e-4)
+    weight_decay: float = _opt("weight decay", rule=up_to(0, 1e4), default=5e-4)
     schedule: str = _opt("learning-rate schedule: " + ", ".join(SCHEDULES), rule=one_of(*SCHEDULES),
                          default="cosine")
-    warmup_epochs: float = _opt("epochs of linear learning-rate warm-up", rule=at_least(0), default=0.0)
+    warmup_epochs: float = _opt("epochs of linear learning-rate warm-up", rule=up_to(0, 1e6), default=0.0)
     label_smoothing: float = _opt("label smoothing of the cross-entropy loss", rule=within(0, 1),
                                   default=0.0)
     final_lr: float = _opt("learning rate at the end of a cosine/linear schedule, as a share of the peak",
                            rule=within(0, 1, high_included=True), default=0.0)
     bias_lr_scale: float = _opt("learning-rate multiple for BatchNorm biases (their weight decay is "
-                                "divided by it, so its pull stays the same)", rule=POSITIVE, default=1.0)
+                                "divided by it, so its pull stays the same)", rule=RATE_SCALE, default=1.0)
     backbone_lr_scale: float = _opt("learning-rate multiple for the backbone once --freeze-epochs are "
-                                    "over (the head keeps the full rate)", rule=POSITIVE, default=0.1)
+                                    "over (the head keeps the full rate)", rule=RATE_SCALE, default=0.1)
     loss_sum: bool = _opt("sum the loss over the batch instead of averaging it", default=False)
     muon_lr: float = _opt("with --optimizer muon: the filters' learning rate (a step's size relative "
-                          "to the filters' norm)", rule=POSITIVE, default=0.24)
+                          "to the filters' norm)", rule=Rule(lambda v: 0 < v <= 1000, "positive and at most 1000"),
+                          default=0.24)
     muon_momentum: float = _opt("with --optimizer muon: the filters' momentum", rule=within(0, 1),
                                 default=0.6)
 
@@ -184,8 +194,9 @@ class OptimConfig(Settings):
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig(Settings):
-    epochs: int = _opt("passes over the training set", rule=at_least(1), default=10)
-    seed: int = _opt("random seed (weights, shuffling, augmentation, splits)", default=0)
+    epochs: int = _opt("passes over the training set", rule=up_to(1, 1_000_000), default=10)
+    seed: int = _opt("random seed (weights, shuffling, augmentation, splits)", rule=up_to(0, 2**32 - 1),
+                     default=0)
     device: str = _opt("auto, cpu, cuda or mps (auto: cuda, then mps, then cpu)", rule=one_of(*DEVICES),
                        default="auto")
     project: str = _opt("folder that holds the run directories", default="runs")
@@ -193,10 +204,10 @@ class TrainConfig(Settings):
                          rule=Rule(lambda v: "/" not in v and "\\" not in v,
                                    "a directory name, not a path (use --project for the parent)"),
                          default="")
-    log_every: int = _opt("log the training loss to TensorBoard every N steps", rule=at_least(1),
+    log_every: int = _opt("log the training loss to TensorBoard every N steps", rule=up_to(1, 1 << 30),
                           default=20)
     eval_every: int = _opt("evaluate on the test split every N epochs (0: only after the last)",
-                           rule=at_least(0), default=1)
+                           rule=up_to(0, 1_000_000), default=1)
     precision: str = _opt("fp32, bf16 or fp16 autocast (auto: bf16 where the device has it, else fp32)",
                           rule=one_of(*PRECISIONS), default="fp32")
     channels_last: bool = _opt("channels-last memory layout (faster convolutions on most hardware)",
@@ -207,9 +218,9 @@ class TrainConfig(Settings):
                     default=0)
     lookahead: bool = _opt("lookahead weight averaging, applied at the end", default=False)
     time_budget: float = _opt("seconds of training to fit the schedule into (0: run --epochs)",
-                              rule=at_least(0), default=0.0)
+                              rule=up_to(0, 1e8), default=0.0)
     whiten_bias_epochs: int = _opt("fastnet: epochs in which its whitening stem's bias learns, then it "
-                                   "is frozen (-1: all)", rule=at_least(-1), default=-1)
+                                   "is frozen (-1: all)", rule=up_to(-1, 1_000_000), default=-1)
     report: bool = _opt("at the end, write report.html, metrics.json, pictures of the confusion "
                         "matrix, mistakes and curves, and TensorBoard figures into the run directory",
                         default=True)
@@ -240,6 +251,9 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig,
 # Names the settings had before they were renamed; files written with them still read.
 OLD_NAMES = {("data", "name"): "dataset", ("model", "name"): "arch", ("optim", "name"): "optimizer",
              ("train", "name"): "run_name"}
+# Once a setting, now a command-line flag only: a file may say it is off (old config.yaml files
+# do), never that it is on.
+FLAG_ONLY = {"trust_pickle": "--trust-pickle"}
 
 
 def iter_options() -> Iterator[tuple[str, dataclasses.Field]]:
@@ -249,9 +263,9 @@ def iter_options() -> Iterator[tuple[str, dataclasses.Field]]:
             yield section, f
 
 
-# ---------------------------------------------------------------- eval and predict
-# Their settings that training has too are training's own fields (the same flag, help and
-# rule); those whose default is the value recorded with the weights default to None here.
+# ---------------------------------------------------------------- the other commands, and train's flags
+# Settings of eval and predict that training has too are training's own fields (the same flag,
+# help and rule); those whose default is the value recorded with the weights default to None.
 
 def _like(section: type, name: str, *, as_trained: bool) -> Any:
     """Training's setting `name` for another command; as_trained: None by default, meaning the
@@ -269,9 +283,25 @@ def _weights_to_use() -> Any:
                 cli={"required": True})
 
 
+def trust_pickle_option() -> Any:
+    """--trust-pickle: a flag of each command that loads weights, never a setting in a file, so a
+    shared recipe cannot switch on running code from a weights file."""
+    return _opt("let --weights load a whole pickled model (torch.save(model, ...)); unpickling runs "
+                "code from the file, so only for files you made", default=False)
+
+
 def _model_of_state_dict() -> Any:
     return _opt("the model a plain state_dict file (.pth) is for, e.g. vgg16 (tudui weights name "
                 "their own)", default="")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainFlags(Settings):
+    """Flags of `tudui train` that are not settings of the run: never read from a file, never recorded."""
+    config: str = _opt("YAML settings (flags win over it)", cli={"metavar": "FILE.yaml"}, default="")
+    resume: str = _opt("continue a stopped run where it stopped (its own settings; flags may change them, "
+                       "e.g. a larger --epochs extends a finished run)", cli={"metavar": "RUN_DIR"}, default="")
+    trust_pickle: bool = trust_pickle_option()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,7 +316,7 @@ class EvalConfig(Settings):
     device: str = _like(TrainConfig, "device", as_trained=False)
     tta: int | None = _like(TrainConfig, "tta", as_trained=True)
     model: str = _model_of_state_dict()
-    trust_pickle: bool = _like(ModelConfig, "trust_pickle", as_trained=False)
+    trust_pickle: bool = trust_pickle_option()
     out: str = _opt("folder for the report (default: RUN/eval, RUN/eval2, ...; files of the same names "
                     "in DIR are replaced)", cli={"metavar": "DIR"}, default="")
     report: bool = _opt("write report.html, metrics.json, the pictures and TensorBoard events "
@@ -297,12 +327,12 @@ class EvalConfig(Settings):
 class PredictConfig(Settings):
     """Settings of `tudui predict` (the images are its arguments)."""
     weights: str = _weights_to_use()
-    topk: int = _opt("classes to show per image", rule=at_least(1), default=5)
+    topk: int = _opt("classes to show per image", rule=up_to(1, 1000), default=5)
     batch_size: int | None = _like(DataConfig, "batch_size", as_trained=True)
     device: str = _like(TrainConfig, "device", as_trained=False)
     tta: int | None = _like(TrainConfig, "tta", as_trained=True)
     model: str = _model_of_state_dict()
-    trust_pickle: bool = _like(ModelConfig, "trust_pickle", as_trained=False)
+    trust_pickle: bool = trust_pickle_option()
     out: str = _opt("also write the predictions to FILE.csv or FILE.json", cli={"metavar": "FILE"},
                     default="")
 
@@ -339,22 +369,36 @@ def _collect(values: Any) -> dict[str, dict[str, tuple[Any, str]]]:
         key = str(key).replace("-", "_")
         if key in SECTIONS and (isinstance(value, dict) or value is None):
             for name, inner in (value or {}).items():
-                name = OLD_NAMES.get((key, name), name)
+                name = OLD_NAMES.get((key, name), str(name))
+                if _flag_only(name, inner):
+                    continue
                 if name not in SECTIONS[key].__dataclass_fields__:
-                    raise TuduiError(f"unknown setting {key}.{name}; {key} has "
+                    raise TuduiError(f"unknown setting {key}.{shown(name)[1:-1]}; {key} has "
                                      f"{', '.join(f.name for f in fields(SECTIONS[key]))}")
                 put(key, name, inner, f"{key}.{name}")
+        elif _flag_only(key, value):
+            continue
         elif key in names and isinstance(value, dict):
             raise TuduiError(f"{key!r} is not a config section (they are {', '.join(SECTIONS)}); as a "
-                             f"setting it takes one value, got {value!r}")
+                             f"setting it takes one value, got {shown(value)}")
         elif key in names:
             put(*names[key], value, key)
         elif key in SECTIONS:
-            raise TuduiError(f"config section {key!r} must be a mapping, got {value!r}")
+            raise TuduiError(f"config section {key!r} must be a mapping, got {shown(value)}")
         else:
-            raise TuduiError(f"unknown setting {key!r} in the config: not a setting (`tudui train --help` "
-                             f"lists them) and not a config section ({', '.join(SECTIONS)})")
+            raise TuduiError(f"unknown setting {shown(key)} in the config: not a setting (`tudui train "
+                             f"--help` lists them) and not a config section ({', '.join(SECTIONS)})")
     return given
+
+
+def _flag_only(name: str, value: Any) -> bool:
+    """True for a command-line-only flag that a file leaves off (skip it); an error if it turns it on."""
+    if name not in FLAG_ONLY:
+        return False
+    if value is False:
+        return True
+    raise TuduiError(f"{name} cannot be switched on in a settings file (a shared file could then run "
+                     f"code from a weights file); pass {FLAG_ONLY[name]} on the command line instead")
 
 
 def _build(given: dict[str, dict[str, tuple[Any, str]]]) -> Config:
@@ -378,7 +422,7 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
     if kind is bool:
         if isinstance(value, bool):
             return value
-        raise TuduiError(f"{where} must be true or false, got {value!r}")
+        raise TuduiError(f"{where} must be true or false, got {shown(value)}")
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
@@ -386,22 +430,58 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
     if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
     article = "an" if kind is int else "a"
-    raise TuduiError(f"{where} must be {article} {kind.__name__}, got {value!r}")
+    raise TuduiError(f"{where} must be {article} {kind.__name__}, got {shown(value)}")
+
+
+class _SettingsLoader(yaml.SafeLoader):
+    """YAML as settings need it: no aliases (an alias bomb expands a few bytes into gigabytes),
+    no key given twice (the second would silently win)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(None, None, "aliases (*name) are not allowed in "
+                                                    "tudui settings", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"{shown(key)} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A settings file's mapping; any file that cannot be one is a TuduiError naming it."""
     path = Path(path)
     if not path.is_file():
         raise TuduiError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise TuduiError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    return values or {}
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise TuduiError(f"config file {path} is {path.stat().st_size:,} bytes; a settings file is "
+                             f"under {MAX_FILE_BYTES:,}")
+        text = path.read_bytes().decode("utf-8")
+        values = yaml.load(text, Loader=_SettingsLoader)  # noqa: S506 (a SafeLoader, stricter still)
+    except UnicodeDecodeError:
+        raise TuduiError(f"config file {path} is not a text file (it is not UTF-8)") from None
+    except OSError as e:
+        raise TuduiError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except yaml.MarkedYAMLError as e:
+        where = f" (line {e.problem_mark.line + 1})" if e.problem_mark is not None else ""
+        raise TuduiError(f"config file {path} is not valid YAML: {e.problem or e.context}{where}") from None
+    except (yaml.YAMLError, ValueError) as e:   # ValueError: a number too long to be one
+        raise TuduiError(f"config file {path} is not valid YAML: {str(e).splitlines()[0][:SHOWN_CHARS]}") from None
+    return values if values is not None else {}
 
 
 def dump_yaml(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    """config as YAML at path, through a temporary file (a failed write leaves the old file whole)."""
+    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def make_config(config_file: str | Path | None = None, **overrides: Any) -> Config:

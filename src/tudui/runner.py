@@ -33,17 +33,19 @@ class TrainResult:
 
 
 def train(config: Config | None = None, config_file: str | Path | None = None,
-          progress: bool | None = None, resume: str | Path | None = None, **overrides) -> TrainResult:
+          progress: bool | None = None, resume: str | Path | None = None, trust_pickle: bool = False,
+          **overrides) -> TrainResult:
     """Train a model from settings; returns the run directory, metrics and weight paths.
 
     Settings are a Config, or a YAML file and/or keywords named like the CLI flags:
     `tudui.train(data="digits", epochs=5, lr=0.05)`. progress=None shows a bar on a
     terminal or notebook and plain lines elsewhere; False prints nothing (logging only).
     resume="runs/exp" continues that run where it stopped (with the tensor loader, exactly:
-    the same weights as if it had never stopped).
+    the same weights as if it had never stopped). trust_pickle lets the weights it starts from
+    be a whole pickled model (this runs code from that file); it is never a setting of a file.
     """
     cfg, resumed = settings(config, config_file, resume, overrides)
-    parts = build(cfg, resumed, progress)
+    parts = build(cfg, resumed, progress, trust_pickle)
     try:
         history = run_epochs(parts)
         return finish(parts, history)

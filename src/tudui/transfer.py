@@ -49,12 +49,13 @@ def model_options(cfg: Config) -> dict:
     return tv.architecture_options(name, settings.input_size, pretrained, settings.head)
 
 
-def build_starting_model(cfg: Config, num_classes: int) -> StartingModel:
-    """The model for cfg with a head for num_classes, its starting weights loaded."""
+def build_starting_model(cfg: Config, num_classes: int, trust_pickle: bool = False) -> StartingModel:
+    """The model for cfg with a head for num_classes, its starting weights loaded (trust_pickle: a
+    whole pickled model may be unpickled, which runs code from the file)."""
     name, settings = cfg.model.arch, cfg.model
     options = model_options(cfg)
     if settings.weights:
-        return _from_weights(cfg, num_classes, options)
+        return _from_weights(cfg, num_classes, options, trust_pickle)
     if settings.pretrained or settings.weights_file:
         path, label = tv.pretrained_file(name, settings.weights_file)
         model = create_model(name, num_classes, weights_file=str(path), **options)
@@ -64,9 +65,9 @@ def build_starting_model(cfg: Config, num_classes: int) -> StartingModel:
                          start="random initial weights")
 
 
-def _from_weights(cfg: Config, num_classes: int, options: dict) -> StartingModel:
+def _from_weights(cfg: Config, num_classes: int, options: dict, trust_pickle: bool) -> StartingModel:
     name, path = cfg.model.arch, cfg.model.weights
-    state, meta = read_any_weights(path, cfg.model.trust_pickle)
+    state, meta = read_any_weights(path, trust_pickle)
     source_options = options
     if meta is not None:
         if meta.model != name:

@@ -115,7 +115,7 @@ def test_eval_and_predict_share_trainings_settings_and_read_the_rest_from_the_we
             EvalConfig(weights="w", **bad)
         with pytest.raises(TuduiError, match=flag):
             PredictConfig(weights="w", **bad)
-    with pytest.raises(TuduiError, match="--topk must be at least 1"):
+    with pytest.raises(TuduiError, match="--topk must be between 1 and 1000"):
         PredictConfig(weights="w", topk=0)
 
 
@@ -132,3 +132,67 @@ def test_every_setting_of_every_command_is_a_flag_with_its_help():
                 assert flag_name(f) in text, (command, flag_name(f))
     args = commands["predict"].parse_args(["x.png", "--weights", "w", "--tta"])
     assert args.tta == 1                                               # a bare --tta mirrors
+
+
+@pytest.mark.parametrize("text", ["model: {trust_pickle: true}\n", "trust_pickle: true\n", "trust-pickle: true\n"])
+def test_a_settings_file_cannot_switch_on_unpickling(tmp_path, text):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(TuduiError, match="cannot be switched on in a settings file.*--trust-pickle"):
+        make_config(path)
+
+
+def test_old_config_files_that_leave_unpickling_off_still_read_and_it_is_never_written(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("model: {name: tudui, trust_pickle: false}\n")
+    cfg = make_config(path)
+    dump_yaml(cfg, tmp_path / "again.yaml")
+    assert "trust_pickle" not in (tmp_path / "again.yaml").read_text()
+    with pytest.raises(TuduiError, match="unknown setting 'trust_pickle'"):
+        make_config(trust_pickle=True)                # not a setting of the run, as a keyword either
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
+    levels = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(levels) + "\n")           # 9 ** 10 strings if it were expanded
+    with pytest.raises(TuduiError, match=r"aliases \(\*name\) are not allowed .*line 2") as error:
+        make_config(path)
+    assert len(str(error.value)) < 200
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"epochs: 2\nepochs: 3\n", "'epochs' is given twice"),
+    (b"data: {batch_size: 8, batch_size: 9}\n", "'batch_size' is given twice"),
+    (bytes(range(256)) * 4, "not a text file"),
+    (b"epochs: " + b"9" * 5000 + b"\n", "not valid YAML"),
+    (b"# padding\n" * 200_000, "a settings file is under"),
+])
+def test_files_that_cannot_be_settings_are_one_short_error(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(TuduiError, match=message) as error:
+        make_config(path)
+    assert len(str(error.value)) < 250 and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("text", ["augment: " + "x" * 100_000, "x" * 100_000 + ": 1", "epochs: [" + "1, " * 30_000 + "1]"])
+def test_error_messages_quote_only_the_start_of_a_long_value(tmp_path, text):
+    path = tmp_path / "long.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(TuduiError) as error:
+        make_config(path)
+    assert len(str(error.value)) < 300
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"lr": float("inf")}, "--lr must be a finite number"), ({"momentum": float("nan")}, "--momentum must be a finite"),
+    ({"weight_decay": float("inf")}, "--weight-decay must be a finite"), ({"seed": -1}, "--seed must be between 0"),
+    ({"seed": 2 ** 40}, "--seed must be between 0"), ({"epochs": 10 ** 23}, "--epochs must be between 1"),
+    ({"lr": 1e308}, "--lr must be positive and at most 1000"), ({"batch_size": 10 ** 9}, "--batch-size must be between"),
+    ({"input_size": 200_000}, "--input-size must be 0"), ({"workers": 10_000}, "--workers must be between"),
+])
+def test_numbers_out_of_any_sensible_range_are_refused_with_the_flag_named(overrides, message):
+    with pytest.raises(TuduiError, match=message):
+        make_config(**overrides)

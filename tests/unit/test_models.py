@@ -79,5 +79,11 @@ def test_bf16_autocast_gives_finite_losses_close_to_fp32():
 def test_model_settings_reach_only_models_that_take_them():
     with pytest.raises(TuduiError, match="takes no setting widths"):
         create_model("tudui", widths="8,8,8")
-    with pytest.raises(TuduiError, match="three positive widths"):
+    with pytest.raises(TuduiError, match="three widths from 1 to 4096"):
         create_model("fastnet", widths="8,8")
+
+
+@pytest.mark.parametrize("widths", ["100000,100000,100000", "8,8", "a,b,c", "0,8,8"])
+def test_fastnet_widths_that_cannot_be_built_are_refused_before_allocating(widths):
+    with pytest.raises(TuduiError, match="three widths from 1 to 4096"):
+        create_model("fastnet", num_classes=10, widths=widths)

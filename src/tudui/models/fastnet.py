@@ -13,6 +13,7 @@ from torch import nn
 from tudui.models.registry import register_model
 
 DEFAULT_WIDTHS = (64, 256, 256)
+MAX_WIDTH = 4096   # airbench's widest is 384; wider would only allocate gigabytes
 
 
 class BiasOnlyBatchNorm(nn.BatchNorm2d):
@@ -105,9 +106,12 @@ def whiten_bias_schedule(model: nn.Module, epochs: int) -> WhitenBiasSchedule | 
 def parse_widths(widths: str | tuple | list | None) -> tuple[int, int, int]:
     if not widths:
         return DEFAULT_WIDTHS
-    values = tuple(int(w) for w in (widths.split(",") if isinstance(widths, str) else widths))
-    if len(values) != 3 or min(values) < 1:
-        raise ValueError(f"fastnet needs three positive widths, got {widths!r}")
+    try:
+        values = tuple(int(w) for w in (widths.split(",") if isinstance(widths, str) else widths))
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 3 or not all(1 <= w <= MAX_WIDTH for w in values):
+        raise ValueError(f"fastnet needs three widths from 1 to {MAX_WIDTH}, got {str(widths)[:40]!r}")
     return values
 
 
