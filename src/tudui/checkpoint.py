@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tudui.config import Config, make_config
+from tudui.config import Config, make_config, shown
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
 from tudui.rundir import RunDir
@@ -44,9 +44,21 @@ def load_state(path: str | Path) -> dict:
         raise TuduiError(f"cannot read training state {path}: {first}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise TuduiError(f"{path} has training-state format {found!r}; this tudui reads format "
+        raise TuduiError(f"{path} has training-state format {shown(found)}; this tudui reads format "
                          f"{FORMAT_VERSION}")
+    for key, kinds in STATE_FIELDS.items():
+        value = state.get(key)
+        if not isinstance(value, kinds) or isinstance(value, bool) or (isinstance(value, int) and value < 0):
+            raise TuduiError(f"{path} is damaged: {key} is {'missing' if value is None else shown(value)}")
+    if not {"python", "numpy", "torch"} <= set(state["rng"]):
+        raise TuduiError(f"{path} is damaged: its random states are incomplete")
     return state
+
+
+# What state.pt must hold, and the type of each (whole numbers are never negative).
+STATE_FIELDS = {"epoch": int, "step_in_epoch": int, "partial_loss": (int, float), "partial_images": int,
+                "best_accuracy": (int, float), "best_epoch": int, "model": dict, "optimizer": dict,
+                "scheduler": dict, "rng": dict}
 
 
 def capture_rng() -> dict:
@@ -62,14 +74,19 @@ def capture_rng() -> dict:
 
 
 def restore_rng(state: dict) -> None:
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"],
-                         n["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    """Put saved random states back; a state that cannot be one is a TuduiError."""
+    try:
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"],
+                             n["gauss"]))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise TuduiError(f"the saved random states cannot be restored ({type(e).__name__}: "
+                         f"{shown(str(e))}); the state file is damaged") from None
 
 
 def all_finite(model: nn.Module) -> bool:
@@ -147,6 +164,8 @@ def resume_settings(resume: str | Path, config: Config | None, config_file, over
     cfg = make_config(run.config, **{k: v for k, v in overrides.items() if k not in ("project", "name")})
     for what, old, new in (("model", before.model, cfg.model), ("data set", before.data.dataset, cfg.data.dataset),
                            ("--val-split", before.data.val_split, cfg.data.val_split),
+                           # the saved step counts and the schedule are in steps of this batch size
+                           ("--batch-size", before.data.batch_size, cfg.data.batch_size),
                            ("--seed", before.train.seed, cfg.train.seed)):
         if old != new:
             raise TuduiError(f"cannot resume {run} with a different {what} ({old} -> {new}); "
@@ -158,14 +177,19 @@ def resume_settings(resume: str | Path, config: Config | None, config_file, over
 
 
 def restore_training(state: dict, model: nn.Module, optimizer, scheduler, averager, scaler) -> None:
-    """Put a saved training state back into freshly built parts (the random state comes last)."""
-    missing, unexpected = model.load_state_dict(state["model"], strict=False)
-    if missing or unexpected:
-        raise TuduiError(f"the saved state does not fit the model: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if averager is not None and state.get("averager"):
-        averager.load_state_dict(state["averager"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
+    """Put a saved training state back into freshly built parts (the random state comes last);
+    a state that does not fit them is a TuduiError."""
+    try:
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        if missing or unexpected:
+            raise TuduiError(f"the saved state does not fit the model: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if averager is not None and state.get("averager"):
+            averager.load_state_dict(state["averager"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        raise TuduiError(f"the saved state does not fit this run ({type(e).__name__}: {shown(str(e))}); "
+                         f"the state file is damaged or from another run") from None

@@ -72,9 +72,11 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, t
         from safetensors import SafetensorError
         from safetensors.torch import load_file
         try:
-            return strip_prefixes(load_file(str(path), device="cpu"))
+            state = strip_prefixes(load_file(str(path), device="cpu"))
         except (SafetensorError, OSError, ValueError) as e:
             raise TuduiError(f"{path} is not a readable safetensors file ({e})") from None
+        check_finite(state, str(path))
+        return state
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -93,7 +95,18 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, t
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TuduiError(f"{path} is not a PyTorch weights file ({first})") from None
-    return strip_prefixes(_as_state_dict(obj, path))
+    state = strip_prefixes(_as_state_dict(obj, path))
+    check_finite(state, str(path))
+    return state
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """A TuduiError naming the first tensor of state that holds NaN or infinity: such weights
+    would only predict nonsense or send training to NaN at once."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise TuduiError(f"{source}: {key} holds values that are not finite numbers (NaN or infinity); "
+                             f"these weights cannot be used")
 
 
 def _listed(keys: list[str], limit: int = 4) -> str:

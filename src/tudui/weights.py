@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,16 +21,17 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torchvision.transforms import InterpolationMode
 
 from tudui._version import __version__
-from tudui.config import Config, ModelConfig, from_dict, to_dict
+from tudui.config import HEADS, Config, ModelConfig, from_dict, shown, to_dict
 from tudui.data.transforms import Preprocess
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
 from tudui.models import create_model, model_entry, preprocess_of
 from tudui.models import torchvision as tv
 from tudui.rundir import resolve_weights_path
-from tudui.state_dicts import fit_state_dict, read_state_dict
+from tudui.state_dicts import check_finite, fit_state_dict, read_state_dict
 
 FORMAT_VERSION = 1
 META_KEY = "tudui"
@@ -81,49 +84,83 @@ class WeightsMeta:
             found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
             raise TuduiError(f"{source} has weights format {found!r}; this tudui reads "
                              f"format {FORMAT_VERSION}")
-        read = _Reader(raw, source)
-        num_classes = read("num_classes", int)
-        class_names = tuple(read("class_names", list, item=str))
-        if len(class_names) != num_classes:
-            raise TuduiError(f"{source} has damaged tudui metadata: {num_classes} classes but "
-                             f"{len(class_names)} class names")
-        preprocess = Preprocess(input_size=read("input_size", int), resize_size=read("resize_size", int, None),
-                                interpolation=read("interpolation", str, "bilinear"),
-                                mean=read("mean", list, None, item=(int, float)),
-                                std=read("std", list, None, item=(int, float)))
-        settings = read("config", dict, None)
+        values = {key: _checked(raw, key, spec, source) for key, spec in SCHEMA.items()}
+        if len(values["class_names"]) != values["num_classes"]:
+            raise TuduiError(f"{source} has damaged tudui metadata: {values['num_classes']} classes but "
+                             f"{len(values['class_names'])} class names")
         try:
-            config = Config() if settings is None else from_dict(settings)
+            config = Config() if values["config"] is None else from_dict(values["config"])
         except TuduiError as e:
             raise TuduiError(f"{source} has damaged tudui metadata: its settings: {e}") from None
-        return cls(model=read("model", str), num_classes=num_classes, class_names=class_names,
-                   preprocess=preprocess, model_options=read("model_options", dict, {}),
-                   config=config,
-                   tudui_version=read("tudui_version", str, ""), start=read("start", str, ""),
-                   pretrained=read("pretrained", str, None), data=read("data", str, None),
-                   data_dir=read("data_dir", str, ""), epoch=read("epoch", int, None),
-                   test_accuracy=read("test_accuracy", (int, float), None),
-                   test_loss=read("test_loss", (int, float), None))
+        preprocess = Preprocess(**{key: values.pop(key) for key in PREPROCESS_KEYS})
+        return cls(**{**values, "class_names": tuple(values["class_names"]), "preprocess": preprocess,
+                      "config": config})
 
 
-class _Reader:
-    """raw[key], checked to be of the given type(s) (its items too), or the default when absent."""
+@dataclass(frozen=True)
+class _Spec:
+    """What one metadata field may hold: its types (those of a list's items), a test and its words."""
+    kinds: tuple[type, ...]
+    default: Any = _REQUIRED
+    items: tuple[type, ...] | None = None
+    test: Callable[[Any], bool] = lambda value: True
+    says: str = ""
 
-    def __init__(self, raw: dict, source: str):
-        self.raw, self.source = raw, source
 
-    def __call__(self, key: str, kind: type | tuple, default: Any = _REQUIRED, item: Any = None) -> Any:
-        value = self.raw.get(key)
-        if value is None:
-            if default is _REQUIRED:
-                raise TuduiError(f"{self.source} has damaged tudui metadata: no {key}")
-            return default
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        wrong = isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds) or (
-            item is not None and any(isinstance(v, bool) or not isinstance(v, item) for v in value))
-        if wrong:
-            raise TuduiError(f"{self.source} has damaged tudui metadata: {key} is {str(value)[:80]!r}")
-        return value
+def _checked(raw: dict, key: str, spec: _Spec, source: str) -> Any:
+    """raw[key] (or the default when absent), if it has spec's type and passes its test."""
+    value = raw.get(key)
+    if value is None:
+        if spec.default is _REQUIRED:
+            raise TuduiError(f"{source} has damaged tudui metadata: no {key}")
+        return spec.default
+    right_type = isinstance(value, spec.kinds) and not (isinstance(value, bool) and bool not in spec.kinds)
+    right_items = spec.items is None or all(isinstance(v, spec.items) and not isinstance(v, bool) for v in value)
+    if not (right_type and right_items and spec.test(value)):
+        says = f" (it must be {spec.says})" if spec.says else ""
+        raise TuduiError(f"{source} has damaged tudui metadata: {key} is {shown(value)}{says}")
+    return value
+
+
+MAX_CLASSES = 100_000
+MAX_SIDE = 4096
+INTERPOLATIONS = tuple(mode.value for mode in InterpolationMode)
+PREPROCESS_KEYS = ("input_size", "resize_size", "interpolation", "mean", "std")
+# What the model families take as options (create_model(name, n, **options)), and their bounds.
+MODEL_OPTIONS = {"widths": lambda v: isinstance(v, str) and len(v) <= 40,
+                 "head": lambda v: v in HEADS,
+                 "image_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= MAX_SIDE,
+                 "transform_input": lambda v: isinstance(v, bool)}
+
+
+def _three(test: Callable[[float], bool]) -> Callable[[list], bool]:
+    return lambda values: len(values) == 3 and all(math.isfinite(v) and test(v) for v in values)
+
+
+SCHEMA = {
+    "model": _Spec((str,), test=lambda v: 0 < len(v) <= 100, says="a model name"),
+    "num_classes": _Spec((int,), test=lambda v: 2 <= v <= MAX_CLASSES, says=f"2 to {MAX_CLASSES:,}"),
+    "class_names": _Spec((list,), items=(str,), test=lambda v: all(len(n) <= 1000 for n in v),
+                         says="names of up to 1,000 characters"),
+    "input_size": _Spec((int,), test=lambda v: 8 <= v <= MAX_SIDE, says=f"8 to {MAX_SIDE} pixels"),
+    "resize_size": _Spec((int,), None, test=lambda v: 8 <= v <= 2 * MAX_SIDE, says=f"8 to {2 * MAX_SIDE} pixels"),
+    "interpolation": _Spec((str,), "bilinear", test=lambda v: v in INTERPOLATIONS,
+                           says="one of " + ", ".join(INTERPOLATIONS)),
+    "mean": _Spec((list,), None, items=(int, float), test=_three(lambda v: True), says="three finite numbers"),
+    "std": _Spec((list,), None, items=(int, float), test=_three(lambda v: v > 0), says="three positive numbers"),
+    "model_options": _Spec((dict,), {}, test=lambda v: all(k in MODEL_OPTIONS and MODEL_OPTIONS[k](o)
+                                                          for k, o in v.items()),
+                           says="options of the model: " + ", ".join(MODEL_OPTIONS)),
+    "config": _Spec((dict,), None),
+    "tudui_version": _Spec((str,), ""),
+    "start": _Spec((str,), ""),
+    "pretrained": _Spec((str,), None),
+    "data": _Spec((str,), None),
+    "data_dir": _Spec((str,), ""),
+    "epoch": _Spec((int,), None, test=lambda v: v >= 0, says="0 or more"),
+    "test_accuracy": _Spec((int, float), None, test=lambda v: 0 <= v <= 1, says="between 0 and 1"),
+    "test_loss": _Spec((int, float), None),
+}
 
 
 # ---------------------------------------------------------------- tudui's files
@@ -152,7 +189,9 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta
     if META_KEY not in header:
         raise TuduiError(f"{path} has no tudui metadata (model name, classes, preprocessing); "
                          f"it was not written by tudui")
-    return state, WeightsMeta.from_json(header[META_KEY], str(path))
+    meta = WeightsMeta.from_json(header[META_KEY], str(path))
+    check_finite(state, str(path))
+    return state, meta
 
 
 def read_any_weights(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor],

@@ -40,3 +40,33 @@ def test_a_crafted_pickle_is_refused_and_never_runs(tmp_path):
     with pytest.raises(TuduiError, match="cannot read training state"):
         load_state(tmp_path / "state.pt")
     assert not marker.exists()
+
+
+def _good_state() -> dict:
+    return {"format": 1, "epoch": 1, "step_in_epoch": 0, "partial_loss": 0.0, "partial_images": 0,
+            "best_accuracy": 0.5, "best_epoch": 1, "model": {}, "optimizer": {}, "scheduler": {},
+            "rng": {"python": (3, (1, 2), None), "numpy": {}, "torch": torch.zeros(1)}}
+
+
+@pytest.mark.parametrize("change", [{"rng": None}, {"epoch": -1}, {"epoch": "1"}, {"model": [1]},
+                                    {"best_epoch": True}, {"rng": {"python": 1}}])
+def test_a_state_file_missing_or_mistyping_what_resume_needs_is_one_clear_error(tmp_path, change):
+    state = {k: v for k, v in {**_good_state(), **change}.items() if v is not None}
+    torch.save(state, tmp_path / "state.pt")
+    with pytest.raises(TuduiError, match="state.pt is damaged"):
+        load_state(tmp_path / "state.pt")
+
+
+def test_a_saved_state_that_does_not_fit_the_parts_is_one_error_not_a_traceback():
+    from torch import nn
+
+    from tudui.checkpoint import restore_rng, restore_training
+    model = nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    state = {**_good_state(), "model": model.state_dict(), "optimizer": {"state": {}, "param_groups": []},
+             "scheduler": scheduler.state_dict()}
+    with pytest.raises(TuduiError, match="does not fit this run"):
+        restore_training(state, model, optimizer, scheduler, None, None)
+    with pytest.raises(TuduiError, match="random states cannot be restored"):
+        restore_rng({"python": (3, (1, 2), None), "numpy": {}, "torch": torch.zeros(1)})

@@ -178,3 +178,29 @@ def test_deeply_nested_metadata_is_refused_without_a_recursion_error(tmp_path):
     save_file(tensors, str(path), metadata={"tudui": "[" * 100_000 + "]" * 100_000})
     with pytest.raises(TuduiError, match="damaged tudui metadata"):
         read_weights(path)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"num_classes": 10 ** 12, "class_names": ["a"] * 3}, "num_classes"), ({"input_size": 200_000}, "input_size"),
+    ({"resize_size": 10 ** 9}, "resize_size"), ({"interpolation": "magic"}, "interpolation"),
+    ({"mean": [0.5, 0.5]}, "mean"), ({"std": [0.5, 0.0, 0.5]}, "std"), ({"model_options": {"evil": 1}}, "model_options"),
+    ({"model_options": {"widths": "9" * 500}}, "model_options"), ({"class_names": ["a", "b", "x" * 5000]}, "class_names"),
+    ({"epoch": -3}, "epoch"), ({"test_accuracy": 7.5}, "test_accuracy"),
+])
+def test_metadata_that_would_make_tudui_allocate_or_misbehave_is_refused_naming_the_field(tmp_path, change, field):
+    path = _write_raw(tmp_path / "w.safetensors", {**RAW_META, **change})
+    with pytest.raises(TuduiError, match=f"damaged tudui metadata: {field} is") as error:
+        read_weights(path)
+    assert len(str(error.value)) < 400
+
+
+def test_weights_that_are_not_finite_numbers_are_refused_wherever_they_are_read(tmp_path):
+    model = create_model("tudui", num_classes=3)
+    with torch.no_grad():
+        model.model[0].weight[0, 0, 0, 0] = float("nan")
+    save_weights(tmp_path / "nan.safetensors", model, META)
+    with pytest.raises(TuduiError, match="model.0.weight holds values that are not finite"):
+        load_model(tmp_path / "nan.safetensors")
+    torch.save(model.state_dict(), tmp_path / "nan.pth")
+    with pytest.raises(TuduiError, match="not finite numbers"):
+        load_model(tmp_path / "nan.pth", model_name="tudui")
