@@ -29,7 +29,7 @@ from tudui.logging import CSVHook, ProgressHook, TensorBoardHook
 from tudui.models import count_parameters, model_entry, preprocess_of
 from tudui.models.fastnet import whiten_bias_schedule
 from tudui.models.torchvision import FrozenBackbone, freeze_backbone
-from tudui.rundir import RunDir
+from tudui.rundir import RunDir, RunLock
 from tudui.runtime import Runtime, create_runtime, seed_everything
 from tudui.transfer import FreezeSchedule, StartingModel, build_starting_model, check_input_size, trainable_parameters
 from tudui.weights import WeightsMeta
@@ -82,23 +82,31 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
     model, frozen = _prepare_model(cfg, start, preprocess, train_loader, runtime)
     step, clock, averager = _optimization(cfg, model, frozen, len(train_loader), runtime, resumed)
     run = resumed.run if resumed is not None else RunDir.create(cfg.train.project, cfg.train.run_name)
-    dump_yaml(cfg, run.config)
-    meta = WeightsMeta(model=cfg.model.arch, num_classes=len(spec.class_names),
-                       class_names=tuple(spec.class_names), preprocess=preprocess, model_options=start.options,
-                       config=cfg, start=start.start, pretrained=start.pretrained,
-                       data=_data_reference(cfg.data.dataset), data_dir=str(Path(cfg.data.data_dir).resolve()))
-    say, warn = _reporters(progress)
-    checkpoints, tensorboard, hooks = _hooks(cfg, run, model, step, averager, clock, meta, frozen, resumed,
-                                             progress)
-    parts = Parts(cfg=cfg, runtime=runtime, run=run, resumed=resumed, start_at=_start_at(resumed), spec=spec,
-                  skipped_images=skipped_images, preprocess=preprocess, augment=augment,
-                  train_loader=train_loader, test_loader=test_loader, loader_kind=loader_kind, start=start,
-                  model=model, step=step, averager=averager, clock=clock, checkpoints=checkpoints,
-                  tensorboard=tensorboard, hooks=hooks, say=say, warn=warn)
-    _announce(parts)
-    if resumed is not None:
-        restore_training(resumed.state, model, step.optimizer, step.scheduler, averager, step.scaler)
-    return parts
+    lock, hooks = run.lock(), None
+    try:   # from here on, a failure lets go of the run directory (and closes what was opened)
+        dump_yaml(cfg, run.config)
+        meta = WeightsMeta(model=cfg.model.arch, num_classes=len(spec.class_names),
+                           class_names=tuple(spec.class_names), preprocess=preprocess,
+                           model_options=start.options, config=cfg, start=start.start, pretrained=start.pretrained,
+                           data=_data_reference(cfg.data.dataset), data_dir=str(Path(cfg.data.data_dir).resolve()))
+        say, warn = _reporters(progress)
+        checkpoints, tensorboard, hooks = _hooks(cfg, run, model, step, averager, clock, meta, frozen, resumed,
+                                                 progress, lock)
+        parts = Parts(cfg=cfg, runtime=runtime, run=run, resumed=resumed, start_at=_start_at(resumed), spec=spec,
+                      skipped_images=skipped_images, preprocess=preprocess, augment=augment,
+                      train_loader=train_loader, test_loader=test_loader, loader_kind=loader_kind, start=start,
+                      model=model, step=step, averager=averager, clock=clock, checkpoints=checkpoints,
+                      tensorboard=tensorboard, hooks=hooks, say=say, warn=warn)
+        _announce(parts)
+        if resumed is not None:
+            restore_training(resumed.state, model, step.optimizer, step.scheduler, averager, step.scaler)
+        return parts
+    except BaseException:
+        if hooks is not None:
+            hooks("close")
+        else:
+            lock.release()
+        raise
 
 
 def _preprocess(cfg: Config, spec: DatasetSpec) -> Preprocess:
@@ -149,7 +157,7 @@ def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, 
 
 def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager: Lookahead | None,
            clock: RunProgress, meta: WeightsMeta, frozen: FrozenBackbone | None, resumed: Resume | None,
-           progress: bool | None) -> tuple[CheckpointHook, TensorBoardHook, Hooks]:
+           progress: bool | None, lock: RunLock) -> tuple[CheckpointHook, TensorBoardHook, Hooks]:
     """The checkpoint and TensorBoard hooks, and every hook in the order they hear each event."""
     state = resumed.state if resumed is not None else {}
     tensorboard = TensorBoardHook(run.path, cfg.train.log_every, state.get("tensorboard_step", 0))
@@ -170,6 +178,7 @@ def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager
         CSVHook(run.metrics, append=resumed is not None, keep_through=state.get("epoch", 0)),
         tensorboard,
         checkpoints,
+        lock,       # closed last: the run directory is let go once everything is written
     ]
     return checkpoints, tensorboard, Hooks(hook for hook in hooks if hook is not None)
 

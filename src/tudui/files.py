@@ -12,7 +12,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename over path.
 
     A crash mid-write leaves the old file whole and no partial file under the final name;
-    a full disk or an unwritable folder is a TuduiError naming the file.
+    a full disk, an unwritable folder or any error of the library that writes is a TuduiError
+    naming the file.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -25,9 +26,17 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except TuduiError:
+        tmp.unlink(missing_ok=True)
+        raise
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise TuduiError(f"cannot write {path}: {e.strerror or e}; the previous file, if any, "
+                         "is unchanged") from None
+    except Exception as e:  # noqa: BLE001 - the writing library's own errors (a full disk inside safetensors)
+        tmp.unlink(missing_ok=True)
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise TuduiError(f"cannot write {path}: {type(e).__name__}: {reason}; the previous file, if any, "
                          "is unchanged") from None
     except BaseException:
         tmp.unlink(missing_ok=True)

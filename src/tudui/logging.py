@@ -12,6 +12,9 @@ from pathlib import Path
 
 import torch
 
+from tudui.errors import TuduiError
+from tudui.files import atomic_write
+
 CSV_COLUMNS = ("epoch", "train_loss", "test_loss", "test_accuracy", "lr", "seconds")
 
 
@@ -72,17 +75,30 @@ class CSVHook:
         self.path = Path(path)
         new = not (append and self.path.exists())
         if not new and keep_through is not None:
-            with self.path.open(newline="") as f:
-                rows = [row for row in csv.DictReader(f) if int(row["epoch"]) <= keep_through]
-            with self.path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(rows)
+            self._keep_rows_through(keep_through)
         self.file = self.path.open("w" if new else "a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         if new:
             self.writer.writeheader()
             self.file.flush()
+
+    def _keep_rows_through(self, epoch: int) -> None:
+        """Drop the rows of epochs after `epoch` (a resumed run redoes them), rewriting the file
+        through a temporary one: a failed write leaves the old file whole."""
+        try:
+            with self.path.open(newline="") as f:
+                rows = [row for row in csv.DictReader(f) if int(row["epoch"]) <= epoch]
+        except (OSError, ValueError, KeyError, TypeError, csv.Error) as e:
+            raise TuduiError(f"cannot read {self.path} to continue it ({type(e).__name__}: "
+                             f"{str(e)[:100]})") from None
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(self.path, write)
 
     def on_epoch_end(self, row: dict, test_metrics: dict) -> None:
         self.writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else "" if v is None else v)

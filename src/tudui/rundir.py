@@ -7,13 +7,21 @@
       weights/last.safetensors  the last epoch's weights
       weights/state.pt          what --resume needs
       eval/, eval2/, ...        what `tudui eval` wrote
+      .lock                     held by the process that writes the run (its PID inside)
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from tudui.errors import TuduiError
+
+try:
+    import fcntl
+except ImportError:   # Windows: no advisory locks; runs are not guarded there
+    fcntl = None
 
 WEIGHTS_FOLDER = "weights"
 BEST = "best.safetensors"
@@ -91,9 +99,45 @@ class RunDir:
     def state(self) -> Path:
         return self.weights_dir / "state.pt"
 
+    def lock(self) -> RunLock:
+        """Hold the run for this process until the lock is released (or the process ends); a run
+        another process holds is a TuduiError naming that process."""
+        try:
+            handle = open(self.path / ".lock", "a+")
+        except OSError as e:
+            raise TuduiError(f"cannot lock the run directory {self}: {e.strerror or e}") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read(32).strip() or "unknown"
+                handle.close()
+                raise TuduiError(f"{self} is being written by another tudui process (PID {holder}); let it "
+                                 f"finish or stop it first, or train into a new run directory") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        return RunLock(handle)
+
     def create_eval_dir(self) -> Path:
         """A new RUN/eval, RUN/eval2, ... for one `tudui eval`."""
         return create_numbered(self.path, "eval")
+
+
+class RunLock:
+    """A held run directory; release() (or close(), as a training hook) lets others write it."""
+
+    def __init__(self, handle: IO[str]):
+        self.handle: IO[str] | None = handle
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()   # closing the file drops the lock
+            self.handle = None
+
+    close = release
 
 
 def resolve_weights_path(path: str | Path) -> Path:

@@ -18,6 +18,7 @@ from tudui.data import TensorLoader
 from tudui.errors import TuduiError
 from tudui.interrupts import TrainingInterrupted
 from tudui.logging import TensorBoardHook
+from tudui.rundir import RunDir
 from tudui.weights import read_weights
 
 from helpers import REPO, write_class_folder
@@ -212,3 +213,15 @@ def test_ctrl_c_from_the_terminal_saves_and_resume_finishes(tmp_path):
     assert f"resuming runs/exp after epoch {state['epoch']}" in done.stdout
     rows = list(csv.DictReader(metrics.open()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, state["epoch"] + 2))
+
+
+def test_resuming_a_run_another_process_holds_changes_nothing_in_it(tmp_path):
+    result = tudui.train(data="synthetic", epochs=1, project=str(tmp_path), progress=False, report=False)
+    before = {p.name: p.read_bytes() for p in result.run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    held = RunDir(result.run_dir).lock()
+    with pytest.raises(TuduiError, match="being written by another tudui process"):
+        tudui.train(resume=result.run_dir, epochs=2, progress=False)
+    held.release()
+    after = {p.name: p.read_bytes() for p in result.run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before
+    assert tudui.train(resume=result.run_dir, epochs=2, progress=False, report=False).history[-1]["epoch"] == 2

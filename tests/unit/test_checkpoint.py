@@ -70,3 +70,30 @@ def test_a_saved_state_that_does_not_fit_the_parts_is_one_error_not_a_traceback(
         restore_training(state, model, optimizer, scheduler, None, None)
     with pytest.raises(TuduiError, match="random states cannot be restored"):
         restore_rng({"python": (3, (1, 2), None), "numpy": {}, "torch": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("error", [RuntimeError("PytorchStreamWriter failed writing file data/0"),
+                                   ValueError("Error while serializing: IoError(No space left on device)")])
+def test_an_error_of_the_writing_library_is_one_line_and_the_old_file_stays(tmp_path, error):
+    target = tmp_path / "state.pt"
+    target.write_bytes(b"old")
+
+    def fails(tmp):
+        tmp.write_bytes(b"half")
+        raise error
+
+    with pytest.raises(TuduiError, match=rf"cannot write .*state.pt: {type(error).__name__}: "):
+        atomic_write(target, fails)
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["state.pt"]
+
+
+def test_continuing_metrics_csv_keeps_the_epochs_before_the_resume_point(tmp_path):
+    from tudui.logging import CSVHook
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,train_loss,test_loss,test_accuracy,lr,seconds\n"
+                    "1,2.0,1.0,0.5,0.1,3\n2,1.5,0.9,0.6,0.1,3\n3,1.2,0.8,0.7,0.1,3\n")
+    CSVHook(path, append=True, keep_through=2).close()
+    assert [line.split(",")[0] for line in path.read_text().splitlines()] == ["epoch", "1", "2"]
+    path.write_bytes(b"\x00\x01 not,a\ncsv")
+    with pytest.raises(TuduiError, match="cannot read .*metrics.csv to continue it"):
+        CSVHook(path, append=True, keep_through=2)

@@ -198,16 +198,16 @@ def test_a_split_column_that_leaves_a_side_empty_is_refused(tmp_path, splits, em
 
 
 def test_quoted_paths_with_commas_and_spaces_are_read_whole(tmp_path):
-    image(tmp_path / "one, two.png")
-    image(tmp_path / "three.png")
+    for name in ("one, two.png", "three.png", "four, five.png", "six.png"):
+        image(tmp_path / name)
     write_csv(tmp_path / "list.csv", 'path,label,split\n"one, two.png",x,train\n  three.png  ,  y  , val \n'
-                                     '"one, two.png",y,train\nthree.png,x,val\n')
+                                     '"four, five.png",y,train\nsix.png,x,val\n')
     spec = csv_dataset(tmp_path / "list.csv", 0.5, 0)
     assert spec.class_names == ["x", "y"]
     # Rows keep the list's order within a split; cells lose their surrounding spaces.
     assert [(p.name, spec.class_names[k]) for p, k in spec.train.samples] == [("one, two.png", "x"),
-                                                                             ("one, two.png", "y")]
-    assert [(p.name, spec.class_names[k]) for p, k in spec.test.samples] == [("three.png", "y"), ("three.png", "x")]
+                                                                             ("four, five.png", "y")]
+    assert [(p.name, spec.class_names[k]) for p, k in spec.test.samples] == [("three.png", "y"), ("six.png", "x")]
 
 
 def class_list(tmp_path: Path, per_class: int = 8) -> Path:
@@ -259,4 +259,14 @@ def test_an_error_names_the_line_its_row_starts_on_after_a_cell_that_spans_lines
     image(tmp_path / "a2.png")
     write_csv(tmp_path / "list.csv", 'path,label\na1.png,"a\nnote on two lines"\na2.png,a\nbad.png\n')
     with pytest.raises(TuduiError, match=r"line 5: expected path,label"):
+        csv_dataset(tmp_path / "list.csv", 0.2, 0)
+
+
+@pytest.mark.parametrize("second", ["a1.png,b", "./a1.png,a", "sub/../a1.png,a,"])
+def test_an_image_listed_twice_is_refused_naming_both_lines(tmp_path, second):
+    for name in ("a1.png", "a2.png", "b1.png"):
+        image(tmp_path / name)
+    (tmp_path / "sub").mkdir()
+    write_csv(tmp_path / "list.csv", f"a1.png,a\na2.png,a\nb1.png,b\n{second}\n")
+    with pytest.raises(TuduiError, match=r"lists .*a1.png twice \(lines 1 and 4\)"):
         csv_dataset(tmp_path / "list.csv", 0.2, 0)

@@ -1,4 +1,6 @@
 """RunDir: the one place that knows where a run's files are."""
+import os
+
 import pytest
 
 from tudui.errors import TuduiError
@@ -62,3 +64,12 @@ def test_a_folder_that_cannot_be_made_is_one_clear_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(TuduiError, match="cannot create run directory"):
         create_numbered(blocker, "exp")
+
+
+def test_a_run_is_written_by_one_process_at_a_time(tmp_path):
+    run = RunDir.create(tmp_path)
+    held = run.lock()
+    with pytest.raises(TuduiError, match=rf"being written by another tudui process \(PID {os.getpid()}\)"):
+        run.lock()
+    held.release()
+    run.lock().close()                                   # free again once released

@@ -11,6 +11,7 @@ import csv
 from collections import Counter
 from pathlib import Path
 
+from tudui.config import shown
 from tudui.data.datasets import DatasetSpec, FileImages
 from tudui.data.images import IMAGE_EXTENSIONS
 from tudui.data.splits import split_by_class
@@ -43,34 +44,47 @@ def _read_rows(path: Path) -> tuple[list[list[str]], dict[str, int]]:
     return [[str(i), *row] for i, row in rows], columns
 
 
+def _entries(path: Path, rows: list[list[str]], columns: dict[str, int]) -> tuple[list, Counter]:
+    """[(image file, label, split or None)] of the rows, and what was ignored; a malformed row, a
+    missing file or a file listed twice is a TuduiError naming its line."""
+    base = path.resolve().parent
+    ignored: Counter = Counter()
+    entries: list[tuple[Path, str, str | None]] = []
+    missing: list[str] = []
+    seen: dict[Path, str] = {}
+    for line, *cells in rows:
+        if len(cells) <= max(columns.values()) or not cells[columns["path"]] or not cells[columns["label"]]:
+            raise TuduiError(f"{path} line {line}: expected path,label{',split' if 'split' in columns else ''}, "
+                             f"got {shown(','.join(cells))}")
+        file = Path(cells[columns["path"]]).expanduser()
+        file = file if file.is_absolute() else base / file
+        split = cells[columns["split"]].lower() if "split" in columns else None
+        if split is not None and split not in SPLITS:
+            raise TuduiError(f"{path} line {line}: split must be train, val or test, got {shown(split)}")
+        if file.suffix.lower() not in IMAGE_EXTENSIONS:
+            ignored["non-image file"] += 1
+        elif not file.is_file():
+            missing.append(f"{file} (line {line})")
+        elif (key := file.resolve()) in seen:
+            # Twice in the list could put one image in both splits, or under two labels.
+            raise TuduiError(f"{path} lists {file} twice (lines {seen[key]} and {line}); each image "
+                             f"belongs in one row")
+        else:
+            seen[key] = line
+            entries.append((file, cells[columns["label"]], split))
+    if missing:
+        raise TuduiError(f"{path} lists {len(missing)} file(s) that do not exist, first {missing[0]}; "
+                         f"paths are relative to the CSV file's folder")
+    return entries, ignored
+
+
 def csv_dataset(csv_path: str | Path, val_split: float, seed: int) -> DatasetSpec:
     """The images a CSV list names, split by its split column or by class."""
     path = Path(csv_path)
     if not path.is_file():
         raise TuduiError(f"data set not found: {csv_path}")
     rows, columns = _read_rows(path)
-    base = path.resolve().parent
-    ignored: Counter = Counter()
-    entries: list[tuple[Path, str, str | None]] = []
-    missing: list[str] = []
-    for line, *cells in rows:
-        if len(cells) <= max(columns.values()) or not cells[columns["path"]] or not cells[columns["label"]]:
-            raise TuduiError(f"{path} line {line}: expected path,label{',split' if 'split' in columns else ''}, "
-                             f"got {','.join(cells)!r}")
-        file = Path(cells[columns["path"]]).expanduser()
-        file = file if file.is_absolute() else base / file
-        split = cells[columns["split"]].lower() if "split" in columns else None
-        if split is not None and split not in SPLITS:
-            raise TuduiError(f"{path} line {line}: split must be train, val or test, got {split!r}")
-        if file.suffix.lower() not in IMAGE_EXTENSIONS:
-            ignored["non-image file"] += 1
-        elif not file.is_file():
-            missing.append(f"{file} (line {line})")
-        else:
-            entries.append((file, cells[columns["label"]], split))
-    if missing:
-        raise TuduiError(f"{path} lists {len(missing)} file(s) that do not exist, first {missing[0]}; "
-                         f"paths are relative to the CSV file's folder")
+    entries, ignored = _entries(path, rows, columns)
     class_names = sorted({label for _, label, _ in entries})
     if len(class_names) < 2:
         raise TuduiError(f"{path} needs at least two labels, found {len(class_names)}: {class_names}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tarfile
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -22,9 +24,20 @@ log = logging.getLogger(__name__)
 
 
 def _image_files(folder: Path, ignored: Counter, recursive: bool = True) -> list[Path]:
-    """The image files under folder, sorted; hidden and non-image files are counted in ignored."""
+    """The image files under folder, sorted; hidden and non-image files are counted in ignored.
+
+    A folder that cannot be listed raises its OSError (folder() turns it into one line): skipping
+    it would train on one class fewer without a word.
+    """
+    def refuse(error: OSError) -> None:
+        raise error
+
+    if recursive:
+        paths = [Path(top, name) for top, _, names in os.walk(folder, onerror=refuse) for name in names]
+    else:
+        paths = list(folder.iterdir())
     found = []
-    for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
+    for path in sorted(paths):
         if not path.is_file():
             continue
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
@@ -40,24 +53,83 @@ def _visible_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
+# Caps on what an archive may unpack to: a few hundred kilobytes can expand into gigabytes.
+MAX_UNPACKED_BYTES = 64 * 1024 ** 3
+MAX_UNPACKED_FILES = 5_000_000
+DISK_MARGIN = 1024 ** 3          # what unpacking leaves free on the cache's disk
+
+
 def extract_archive(archive: Path, cache_dir: Path) -> Path:
-    """Unpack a .tar/.tar.gz once into cache_dir; later calls reuse it while the file is unchanged."""
+    """Unpack a .tar/.tar.gz once into cache_dir; later calls reuse it while the file is unchanged.
+
+    It unpacks into a folder of its own and renames that into place, so a crash or a second
+    process unpacking the same archive at the same time never leaves or uses half a copy; what
+    it unpacks is capped in bytes (and by the disk's free space) and in files.
+    """
     stat = archive.stat()
     key = hashlib.sha256(f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
     target = cache_dir / f"{archive.name.split('.')[0]}-{key[:12]}"
     if target.is_dir():
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = cache_dir / f".{target.name}.partial-{os.getpid()}"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_partials(cache_dir)
+        partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=cache_dir))
+    except OSError as e:
+        raise TuduiError(f"cannot unpack {archive} into {cache_dir}: {e.strerror or e}") from None
     log.info("unpacking %s into %s (once)", archive, target)
     try:
         with tarfile.open(archive) as tar:
-            # The "data" filter refuses absolute paths, links out of the folder and devices.
-            tar.extractall(partial, filter="data")
+            tar.extractall(partial, filter=_CappedFilter(archive, cache_dir))
+        try:
+            os.replace(partial, target)
+        except OSError:
+            if not target.is_dir():   # not "another process got there first"
+                raise
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise TuduiError(f"cannot unpack {archive}: {e}") from None
-    os.replace(partial, target)
+        raise TuduiError(f"cannot unpack {archive}: {str(e)[:200]}") from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)   # gone already when the rename succeeded
     return target
+
+
+class _CappedFilter:
+    """tarfile's "data" filter (no absolute paths, no links out of the folder, no devices), and a
+    running count of files and bytes that stops the unpacking past the caps."""
+
+    def __init__(self, archive: Path, cache_dir: Path):
+        self.archive, self.files, self.bytes = archive, 0, 0
+        self.max_bytes = min(MAX_UNPACKED_BYTES, shutil.disk_usage(cache_dir).free - DISK_MARGIN)
+
+    def __call__(self, member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        member = tarfile.data_filter(member, path)
+        self.files += 1
+        self.bytes += member.size
+        if self.files > MAX_UNPACKED_FILES:
+            raise TuduiError(f"{self.archive} holds more than {MAX_UNPACKED_FILES:,} files; unpack it "
+                             f"yourself and pass the folder")
+        if self.bytes > self.max_bytes:
+            raise TuduiError(f"{self.archive} unpacks to more than {max(self.max_bytes, 0):,} bytes (the cap, "
+                             f"or what its disk has free); unpack it yourself and pass the folder")
+        return member
+
+
+def _remove_abandoned_partials(cache_dir: Path) -> None:
+    """Delete half-unpacked folders whose process is gone (a crash or a kill in the middle)."""
+    for partial in cache_dir.glob(".*.partial-*"):
+        pid = partial.name.rsplit(".partial-", 1)[1].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # another user's process
+        return True
+    return True
 
 
 def _descend(root: Path) -> Path:
@@ -122,12 +194,21 @@ def resolve_folder(path: str | Path, cache_dir: Path) -> Path:
         if not root.name.endswith((".tar", ".tar.gz", ".tgz")):
             raise TuduiError(f"{path} is a file, not a folder or a .tar/.tar.gz archive")
         root = extract_archive(root, cache_dir)
+    elif not root.is_dir():
+        raise TuduiError(f"{path} is neither a folder nor a file (a device or a socket?); pass a folder, "
+                         f"a .tar/.tar.gz or a .csv list")
     return _descend(root)
 
 
 def folder(path: str, val_split: float, seed: int, cache_dir: Path) -> DatasetSpec:
     """An image folder (train/ + val/ or test/, or one folder split by val_split), or an archive of one."""
-    root = resolve_folder(path, cache_dir)
+    try:
+        return _read_folder(resolve_folder(path, cache_dir), val_split, seed)
+    except OSError as e:   # a folder or file that cannot be listed or read (permissions, a broken disk)
+        raise TuduiError(f"cannot read {e.filename or path}: {e.strerror or e}") from None
+
+
+def _read_folder(root: Path, val_split: float, seed: int) -> DatasetSpec:
     test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
     ignored: Counter = Counter()
     if (root / "train").is_dir() and test_dir is not None:

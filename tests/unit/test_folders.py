@@ -1,0 +1,85 @@
+"""Folders and archives as data sets: unpacking safely, and folders that cannot be read."""
+import os
+import tarfile
+import threading
+
+import pytest
+
+import tudui.data.folders as folders
+from tudui.data import build_dataset
+from tudui.data.folders import extract_archive
+from tudui.errors import TuduiError
+
+from helpers import write_class_folder
+
+
+@pytest.fixture
+def archive(tmp_path):
+    write_class_folder(tmp_path / "src" / "set", ["cat", "dog"], 6)
+    path = tmp_path / "set.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "set", arcname="set")
+    return path
+
+
+def leftovers(cache):
+    return sorted(p.name for p in cache.iterdir() if ".partial-" in p.name)
+
+
+def test_an_archive_over_the_file_cap_stops_and_leaves_nothing_behind(archive, tmp_path, monkeypatch):
+    monkeypatch.setattr(folders, "MAX_UNPACKED_FILES", 5)
+    with pytest.raises(TuduiError, match="holds more than 5 files; unpack it yourself"):
+        extract_archive(archive, tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_an_archive_over_the_byte_cap_stops_and_leaves_nothing_behind(archive, tmp_path, monkeypatch):
+    monkeypatch.setattr(folders, "MAX_UNPACKED_BYTES", 2000)      # a few of its 32-px PNGs
+    with pytest.raises(TuduiError, match="unpacks to more than 2,000 bytes"):
+        extract_archive(archive, tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_two_unpackings_of_one_archive_at_once_both_get_the_whole_copy(archive, tmp_path):
+    cache, results, errors = tmp_path / "cache", [], []
+
+    def unpack():
+        try:
+            results.append(extract_archive(archive, cache))
+        except Exception as e:   # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=unpack) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(set(results)) == 1
+    assert len(list(results[0].rglob("*.png"))) == 12 and leftovers(cache) == []
+
+
+def test_half_unpacked_folders_of_dead_processes_are_cleared(archive, tmp_path):
+    cache = tmp_path / "cache"
+    (cache / ".set-abc.partial-999999999-x").mkdir(parents=True)          # no such process
+    (cache / f".set-abc.partial-{os.getpid()}-y").mkdir()                  # this one is alive
+    extract_archive(archive, cache)
+    assert leftovers(cache) == [f".set-abc.partial-{os.getpid()}-y"]
+
+
+def test_a_path_that_is_neither_folder_nor_file_is_one_line():
+    with pytest.raises(TuduiError, match="/dev/null is neither a folder nor a file"):
+        build_dataset("/dev/null")
+
+
+def test_a_class_folder_that_cannot_be_listed_stops_the_run_instead_of_vanishing(tmp_path, monkeypatch):
+    root = write_class_folder(tmp_path / "photos", ["cat", "dog", "fox"], 4)
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(root / "dog"):
+            raise PermissionError(13, "Permission denied", str(root / "dog"))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(TuduiError, match=r"cannot read .*photos/dog: Permission denied"):
+        build_dataset(str(root))
