@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tudui", description="Train, evaluate and use image classifiers with PyTorch.",
         epilog="run `tudui COMMAND --help` for each command's settings and examples")
     parser.add_argument("--version", action="version", version=f"tudui {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the whole traceback of an unexpected error (for a bug report)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     formatter = argparse.RawDescriptionHelpFormatter
 
@@ -190,6 +193,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`tudui predict ... | head`): nothing left to say, and nowhere to say it.
+        try:   # so that Python's own flush of stdout at exit does not fail on the pipe again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if args.debug:
+            raise
+        text = (str(e).strip().splitlines() or [""])[0][:200]
+        print(f"error: unexpected {type(e).__name__}: {text} (rerun with `tudui --debug {args.command} ...` "
+              f"for the traceback, and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ save is never cut in half (and it is atomic besides).
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -30,11 +31,16 @@ class StopRequest:
     def __init__(self):
         self.requested: int | None = None
         self._previous: dict[int, object] = {}
+        self._pid = os.getpid()
 
     def __call__(self) -> bool:
         return self.requested is not None
 
     def _handle(self, signum, frame) -> None:
+        if os.getpid() != self._pid:
+            # A DataLoader worker (forked with this handler) hears Ctrl-C too: the main process
+            # stops the run; the workers end with the loader and say nothing.
+            return
         if self.requested is None:
             self.requested = signum
             print(f"\n{signal.Signals(signum).name}: stopping after this batch and saving a "
@@ -44,6 +50,7 @@ class StopRequest:
                   file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopRequest:
+        self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
             for signum in SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)

@@ -33,8 +33,12 @@ def topk_probabilities(model: nn.Module, batch: torch.Tensor, k: int,
     return probabilities.topk(min(k, probabilities.shape[1]), dim=1)
 
 
-def expand_inputs(inputs: Iterable[str | Path | Image.Image]) -> list[str | Path | Image.Image]:
-    """Files and PIL images as given; folders replaced by their image files (sorted, recursive)."""
+def expand_inputs(inputs: Iterable[str | Path | Image.Image]) -> list[Path | Image.Image | dict]:
+    """Files and PIL images as given; folders replaced by their image files (sorted, recursive).
+
+    An input that is missing, or a folder without images, becomes its result already: a dict
+    with its path and the error, so the other inputs are still predicted.
+    """
     items: list = []
     for item in inputs:
         if isinstance(item, Image.Image):
@@ -44,13 +48,11 @@ def expand_inputs(inputs: Iterable[str | Path | Image.Image]) -> list[str | Path
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p)
                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not found:
-                raise TuduiError(f"no images in folder {path}")
-            items += found
+            items += found or [{"path": str(path), "error": f"no images in folder {path}"}]
         elif path.exists():
             items.append(path)
         else:
-            raise TuduiError(f"image or folder not found: {path}")
+            items.append({"path": str(path), "error": f"image or folder not found: {path}"})
     return items
 
 
@@ -84,6 +86,9 @@ def predict_images(inputs: str | Path | Image.Image | Sequence, cfg: PredictConf
     for start in range(0, len(items), batch_size):
         tensors, rows = [], []
         for item in items[start:start + batch_size]:
+            if isinstance(item, dict):   # missing already
+                results.append(item)
+                continue
             name = "<image>" if isinstance(item, Image.Image) else str(item)
             try:
                 image = to_rgb(item) if isinstance(item, Image.Image) else load_image(item)
@@ -121,11 +126,17 @@ def prediction_rows(results: list[dict]) -> tuple[list[str], list[dict]]:
     columns = ["path"] + [f"{name}_{i}" for i in range(1, k + 1) for name in ("class", "probability")]
     rows = []
     for r in results:
-        row = {"path": r["path"], "error": r.get("error", "")}
+        row = {"path": as_text_cell(r["path"]), "error": as_text_cell(r.get("error", ""))}
         for i, p in enumerate(r.get("predictions", []), start=1):
-            row[f"class_{i}"], row[f"probability_{i}"] = p["class"], f"{p['probability']:.6f}"
+            row[f"class_{i}"], row[f"probability_{i}"] = as_text_cell(p["class"]), f"{p['probability']:.6f}"
         rows.append(row)
     return columns + ["error"], rows
+
+
+def as_text_cell(text: str) -> str:
+    """text as a spreadsheet shows it, never runs it: a cell starting with =, +, -, @, a tab or a
+    carriage return gets a leading ' (OWASP's advice on CSV injection)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def write_predictions(results: list[dict], path: str | Path) -> Path:

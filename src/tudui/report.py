@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.colors import PowerNorm
@@ -272,13 +273,20 @@ def png_bytes(fig: Figure) -> bytes:
 
 # ---------------------------------------------------------------- files
 
+def plain_text():
+    """Text drawn as written: a class named "$5 bill" must not be read as mathematics (which
+    fails to draw, or draws something else)."""
+    return matplotlib.rc_context({"text.parse_math": False})
+
+
 def render_pictures(data: ReportData) -> dict[str, bytes]:
     """The report's pictures as PNG bytes by file name (curves.png only with a training history)."""
-    found = {"confusion_matrix.png": plot_confusion(data.metrics["confusion"], data.class_names),
-             "misclassified.png": plot_mistakes(data),
-             "per_class.png": plot_per_class(data),
-             "curves.png": plot_curves(data.history)}
-    return {name: png_bytes(fig) for name, fig in found.items() if fig is not None}
+    with plain_text():
+        found = {"confusion_matrix.png": plot_confusion(data.metrics["confusion"], data.class_names),
+                 "misclassified.png": plot_mistakes(data),
+                 "per_class.png": plot_per_class(data),
+                 "curves.png": plot_curves(data.history)}
+        return {name: png_bytes(fig) for name, fig in found.items() if fig is not None}
 
 
 def write_report(out_dir: Path, data: ReportData, pictures: dict[str, bytes] | None = None) -> Path:
@@ -331,7 +339,8 @@ def write_tensorboard(writer, data: ReportData, pictures: dict[str, bytes] | Non
     for tag, name in (("eval/confusion_matrix", "confusion_matrix.png"),
                       ("eval/most_confident_mistakes", "misclassified.png")):
         writer.add_image(tag, _png_pixels(pictures[name]), dataformats="HWC")
-    writer.add_figure("eval/sample_predictions", plot_samples(data), close=False)
+    with plain_text():
+        writer.add_figure("eval/sample_predictions", plot_samples(data), close=False)
     if len(data.class_names) <= MAX_PR_CURVES:
         for k, name in enumerate(data.class_names):
             writer.add_pr_curve(f"pr_curve/{name}", data.targets == k, data.probabilities[:, k])

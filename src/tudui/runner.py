@@ -6,6 +6,7 @@ The CLI is a thin layer over `train` and a notebook calls it directly.
 """
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,8 +96,14 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
     cfg, run, checkpoints = parts.cfg, parts.run, parts.checkpoints
     report = None
     if cfg.train.report:
-        report = run_report(run, parts.test_loader, parts.runtime, parts.spec, cfg, parts.tensorboard.writer,
-                            parts.warn)
+        try:
+            report = run_report(run, parts.test_loader, parts.runtime, parts.spec, cfg, parts.tensorboard.writer,
+                                parts.warn)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(
+                f"stopped while writing the report; training had finished and its weights are saved in "
+                f"{run.weights_dir}; make the report with  tudui eval --weights {run} --out {run}",
+                signal.SIGINT) from None
     if not history:
         raise TuduiError(f"{run}: nothing left to train")
     result = TrainResult(run_dir=run.path, best_accuracy=checkpoints.best_accuracy,

@@ -210,6 +210,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", model_name:
     plain state_dict (see tudui.state_dicts) for the model model_name; its metadata then has
     the model's own preprocessing and `imported` set.
     """
+    if not Path(path).exists():
+        raise TuduiError(f"weights not found: {path}")
     if is_tudui_weights(path):
         state, meta = read_weights(path)
         model = create_model(meta.model, num_classes=meta.num_classes, **meta.model_options)

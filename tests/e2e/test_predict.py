@@ -70,3 +70,18 @@ def test_bad_files_get_an_error_line_while_the_others_are_predicted(digit_files,
     assert len([line for line in lines if ": error: " in line]) == 2
     assert len([line for line in lines if ": error: " not in line and "%" in line]) == 6
     assert "2 of 8 images could not be read" in captured.err
+
+
+def test_a_missing_path_among_several_is_an_error_line_and_the_others_are_predicted(digit_files, digits_run,
+                                                                                       tmp_path, capsys):
+    from tudui.cli import main
+    (tmp_path / "empty").mkdir()
+    code = main(["predict", str(tmp_path / "nope.png"), str(digit_files), str(tmp_path / "empty"),
+                 "--weights", str(digits_run.run_dir)])
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert code == 1 and "Traceback" not in captured.err
+    assert lines[0] == f"{tmp_path / 'nope.png'}: error: image or folder not found: {tmp_path / 'nope.png'}"
+    assert lines[-1] == f"{tmp_path / 'empty'}: error: no images in folder {tmp_path / 'empty'}"
+    assert len([line for line in lines if "%" in line]) == 6
+    assert "2 of 8 images could not be read" in captured.err

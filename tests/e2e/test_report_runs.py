@@ -159,3 +159,15 @@ def test_no_report_flag_leaves_only_the_run(tmp_path):
     result = tudui.train(data="synthetic", epochs=1, project=str(tmp_path), progress=False, report=False)
     assert result.report is None and not (result.run_dir / "metrics.json").exists()
     assert (result.run_dir / "metrics.csv").is_file()
+
+
+def test_ctrl_c_while_the_report_is_written_says_the_training_is_safe(tmp_path, monkeypatch):
+    from tudui.interrupts import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("tudui.runner.run_report", interrupted)
+    with pytest.raises(TrainingInterrupted, match="training had finished and its weights are saved") as stop:
+        tudui.train(data="synthetic", epochs=1, project=str(tmp_path), progress=False)
+    assert stop.value.exit_code == 130 and "tudui eval --weights" in str(stop.value)
+    assert (tmp_path / "exp" / "weights" / "best.safetensors").is_file()

@@ -144,3 +144,21 @@ def test_training_interrupted_exits_with_128_plus_the_signal(signum, code):
     assert error.exit_code == code
     assert isinstance(error, TuduiError)   # the CLI prints it as one line
     assert str(error) == "stopped at epoch 2; resume with tudui train --resume runs/exp"
+
+
+def test_a_forked_worker_that_hears_ctrl_c_says_nothing_and_sets_nothing(capsys):
+    from tudui.interrupts import StopRequest
+    with StopRequest() as stop:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:   # the child, as a DataLoader worker forked while the handler is installed
+            os.close(read)
+            os.kill(os.getpid(), signal.SIGINT)
+            os.write(write, b"1" if stop.requested else b"0")
+            os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        answer = os.read(read, 1)
+        os.close(read)
+    assert answer == b"0" and stop.requested is None
+    assert "stopping" not in capsys.readouterr().err

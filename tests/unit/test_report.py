@@ -118,3 +118,15 @@ def test_a_model_without_mistakes_gets_a_picture_that_says_so():
     assert fig.get_suptitle() == "No mistakes on the test split" and not fig.axes
 
 
+
+
+def test_class_names_with_dollar_signs_are_drawn_as_written_not_as_mathematics():
+    from tudui.report import render_pictures
+    data = fake_report(3)
+    data.class_names = ["price $5 and $6^", "$\\bad{$", "plain"]
+    data.metrics["per_class"] = per_class_table(data.metrics["confusion"], data.class_names)
+    pictures = render_pictures(data)
+    assert set(pictures) == {"confusion_matrix.png", "misclassified.png", "per_class.png"}
+    fig = plot_confusion(data.metrics["confusion"], data.class_names)
+    labels = [tick.get_text() for tick in fig.axes[0].get_yticklabels()]
+    assert "$\\bad{$" in labels

@@ -1,0 +1,33 @@
+"""The command line's last line of defence: any error is one line; --debug shows the traceback."""
+import pytest
+
+import tudui.cli as cli
+
+
+def broken(args):
+    raise KeyError("a bug somewhere deep\nwith a second line")
+
+
+def test_an_unexpected_error_is_one_line_with_a_hint_and_exit_1(monkeypatch, capsys):
+    monkeypatch.setitem(cli.COMMANDS, "models", broken)
+    assert cli.main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: unexpected KeyError: 'a bug somewhere deep")
+    assert "tudui --debug models" in err and "Traceback" not in err
+
+
+def test_debug_shows_the_whole_traceback(monkeypatch):
+    monkeypatch.setitem(cli.COMMANDS, "models", broken)
+    with pytest.raises(KeyError, match="a bug somewhere deep"):
+        cli.main(["--debug", "models"])
+
+
+def test_a_reader_that_went_away_ends_the_command_quietly(monkeypatch, capsys):
+    def closed_pipe(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setitem(cli.COMMANDS, "models", closed_pipe)
+    redirected = []
+    monkeypatch.setattr(cli.os, "dup2", lambda *args: redirected.append(args))   # not pytest's own stdout
+    assert cli.main(["models"]) == 141
+    assert capsys.readouterr().err == ""

@@ -1,0 +1,27 @@
+"""tudui.predict's pieces: the inputs it expands and the tables it writes."""
+from tudui.predict import expand_inputs
+
+
+def test_missing_inputs_and_empty_folders_become_error_results_in_place(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "b.png").write_bytes(b"")
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"")
+    (tmp_path / "photos" / ".hidden.png").write_bytes(b"")
+    items = expand_inputs([tmp_path / "nope.png", tmp_path / "photos", tmp_path / "empty"])
+    assert items[0] == {"path": str(tmp_path / "nope.png"),
+                        "error": f"image or folder not found: {tmp_path / 'nope.png'}"}
+    assert items[1:3] == [tmp_path / "photos" / "a.jpg", tmp_path / "photos" / "b.png"]
+    assert items[3]["error"] == f"no images in folder {tmp_path / 'empty'}"
+
+
+def test_cells_that_a_spreadsheet_would_run_are_written_as_text(tmp_path):
+    from tudui.predict import write_predictions
+    results = [{"path": "=cmd|' /C calc'!A0.png", "predictions": [{"class": "+SUM(A1)", "probability": 0.9},
+                                                                 {"class": "-1", "probability": 0.1}]},
+               {"path": "@evil.png", "error": "=HYPERLINK(\"x\")"}, {"path": "plain.png", "error": "-"}]
+    write_predictions(results, tmp_path / "p.csv")
+    text = (tmp_path / "p.csv").read_text()
+    assert "'=cmd" in text and "'+SUM(A1)" in text and "'-1" in text and "'@evil.png" in text
+    assert "'=HYPERLINK" in text and "plain.png" in text
+    assert all(not cell.startswith(("=", "+", "@")) for line in text.splitlines() for cell in line.split(","))
