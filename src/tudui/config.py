@@ -53,6 +53,13 @@ def up_to(low: float, high: float) -> Rule:
     return Rule(lambda v: low <= v <= high, f"between {low} and {high}")
 
 
+def shown_path(path: Any) -> str:
+    """A path for a message: as it is when short, else its last SHOWN_CHARS characters (the file's
+    name matters more than the folders above it); control characters escaped."""
+    text = repr(str(path))[1:-1]
+    return text if len(text) <= SHOWN_CHARS else "..." + text[-SHOWN_CHARS:]
+
+
 def shown(value: Any) -> str:
     """repr(value), cut to SHOWN_CHARS: an error message never quotes a whole hostile value."""
     text = repr(value)
@@ -473,6 +480,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.MarkedYAMLError as e:
         where = f" (line {e.problem_mark.line + 1})" if e.problem_mark is not None else ""
         raise TuduiError(f"config file {path} is not valid YAML: {e.problem or e.context}{where}") from None
+    except RecursionError:
+        raise TuduiError(f"config file {path} is not valid YAML for settings: nested too deeply") from None
     except (yaml.YAMLError, ValueError) as e:   # ValueError: a number too long to be one
         raise TuduiError(f"config file {path} is not valid YAML: {str(e).splitlines()[0][:SHOWN_CHARS]}") from None
     return values if values is not None else {}

@@ -49,8 +49,10 @@ def expand_inputs(inputs: Iterable[str | Path | Image.Image]) -> list[Path | Ima
             found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p)
                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
             items += found or [{"path": str(path), "error": f"no images in folder {path}"}]
-        elif path.exists():
+        elif path.is_file():
             items.append(path)
+        elif path.exists():   # a pipe or a device would block the read, or never end
+            items.append({"path": str(path), "error": f"{path} is not a regular file"})
         else:
             items.append({"path": str(path), "error": f"image or folder not found: {path}"})
     return items

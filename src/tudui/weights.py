@@ -115,8 +115,9 @@ def _checked(raw: dict, key: str, spec: _Spec, source: str) -> Any:
             raise TuduiError(f"{source} has damaged tudui metadata: no {key}")
         return spec.default
     right_type = isinstance(value, spec.kinds) and not (isinstance(value, bool) and bool not in spec.kinds)
-    right_items = spec.items is None or all(isinstance(v, spec.items) and not isinstance(v, bool) for v in value)
-    if not (right_type and right_items and spec.test(value)):
+    right_items = right_type and (spec.items is None or all(isinstance(v, spec.items) and not isinstance(v, bool)
+                                                            for v in value))
+    if not (right_items and spec.test(value)):
         says = f" (it must be {spec.says})" if spec.says else ""
         raise TuduiError(f"{source} has damaged tudui metadata: {key} is {shown(value)}{says}")
     return value

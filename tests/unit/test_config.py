@@ -196,3 +196,34 @@ def test_error_messages_quote_only_the_start_of_a_long_value(tmp_path, text):
 def test_numbers_out_of_any_sensible_range_are_refused_with_the_flag_named(overrides, message):
     with pytest.raises(TuduiError, match=message):
         make_config(**overrides)
+
+
+def test_a_section_left_empty_takes_the_defaults_and_one_that_is_a_list_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: null\ntrain: {epochs: 2}\n")
+    assert make_config(path).data == Config().data
+    path.write_text("train: [1, 2]\n")
+    with pytest.raises(TuduiError, match="config section 'train' must be a mapping, got \\[1, 2\\]"):
+        make_config(path)
+    path.write_text("data: [1, 2]\n")                  # data is also the flat --data
+    with pytest.raises(TuduiError, match="data must be a str, got \\[1, 2\\]"):
+        make_config(path)
+
+
+def test_a_failed_write_of_config_yaml_keeps_the_previous_file_whole(tmp_path, monkeypatch):
+    import errno
+    import pathlib
+    path = tmp_path / "config.yaml"
+    dump_yaml(make_config(epochs=3), path)
+    before = path.read_text()
+    real = pathlib.Path.write_text
+
+    def half_then_full_disk(self, text, *args, **kwargs):
+        real(self, text[:10], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", half_then_full_disk)
+    with pytest.raises(TuduiError, match="cannot write .*config.yaml: No space left on device"):
+        dump_yaml(make_config(epochs=4), path)
+    monkeypatch.undo()
+    assert path.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]

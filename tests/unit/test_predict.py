@@ -25,3 +25,12 @@ def test_cells_that_a_spreadsheet_would_run_are_written_as_text(tmp_path):
     assert "'=cmd" in text and "'+SUM(A1)" in text and "'-1" in text and "'@evil.png" in text
     assert "'=HYPERLINK" in text and "plain.png" in text
     assert all(not cell.startswith(("=", "+", "@")) for line in text.splitlines() for cell in line.split(","))
+
+
+def test_a_pipe_or_a_dangling_link_is_an_error_result_not_a_read_that_never_ends(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    items = expand_inputs([tmp_path / "pipe.png", tmp_path / "dangling.png"])
+    assert items[0]["error"] == f"{tmp_path / 'pipe.png'} is not a regular file"
+    assert items[1]["error"].startswith("image or folder not found")

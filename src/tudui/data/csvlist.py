@@ -11,7 +11,7 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from tudui.config import shown
+from tudui.config import shown, shown_path
 from tudui.data.datasets import DatasetSpec, FileImages
 from tudui.data.images import IMAGE_EXTENSIONS
 from tudui.data.splits import split_by_class
@@ -32,7 +32,7 @@ def _read_rows(path: Path) -> tuple[list[list[str]], dict[str, int]]:
                     rows.append((first_line, [cell.strip() for cell in row]))
                 first_line = reader.line_num + 1
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise TuduiError(f"cannot read the CSV list {path}: {e}") from None
+        raise TuduiError(f"cannot read the CSV list {path}: {shown(str(e))}") from None
     if not rows:
         raise TuduiError(f"the CSV list {path} is empty; it needs path,label rows")
     header = [cell.lower() for cell in rows[0][1]]
@@ -64,10 +64,10 @@ def _entries(path: Path, rows: list[list[str]], columns: dict[str, int]) -> tupl
         if file.suffix.lower() not in IMAGE_EXTENSIONS:
             ignored["non-image file"] += 1
         elif not file.is_file():
-            missing.append(f"{file} (line {line})")
+            missing.append(f"{shown_path(file)} (line {line})")
         elif (key := file.resolve()) in seen:
             # Twice in the list could put one image in both splits, or under two labels.
-            raise TuduiError(f"{path} lists {file} twice (lines {seen[key]} and {line}); each image "
+            raise TuduiError(f"{path} lists {shown_path(file)} twice (lines {seen[key]} and {line}); each image "
                              f"belongs in one row")
         else:
             seen[key] = line
@@ -87,7 +87,7 @@ def csv_dataset(csv_path: str | Path, val_split: float, seed: int) -> DatasetSpe
     entries, ignored = _entries(path, rows, columns)
     class_names = sorted({label for _, label, _ in entries})
     if len(class_names) < 2:
-        raise TuduiError(f"{path} needs at least two labels, found {len(class_names)}: {class_names}")
+        raise TuduiError(f"{path} needs at least two labels, found {len(class_names)}: {shown(class_names)}")
     lookup = {name: i for i, name in enumerate(class_names)}
     if "split" in columns:
         train = [(f, lookup[label]) for f, label, split in entries if SPLITS[split] == "train"]

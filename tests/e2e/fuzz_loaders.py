@@ -1,0 +1,189 @@
+"""Feed mutated weights headers, settings files and CSV lists to tudui's readers and the CLI.
+
+    python fuzz_loaders.py WORK_DIR SEED CASES_PER_KIND MEMORY_GIB
+
+Run by tests/e2e/test_fuzz.py in a subprocess with its address space capped. Every case must
+either load or fail with one TuduiError line; anything else (another exception, a message
+over 400 characters or of several lines, a CLI exit other than 0 or 1, a traceback) is
+printed as a failure. The last line of output is a JSON summary.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import random
+import resource
+import struct
+import sys
+import traceback
+from pathlib import Path
+
+WORK, SEED, CASES, MEMORY_GIB = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+resource.setrlimit(resource.RLIMIT_AS, (MEMORY_GIB << 30, MEMORY_GIB << 30))
+
+import numpy as np  # noqa: E402  (after the cap: what they allocate counts)
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from tudui.cli import main  # noqa: E402
+from tudui.config import make_config  # noqa: E402
+from tudui.data.csvlist import csv_dataset  # noqa: E402
+from tudui.data.transforms import Preprocess  # noqa: E402
+from tudui.errors import TuduiError  # noqa: E402
+from tudui.models import create_model  # noqa: E402
+from tudui.weights import WeightsMeta, read_weights, save_weights  # noqa: E402
+
+rng = random.Random(SEED)
+HOSTILE = [None, True, -1, 0, 10 ** 12, 2 ** 63, -2 ** 63, 1e308, float("nan"), "", "x" * 10_000, "$\\bad{$",
+           "=cmd|' /C calc'!A0", [], [1, 2], {"a": 1}, [[[[[[]]]]]], "../../etc/passwd", "\x00", "é" * 50]
+failures: list[str] = []
+
+
+def check(kind: str, case: int, action) -> str:
+    """Run action; 'ok' or 'refused' when it behaves, else record a failure."""
+    try:
+        action()
+        return "ok"
+    except TuduiError as e:
+        text = str(e)
+        if "\n" in text or len(text) > 400:
+            failures.append(f"{kind} {case}: message of {len(text)} characters / {text.count(chr(10))} newlines")
+        return "refused"
+    except Exception:  # noqa: BLE001 - exactly what the fuzzing looks for
+        failures.append(f"{kind} {case}: {traceback.format_exc(limit=3)[-600:]}")
+        return "crashed"
+
+
+def mutate_value(value):
+    choice = rng.random()
+    if choice < 0.6:
+        return rng.choice(HOSTILE)
+    if choice < 0.8 and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value * rng.choice([-1, 0, 1e6, 1e300])
+    return [value] * rng.randint(0, 3)
+
+
+def mutate_json(obj, depth=0):
+    """obj with some of its values (at any depth) replaced by hostile ones, keys dropped or added."""
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            roll = rng.random()
+            if roll < 0.05:
+                continue
+            out[key] = mutate_value(value) if roll < 0.15 else mutate_json(value, depth + 1)
+        if rng.random() < 0.05:
+            out[rng.choice(["extra", "evil", "__class__"])] = mutate_value(None)
+        return out
+    return obj
+
+
+# ---------------------------------------------------------------- weights headers
+
+def weights_cases(base: Path) -> None:
+    meta = WeightsMeta(model="tudui", num_classes=3, class_names=("a", "b", "c"),
+                       preprocess=Preprocess(input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3))
+    save_weights(base, create_model("tudui", 3), meta)
+    data = base.read_bytes()
+    header_len = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + header_len])
+    for case in range(CASES):
+        path = WORK / f"w{case}.safetensors"
+        roll = rng.random()
+        if roll < 0.5:   # the tudui metadata, mutated, in an otherwise valid file
+            inner = json.loads(header["__metadata__"]["tudui"])
+            text = json.dumps(mutate_json(inner)) if rng.random() < 0.9 else "[" * rng.randint(1, 200_000)
+            new = dict(header, __metadata__={"tudui": text})
+            blob = json.dumps(new).encode()
+            path.write_bytes(struct.pack("<Q", len(blob)) + blob + data[8 + header_len:])
+        elif roll < 0.8:   # bytes flipped anywhere in the first kilobyte
+            broken = bytearray(data)
+            for _ in range(rng.randint(1, 20)):
+                broken[rng.randrange(min(len(broken), 1024))] = rng.randrange(256)
+            path.write_bytes(bytes(broken))
+        else:   # cut short, or a header length that lies
+            cut = data[:rng.randrange(len(data))]
+            path.write_bytes(struct.pack("<Q", rng.choice([2 ** 40, 10, header_len + 5])) + cut[8:]
+                             if rng.random() < 0.5 else cut)
+        check("weights", case, lambda: read_weights(path))
+
+
+# ---------------------------------------------------------------- settings files
+
+SETTINGS = {"data": {"dataset": "digits", "batch_size": 32, "augment": "none"}, "model": {"arch": "tudui"},
+            "optim": {"optimizer": "sgd", "lr": 0.1}, "train": {"epochs": 2, "tta": 1}, "epochs": 3}
+
+
+def yaml_text(case: int) -> str:
+    import yaml
+    roll = rng.random()
+    if roll < 0.5:
+        settings = {k: v for k, v in mutate_json(SETTINGS).items() if k != "epochs" or rng.random() < 0.3}
+        try:
+            return yaml.safe_dump(settings)
+        except yaml.YAMLError:
+            return "a: b"
+    if roll < 0.7:   # aliases, repeated keys, deep nesting
+        return rng.choice(["a: &a [1, 2]\nb: *a\n", "epochs: 1\nepochs: 2\n", "x: " + "[" * 5000,
+                           "data: {dataset: digits}\ndata: {batch_size: 3}\n", "!!python/object:os.system {}\n"])
+    base = yaml.safe_dump(SETTINGS)
+    chars = list(base)
+    for _ in range(rng.randint(1, 10)):
+        chars.insert(rng.randrange(len(chars) + 1), rng.choice(":[]{}&*!|>-#'\"\n\t\\%@`,?"))
+    return "".join(chars)
+
+
+def settings_cases() -> None:
+    for case in range(CASES):
+        path = WORK / f"s{case}.yaml"
+        if rng.random() < 0.1:
+            path.write_bytes(bytes(rng.randrange(256) for _ in range(rng.randint(0, 3000))))
+        else:
+            path.write_text(yaml_text(case))
+        check("settings", case, lambda: make_config(path))
+
+
+# ---------------------------------------------------------------- CSV lists
+
+def csv_cases() -> None:
+    for name, value in (("a", 40), ("b", 200)):
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), value + i, dtype=np.uint8)).save(WORK / f"{name}{i}.png")
+    cells = ["a0.png", "a1.png", "b0.png", "b1.png", "a", "b", "train", "val", "test", "x.png", "", '"', '""',
+             "/etc/passwd", "../a0.png", "a0.png\x00", "é", "=1+1", "a" * 5000, ",", "\n"]
+    for case in range(CASES):
+        rows = ["path,label,split" if rng.random() < 0.5 else "path,label"]
+        rows += [",".join(rng.choice(cells) for _ in range(rng.randint(0, 4))) for _ in range(rng.randint(0, 12))]
+        path = WORK / f"c{case}.csv"
+        path.write_text("\n".join(rows))
+        check("csv", case, lambda: csv_dataset(path, 0.5, 0))
+
+
+# ---------------------------------------------------------------- the CLI, on a few of them
+
+def cli_cases() -> None:
+    image = WORK / "a0.png"
+    for case in range(min(CASES, 40)):
+        args = rng.choice([["predict", str(image), "--weights", str(WORK / f"w{case}.safetensors")],
+                           ["eval", "--weights", str(WORK / f"w{case}.safetensors"), "--no-report"],
+                           ["train", "--config", str(WORK / f"s{case}.yaml"), "--epochs", "0"]])
+        err, out = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            try:
+                code = main(args)
+            except SystemExit as e:   # argparse usage errors
+                code = e.code
+        lines = [line for line in err.getvalue().splitlines() if line.strip()]
+        if code not in (0, 1, 2) or "Traceback" in err.getvalue() or (code == 1 and len(lines) != 1):
+            failures.append(f"cli {case} {args[0]}: exit {code}, stderr {err.getvalue()[-400:]!r}")
+
+
+weights_cases(WORK / "good.safetensors")
+settings_cases()
+csv_cases()
+cli_cases()
+torch.set_num_threads(1)
+for failure in failures[:20]:
+    print("FAILURE", failure)
+print(json.dumps({"cases": 3 * CASES + min(CASES, 40), "failures": len(failures)}))
