@@ -11,14 +11,14 @@ import dataclasses
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from tudui.config import Config, make_config, shown
+from tudui.config import Config, flag_name, make_config, shown
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
 from tudui.rundir import RunDir
@@ -153,7 +153,9 @@ def resume_settings(resume: str | Path, config: Config | None, config_file, over
     """The run, its training state and the settings to go on with, for --resume RUN_DIR.
 
     The run's own config.yaml is the base and flags may change it (a larger --epochs extends a
-    finished run), but not the model or the data set: the saved weights would not fit them.
+    finished run), but not the model or the data set (the saved weights would not fit them),
+    the split, seed or batch size (the saved position would mean other images), nor the
+    optimizer's settings (its saved state would overrule them).
     """
     run = RunDir.open(resume)
     if config is not None or config_file is not None:
@@ -170,6 +172,14 @@ def resume_settings(resume: str | Path, config: Config | None, config_file, over
         if old != new:
             raise TuduiError(f"cannot resume {run} with a different {what} ({old} -> {new}); "
                              f"start a new run instead")
+    changed = [f"{flag_name(f)} {getattr(before.optim, f.name)} -> {getattr(cfg.optim, f.name)}"
+               for f in fields(cfg.optim) if getattr(before.optim, f.name) != getattr(cfg.optim, f.name)]
+    if changed:
+        # The optimizer's state (its rates included) and the schedule's come back from state.pt:
+        # new values would be silently overwritten by the saved ones.
+        raise TuduiError(f"cannot resume {run} with other optimizer settings ({', '.join(changed)}): "
+                         f"its saved state holds the old ones; start a new run from its weights instead: "
+                         f" tudui train --config {run.config} --weights {run.last} ...")
     if state["epoch"] >= cfg.train.epochs:
         raise TuduiError(f"{run} has finished its {state['epoch']} epochs; pass a larger --epochs "
                          f"to extend it")

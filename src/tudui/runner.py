@@ -52,8 +52,8 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
         return finish(parts, history)
     except FloatingPointError as e:
         checkpoints, run = parts.checkpoints, parts.run
-        kept = (f"the last good weights are {run.last} (epoch {checkpoints.saved_epoch}); "
-                f"resume from them with  tudui train --resume {run} --lr SMALLER"
+        kept = (f"the last good weights are {run.last} (epoch {checkpoints.saved_epoch}); start a new run "
+                f"from them with  tudui train --config {run.config} --weights {run.last} --lr SMALLER"
                 if checkpoints.saved_epoch else f"no epoch had finished; the run directory is {run}")
         raise TuduiError(f"{e}; lower --lr (now {cfg.optim.lr}). {kept}") from None
     finally:

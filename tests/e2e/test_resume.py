@@ -120,6 +120,8 @@ def test_resuming_with_another_model_or_data_set_is_refused(tmp_path):
         tudui.train(resume=run.run_dir, data="digits", epochs=2, progress=False)
     with pytest.raises(TuduiError, match=r"different --batch-size \(32 -> 16\)"):
         tudui.train(resume=run.run_dir, batch_size=16, epochs=2, progress=False)
+    with pytest.raises(TuduiError, match=r"other optimizer settings \(--lr 0.01 -> 0.001\).*--weights .*last"):
+        tudui.train(resume=run.run_dir, lr=0.001, epochs=2, progress=False)
     with pytest.raises(TuduiError, match="not a tudui run directory"):
         tudui.train(resume=tmp_path, epochs=2, progress=False)
 

@@ -270,3 +270,11 @@ def test_an_image_listed_twice_is_refused_naming_both_lines(tmp_path, second):
     write_csv(tmp_path / "list.csv", f"a1.png,a\na2.png,a\nb1.png,b\n{second}\n")
     with pytest.raises(TuduiError, match=r"lists .*a1.png twice \(lines 1 and 4\)"):
         csv_dataset(tmp_path / "list.csv", 0.2, 0)
+
+
+def test_a_list_longer_than_any_real_data_set_is_refused_while_it_is_read(tmp_path, monkeypatch):
+    import tudui.data.csvlist as csvlist
+    monkeypatch.setattr(csvlist, "MAX_ROWS", 5)
+    write_csv(tmp_path / "list.csv", "".join(f"x{i}.png,a\n" for i in range(50)))
+    with pytest.raises(TuduiError, match="has more than 5 rows"):
+        csv_dataset(tmp_path / "list.csv", 0.2, 0)

@@ -17,6 +17,7 @@ from tudui.data.images import IMAGE_EXTENSIONS
 from tudui.data.splits import split_by_class
 from tudui.errors import TuduiError
 
+MAX_ROWS = 20_000_000   # ImageNet-21k has 14 million images; more is not a list a person made
 SPLITS = {"train": "train", "val": "test", "valid": "test", "validation": "test", "test": "test"}
 
 
@@ -28,6 +29,8 @@ def _read_rows(path: Path) -> tuple[list[list[str]], dict[str, int]]:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader, first_line = csv.reader(f), 1
             for row in reader:   # a quoted cell may span lines: a row starts after the last one ended
+                if len(rows) > MAX_ROWS:
+                    raise TuduiError(f"the CSV list {path} has more than {MAX_ROWS:,} rows; split the data set")
                 if any(cell.strip() for cell in row):
                     rows.append((first_line, [cell.strip() for cell in row]))
                 first_line = reader.line_num + 1
