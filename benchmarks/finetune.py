@@ -96,7 +96,7 @@ def main() -> None:
                                      weights=args.weights, project=str(Path(tmp) / "runs"),
                                      progress=False, **MODES[mode])
                 rate = statistics.median(row["images_per_s"] for row in result.history)
-                runs[mode].append((result.final_accuracy, rate, time.perf_counter() - began))
+                runs[mode].append((result.test_accuracy, rate, time.perf_counter() - began))
         for mode in modes:
             accuracies, rates, walls = (list(column) for column in zip(*runs[mode]))
             accuracy, accuracy_std = mean_std(accuracies)

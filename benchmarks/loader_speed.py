@@ -15,14 +15,13 @@ import statistics
 import time
 from pathlib import Path
 
+from common import CIFAR_COPY, git_commit, machine
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from common import CIFAR_COPY, git_commit, machine
 from tudui.data import TensorLoader, build_dataset, decode_to_tensor
 from tudui.data.cache import cache_root
 from tudui.data.folders import resolve_folder
-
 
 
 def epoch_rate(loader) -> float:

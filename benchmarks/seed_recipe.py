@@ -16,16 +16,15 @@ import time
 from pathlib import Path
 
 import torch
+from common import CIFAR_COPY, REPO, git_commit, machine
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 import tudui
-from common import CIFAR_COPY, REPO, git_commit, machine
 from tudui.data.cache import cache_root
 from tudui.data.folders import resolve_folder
 from tudui.models import create_model
-
 
 
 def course_loop(root: Path, epochs: int, seed: int) -> dict:
@@ -54,7 +53,7 @@ def course_loop(root: Path, epochs: int, seed: int) -> dict:
                 correct += (model(images).argmax(1) == targets).sum().item()
         accuracy.append(correct / len(test_data))
     seconds = time.perf_counter() - start
-    return {"accuracy_per_epoch": accuracy, "wall_s": seconds,
+    return {"accuracy": accuracy[-1], "accuracy_per_epoch": accuracy, "wall_s": seconds,
             "images_per_s": epochs * len(train_data) / seconds}
 
 
@@ -63,7 +62,9 @@ def tudui_seed(data: Path, epochs: int, seed: int, project: Path) -> dict:
     result = tudui.train(config_file=REPO / "configs" / "seed.yaml", data=str(data), epochs=epochs,
                          seed=seed, project=str(project), progress=False)
     seconds = time.perf_counter() - start
-    return {"accuracy_per_epoch": [row["test_accuracy"] for row in result.history], "wall_s": seconds,
+    # The copy has train/ and test/ and no val split: tudui keeps the last epoch and measures the
+    # test split once, at the end (the course's loop measures it after every epoch).
+    return {"accuracy": result.test_accuracy, "wall_s": seconds,
             "images_per_s": statistics.mean(row["images_per_s"] for row in result.history)}
 
 
@@ -93,10 +94,11 @@ def main() -> None:
             results[recipe].append(row)
             print(json.dumps({**common, "recipe": recipe, "seed": seed, **row}), flush=True)
     for recipe, rows in results.items():
-        final = [r["accuracy_per_epoch"][-1] for r in rows]
+        final = [r["accuracy"] for r in rows]
         wall = [r["wall_s"] for r in rows]
         print(json.dumps({**common, "recipe": recipe, "summary": True, "seeds": args.seeds,
-                          "timed": "training + per-epoch test evaluation, data already unpacked",
+                          "timed": "training + test evaluation (per epoch for the course loop, once at the "
+                                   "end for tudui), data already unpacked",
                           "accuracy_mean": statistics.mean(final),
                           "accuracy_std": statistics.stdev(final) if len(final) > 1 else 0.0,
                           "wall_s_median": statistics.median(wall),

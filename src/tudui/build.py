@@ -8,29 +8,41 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from tudui._version import __version__
-from tudui.checkpoint import CheckpointHook, Resume, restore_training
-from tudui.config import Config, dump_yaml
-from tudui.data import (BUILTIN_DATASETS, DatasetSpec, Preprocess, build_dataset, channel_stats, make_loaders,
-                        resolve_augment)
-from tudui.data.loaders import sample_inputs
+from tudui.checkpoint import CheckpointHook, EarlyStopping, Resume, restore_training
+from tudui.config import Config
+from tudui.config_files import dump_yaml
+from tudui.data import (
+    BUILTIN_DATASETS,
+    DatasetSpec,
+    Preprocess,
+    build_dataset,
+    channel_stats,
+    make_loaders,
+    resolve_augment,
+)
+from tudui.data.loaders import Loaders, sample_inputs
 from tudui.data.validate import drop_unreadable
 from tudui.engine import Hooks, ResumePoint, RunProgress, TrainStep, create_optimizer, create_scheduler
 from tudui.engine.averaging import Lookahead
+from tudui.engine.optim import inverse_frequency
+from tudui.errors import TuduiError
 from tudui.logging import CSVHook, ProgressHook, TensorBoardHook
 from tudui.models import count_parameters, model_entry, preprocess_of
 from tudui.models.fastnet import whiten_bias_schedule
 from tudui.models.torchvision import FrozenBackbone, freeze_backbone
 from tudui.rundir import RunDir, RunLock
 from tudui.runtime import Runtime, create_runtime, seed_everything
+from tudui.settings import shown
 from tudui.transfer import FreezeSchedule, StartingModel, build_starting_model, check_input_size, trainable_parameters
 from tudui.weights import WeightsMeta
 
@@ -49,15 +61,14 @@ class Parts:
     skipped_images: list[tuple[str, str]]
     preprocess: Preprocess          # with the mean and std training normalised by
     augment: str
-    train_loader: object
-    test_loader: object
-    loader_kind: str
+    loaders: Loaders                # train, and val and test where the data has them
     start: StartingModel            # where the weights came from
     model: nn.Module                # the plain module: what is saved
     step: TrainStep                 # its model is the compiled wrapper under --compile
     averager: Lookahead | None
     clock: RunProgress
     checkpoints: CheckpointHook
+    early_stopping: EarlyStopping | None
     tensorboard: TensorBoardHook
     hooks: Hooks
     say: Callable[[str], None]      # the run's lines: printed, or logged with progress=False
@@ -71,16 +82,19 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
     spec = build_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_split, cfg.train.seed,
                          cfg.data.download)
     spec, skipped_images = drop_unreadable(spec, cfg.data.max_bad_share)
+    if cfg.train.patience and spec.val is None:
+        raise TuduiError(f"--patience watches the val split, and {spec.source} has none: hold one out with "
+                         f"--val-split 0.1")
     # The model first: a missing weights file should stop the run before any decoding.
     start = build_starting_model(cfg, len(spec.class_names), trust_pickle)
     preprocess = _preprocess(cfg, spec)
     augment = resolve_augment(cfg.data.augment, spec.kind, preprocess.input_size)
-    train_loader, test_loader, loader_kind = make_loaders(
+    loaders = make_loaders(
         spec, preprocess, runtime.device, cfg.data.batch_size, choice=cfg.data.loader,
         workers=cfg.data.workers, augment=augment, translate=cfg.data.translate, seed=cfg.train.seed,
-        channels_last=cfg.train.channels_last)
-    model, frozen = _prepare_model(cfg, start, preprocess, train_loader, runtime)
-    step, clock, averager = _optimization(cfg, model, frozen, len(train_loader), runtime, resumed)
+        channels_last=cfg.train.channels_last, sampler=cfg.data.sampler)
+    model, frozen = _prepare_model(cfg, start, preprocess, loaders.train, runtime)
+    step, clock, averager = _optimization(cfg, model, frozen, spec, len(loaders.train), runtime, resumed)
     run = resumed.run if resumed is not None else RunDir.create(cfg.train.project, cfg.train.run_name)
     lock, hooks = run.lock(), None
     try:   # from here on, a failure lets go of the run directory (and closes what was opened)
@@ -90,13 +104,12 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
                            model_options=start.options, config=cfg, start=start.start, pretrained=start.pretrained,
                            data=_data_reference(cfg.data.dataset), data_dir=str(Path(cfg.data.data_dir).resolve()))
         say, warn = _reporters(progress)
-        checkpoints, tensorboard, hooks = _hooks(cfg, run, model, step, averager, clock, meta, frozen, resumed,
-                                                 progress, lock)
+        checkpoints, early_stopping, tensorboard, hooks = _hooks(
+            cfg, run, model, step, averager, clock, meta, frozen, resumed, progress, lock, loaders.val is not None)
         parts = Parts(cfg=cfg, runtime=runtime, run=run, resumed=resumed, start_at=_start_at(resumed), spec=spec,
-                      skipped_images=skipped_images, preprocess=preprocess, augment=augment,
-                      train_loader=train_loader, test_loader=test_loader, loader_kind=loader_kind, start=start,
-                      model=model, step=step, averager=averager, clock=clock, checkpoints=checkpoints,
-                      tensorboard=tensorboard, hooks=hooks, say=say, warn=warn)
+                      skipped_images=skipped_images, preprocess=preprocess, augment=augment, loaders=loaders,
+                      start=start, model=model, step=step, averager=averager, clock=clock, checkpoints=checkpoints,
+                      early_stopping=early_stopping, tensorboard=tensorboard, hooks=hooks, say=say, warn=warn)
         _announce(parts)
         if resumed is not None:
             restore_training(resumed.state, model, step.optimizer, step.scheduler, averager, step.scaler)
@@ -135,8 +148,9 @@ def _prepare_model(cfg: Config, start: StartingModel, preprocess: Preprocess, tr
     return model, frozen
 
 
-def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, steps_per_epoch: int,
-                  runtime: Runtime, resumed: Resume | None) -> tuple[TrainStep, RunProgress, Lookahead | None]:
+def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, spec: DatasetSpec,
+                  steps_per_epoch: int, runtime: Runtime,
+                  resumed: Resume | None) -> tuple[TrainStep, RunProgress, Lookahead | None]:
     """The optimizer step (loss, optimizer, schedule, loss scaler), the run's clock and the averager."""
     # Under --freeze-epochs the backbone joins the optimizer now (at its lower rate) and gets
     # gradients when FreezeSchedule releases it; under --freeze-backbone it never does.
@@ -148,8 +162,12 @@ def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, 
     scaler = torch.amp.GradScaler("cuda") if runtime.amp_dtype == torch.float16 \
         and runtime.device.type == "cuda" else None
     # Compile a wrapper for the steps, keep the plain module for saving (no _orig_mod. prefixes).
+    weights = None
+    if cfg.optim.class_weights == "auto":
+        weights = inverse_frequency(spec.train.labels, len(spec.class_names)).to(runtime.device)
     step = TrainStep(model=torch.compile(model) if cfg.train.compile else model,
-                     loss_fn=nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing, reduction="none"),
+                     loss_fn=nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.optim.label_smoothing,
+                                                 reduction="none"),
                      optimizer=optimizer, scheduler=scheduler, runtime=runtime, loss_sum=cfg.optim.loss_sum,
                      scaler=scaler)
     return step, clock, averager
@@ -157,8 +175,10 @@ def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, 
 
 def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager: Lookahead | None,
            clock: RunProgress, meta: WeightsMeta, frozen: FrozenBackbone | None, resumed: Resume | None,
-           progress: bool | None, lock: RunLock) -> tuple[CheckpointHook, TensorBoardHook, Hooks]:
-    """The checkpoint and TensorBoard hooks, and every hook in the order they hear each event."""
+           progress: bool | None, lock: RunLock,
+           has_val: bool) -> tuple[CheckpointHook, EarlyStopping | None, TensorBoardHook, Hooks]:
+    """The checkpoint, early-stopping and TensorBoard hooks, and every hook in the order they hear
+    each event."""
     state = resumed.state if resumed is not None else {}
     tensorboard = TensorBoardHook(run.path, cfg.train.log_every, state.get("tensorboard_step", 0))
 
@@ -167,20 +187,22 @@ def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager
                 "scaler": step.scaler.state_dict() if step.scaler else None,
                 "elapsed": clock.elapsed(), "tensorboard_step": tensorboard.step}
 
-    checkpoints = CheckpointHook(run, model, step.optimizer, step.scheduler, meta,
-                                 best_accuracy=state.get("best_accuracy", -1.0),
+    checkpoints = CheckpointHook(run, model, step.optimizer, step.scheduler, meta, monitor=cfg.train.monitor,
+                                 has_val=has_val, best_score=state.get("best_score", -math.inf),
                                  best_epoch=state.get("best_epoch", 0), extra_state=extra_state)
+    early_stopping = EarlyStopping(checkpoints, cfg.train.patience) if cfg.train.patience else None
     hooks = [
-        ProgressHook(bar=progress) if progress is not False else None,
+        ProgressHook(bar=progress, has_val=has_val) if progress is not False else None,
         FreezeSchedule(frozen, cfg.train.freeze_epochs) if cfg.train.freeze_epochs else None,
         whiten_bias_schedule(model, cfg.train.whiten_bias_epochs),
         averager,   # before the writers: at the end of training it puts the averaged weights in
         CSVHook(run.metrics, append=resumed is not None, keep_through=state.get("epoch", 0)),
         tensorboard,
         checkpoints,
+        early_stopping,   # after the checkpoints: it reads which epoch is the best
         lock,       # closed last: the run directory is let go once everything is written
     ]
-    return checkpoints, tensorboard, Hooks(hook for hook in hooks if hook is not None)
+    return checkpoints, early_stopping, tensorboard, Hooks(hook for hook in hooks if hook is not None)
 
 
 def _start_at(resumed: Resume | None) -> ResumePoint:
@@ -203,24 +225,61 @@ def _reporters(progress: bool | None) -> tuple[Callable[[str], None], Callable[[
     return print, lambda message: print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+IMBALANCE_RATIO = 10   # largest class over smallest at which the first lines warn
+
+
 def _announce(parts: Parts) -> None:
-    """The run's first lines: data, model, where it starts from (and where it resumes)."""
+    """The run's first lines: data and its splits, model, where it starts from (and where it resumes)."""
     cfg, spec, pre, say = parts.cfg, parts.spec, parts.preprocess, parts.say
     stats = f"mean {_triple(pre.mean)} std {_triple(pre.std)}" if pre.mean else "off"
-    say(f"data: {spec.source}: {len(spec.train):,} train / {len(spec.test):,} test images, "
-        f"{len(spec.class_names)} classes; augment {parts.augment}; normalise {stats}")
+    say(f"data: {spec.source}: {spec.sizes()}, {len(spec.class_names)} classes; augment {parts.augment}; "
+        f"normalise {stats}")
     if spec.ignored:
         say(f"data: ignored {', '.join(f'{n} {what}' + 's' * (n != 1) for what, n in spec.ignored.items())}")
+    _announce_classes(parts)
+    say(f"splits: {_split_roles(spec, cfg.train.monitor)}")
     resize = f", resize {pre.resize_size} + centre crop" if pre.resize_size else ""
     say(f"model: {cfg.model.arch} ({count_parameters(parts.model):,} parameters, "
         f"{pre.input_size}x{pre.input_size} input{resize}) on {parts.runtime.device}, {cfg.train.precision}; "
-        f"loader: {parts.loader_kind}; run directory {parts.run}")
+        f"loader: {parts.loaders.kind}; run directory {parts.run}")
     say(f"start: {parts.start.start}{_freeze_note(cfg, parts.model)}")
     if parts.resumed is not None:
-        at = parts.start_at
+        at, best = parts.start_at, parts.checkpoints
+        so_far = f" (best so far: epoch {best.best_epoch})" if best.best_epoch else ""
         say(f"resuming {parts.run} after epoch {at.epoch}"
-            + (f" and {at.step} steps of epoch {at.epoch + 1}" if at.step else "")
-            + f" (best so far {parts.resumed.state['best_accuracy']:.2%})")
+            + (f" and {at.step} steps of epoch {at.epoch + 1}" if at.step else "") + so_far)
+
+
+def _split_roles(spec: DatasetSpec, monitor: str) -> str:
+    """What each split is for in this run, in words."""
+    if spec.val is None:
+        return ("no val split, so the last epoch is kept; test is measured once, at the end "
+                "(--val-split 0.1 holds a val split out of train to pick the best epoch)")
+    if spec.test is None:
+        return (f"val picks the best epoch (by {monitor}); there is no test split, so the val numbers "
+                f"are the ones that chose: expect a little less on new images")
+    return f"val picks the best epoch (by {monitor}); test is measured once, at the end, on those weights"
+
+
+def _announce_classes(parts: Parts) -> None:
+    """The training images of each class (the fewest and most when there are many), and a warning
+    when the largest class outnumbers the smallest IMBALANCE_RATIO times or more."""
+    names = parts.spec.class_names
+    counts = np.bincount(np.asarray(parts.spec.train.labels), minlength=len(names))
+    order = np.argsort(counts, kind="stable")
+    if len(names) <= 12:
+        listing = ", ".join(f"{shown(name)[1:-1][:20]} {counts[i]:,}" for i, name in enumerate(names))
+    else:
+        listing = (f"{counts[order[0]]:,} ({shown(names[order[0]])[1:-1][:20]}) to {counts[order[-1]]:,} "
+                   f"({shown(names[order[-1]])[1:-1][:20]}), median {int(np.median(counts)):,}")
+    parts.say(f"classes (train images): {listing}")
+    smallest, largest = counts[order[0]], counts[order[-1]]
+    cfg = parts.cfg
+    if largest >= IMBALANCE_RATIO * max(smallest, 1) and cfg.optim.class_weights == "none" \
+            and cfg.data.sampler == "random":
+        parts.warn(f"the classes are imbalanced ({largest:,} vs {smallest:,} training images): accuracy will "
+                   f"flatter a model that ignores the small ones (balanced accuracy and macro-F1 do not); "
+                   f"--class-weights auto or --sampler balanced let every class count")
 
 
 def _freeze_note(cfg: Config, model: nn.Module) -> str:

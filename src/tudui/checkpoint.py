@@ -18,10 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from tudui.config import Config, flag_name, make_config, shown
+from tudui.config import Config
+from tudui.config_files import make_config
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
 from tudui.rundir import RunDir
+from tudui.settings import flag_name, shown
 from tudui.weights import FORMAT_VERSION, WeightsMeta, save_weights
 
 
@@ -46,6 +48,8 @@ def load_state(path: str | Path) -> dict:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise TuduiError(f"{path} has training-state format {shown(found)}; this tudui reads format "
                          f"{FORMAT_VERSION}")
+    if "best_score" not in state and "best_accuracy" in state:   # written before the val split
+        state["best_score"] = state.pop("best_accuracy")
     for key, kinds in STATE_FIELDS.items():
         value = state.get(key)
         if not isinstance(value, kinds) or isinstance(value, bool) or (isinstance(value, int) and value < 0):
@@ -57,7 +61,7 @@ def load_state(path: str | Path) -> dict:
 
 # What state.pt must hold, and the type of each (whole numbers are never negative).
 STATE_FIELDS = {"epoch": int, "step_in_epoch": int, "partial_loss": (int, float), "partial_images": int,
-                "best_accuracy": (int, float), "best_epoch": int, "model": dict, "optimizer": dict,
+                "best_score": (int, float), "best_epoch": int, "model": dict, "optimizer": dict,
                 "scheduler": dict, "rng": dict}
 
 
@@ -94,8 +98,9 @@ def all_finite(model: nn.Module) -> bool:
 
 
 class CheckpointHook:
-    """After each epoch: weights/last.safetensors, weights/best.safetensors when accuracy
-    improves, and weights/state.pt with everything resuming needs.
+    """After each epoch: weights/last.safetensors, weights/best.safetensors when the monitored val
+    metric improves (every epoch when the run has no val split: best is then the last), and
+    weights/state.pt with everything resuming needs.
 
     extra_state() adds the state of the parts this hook does not own (weight averaging, the
     loss scaler, the time-budget clock, TensorBoard's step). Weights that are not finite are
@@ -103,15 +108,20 @@ class CheckpointHook:
     """
 
     def __init__(self, run: RunDir, model: nn.Module, optimizer, scheduler, meta: WeightsMeta, *,
-                 best_accuracy: float = -1.0, best_epoch: int = 0,
+                 monitor: str, has_val: bool, best_score: float = -math.inf, best_epoch: int = 0,
                  extra_state: Callable[[], dict] | None = None):
         self.run = run
         run.weights_dir.mkdir(parents=True, exist_ok=True)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.meta = meta
-        self.best_accuracy, self.best_epoch = best_accuracy, best_epoch
+        self.meta, self.monitor, self.has_val = meta, monitor, has_val
+        self.best_score, self.best_epoch = best_score, best_epoch
         self.extra_state = extra_state
         self.saved_epoch: int | None = None
+
+    def score(self, row: dict) -> float | None:
+        """The monitored metric of an epoch as a score, higher is better (None: not evaluated)."""
+        value = row[self.monitor]
+        return None if value is None else -value if self.monitor.endswith("loss") else value
 
     def save_state(self, epoch: int, step_in_epoch: int = 0, partial_loss: float = 0.0,
                    partial_images: int = 0) -> None:
@@ -119,24 +129,46 @@ class CheckpointHook:
         save_state(self.run.state, {
             "format": FORMAT_VERSION, "epoch": epoch, "step_in_epoch": step_in_epoch,
             "partial_loss": partial_loss, "partial_images": partial_images,
-            "best_accuracy": self.best_accuracy, "best_epoch": self.best_epoch,
+            "best_score": self.best_score, "best_epoch": self.best_epoch,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "rng": capture_rng(),
             **(self.extra_state() if self.extra_state is not None else {}),
             "meta": self.meta.to_json()})
 
-    def on_epoch_end(self, row: dict, test_metrics: dict) -> None:
-        loss = row["test_loss"]
+    def on_epoch_end(self, row: dict, val_metrics: dict | None) -> None:
+        loss = row["val_loss"]
         if (loss is not None and not math.isfinite(loss)) or not all_finite(self.model):
             raise FloatingPointError(f"the weights stopped being finite numbers in epoch {row['epoch']}")
-        meta = dataclasses.replace(self.meta, epoch=row["epoch"], test_accuracy=row["test_accuracy"],
-                                   test_loss=row["test_loss"])
+        meta = dataclasses.replace(self.meta, epoch=row["epoch"], val_accuracy=row["val_accuracy"],
+                                   val_loss=row["val_loss"])
         save_weights(self.run.last, self.model, meta)
-        if row["test_accuracy"] is not None and row["test_accuracy"] > self.best_accuracy:
-            self.best_accuracy, self.best_epoch = row["test_accuracy"], row["epoch"]
+        score = self.score(row)
+        if not self.has_val or (score is not None and score > self.best_score):
+            self.best_epoch = row["epoch"]
+            self.best_score = score if score is not None else self.best_score
             save_weights(self.run.best, self.model, meta)
         self.save_state(row["epoch"])
         self.saved_epoch = row["epoch"]
+
+
+class EarlyStopping:
+    """A hook that ends the run once `patience` epochs pass without the monitored val metric
+    improving on its best (Ultralytics' patience, Lightning's EarlyStopping)."""
+
+    def __init__(self, checkpoints: CheckpointHook, patience: int):
+        self.checkpoints, self.patience = checkpoints, patience
+        self.epoch = 0
+        self.reason: str | None = None
+
+    def on_epoch_end(self, row: dict, val_metrics: dict | None) -> None:
+        self.epoch = row["epoch"]
+
+    def stop_reason(self) -> str | None:
+        best = self.checkpoints.best_epoch
+        if self.epoch - best >= self.patience:
+            self.reason = (f"stopped early after epoch {self.epoch}: {self.checkpoints.monitor} has not improved "
+                           f"for {self.patience} epochs (best in epoch {best})")
+        return self.reason
 
 
 # ---------------------------------------------------------------- resuming a run

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from dataclasses import MISSING, fields
 
 from tudui._version import __version__
-from tudui.config import (SECTIONS, EvalConfig, PredictConfig, TrainFlags, flag_name, iter_options, option_key,
-                          value_type)
+from tudui.config import SECTIONS, EvalConfig, PredictConfig, TrainFlags, iter_options
 from tudui.errors import TuduiError
 from tudui.interrupts import TrainingInterrupted
+from tudui.settings import flag_name, option_key, value_type
 
 TRAIN_EXAMPLES = """examples:
   tudui train --data digits                      # the embedded data set, no download, ~1 min on a CPU
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     for section, cls in SECTIONS.items():
         _add_settings(train, f"{section} settings", cls)
 
-    ev = commands.add_parser("eval", help="accuracy of saved weights on a test split, and a report",
+    ev = commands.add_parser("eval", help="accuracy of saved weights on a split of a data set, and a report",
                              description="Loss, accuracy and per-class metrics of saved weights, "
                                          "with a report page and pictures.",
                              epilog=EVAL_EXAMPLES, formatter_class=formatter)
@@ -118,9 +118,10 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics))
         return 0
-    print(f"{metrics['data']}: {metrics['count']:,} test images")
+    print(f"{metrics['data']}: {metrics['count']:,} {metrics['split']} images")
     top5 = f"  top-5 {metrics['top5_accuracy']:.2%}" if len(metrics["class_names"]) > 5 else ""
-    print(f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.2%}{top5}")
+    print(f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.2%}{top5}  "
+          f"balanced accuracy {metrics['balanced_accuracy']:.2%}  macro-F1 {metrics['macro_f1']:.3f}")
     names = metrics["class_names"]
     width = max(len(name) for name in names)
     for i, name in enumerate(names):

@@ -13,8 +13,12 @@ from pathlib import Path
 
 from torch import nn
 
-from tudui.config import Config, EvalConfig, to_dict
-from tudui.data import DatasetSpec, build_dataset, make_loaders
+from tudui.config import Config, EvalConfig
+from tudui.config_files import to_dict
+from tudui.data import DatasetSpec
+from tudui.data.loaders import make_eval_loader
+from tudui.data.sources import read_dataset
+from tudui.data.splits import hold_out_val, join_images
 from tudui.engine import evaluate as evaluate_model
 from tudui.errors import TuduiError
 from tudui.rundir import RunDir, create_numbered, resolve_weights_path
@@ -25,11 +29,13 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(weights: str | Path, **settings) -> dict:
-    """Loss, top-1/top-5 accuracy, per-class metrics and confusion of saved weights on a test split.
+    """Loss, top-1/top-5 and balanced accuracy, macro-F1, per-class metrics and confusion of saved
+    weights on one split of a data set.
 
-    settings are `tudui eval`'s, by the same names (data, batch_size, tta, out, report, ...).
-    The data set, split, preprocessing and test-time augmentation default to those recorded
-    in the weights. A plain state_dict file (the course's .pth) needs model, the model's name,
+    settings are `tudui eval`'s, by the same names (data, split, batch_size, tta, out, report, ...).
+    The data set, the val split, preprocessing and test-time augmentation default to those
+    recorded in the weights; the split to the test split (or val without one), or to the whole
+    folder when data names a folder without splits of its own. A plain state_dict file (the course's .pth) needs model, the model's name,
     and data; its classes are the data set's, in order. From Python nothing is written unless
     report=True or out is given: then report.html, metrics.json, the pictures and TensorBoard
     events go to out (default: RUN/eval, RUN/eval2, ...), and the result's `report` is the page.
@@ -47,31 +53,48 @@ def evaluate_weights(cfg: EvalConfig) -> dict:
     data = cfg.data or meta.data
     if not data:
         raise TuduiError(f"{cfg.weights} does not record its data set; pass --data")
-    spec = build_dataset(data, cfg.data_dir or meta.data_dir or trained.data.data_dir,
-                         trained.data.val_split if cfg.val_split is None else cfg.val_split,
-                         trained.train.seed, cfg.download)
+    spec, split, images = _split_to_evaluate(cfg, data, trained, meta)
     meta = _check_classes(meta, spec, cfg.weights, data)
-    _, loader, _ = make_loaders(spec, meta.preprocess, device, cfg.batch_size or trained.data.batch_size,
-                                choice=trained.data.loader, train=False)
+    loader = make_eval_loader(images, meta.preprocess, device, cfg.batch_size or trained.data.batch_size,
+                              choice=trained.data.loader, in_memory=spec.in_memory)
     runtime = create_runtime(device, trained.train.precision)
     tta = trained.train.tta if cfg.tta is None else cfg.tta
     if not cfg.report:
-        return measure(model, loader, runtime, spec, meta, tta)[0]
+        return measure(model, loader, runtime, meta, tta, spec.source, split)[0]
     out_dir = eval_output_dir(cfg.weights, cfg.out)
     run = RunDir.find(cfg.weights)
     paths = {**({"run directory": run.path} if run else {}),
              "weights evaluated": resolve_weights_path(cfg.weights), "report folder": out_dir,
              "TensorBoard": f"tensorboard --logdir {out_dir}"}
-    from tudui.report import read_history   # matplotlib and scikit-learn load only when a report is made
-    page = ReportPage(out_dir=out_dir, title=f"tudui eval {cfg.weights}", paths=paths,
+    from tudui.report import read_history  # matplotlib and scikit-learn load only when a report is made
+    page = ReportPage(out_dir=out_dir, title=f"tudui eval {cfg.weights} ({split} split)", paths=paths,
                       history=read_history(run.metrics) if run else [])
     try:
-        metrics, skipped = measure_and_report(model, loader, runtime, spec, meta, tta, page)
+        metrics, skipped = measure_and_report(model, loader, images, runtime, meta, tta, spec.source, split, page)
     except OSError as e:
         raise TuduiError(f"cannot write the report into {out_dir}: {e.strerror or e}") from None
     for item in skipped:
         log.warning("TensorBoard: %s not written", item)
     return metrics
+
+
+def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: WeightsMeta):
+    """(data set, the split's name, its images) for --split: auto is the whole folder when
+    --data names one without splits of its own, else test, else val (held out as in training)."""
+    raw = read_dataset(data, cfg.data_dir or meta.data_dir or trained.data.data_dir, trained.train.seed,
+                       cfg.download)
+    split = cfg.split
+    if split == "auto":
+        whole = cfg.data is not None and raw.val is None and raw.test is None
+        split = "all" if whole else "test" if raw.test is not None else "val"
+    if split == "all":
+        return raw, split, join_images(list(raw.splits().values()))
+    val_split = trained.data.val_split if cfg.val_split is None else cfg.val_split
+    spec = hold_out_val(raw, val_split, trained.train.seed)
+    images = getattr(spec, split)
+    if images is None:
+        raise TuduiError(f"{data} has no {split} split (it has {', '.join(spec.splits())}); pass another --split")
+    return spec, split, images
 
 
 def _check_classes(meta: WeightsMeta, spec: DatasetSpec, weights: str, data: str) -> WeightsMeta:
@@ -114,28 +137,29 @@ class ReportPage:
     writer: object | None = None                   # a SummaryWriter to add to (None: one in out_dir)
 
 
-def measure(model: nn.Module, loader, runtime: Runtime, spec: DatasetSpec, meta: WeightsMeta, tta: int,
+def measure(model: nn.Module, loader, runtime: Runtime, meta: WeightsMeta, tta: int, source: str, split: str,
             keep_outputs: bool = False) -> tuple[dict, object, object]:
-    """(metrics, probabilities, targets) of one pass over the test split (the last two with keep_outputs)."""
+    """(metrics, probabilities, targets) of one pass over a split (the last two with keep_outputs)."""
     from tudui.report import per_class_table
     raw = evaluate_model(model, loader, runtime.device, meta.num_classes, tta, runtime.amp_dtype,
                          keep_outputs=keep_outputs)
     probabilities, targets = raw.pop("probabilities", None), raw.pop("targets", None)
     class_names = list(meta.class_names)
-    metrics = {**raw, "per_class": per_class_table(raw["confusion"], class_names),
-               "class_names": class_names, "data": spec.source, "tta": tta,
+    metrics = {**raw, "split": split, "per_class": per_class_table(raw["confusion"], class_names),
+               "class_names": class_names, "data": source, "tta": tta,
                "model": meta.model, "weights_epoch": meta.epoch}
     return metrics, probabilities, targets
 
 
-def measure_and_report(model: nn.Module, loader, runtime: Runtime, spec: DatasetSpec, meta: WeightsMeta,
-                       tta: int, page: ReportPage) -> tuple[dict, list[str]]:
-    """(metrics with the report's path, what TensorBoard skipped): the pass, then the report."""
+def measure_and_report(model: nn.Module, loader, images, runtime: Runtime, meta: WeightsMeta, tta: int,
+                       source: str, split: str, page: ReportPage) -> tuple[dict, list[str]]:
+    """(metrics with the report's path, what TensorBoard skipped): the pass over the split whose
+    images (in the loader's order) are given, then the report."""
     from tudui.report import ReportData, render_pictures, write_report, write_tensorboard
-    metrics, probabilities, targets = measure(model, loader, runtime, spec, meta, tta, keep_outputs=True)
+    metrics, probabilities, targets = measure(model, loader, runtime, meta, tta, source, split, keep_outputs=True)
     # Absolute paths: the page is read later, from anywhere.
     shown_paths = {k: str(v.resolve()) if isinstance(v, Path) else str(v) for k, v in page.paths.items()}
-    data = ReportData(metrics, probabilities, targets, list(meta.class_names), spec.test, page.title,
+    data = ReportData(metrics, probabilities, targets, list(meta.class_names), images, page.title,
                       to_dict(meta.config), shown_paths, page.history)
     pictures = render_pictures(data)
     report = write_report(page.out_dir, data, pictures)
@@ -149,25 +173,28 @@ def measure_and_report(model: nn.Module, loader, runtime: Runtime, spec: Dataset
     return {**metrics, "report": str(report)}, skipped
 
 
-def run_report(run: RunDir, test_loader, runtime: Runtime, spec: DatasetSpec, cfg: Config, writer,
-               warn: Callable[[str], None]) -> Path | None:
-    """A finished run's best weights evaluated once more into report.html, metrics.json, pictures
-    and TensorBoard. The run is complete before this starts, so a failure here is reported and
-    costs nothing else."""
+def final_evaluation(run: RunDir, split: str, loader, images, runtime: Runtime, source: str, cfg: Config,
+                     writer, warn: Callable[[str], None]) -> tuple[dict | None, Path | None]:
+    """(metrics, report.html or None) of a finished run's chosen weights (weights/best) on `split`,
+    measured once; with --report also the page, the pictures and TensorBoard figures. The run is
+    complete before this starts, so a failure here is a warning and costs nothing else."""
     from tudui.report import read_history
     try:
         model, meta = load_model(run.best, runtime.device)
+        if not cfg.train.report:
+            return measure(model, loader, runtime, meta, cfg.train.tta, source, split)[0], None
         paths = {"run directory": run.path, "weights evaluated": run.best, "last weights": run.last,
                  "settings": run.config, "per-epoch metrics": run.metrics,
                  "TensorBoard": f"tensorboard --logdir {cfg.train.project}"}
-        page = ReportPage(out_dir=run.path, title=f"tudui run {run}", paths=paths,
+        page = ReportPage(out_dir=run.path, title=f"tudui run {run} ({split} split)", paths=paths,
                           history=read_history(run.metrics), writer=writer)
-        metrics, skipped = measure_and_report(model, test_loader, runtime, spec, meta, cfg.train.tta, page)
+        metrics, skipped = measure_and_report(model, loader, images, runtime, meta, cfg.train.tta, source, split,
+                                              page)
     except Exception as e:  # whatever went wrong, the trained run must stand
-        log.debug("report failed", exc_info=True)
-        warn(f"the report could not be written ({type(e).__name__}: {e}); the run itself is "
-             f"complete in {run}")
-        return None
+        log.debug("final evaluation failed", exc_info=True)
+        warn(f"the final {split} evaluation or its report could not be made ({type(e).__name__}: {e}); the run "
+             f"itself is complete in {run}")
+        return None, None
     for item in skipped:
         warn(f"TensorBoard: {item} not written")
-    return Path(metrics["report"])
+    return metrics, Path(metrics["report"])

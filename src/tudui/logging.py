@@ -15,7 +15,7 @@ import torch
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
 
-CSV_COLUMNS = ("epoch", "train_loss", "test_loss", "test_accuracy", "lr", "seconds")
+CSV_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds")
 
 
 def interactive() -> bool:
@@ -23,19 +23,20 @@ def interactive() -> bool:
     return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
-def format_row(row: dict, epochs: int) -> str:
+def format_row(row: dict, epochs: int, has_val: bool = True) -> str:
     width = len(str(epochs))
-    test = (f"test_loss {row['test_loss']:.4f}  test_acc {row['test_accuracy']:.2%}"
-            if row["test_accuracy"] is not None else "(not evaluated)")
-    return (f"epoch {row['epoch']:>{width}}/{epochs}  train_loss {row['train_loss']:.4f}  {test}  "
+    val = (f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.2%}"
+           if row["val_accuracy"] is not None else "(not evaluated)" if has_val else "(no val split)")
+    return (f"epoch {row['epoch']:>{width}}/{epochs}  train_loss {row['train_loss']:.4f}  {val}  "
             f"lr {row['lr']:.3g}  {row['seconds']:.1f}s  {row['images_per_s']:,.0f} img/s")
 
 
 class ProgressHook:
     """A tqdm bar per epoch (loss, images/s, ETA) on a terminal; a plain line per epoch always."""
 
-    def __init__(self, bar: bool | None = None):
+    def __init__(self, bar: bool | None = None, has_val: bool = True):
         self.bar_enabled = interactive() if bar is None else bar
+        self.has_val = has_val
         self.bar = None
         self.epochs = 0
 
@@ -55,11 +56,11 @@ class ProgressHook:
             self.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:,.0f}", refresh=False)
             self.bar.update(1)
 
-    def on_epoch_end(self, row: dict, test_metrics: dict) -> None:
+    def on_epoch_end(self, row: dict, val_metrics: dict | None) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        print(format_row(row, self.epochs), flush=True)
+        print(format_row(row, self.epochs, self.has_val), flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -100,7 +101,7 @@ class CSVHook:
 
         atomic_write(self.path, write)
 
-    def on_epoch_end(self, row: dict, test_metrics: dict) -> None:
+    def on_epoch_end(self, row: dict, val_metrics: dict | None) -> None:
         self.writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else "" if v is None else v)
                               for k, v in row.items()})
         self.file.flush()
@@ -134,12 +135,12 @@ class TensorBoardHook:
             self.writer.add_scalar("train/loss", loss, self.step)
             self.writer.add_scalar("train/lr", lr, self.step)
 
-    def on_epoch_end(self, row: dict, test_metrics: dict) -> None:
+    def on_epoch_end(self, row: dict, val_metrics: dict | None) -> None:
         epoch = row["epoch"]
         self.writer.add_scalar("train/epoch_loss", row["train_loss"], epoch)
-        if row["test_accuracy"] is not None:
-            self.writer.add_scalar("test/loss", row["test_loss"], epoch)
-            self.writer.add_scalar("test/accuracy", row["test_accuracy"], epoch)
+        if row["val_accuracy"] is not None:
+            self.writer.add_scalar("val/loss", row["val_loss"], epoch)
+            self.writer.add_scalar("val/accuracy", row["val_accuracy"], epoch)
         self.writer.add_scalar("lr", row["lr"], epoch)
         self.writer.add_scalar("speed/images_per_s", row["images_per_s"], epoch)
         self.writer.flush()

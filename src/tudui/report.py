@@ -36,12 +36,12 @@ GRID_COLUMNS = 6
 
 @dataclass
 class ReportData:
-    """One evaluation of a model on a test split, and where it came from."""
-    metrics: dict                    # loss, accuracy, top5_accuracy, count, confusion, per_class, ...
-    probabilities: torch.Tensor      # (N, num_classes), in the test split's order
+    """One evaluation of a model on one split (metrics["split"]), and where it came from."""
+    metrics: dict                    # loss, accuracy, top5_accuracy, split, count, confusion, per_class, ...
+    probabilities: torch.Tensor      # (N, num_classes), in the split's order
     targets: torch.Tensor            # (N,)
     class_names: list[str]
-    test_images: Sequence            # (PIL image, label) pairs in the same order, for the pictures
+    images: Sequence                 # (PIL image, label) pairs in the same order, for the pictures
     title: str
     settings: dict = field(default_factory=dict)   # {section: {name: value}}, as in config.yaml
     paths: dict = field(default_factory=dict)      # what is where: run directory, weights, ...
@@ -186,16 +186,17 @@ def plot_mistakes(data: ReportData, limit: int = MISTAKES_SHOWN) -> Figure:
     """The most confident mistakes, each with its true class, predicted class and probability."""
     mistakes = confident_mistakes(data.probabilities, data.targets, limit)
     names = [shorten(name, 16) for name in data.class_names]
-    images = [data.test_images[i][0] for i, _, _, _ in mistakes]
+    images = [data.images[i][0] for i, _, _, _ in mistakes]
     captions = [f"true: {names[t]}\npredicted: {names[p]}\nprobability {q:.1%}" for _, t, p, q in mistakes]
     wrong_total = int((data.probabilities.argmax(dim=1) != data.targets).sum()) if len(data.targets) else 0
+    split = data.metrics.get("split", "test")
     title = (f"The {len(mistakes)} most confident mistakes (of {wrong_total:,} in "
-             f"{len(data.targets):,} test images)" if mistakes else "No mistakes on the test split")
+             f"{len(data.targets):,} {split} images)" if mistakes else f"No mistakes on the {split} split")
     return plot_image_grid(images, captions, title)
 
 
 def plot_samples(data: ReportData, count: int = 18) -> Figure:
-    """Test images spread evenly over the split, with the prediction (red when wrong)."""
+    """Images spread evenly over the split, with the prediction (red when wrong)."""
     n = len(data.targets)
     picks = np.linspace(0, n - 1, num=min(count, n)).round().astype(int) if n else []
     confidence, predicted = data.probabilities.max(dim=1) if n else (None, None)
@@ -206,7 +207,7 @@ def plot_samples(data: ReportData, count: int = 18) -> Figure:
         captions.append(f"predicted: {names[p]} ({float(confidence[i]):.0%})\ntrue: {names[t]}"
                         + (" (wrong)" if p != t else ""))
         wrong.append(p != t)
-    return plot_image_grid([data.test_images[int(i)][0] for i in picks], captions,
+    return plot_image_grid([data.images[int(i)][0] for i in picks], captions,
                            "Sample predictions (wrong ones in red)", wrong)
 
 
@@ -238,23 +239,23 @@ def plot_per_class(data: ReportData) -> Figure:
 
 
 def plot_curves(history: list[dict]) -> Figure | None:
-    """Train/test loss, test accuracy and learning rate per epoch (None without history)."""
+    """Train/val loss, val accuracy and learning rate per epoch (None without history)."""
     if not history:
         return None
     epochs = [row["epoch"] for row in history]
-    tested = [row for row in history if row.get("test_accuracy") is not None]
+    evaluated = [row for row in history if row.get("val_accuracy") is not None]
     marker = "o" if len(history) <= 30 else None
-    test_marker = "o" if len(tested) <= 30 else None
+    val_marker = "o" if len(evaluated) <= 30 else None
     fig = Figure(figsize=(14, 4.2), dpi=FIGURE_DPI, layout="constrained")
     loss_ax, accuracy_ax, lr_ax = fig.subplots(1, 3)
     loss_ax.plot(epochs, [row["train_loss"] for row in history], marker=marker, label="train loss")
-    loss_ax.plot([row["epoch"] for row in tested], [row["test_loss"] for row in tested], marker=test_marker,
-                 label="test loss")
+    loss_ax.plot([row["epoch"] for row in evaluated], [row["val_loss"] for row in evaluated], marker=val_marker,
+                 label="val loss")
     loss_ax.set_title("Loss", fontsize=12)
     loss_ax.legend(fontsize=10)
-    accuracy_ax.plot([row["epoch"] for row in tested], [100 * row["test_accuracy"] for row in tested],
-                     marker=test_marker, color="#2a9d8f")
-    accuracy_ax.set_title("Test accuracy (%)", fontsize=12)
+    accuracy_ax.plot([row["epoch"] for row in evaluated], [100 * row["val_accuracy"] for row in evaluated],
+                     marker=val_marker, color="#2a9d8f")
+    accuracy_ax.set_title("Val accuracy (%)" if evaluated else "Val accuracy (%): no val split", fontsize=12)
     lr_ax.plot(epochs, [row["lr"] for row in history], marker=marker, color="#7b5ea7")
     lr_ax.set_title("Learning rate (at the start of each epoch)", fontsize=12)
     for ax in (loss_ax, accuracy_ax, lr_ax):

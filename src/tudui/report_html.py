@@ -25,12 +25,13 @@ code { font-size: 0.95em; overflow-wrap: anywhere; }
 PICTURES = (("confusion_matrix.png", "Confusion matrix",
              "Rows are the true classes, columns the predicted ones; off the diagonal are the mistakes."),
             ("misclassified.png", "Most confident mistakes",
-             ("The test images the model got wrong with the highest probability: often label errors "
+             ("The images the model got wrong with the highest probability: often label errors "
               "or classes that look alike.")),
             ("per_class.png", "Per class", ("Recall (the share of a class's images found) and precision "
                                             "(the share of a class's predictions that were right), "
                                             "weakest class first.")),
-            ("curves.png", "Training curves", "Loss, test accuracy and learning rate per epoch."))
+            ("curves.png", "Training curves", "Loss, val accuracy and learning rate per epoch (val picks the "
+                                              "best epoch; the numbers above measure its weights)."))
 
 
 def percent(value: float) -> str:
@@ -78,16 +79,24 @@ def _settings(settings: dict) -> str:
     return f'<div class="settings">\n{"".join(tables)}\n</div>'
 
 
+def _cards(metrics: dict, split: str, num_classes: int) -> list[str]:
+    """The headline numbers, each a card: accuracy, balanced accuracy, macro-F1, top-5, loss, counts."""
+    cards = [_card(percent(metrics["accuracy"]), f"{split} accuracy (top-1)")]
+    if "balanced_accuracy" in metrics:
+        cards += [_card(percent(metrics["balanced_accuracy"]), "balanced accuracy (mean class recall)"),
+                  _card(f"{metrics['macro_f1']:.3f}", "macro-F1")]
+    if num_classes > 5:   # with 5 classes or fewer, top-5 is always 100 %
+        cards.append(_card(percent(metrics["top5_accuracy"]), "top-5 accuracy"))
+    return cards + [_card(f"{metrics['loss']:.4f}", "loss (cross-entropy)"),
+                    _card(f"{metrics['count']:,}", f"{split} images"), _card(f"{num_classes:,}", "classes")]
+
+
 def render_page(data, pictures: dict[str, bytes]) -> str:
     """The HTML of the report for a ReportData, with the PNG bytes of its pictures embedded."""
     metrics = data.metrics
     table = metrics["per_class"]
-    cards = [_card(percent(metrics["accuracy"]), "accuracy (top-1)")]
-    if len(data.class_names) > 5:   # with 5 classes or fewer, top-5 is always 100 %
-        cards.append(_card(percent(metrics["top5_accuracy"]), "top-5 accuracy"))
-    cards += [_card(f"{metrics['loss']:.4f}", "loss (cross-entropy)"),
-              _card(f"{metrics['count']:,}", "test images"),
-              _card(f"{len(data.class_names):,}", "classes")]
+    split = metrics.get("split", "test")
+    cards = _cards(metrics, split, len(data.class_names))
     weakest = sorted(table, key=lambda row: row["recall"])[:3]
     weakest_text = ", ".join(f"{row['class']} ({percent(row['recall'])})" for row in weakest)
     sections = {}
@@ -97,7 +106,7 @@ def render_page(data, pictures: dict[str, bytes]) -> str:
                               f"{_image(name, pictures[name], heading)}")
     # The table goes under the per-class picture: the two read together.
     sections["per_class.png"] = sections.get("per_class.png", "<h2>Per class</h2>") + f"""
-<p>Accuracy of a class is the share of its test images classified correctly (equal to its recall).
+<p>Accuracy of a class is the share of its {escape(split)} images classified correctly (equal to its recall).
 Tinted rows are the weakest fifth by F1.</p>
 <table>
 <tr><th>class</th><th class="num">precision</th><th class="num">recall</th><th class="num">F1</th>
@@ -118,7 +127,7 @@ Tinted rows are the weakest fifth by F1.</p>
 </head>
 <body>
 <h1>{escape(data.title)}</h1>
-<p class="subtitle">{escape(str(metrics.get("data", "")))}: {metrics['count']:,} test images, {len(data.class_names)} classes</p>
+<p class="subtitle">{escape(str(metrics.get("data", "")))}: {metrics['count']:,} {escape(split)} images, {len(data.class_names)} classes</p>
 <div class="cards">
 {"".join(cards)}
 </div>

@@ -12,25 +12,38 @@ from pathlib import Path
 
 from tudui.build import Parts, build
 from tudui.checkpoint import Resume, restore_rng, resume_settings
-from tudui.config import Config, make_config
+from tudui.config import Config
+from tudui.config_files import make_config
 from tudui.engine import FitOptions, StoppedMidEpoch, fit
 from tudui.errors import TuduiError
-from tudui.evaluation import run_report
+from tudui.evaluation import final_evaluation
 from tudui.interrupts import StopRequest, TrainingInterrupted
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainResult:
-    """What a finished training run produced."""
+    """What a finished training run produced, each number named for the split it comes from.
+
+    best_epoch is the epoch of the weights kept (weights/best): the best by the monitored val
+    metric, or the last without a val split. final is the one evaluation of those weights on
+    the test split (on val when there is no test split: final_split says which).
+    """
     run_dir: Path
-    best_accuracy: float
     best_epoch: int
-    final_accuracy: float
+    val_accuracy: float | None        # the kept epoch's, None without a val split
+    final_split: str                  # "test", or "val" when the data has no test split
+    final: dict | None                # loss, accuracy, balanced_accuracy, macro_f1, per class, ...
+    stopped_early: str | None = None  # why training ended before --epochs, if it did
     history: list[dict] = field(default_factory=list)
     best_weights: Path | None = None
     last_weights: Path | None = None
     config: Config | None = None
     report: Path | None = None       # report.html, when it was written
+
+    @property
+    def test_accuracy(self) -> float | None:
+        """Accuracy of the kept weights on the test split (None without one, or if it failed)."""
+        return self.final["accuracy"] if self.final and self.final_split == "test" else None
 
 
 def train(config: Config | None = None, config_file: str | Path | None = None,
@@ -75,43 +88,47 @@ def run_epochs(parts: Parts) -> list[dict]:
     cfg = parts.cfg
     with StopRequest() as stop:
         if parts.resumed is None:
-            parts.tensorboard.add_images(next(iter(parts.train_loader))[0], parts.preprocess.mean,
+            parts.tensorboard.add_images(next(iter(parts.loaders.train))[0], parts.preprocess.mean,
                                          parts.preprocess.std)
         else:
             restore_rng(parts.resumed.state["rng"])   # last: building the model drew from the generators
         options = FitOptions(epochs=cfg.train.epochs, num_classes=len(parts.spec.class_names),
                              tta=cfg.train.tta, eval_every=cfg.train.eval_every, clock=parts.clock, stop=stop)
         try:
-            return fit(parts.step, parts.train_loader, parts.test_loader, options, parts.hooks, parts.start_at)
+            return fit(parts.step, parts.loaders.train, parts.loaders.val, options, parts.hooks, parts.start_at)
         except StoppedMidEpoch as e:
             at = e.at
             parts.checkpoints.save_state(at.epoch, at.step, at.loss_sum, at.images)
             raise TrainingInterrupted(
-                f"stopped in epoch {at.epoch + 1} after {at.step} of its {len(parts.train_loader)} steps; "
+                f"stopped in epoch {at.epoch + 1} after {at.step} of its {len(parts.loaders.train)} steps; "
                 f"the state is saved: resume with  tudui train --resume {parts.run}", stop.requested) from None
 
 
 def finish(parts: Parts, history: list[dict]) -> TrainResult:
-    """The report of the best weights (when asked), the summary lines and the result."""
-    cfg, run, checkpoints = parts.cfg, parts.run, parts.checkpoints
-    report = None
-    if cfg.train.report:
-        try:
-            report = run_report(run, parts.test_loader, parts.runtime, parts.spec, cfg, parts.tensorboard.writer,
-                                parts.warn)
-        except KeyboardInterrupt:
-            raise TrainingInterrupted(
-                f"stopped while writing the report; training had finished and its weights are saved in "
-                f"{run.weights_dir}; make the report with  tudui eval --weights {run} --out {run}",
-                signal.SIGINT) from None
+    """The one evaluation of the kept weights on test (val without a test split), with the report
+    when asked; the summary lines and the result."""
+    cfg, run, spec = parts.cfg, parts.run, parts.spec
     if not history:
         raise TuduiError(f"{run}: nothing left to train")
-    result = TrainResult(run_dir=run.path, best_accuracy=checkpoints.best_accuracy,
-                         best_epoch=checkpoints.best_epoch, final_accuracy=history[-1]["test_accuracy"],
-                         history=history, best_weights=run.best, last_weights=run.last, config=cfg,
-                         report=report)
-    parts.say(f"best test accuracy {result.best_accuracy:.2%} (epoch {result.best_epoch}), "
-              f"final {result.final_accuracy:.2%}")
+    split = "test" if parts.loaders.test is not None else "val"
+    try:
+        final, report = final_evaluation(run, split, getattr(parts.loaders, split), getattr(spec, split),
+                                         parts.runtime, spec.source, cfg, parts.tensorboard.writer, parts.warn)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(
+            f"stopped while measuring the {split} split or writing the report; training had finished and its "
+            f"weights are saved in {run.weights_dir}; measure them with  tudui eval --weights {run} --out {run}",
+            signal.SIGINT) from None
+    best_epoch = parts.checkpoints.best_epoch
+    kept = next((row for row in history if row["epoch"] == best_epoch), None)
+    stopped = parts.early_stopping.reason if parts.early_stopping is not None else None
+    result = TrainResult(run_dir=run.path, best_epoch=best_epoch,
+                         val_accuracy=kept["val_accuracy"] if kept else None, final_split=split, final=final,
+                         stopped_early=stopped, history=history, best_weights=run.best, last_weights=run.last,
+                         config=cfg, report=report)
+    if stopped:
+        parts.say(stopped)
+    parts.say(summary(result, cfg.train.monitor))
     parts.say(f"run directory: {run}  (weights/best.safetensors, metrics.csv; "
               f"view with: tensorboard --logdir {cfg.train.project})")
     if report is not None:
@@ -119,3 +136,18 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
     if parts.skipped_images:
         parts.warn(f"{len(parts.skipped_images)} unreadable image(s) were skipped (named in the warnings above)")
     return result
+
+
+def summary(result: TrainResult, monitor: str) -> str:
+    """The result in one line, each number named for its split and how the weights were chosen."""
+    if result.val_accuracy is not None:
+        chosen = f"epoch {result.best_epoch}, the best by {monitor} (val accuracy {result.val_accuracy:.2%})"
+    else:
+        chosen = f"epoch {result.best_epoch}, the last (no val split to choose by)"
+    if result.final is None:
+        return f"kept the weights of {chosen}; the final evaluation failed (see the warning above)"
+    final = result.final
+    numbers = (f"{result.final_split} accuracy {final['accuracy']:.2%} (balanced {final['balanced_accuracy']:.2%}, "
+               f"macro-F1 {final['macro_f1']:.3f})")
+    caveat = "" if result.final_split == "test" else "; no test split: val chose these weights, so expect a little less"
+    return f"{numbers} of the weights of {chosen}{caveat}"

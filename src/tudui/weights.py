@@ -24,13 +24,15 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 
 from tudui._version import __version__
-from tudui.config import HEADS, Config, ModelConfig, from_dict, shown, to_dict
+from tudui.config import HEADS, Config, ModelConfig
+from tudui.config_files import from_dict, to_dict
 from tudui.data.transforms import Preprocess
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
 from tudui.models import create_model, model_entry, preprocess_of
 from tudui.models import torchvision as tv
 from tudui.rundir import resolve_weights_path
+from tudui.settings import shown
 from tudui.state_dicts import check_finite, fit_state_dict, read_state_dict
 
 FORMAT_VERSION = 1
@@ -52,9 +54,9 @@ class WeightsMeta:
     pretrained: str | None = None       # torchvision's weights name, when the run started from them
     data: str | None = None             # the data set, a folder as an absolute path
     data_dir: str = ""                  # where cifar10 was, absolute
-    epoch: int | None = None            # the epoch these weights are from, and its test numbers
-    test_accuracy: float | None = None
-    test_loss: float | None = None
+    epoch: int | None = None            # the epoch these weights are from, and its val numbers
+    val_accuracy: float | None = None
+    val_loss: float | None = None
     imported: bool = False              # made here from a plain state_dict, not read from a file
     source: str = ""                    # imported: the file
 
@@ -70,7 +72,7 @@ class WeightsMeta:
             "std": None if pre.std is None else list(pre.std),
             "tudui_version": self.tudui_version, "start": self.start, "pretrained": self.pretrained,
             "data": self.data, "data_dir": self.data_dir, "config": to_dict(self.config),
-            "epoch": self.epoch, "test_accuracy": self.test_accuracy, "test_loss": self.test_loss})
+            "epoch": self.epoch, "val_accuracy": self.val_accuracy, "val_loss": self.val_loss})
 
     @classmethod
     def from_json(cls, text: str, source: str) -> WeightsMeta:
@@ -82,7 +84,7 @@ class WeightsMeta:
             raise TuduiError(f"{source} has damaged tudui metadata") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT_VERSION:
             found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
-            raise TuduiError(f"{source} has weights format {found!r}; this tudui reads "
+            raise TuduiError(f"{source} has weights format {shown(found)}; this tudui reads "
                              f"format {FORMAT_VERSION}")
         values = {key: _checked(raw, key, spec, source) for key, spec in SCHEMA.items()}
         if len(values["class_names"]) != values["num_classes"]:
@@ -159,8 +161,8 @@ SCHEMA = {
     "data": _Spec((str,), None),
     "data_dir": _Spec((str,), ""),
     "epoch": _Spec((int,), None, test=lambda v: v >= 0, says="0 or more"),
-    "test_accuracy": _Spec((int, float), None, test=lambda v: 0 <= v <= 1, says="between 0 and 1"),
-    "test_loss": _Spec((int, float), None),
+    "val_accuracy": _Spec((int, float), None, test=lambda v: 0 <= v <= 1, says="between 0 and 1"),
+    "val_loss": _Spec((int, float), None),
 }
 
 

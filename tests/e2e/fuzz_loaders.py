@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tudui.cli import main  # noqa: E402
-from tudui.config import make_config  # noqa: E402
+from tudui.config_files import make_config  # noqa: E402
 from tudui.data.csvlist import csv_dataset  # noqa: E402
 from tudui.data.transforms import Preprocess  # noqa: E402
 from tudui.errors import TuduiError  # noqa: E402
@@ -157,7 +157,7 @@ def csv_cases() -> None:
         rows += [",".join(rng.choice(cells) for _ in range(rng.randint(0, 4))) for _ in range(rng.randint(0, 12))]
         path = WORK / f"c{case}.csv"
         path.write_text("\n".join(rows))
-        check("csv", case, lambda: csv_dataset(path, 0.5, 0))
+        check("csv", case, lambda: csv_dataset(path))
 
 
 # ---------------------------------------------------------------- the CLI, on a few of them

@@ -67,6 +67,6 @@ def test_the_fast_recipe_learns_on_cuda_and_its_weights_load_on_the_cpu(tmp_path
     result = tudui.train(config_file=REPO / "configs" / "cifar10-fast.yaml", data="digits",
                          widths="16,32,32", epochs=4, batch_size=128, augment="crop", device="cuda",
                          precision=precision, project=str(tmp_path), progress=False)
-    assert result.final_accuracy >= 0.6                       # chance: 10 %
+    assert result.test_accuracy >= 0.6                        # chance: 10 %
     on_cpu = tudui.evaluate(result.last_weights, device="cpu")
-    assert on_cpu["accuracy"] == pytest.approx(result.final_accuracy, abs=0.02)
+    assert on_cpu["accuracy"] == pytest.approx(result.test_accuracy, abs=0.02)

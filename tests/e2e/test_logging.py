@@ -8,9 +8,9 @@ def test_tensorboard_events_hold_the_scalars_and_the_image_grid(digits_run):
     events = EventAccumulator(str(digits_run.run_dir), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    assert {"train/loss", "test/loss", "test/accuracy", "lr"} <= scalars
-    accuracy = [e.value for e in events.Scalars("test/accuracy")]
-    assert len(accuracy) == 10 and max(accuracy) >= 0.9
+    assert {"train/loss", "train/epoch_loss", "lr", "hparam/accuracy"} <= scalars
+    assert not {tag for tag in scalars if tag.startswith(("val/", "test/"))}   # digits: no val split
+    assert len(events.Scalars("lr")) == 10 and events.Scalars("hparam/accuracy")[-1].value >= 0.9
     assert len(events.Scalars("train/loss")) == 10 * 23 // 20   # every 20 steps, 23 steps an epoch
     image = events.Images("train/images")[0]
     assert image.width > 32 and image.height > 32 and image.encoded_image_string[:4] == b"\x89PNG"
@@ -21,5 +21,6 @@ def test_metrics_csv_has_a_row_per_epoch_matching_the_printed_lines(digits_run):
     assert [int(r["epoch"]) for r in rows] == list(range(1, 11))
     printed = [line for line in digits_run.stdout.splitlines() if line.startswith("epoch")]
     for row, line in zip(rows, printed):
-        assert f"test_acc {float(row['test_accuracy']):.2%}" in line
+        assert f"train_loss {float(row['train_loss']):.4f}" in line and "(no val split)" in line
+        assert row["val_accuracy"] == row["val_loss"] == ""
     assert float(rows[0]["lr"]) == 0.01 and float(rows[-1]["lr"]) < 0.001

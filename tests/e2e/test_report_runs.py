@@ -1,5 +1,4 @@
 """The report a finished run leaves: its numbers agree with metrics.json, TensorBoard and the page in a browser."""
-import csv
 import html
 import json
 import re
@@ -34,9 +33,9 @@ def test_a_finished_run_leaves_a_report_whose_numbers_agree(digits_run):
         assert row["precision"] == pytest.approx(confusion[k, k] / confusion[:, k].sum())
         assert row["accuracy"] == pytest.approx(metrics["per_class_accuracy"][k])
         assert row["support"] == confusion[k].sum()
-    # The report evaluates the best weights: the best epoch's accuracy in metrics.csv.
-    rows = list(csv.DictReader((digits_run.run_dir / "metrics.csv").open()))
-    assert metrics["accuracy"] == pytest.approx(max(float(r["test_accuracy"]) for r in rows), abs=1e-5)
+    # The report is the one evaluation of the kept weights on test: the number of the summary line.
+    summary = re.search(r"^test accuracy ([\d.]+)%", digits_run.stdout, re.M)
+    assert metrics["split"] == "test" and 100 * metrics["accuracy"] == pytest.approx(float(summary.group(1)), abs=5e-3)
     assert "report: runs/exp/report.html" in digits_run.stdout
 
 
@@ -78,16 +77,21 @@ def test_report_pictures_decode_and_the_page_embeds_them_all(digits_run):
     assert "optim" in text and "0.01" in text                       # the settings
 
 
-def test_curves_plot_the_values_of_metrics_csv(digits_run):
-    history = read_history(digits_run.run_dir / "metrics.csv")
+def test_curves_plot_the_values_of_metrics_csv(digits_run, tmp_path):
+    history = read_history(digits_run.run_dir / "metrics.csv")      # digits: no val split
     loss_ax, accuracy_ax, lr_ax = plot_curves(history).axes
-    train_line, test_line = loss_ax.get_lines()
+    train_line, val_line = loss_ax.get_lines()
     assert list(train_line.get_ydata()) == [row["train_loss"] for row in history]
-    assert list(test_line.get_ydata()) == [row["test_loss"] for row in history]
-    assert list(accuracy_ax.get_lines()[0].get_ydata()) == pytest.approx(
-        [100 * row["test_accuracy"] for row in history])
+    assert list(val_line.get_ydata()) == [] and "no val split" in accuracy_ax.get_title()
     assert list(lr_ax.get_lines()[0].get_ydata()) == [row["lr"] for row in history]
     assert plot_curves([]) is None
+    with_val = tudui.train(data="synthetic", val_split=0.25, epochs=2, project=str(tmp_path), progress=False,
+                           report=False)
+    history = read_history(with_val.run_dir / "metrics.csv")
+    loss_ax, accuracy_ax, _ = plot_curves(history).axes
+    assert list(loss_ax.get_lines()[1].get_ydata()) == [row["val_loss"] for row in history]
+    assert list(accuracy_ax.get_lines()[0].get_ydata()) == pytest.approx(
+        [100 * row["val_accuracy"] for row in history])
 
 
 def test_tensorboard_gets_the_confusion_matrix_pr_curves_graph_hparams_and_samples(digits_run):
@@ -151,7 +155,7 @@ def test_a_failing_report_keeps_the_run_and_says_why(tmp_path, monkeypatch, capl
     result = tudui.train(data="synthetic", epochs=1, project=str(tmp_path), progress=False)
     assert result.report is None
     assert result.best_weights.is_file() and (result.run_dir / "metrics.csv").is_file()
-    assert "report could not be written" in caplog.text and "No space left" in caplog.text
+    assert "report could not be made" in caplog.text and "No space left" in caplog.text
     assert not (result.run_dir / "report.html").exists()
 
 
@@ -166,7 +170,7 @@ def test_ctrl_c_while_the_report_is_written_says_the_training_is_safe(tmp_path, 
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr("tudui.runner.run_report", interrupted)
+    monkeypatch.setattr("tudui.runner.final_evaluation", interrupted)
     with pytest.raises(TrainingInterrupted, match="training had finished and its weights are saved") as stop:
         tudui.train(data="synthetic", epochs=1, project=str(tmp_path), progress=False)
     assert stop.value.exit_code == 130 and "tudui eval --weights" in str(stop.value)

@@ -48,7 +48,7 @@ def signal_at_step(monkeypatch, step: int, signum=signal.SIGINT):
 
 def losses(run_dir):
     with open(run_dir / "metrics.csv", newline="") as f:
-        return [(row["epoch"], row["train_loss"], row["test_accuracy"]) for row in csv.DictReader(f)]
+        return [(row["epoch"], row["train_loss"], row["val_accuracy"]) for row in csv.DictReader(f)]
 
 
 def assert_same_weights(a, b):
@@ -73,7 +73,7 @@ def test_resume_after_ctrl_c_mid_epoch_gives_the_same_weights_and_losses(recipe,
     assert resumed.run_dir == run_dir
     assert losses(run_dir) == losses(straight.run_dir)
     assert_same_weights(run_dir / "weights" / "last.safetensors", straight.last_weights)
-    assert resumed.best_accuracy == straight.best_accuracy
+    assert resumed.test_accuracy == straight.test_accuracy and resumed.best_epoch == straight.best_epoch
 
 
 def test_sigterm_saves_and_exits_143(tmp_path, monkeypatch):
@@ -127,14 +127,14 @@ def test_resuming_with_another_model_or_data_set_is_refused(tmp_path):
 
 
 def test_best_is_not_overwritten_by_a_worse_model_after_a_resume(tmp_path):
-    run = train(tmp_path, data="synthetic", epochs=1, batch_size=32)
+    run = train(tmp_path, data="synthetic", val_split=0.25, epochs=1, batch_size=32)
     state_path = run.run_dir / "weights" / "state.pt"
     state = load_state(state_path)
-    state["best_accuracy"] = 1.01            # no later epoch can beat the recorded best
+    state["best_score"] = 1.01               # no later epoch can beat the recorded best val accuracy
     torch.save(state, state_path)
     best = run.best_weights.read_bytes()
     resumed = tudui.train(resume=run.run_dir, epochs=3, progress=False)
-    assert run.best_weights.read_bytes() == best and resumed.best_accuracy == 1.01
+    assert run.best_weights.read_bytes() == best and resumed.best_epoch == 1
 
 
 def test_a_nan_loss_stops_with_the_step_and_the_last_good_weights(tmp_path, monkeypatch):

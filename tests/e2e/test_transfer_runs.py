@@ -36,17 +36,19 @@ def test_fine_tuning_a_photo_folder_learns_and_records_its_preprocessing(tmp_pat
     result = tudui.train(data=str(folder), model="resnet18", weights_file=str(tmp_path / "resnet18-local.pth"),
                          input_size=64, epochs=4, freeze_epochs=1, batch_size=16, project=str(tmp_path / "runs"),
                          progress=False)
-    assert result.final_accuracy >= 0.85                  # two classes: chance is 50 %
+    # One folder of class folders: val is held out of it and there is no test split.
+    assert result.final_split == "val" and result.final["accuracy"] >= 0.85   # two classes: chance is 50 %
     model, meta = load_model(result.best_weights)
     pre = meta.preprocess
     assert (pre.input_size, pre.resize_size, pre.interpolation) == (64, 73, "bilinear")
     assert pre.mean == (0.485, 0.456, 0.406) and meta.pretrained == "ResNet18_Weights.IMAGENET1K_V1"
     assert not torch.equal(model.layer1[0].conv1.weight, backbone.layer1[0].conv1.weight)  # all layers trained
     metrics = tudui.evaluate(result.run_dir)
-    files = [path for path, _ in build_dataset(str(folder)).test.samples]
+    files = [path for path, _ in build_dataset(str(folder)).val.samples]
     predictions = tudui.predict(files, weights=result.best_weights, topk=1)
     correct = [p["predictions"][0]["class"] == f.parent.name for p, f in zip(predictions, files)]
-    assert np.mean(correct) == pytest.approx(metrics["accuracy"]) == pytest.approx(result.best_accuracy)
+    assert metrics["split"] == "val"
+    assert np.mean(correct) == pytest.approx(metrics["accuracy"]) == pytest.approx(result.final["accuracy"])
 
 
 def test_freeze_backbone_trains_the_head_alone(tmp_path):

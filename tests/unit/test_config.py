@@ -1,6 +1,7 @@
 import pytest
 
-from tudui.config import Config, dump_yaml, make_config, to_dict
+from tudui.config import Config
+from tudui.config_files import dump_yaml, make_config, to_dict
 from tudui.errors import TuduiError
 
 
@@ -102,7 +103,8 @@ def test_keywords_take_paths_and_whole_numbers_where_the_setting_wants_text_or_a
 def test_eval_and_predict_share_trainings_settings_and_read_the_rest_from_the_weights():
     from dataclasses import fields
 
-    from tudui.config import DataConfig, EvalConfig, PredictConfig, TrainConfig, flag_name
+    from tudui.config import DataConfig, EvalConfig, PredictConfig, TrainConfig
+    from tudui.settings import flag_name
     evaluated = {flag_name(f): f for f in fields(EvalConfig)}
     trained = {flag_name(f): f for cls in (DataConfig, TrainConfig) for f in fields(cls)}
     for flag in ("--data", "--data-dir", "--val-split", "--batch-size", "--tta"):
@@ -123,7 +125,8 @@ def test_every_setting_of_every_command_is_a_flag_with_its_help():
     from dataclasses import fields
 
     from tudui.cli import build_parser
-    from tudui.config import SECTIONS, EvalConfig, PredictConfig, flag_name
+    from tudui.config import SECTIONS, EvalConfig, PredictConfig
+    from tudui.settings import flag_name
     commands = build_parser()._subparsers._group_actions[0].choices
     for command, classes in (("train", SECTIONS.values()), ("eval", [EvalConfig]), ("predict", [PredictConfig])):
         text = commands[command].format_help()

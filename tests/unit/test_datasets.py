@@ -34,14 +34,26 @@ def test_synthetic_is_generated_and_repeatable():
 def test_image_folder_with_train_and_val(split_folder):
     spec = build_dataset(str(split_folder))
     assert spec.class_names == ["cat", "dog", "fox"]
-    assert (len(spec.train), len(spec.test)) == (36, 12)
-    image, label = spec.test[5]
+    assert (len(spec.train), len(spec.val), spec.test) == (36, 12, None)
+    image, label = spec.val[5]
     assert image.mode == "RGB" and label == 1
 
 
 def test_image_folder_with_test_instead_of_val(split_folder):
     (split_folder / "val").rename(split_folder / "test")
-    assert len(build_dataset(str(split_folder)).test) == 12
+    spec = build_dataset(str(split_folder))
+    assert len(spec.test) == 12 and spec.val is None          # no val held out beside a test split
+
+
+@pytest.mark.parametrize("val_name", ["val", "valid", "validation"])
+def test_a_folder_with_train_val_and_test_keeps_all_three_apart(split_folder, val_name):
+    write_class_folder(split_folder / "test", ["cat", "dog", "fox"], 5, seed=3)
+    (split_folder / "val").rename(split_folder / val_name)
+    spec = build_dataset(str(split_folder))
+    assert (len(spec.train), len(spec.val), len(spec.test)) == (36, 12, 15)
+    assert {p.parent.parent.name for p, _ in spec.test.samples} == {"test"}
+    assert spec.sizes() == "36 train / 12 val / 15 test images"
+    assert f"train/ and {val_name}/ and test/" in spec.source
 
 
 def test_single_folder_is_split_by_class_and_seed(tmp_path):
@@ -49,9 +61,9 @@ def test_single_folder_is_split_by_class_and_seed(tmp_path):
     first = build_dataset(str(tmp_path / "one"), val_split=0.2, seed=0)
     again = build_dataset(str(tmp_path / "one"), val_split=0.2, seed=0)
     other = build_dataset(str(tmp_path / "one"), val_split=0.2, seed=1)
-    assert first.test.samples == again.test.samples != other.test.samples
-    assert np.bincount(first.test.labels).tolist() == [2, 2]
-    assert not set(first.test.samples) & set(first.train.samples)
+    assert first.val.samples == again.val.samples != other.val.samples
+    assert np.bincount(first.val.labels).tolist() == [2, 2] and first.test is None
+    assert not set(first.val.samples) & set(first.train.samples)
 
 
 def test_paired_image_and_label_folders(tmp_path):
@@ -66,8 +78,8 @@ def test_paired_image_and_label_folders(tmp_path):
                 (tmp_path / split / f"{name}_label" / f"{i}.txt").write_text(name + "\n")
     spec = build_dataset(str(tmp_path))
     assert spec.class_names == ["ants", "bees"]
-    assert (len(spec.train), len(spec.test)) == (12, 4)
-    assert [label for _, label in spec.test.samples] == [0, 0, 1, 1]
+    assert (len(spec.train), len(spec.val)) == (12, 4)
+    assert [label for _, label in spec.val.samples] == [0, 0, 1, 1]
 
 
 def test_paired_layout_names_a_missing_label_file(tmp_path):
@@ -159,10 +171,10 @@ def test_a_messy_folder_keeps_its_images_and_counts_what_it_ignores(tmp_path):
     spec = build_dataset(str(root), val_split=0.2)
     assert spec.class_names == ["ants", "bees"]                     # the empty "wasps" is not a class
     assert spec.ignored == expected_ignored
-    assert len(spec.train) + len(spec.test) == 2 * (3 + 8)         # 3 photos + 8 odd files per class
-    names = {path.name for path, _ in spec.train.samples + spec.test.samples}
+    assert len(spec.train) + len(spec.val) == 2 * (3 + 8)          # 3 photos + 8 odd files per class
+    names = {path.name for path, _ in spec.train.samples + spec.val.samples}
     assert {"mode_CMYK.jpg", "mode_P_transparent.png", "mode_I16.png", "exif_rotated.jpg"} <= names
-    for dataset in (spec.train, spec.test):
+    for dataset in (spec.train, spec.val):
         for i in range(len(dataset)):
             assert dataset[i][0].mode == "RGB"
 
@@ -206,8 +218,8 @@ def test_csv_list_with_relative_paths_is_split_by_class(tmp_path):
     _write_csv(tmp_path / "list.csv", rows)
     spec = build_dataset(str(tmp_path / "list.csv"), val_split=0.2, seed=0)
     assert spec.class_names == ["cat", "dog"]
-    assert (len(spec.train), len(spec.test)) == (8, 2) and spec.ignored == {"non-image file": 1}
-    assert spec.test[0][0].mode == "RGB"
+    assert (len(spec.train), len(spec.val)) == (8, 2) and spec.ignored == {"non-image file": 1}
+    assert spec.val[0][0].mode == "RGB"
 
 
 def test_csv_split_column_and_a_headerless_list(tmp_path):
@@ -216,7 +228,7 @@ def test_csv_split_column_and_a_headerless_list(tmp_path):
                                             for c in ("a", "b") for i in range(3)]
     _write_csv(tmp_path / "split.csv", rows)
     spec = build_dataset(str(tmp_path / "split.csv"))
-    assert (len(spec.train), len(spec.test)) == (4, 2)
+    assert (len(spec.train), len(spec.val), spec.test) == (4, 2, None)
     _write_csv(tmp_path / "plain.csv", [[f"{c}/{i:03d}.png", c] for c in ("a", "b") for i in range(3)])
     assert build_dataset(str(tmp_path / "plain.csv")).class_names == ["a", "b"]
 

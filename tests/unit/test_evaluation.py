@@ -4,11 +4,12 @@ import pytest
 import torch
 
 import tudui
-from tudui.config import make_config
-from tudui.data import Preprocess, build_dataset, make_loaders
+from tudui.config_files import make_config
+from tudui.data import Preprocess, build_dataset
+from tudui.data.loaders import make_eval_loader
 from tudui.engine import evaluate as evaluate_model
 from tudui.errors import TuduiError
-from tudui.evaluation import eval_output_dir, run_report
+from tudui.evaluation import eval_output_dir, final_evaluation
 from tudui.models import create_model
 from tudui.rundir import RunDir
 from tudui.runtime import Runtime
@@ -32,7 +33,7 @@ def make_run(root, tta=1, data="synthetic", class_names=CLASSES, seed=3) -> RunD
 
 def direct_metrics(run: RunDir, tta: int) -> dict:
     model, meta = load_model(run.best)
-    _, loader, _ = make_loaders(build_dataset("synthetic"), meta.preprocess, torch.device("cpu"), 64, train=False)
+    loader = make_eval_loader(build_dataset("synthetic").test, meta.preprocess, torch.device("cpu"), 64)
     return evaluate_model(model, loader, torch.device("cpu"), 4, tta)
 
 
@@ -104,8 +105,9 @@ def test_a_report_that_fails_is_a_warning_and_the_run_stands(tmp_path):
     run.best.unlink()
     warnings = []
     spec = build_dataset("synthetic")
-    _, loader, _ = make_loaders(spec, Preprocess(input_size=32), torch.device("cpu"), 64, train=False)
+    loader = make_eval_loader(spec.test, Preprocess(input_size=32), torch.device("cpu"), 64)
     cfg = make_config(data="synthetic")
-    report = run_report(run, loader, Runtime(device=torch.device("cpu")), spec, cfg, None, warnings.append)
-    assert report is None and len(warnings) == 1
-    assert "the report could not be written" in warnings[0] and str(run) in warnings[0]
+    metrics, report = final_evaluation(run, "test", loader, spec.test, Runtime(device=torch.device("cpu")),
+                                       spec.source, cfg, None, warnings.append)
+    assert metrics is None and report is None and len(warnings) == 1
+    assert "could not be made" in warnings[0] and str(run) in warnings[0]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "tudui"
 # Modules every other may import; they import none of tudui's but each other.
-BOTTOM = {"tudui._version", "tudui.errors", "tudui.files", "tudui.runtime", "tudui.rundir", "tudui.config"}
+BOTTOM = {"tudui._version", "tudui.errors", "tudui.files", "tudui.runtime", "tudui.rundir", "tudui.settings",
+          "tudui.config", "tudui.config_files"}
 MAX_LINES = 60
 TEMPLATES = {"render_page"}   # one HTML page as an f-string: long by nature
 

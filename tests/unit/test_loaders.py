@@ -160,3 +160,11 @@ def test_crop_with_flip_is_the_mirror_of_the_crop():
     from tudui.data.transforms import batch_crop
     expected = batch_flip(batch_translate(images, shift_y, shift_x, 2), flip)
     assert torch.equal(batch_crop(padded, shift_y, shift_x, 2, flip), expected)
+
+
+def test_balanced_sampling_draws_every_class_about_as_often(tmp_path):
+    from tudui.data.loaders import balanced_weights, epoch_order
+    labels = np.array([0] * 150 + [1] * 8 + [2] * 60)
+    drawn = labels[epoch_order(len(labels), True, 0, 0, balanced_weights(labels)).numpy()]
+    counts = np.bincount(drawn, minlength=3)
+    assert counts.sum() == len(labels) and counts.min() > 0.6 * counts.max()

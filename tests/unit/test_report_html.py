@@ -79,7 +79,7 @@ def report(class_names: list[str], confusion=None, title: str = "digits run", se
                "count": count, "confusion": confusion.tolist(), "per_class": per_class(confusion, class_names),
                "data": data, "model": "fastnet", "weights_epoch": 3, "tta": 0}
     return ReportData(metrics=metrics, probabilities=torch.zeros(count, n), targets=torch.zeros(count),
-                      class_names=class_names, test_images=[], title=title,
+                      class_names=class_names, images=[], title=title,
                       settings={"optim": {"lr": 0.01}} if settings is None else settings,
                       paths={"run directory": "/runs/exp"} if paths is None else paths)
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import tudui
-from tudui.config import make_config
+from tudui.config_files import make_config
 from tudui.engine import create_optimizer
 from tudui.errors import TuduiError
 from tudui.models import torchvision as tv

@@ -1,14 +1,12 @@
 """Finding unreadable images: every kind of broken file, and the pixel limit."""
 from __future__ import annotations
 
-
 import pytest
 from PIL import Image, ImageFile
 
 import tudui
 from tudui.data.validate import check_image
 from tudui.errors import TuduiError
-
 
 
 def test_each_kind_of_broken_file_is_found_and_good_ones_pass(folder_with_bad_images):

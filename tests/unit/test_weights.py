@@ -134,10 +134,10 @@ def test_a_run_directory_stands_for_its_best_weights(tmp_path):
 
 
 def test_the_metadata_reads_back_equal_with_the_settings_of_the_run(tmp_path):
-    from tudui.config import make_config
+    from tudui.config_files import make_config
     cfg = make_config(data="digits", model="tudui_relu", lr=0.3, optimizer="adamw", name="mine", tta=2)
     meta = dataclasses.replace(META, model="tudui_relu", config=cfg, data="digits", epoch=4,
-                               test_accuracy=0.5, test_loss=1.25, pretrained=None, start="random")
+                               val_accuracy=0.5, val_loss=1.25, pretrained=None, start="random")
     save_weights(tmp_path / "w.safetensors", create_model("tudui_relu", 3), meta)
     again = read_weights(tmp_path / "w.safetensors")[1]
     assert again == meta
@@ -185,7 +185,7 @@ def test_deeply_nested_metadata_is_refused_without_a_recursion_error(tmp_path):
     ({"resize_size": 10 ** 9}, "resize_size"), ({"interpolation": "magic"}, "interpolation"),
     ({"mean": [0.5, 0.5]}, "mean"), ({"std": [0.5, 0.0, 0.5]}, "std"), ({"model_options": {"evil": 1}}, "model_options"),
     ({"model_options": {"widths": "9" * 500}}, "model_options"), ({"class_names": ["a", "b", "x" * 5000]}, "class_names"),
-    ({"epoch": -3}, "epoch"), ({"test_accuracy": 7.5}, "test_accuracy"),
+    ({"epoch": -3}, "epoch"), ({"val_accuracy": 7.5}, "val_accuracy"),
 ])
 def test_metadata_that_would_make_tudui_allocate_or_misbehave_is_refused_naming_the_field(tmp_path, change, field):
     path = _write_raw(tmp_path / "w.safetensors", {**RAW_META, **change})

@@ -1,9 +1,9 @@
 """Data: sources (built-in sets, folders, archives, CSV lists), image checks, caches, transforms, loaders."""
 from tudui.data.cache import cache_root, decode_to_tensor
-from tudui.data.datasets import BUILTIN_DATASETS, DatasetSpec, channel_stats
+from tudui.data.datasets import DatasetSpec, channel_stats
 from tudui.data.images import load_image
 from tudui.data.loaders import TensorLoader, make_loader, make_loaders, pick_workers, use_tensor_loader
-from tudui.data.sources import build_dataset
+from tudui.data.sources import BUILTIN_DATASETS, build_dataset
 from tudui.data.transforms import Preprocess, eval_transform, resolve_augment, train_transform
 
 __all__ = ["BUILTIN_DATASETS", "DatasetSpec", "Preprocess", "TensorLoader", "build_dataset", "cache_root",

@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from tudui.data.datasets import ArrayImages, FileImages
-from tudui.errors import TuduiError
 from tudui.data.transforms import geometry
+from tudui.errors import TuduiError
 from tudui.files import atomic_write
 
 log = logging.getLogger(__name__)

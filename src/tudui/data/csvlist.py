@@ -2,8 +2,8 @@
 
 Paths are relative to the CSV file's folder (or absolute). A header row naming the
 columns is optional (`path,label`, in any order, plus an optional `split` column with
-train, val or test); without one the first two columns are path and label. Without a
-split column the rows are split by class with --val-split and the seed, as one folder is.
+train, val (valid, validation) or test); without one the first two columns are path and
+label. Without a split column every row is train, and --val-split holds out the val split.
 """
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from tudui.config import shown, shown_path
 from tudui.data.datasets import DatasetSpec, FileImages
 from tudui.data.images import IMAGE_EXTENSIONS
-from tudui.data.splits import split_by_class
 from tudui.errors import TuduiError
+from tudui.settings import shown, shown_path
 
 MAX_ROWS = 20_000_000   # ImageNet-21k has 14 million images; more is not a list a person made
-SPLITS = {"train": "train", "val": "test", "valid": "test", "validation": "test", "test": "test"}
+SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
 def _read_rows(path: Path) -> tuple[list[list[str]], dict[str, int]]:
@@ -81,8 +80,8 @@ def _entries(path: Path, rows: list[list[str]], columns: dict[str, int]) -> tupl
     return entries, ignored
 
 
-def csv_dataset(csv_path: str | Path, val_split: float, seed: int) -> DatasetSpec:
-    """The images a CSV list names, split by its split column or by class."""
+def csv_dataset(csv_path: str | Path) -> DatasetSpec:
+    """The images a CSV list names, in the splits its split column gives (or all in train)."""
     path = Path(csv_path)
     if not path.is_file():
         raise TuduiError(f"data set not found: {csv_path}")
@@ -93,13 +92,14 @@ def csv_dataset(csv_path: str | Path, val_split: float, seed: int) -> DatasetSpe
         raise TuduiError(f"{path} needs at least two labels, found {len(class_names)}: {shown(class_names)}")
     lookup = {name: i for i, name in enumerate(class_names)}
     if "split" in columns:
-        train = [(f, lookup[label]) for f, label, split in entries if SPLITS[split] == "train"]
-        test = [(f, lookup[label]) for f, label, split in entries if SPLITS[split] == "test"]
+        splits = {name: [(f, lookup[label]) for f, label, split in entries if SPLITS[split] == name]
+                  for name in ("train", "val", "test")}
         layout = f"{path} (its split column)"
+        if not splits["train"]:
+            raise TuduiError(f"{path} has no images in its train split")
     else:
-        train, test = split_by_class([(f, lookup[label]) for f, label, _ in entries], val_split, seed)
-        layout = f"{path} ({val_split:.0%} held out for testing)"
-    if not train or not test:
-        raise TuduiError(f"{path} has no images in its {'training' if not train else 'test'} split")
-    return DatasetSpec(train=FileImages(train), test=FileImages(test), class_names=class_names,
-                       kind="folder", source=layout, in_memory=False, ignored=dict(ignored))
+        splits = {"train": [(f, lookup[label]) for f, label, _ in entries]}
+        layout = f"{path} (no split column)"
+    return DatasetSpec(**{name: FileImages(items) for name, items in splits.items() if items},
+                       class_names=class_names, kind="folder", source=layout, in_memory=False,
+                       ignored=dict(ignored))

@@ -1,6 +1,7 @@
-"""What every data source becomes (`DatasetSpec`), its two kinds of image sets, and the built-in
-sets: cifar10, digits and synthetic. Folders, archives and CSV lists are read by
-data/folders.py and data/csvlist.py; data/sources.py picks the reader for a --data value.
+"""What every data source becomes (`DatasetSpec`), its two kinds of image sets, and the sets that
+need no files: digits and synthetic. torchvision's sets are read by data/torchvision_sets.py,
+folders, archives and CSV lists by data/folders.py and data/csvlist.py; data/sources.py picks
+the reader for a --data value.
 
 A `DatasetSpec` has a train and a test split that yield (PIL RGB image, class index), and the
 class names. Images stay in their own size and mode until here; the model decides the input
@@ -16,22 +17,30 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from tudui.data.images import load_image
-from tudui.errors import TuduiError
 
-BUILTIN_DATASETS = ("cifar10", "digits", "synthetic")
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(kw_only=True)
 class DatasetSpec:
-    """A built data set: two splits of (PIL RGB image, label) and what they mean."""
+    """A built data set: a train split, a val and/or a test split of (PIL RGB image, label), and
+    what they mean. val picks the best epoch; test is measured once, on the chosen weights."""
     train: Dataset
-    test: Dataset
+    val: Dataset | None = None
+    test: Dataset | None = None
     class_names: list[str]
-    kind: str            # cifar10, digits, synthetic or folder
+    kind: str            # digits, synthetic, folder, or a torchvision set's name (cifar10, mnist, ...)
     source: str          # what was loaded, for messages and metadata
     in_memory: bool      # decoded arrays (no worker processes needed) or files on disk
     ignored: dict[str, int] = field(default_factory=dict)   # what was skipped: {"hidden file": 2, ...}
+
+    def splits(self) -> dict[str, Dataset]:
+        """{name: images} of the splits it has, in the order train, val, test."""
+        return {name: getattr(self, name) for name in SPLITS if getattr(self, name) is not None}
+
+    def sizes(self) -> str:
+        """The split sizes, e.g. "1,000 train / 200 val / 500 test images"."""
+        return " / ".join(f"{len(images):,} {name}" for name, images in self.splits().items()) + " images"
 
 
 class ArrayImages(Dataset):
@@ -106,27 +115,6 @@ def synthetic(num_classes: int = 4, train_per_class: int = 64, test_per_class: i
     return DatasetSpec(train=ArrayImages(x_train, y_train), test=ArrayImages(x_test, y_test),
                        class_names=[f"class{k}" for k in range(num_classes)], kind="synthetic",
                        source=f"synthetic stripes ({num_classes} classes)", in_memory=True)
-
-
-def cifar10(data_dir: str, download: bool) -> DatasetSpec:
-    """torchvision's CIFAR-10 under data_dir, downloaded when absent (as the course does)."""
-    from torchvision.datasets import CIFAR10
-
-    root = Path(data_dir)
-    try:
-        train = CIFAR10(str(root), train=True, download=download)
-        test = CIFAR10(str(root), train=False, download=download)
-    except Exception as e:  # network errors, missing files, bad checksums: all mean "not here"
-        reason = "download turned off (--no-download)" if not download else \
-            f"download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})"
-        raise TuduiError(
-            f"CIFAR-10 is not in {root / 'cifar-10-batches-py'} and {reason}; put "
-            f"cifar-10-python.tar.gz (from {CIFAR10_URL}) in {root}/ or pass --data-dir, "
-            f"or run offline with --data digits") from None
-    return DatasetSpec(train=ArrayImages(train.data, np.array(train.targets)),
-                       test=ArrayImages(test.data, np.array(test.targets)),
-                       class_names=list(train.classes), kind="cifar10", source=f"CIFAR-10 in {root}",
-                       in_memory=True)
 
 
 def channel_stats(dataset: Dataset, max_images: int = 500, seed: int = 0) -> tuple[list[float], list[float]]:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tudui.data.datasets import DatasetSpec, FileImages
 from tudui.data.images import IMAGE_EXTENSIONS, is_image_file
-from tudui.data.splits import split_by_class
 from tudui.errors import TuduiError
+from tudui.settings import shown
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def _descend(root: Path) -> Path:
     while True:
         entries = [p for p in root.iterdir() if not p.name.startswith((".", "_"))]
         if len(entries) == 1 and entries[0].is_dir() and not _has_images(entries[0]) \
-                and entries[0].name not in ("train", "val", "test"):
+                and not any(entries[0].name in names for names in SPLIT_FOLDERS.values()):
             root = entries[0]
         else:
             return root
@@ -200,34 +200,39 @@ def resolve_folder(path: str | Path, cache_dir: Path) -> Path:
     return _descend(root)
 
 
-def folder(path: str, val_split: float, seed: int, cache_dir: Path) -> DatasetSpec:
-    """An image folder (train/ + val/ or test/, or one folder split by val_split), or an archive of one."""
+# Folder names of each split, in the order they are looked for.
+SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+
+
+def folder(path: str, cache_dir: Path) -> DatasetSpec:
+    """An image folder (train/ with val/ and/or test/ beside it, or one folder of class folders),
+    or an archive of one; val is held out of train later when the data has none (hold_out_val)."""
     try:
-        return _read_folder(resolve_folder(path, cache_dir), val_split, seed)
+        return _read_folder(resolve_folder(path, cache_dir))
     except OSError as e:   # a folder or file that cannot be listed or read (permissions, a broken disk)
         raise TuduiError(f"cannot read {e.filename or path}: {e.strerror or e}") from None
 
 
-def _read_folder(root: Path, val_split: float, seed: int) -> DatasetSpec:
-    test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+def _read_folder(root: Path) -> DatasetSpec:
+    found = {split: next((root / n for n in names if (root / n).is_dir()), None)
+             for split, names in SPLIT_FOLDERS.items()}
     ignored: Counter = Counter()
-    if (root / "train").is_dir() and test_dir is not None:
-        train_items = _scan_split(root / "train", ignored)
+    if found["train"] is not None and (found["val"] is not None or found["test"] is not None):
+        train_items = _scan_split(found["train"], ignored)
         class_names = sorted({name for _, name in train_items})
-        train = _index(train_items, class_names, root / "train")
-        test = _index(_scan_split(test_dir, ignored), class_names, test_dir)
-        layout = f"{root} (train/ and {test_dir.name}/)"
+        splits = {split: _index(_scan_split(folder, ignored) if split != "train" else train_items,
+                                class_names, folder)
+                  for split, folder in found.items() if folder is not None}
+        layout = f"{root} ({' and '.join(folder.name + '/' for folder in found.values() if folder is not None)})"
     else:
         items = _scan_split(root, ignored)
         class_names = sorted({name for _, name in items})
-        train, test = split_by_class(_index(items, class_names, root), val_split, seed)
-        layout = f"{root} ({val_split:.0%} held out for testing)"
+        splits = {"train": _index(items, class_names, root)}
+        layout = f"{root} (one folder of class folders)"
     if len(class_names) < 2:
         raise TuduiError(f"{root} needs at least two classes (one folder each), found "
-                         f"{len(class_names)}: {class_names}")
-    if not train or not test:
-        raise TuduiError(f"{root} has no images in its {'training' if not train else 'test'} split")
+                         f"{len(class_names)}: {shown(class_names)}")
     if ignored:
         log.info("%s: ignored %s", root, dict(ignored))
-    return DatasetSpec(train=FileImages(train), test=FileImages(test), class_names=class_names,
+    return DatasetSpec(**{split: FileImages(items) for split, items in splits.items()}, class_names=class_names,
                        kind="folder", source=layout, in_memory=False, ignored=dict(ignored))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -10,9 +11,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tudui.config import DataConfig
 from tudui.data.cache import cache_root, decode_to_tensor
 from tudui.data.datasets import DatasetSpec
+from tudui.data.transforms import (
+    Preprocess,
+    batch_crop,
+    batch_flip,
+    normalize_batch,
+    reflect_pad,
+    train_transform,
+    translate_pixels,
+)
 from tudui.errors import TuduiError
-from tudui.data.transforms import (Preprocess, batch_crop, batch_flip, normalize_batch, reflect_pad,
-                                   train_transform, translate_pixels)
 
 
 class Transformed(Dataset):
@@ -37,20 +45,31 @@ def pick_workers(workers: int, in_memory: bool) -> int:
     return 0 if in_memory else min(4, os.cpu_count() or 1)
 
 
-def epoch_order(size: int, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
+def epoch_order(size: int, shuffle: bool, seed: int, epoch: int, weights: torch.Tensor | None = None) -> torch.Tensor:
     """The order of an epoch's indices: drawn from (seed, epoch) alone when shuffling, so an
-    epoch's order does not depend on what ran before it (resumable, the same on every rank)."""
+    epoch's order does not depend on what ran before it (resumable, the same on every rank).
+    With weights (one per image), size indices are drawn with replacement in proportion to them."""
     if not shuffle:
         return torch.arange(size)
-    return torch.randperm(size, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    if weights is not None:
+        return torch.multinomial(weights, size, replacement=True, generator=generator)
+    return torch.randperm(size, generator=generator)
+
+
+def balanced_weights(labels) -> torch.Tensor:
+    """A weight per image, the inverse of its class's count: every class is drawn as often."""
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    counts = torch.bincount(labels).double()
+    return 1.0 / counts[labels]
 
 
 class EpochSampler(Sampler):
     """Indices in an order drawn from (seed, epoch), as the tensor loader draws them, so an
     epoch's order does not depend on what ran before it; skip() starts mid-epoch."""
 
-    def __init__(self, size: int, shuffle: bool, seed: int = 0):
-        self.size, self.shuffle, self.seed = size, shuffle, seed
+    def __init__(self, size: int, shuffle: bool, seed: int = 0, weights: torch.Tensor | None = None):
+        self.size, self.shuffle, self.seed, self.weights = size, shuffle, seed, weights
         self.epoch, self.start = 0, 0
 
     def __len__(self) -> int:
@@ -58,7 +77,7 @@ class EpochSampler(Sampler):
 
     def __iter__(self):
         first, self.start = self.start, 0
-        return iter(epoch_order(self.size, self.shuffle, self.seed, self.epoch)[first:].tolist())
+        return iter(epoch_order(self.size, self.shuffle, self.seed, self.epoch, self.weights)[first:].tolist())
 
 
 class EpochDataLoader(DataLoader):
@@ -77,10 +96,10 @@ class EpochDataLoader(DataLoader):
 
 def make_loader(dataset: Dataset, transform: Callable, batch_size: int, shuffle: bool,
                 workers: int, seed: int = 0, device: torch.device | None = None,
-                drop_last: bool = False) -> DataLoader:
+                drop_last: bool = False, weights: torch.Tensor | None = None) -> DataLoader:
     """A DataLoader over dataset; the order is drawn from (seed, epoch) so a run repeats exactly."""
     return EpochDataLoader(Transformed(dataset, transform), batch_size=batch_size,
-                           sampler=EpochSampler(len(dataset), shuffle, seed), num_workers=workers,
+                           sampler=EpochSampler(len(dataset), shuffle, seed, weights), num_workers=workers,
                            generator=torch.Generator().manual_seed(seed),
                            pin_memory=device is not None and device.type == "cuda", drop_last=drop_last,
                            persistent_workers=workers > 0)
@@ -102,13 +121,15 @@ class TensorLoader:
                  mean=None, std=None, augment: str = "none", seed: int = 0,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  drop_last: bool = False, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False, translate: int = -1, whole_epoch: bool | None = None):
+                 channels_last: bool = False, translate: int = -1, whole_epoch: bool | None = None,
+                 weights: torch.Tensor | None = None):
         self.device = torch.device(device)
         self.labels = labels.to(self.device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.mean = None if mean is None else torch.tensor(mean, device=self.device)
         self.std = None if std is None else torch.tensor(std, device=self.device)
         self.augment, self.seed, self.dtype = augment, seed, dtype
+        self.weights = weights   # per image: drawn with replacement in proportion (balanced sampling)
         self.rank, self.world_size = rank, world_size
         self.channels_last = channels_last
         self.epoch, self.start_step = 0, 0
@@ -140,7 +161,7 @@ class TensorLoader:
         self.start_step = steps
 
     def _order(self) -> torch.Tensor:
-        order = epoch_order(len(self.labels), self.shuffle, self.seed, self.epoch)
+        order = epoch_order(len(self.labels), self.shuffle, self.seed, self.epoch, self.weights)
         return order[self.rank::self.world_size]
 
     def __len__(self) -> int:
@@ -213,37 +234,62 @@ def use_tensor_loader(choice: str, input_size: int, num_images: int, augment: st
         and not augment.startswith("resized-crop")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Loaders:
+    """A run's loaders: train, and val and test where the data has them; kind says which loader."""
+    train: object
+    val: object | None
+    test: object | None
+    kind: str
+
+
 def make_loaders(spec: DatasetSpec, preprocess: Preprocess, device: torch.device, batch_size: int, *,
                  choice: str = DATA.loader, workers: int = DATA.workers, augment: str = "none",
-                 translate: int = DATA.translate, seed: int = 0, channels_last: bool = False, train: bool = True):
-    """(train loader or None, test loader, description): tensor loaders for small images, else DataLoaders.
+                 translate: int = DATA.translate, seed: int = 0, channels_last: bool = False,
+                 sampler: str = DATA.sampler) -> Loaders:
+    """The loaders of every split of spec: tensor loaders for small images, else DataLoaders.
 
     preprocess says how images become the model's inputs (see Preprocess); augment is resolved.
     Training drops the last partial batch when there are at least ten full ones: every step
     then has the same shape (cuDNN's choice of algorithm and torch.compile's graph hold), and
     as the order changes each epoch, no image is left out for long.
     """
-    drop_last = len(spec.train) // batch_size >= 10
-    size, mean, std = preprocess.input_size, preprocess.mean, preprocess.std
-    if use_tensor_loader(choice, size, len(spec.train) + len(spec.test), augment if train else "none"):
-        cache = cache_root() / "tensors"
-        geometry = (preprocess.resize_size, preprocess.interpolation)
-        test_images, test_labels = decode_to_tensor(spec.test, size, cache, *geometry)
-        test = TensorLoader(test_images, test_labels, batch_size, False, mean, std, device=device,
-                            channels_last=channels_last)
-        train_loader = None
-        if train:
-            images, labels = decode_to_tensor(spec.train, size, cache, *geometry)
-            train_loader = TensorLoader(images, labels, batch_size, True, mean, std, augment, seed,
-                                        device, drop_last=drop_last, channels_last=channels_last,
-                                        translate=translate)
-        return train_loader, test, f"tensor (decoded once, on {device})"
+    count = sum(len(images) for images in spec.splits().values())
+    tensors = use_tensor_loader(choice, preprocess.input_size, count, augment)
     workers = pick_workers(workers, spec.in_memory)
-    test = make_loader(spec.test, preprocess.eval_transform(), batch_size, False, workers, device=device)
-    train_loader = make_loader(spec.train, train_transform(size, mean, std, augment, translate,
-                                                           preprocess.resize_size, preprocess.interpolation),
-                               batch_size, True, workers, seed, device, drop_last) if train else None
-    return train_loader, test, f"DataLoader ({workers} workers)"
+    drop_last = len(spec.train) // batch_size >= 10
+    weights = balanced_weights(spec.train.labels) if sampler == "balanced" else None
+    if tensors:
+        images, labels = decode_to_tensor(spec.train, preprocess.input_size, cache_root() / "tensors",
+                                          preprocess.resize_size, preprocess.interpolation)
+        train = TensorLoader(images, labels, batch_size, True, preprocess.mean, preprocess.std, augment, seed,
+                             device, drop_last=drop_last, channels_last=channels_last, translate=translate,
+                             weights=weights)
+    else:
+        transform = train_transform(preprocess.input_size, preprocess.mean, preprocess.std, augment, translate,
+                                    preprocess.resize_size, preprocess.interpolation)
+        train = make_loader(spec.train, transform, batch_size, True, workers, seed, device, drop_last, weights)
+    evaluation = {name: _eval_loader(images, preprocess, device, batch_size, tensors, workers, channels_last)
+                  for name, images in spec.splits().items() if name != "train"}
+    kind = f"tensor (decoded once, on {device})" if tensors else f"DataLoader ({workers} workers)"
+    return Loaders(train=train, val=evaluation.get("val"), test=evaluation.get("test"), kind=kind)
+
+
+def make_eval_loader(dataset: Dataset, preprocess: Preprocess, device: torch.device, batch_size: int, *,
+                     choice: str = DATA.loader, workers: int = DATA.workers, in_memory: bool = False):
+    """A loader over dataset in order, each image as evaluation sees it (no augmentation)."""
+    tensors = use_tensor_loader(choice, preprocess.input_size, len(dataset))
+    return _eval_loader(dataset, preprocess, device, batch_size, tensors, pick_workers(workers, in_memory))
+
+
+def _eval_loader(dataset: Dataset, preprocess: Preprocess, device: torch.device, batch_size: int, tensors: bool,
+                 workers: int, channels_last: bool = False):
+    if tensors:
+        images, labels = decode_to_tensor(dataset, preprocess.input_size, cache_root() / "tensors",
+                                          preprocess.resize_size, preprocess.interpolation)
+        return TensorLoader(images, labels, batch_size, False, preprocess.mean, preprocess.std, device=device,
+                            channels_last=channels_last)
+    return make_loader(dataset, preprocess.eval_transform(), batch_size, False, workers, device=device)
 
 
 def sample_inputs(loader, count: int, device: torch.device) -> torch.Tensor:

@@ -1,25 +1,35 @@
-"""Which reader a --data value names: a built-in set, a CSV list, or a folder or archive."""
+"""Which reader a --data value names (a built-in set, a CSV list, a folder or archive), and the
+val split held out where the data has none."""
 from __future__ import annotations
 
 from tudui.config import DataConfig, TrainConfig
 from tudui.data.cache import cache_root
 from tudui.data.csvlist import csv_dataset
-from tudui.data.datasets import DatasetSpec, cifar10, digits, synthetic
+from tudui.data.datasets import DatasetSpec, digits, synthetic
 from tudui.data.folders import folder
-
+from tudui.data.splits import hold_out_val
+from tudui.data.torchvision_sets import SETS, torchvision_set
 
 DATA, TRAIN = DataConfig(), TrainConfig()   # the defaults of the settings below
+# --data values that name a data set rather than a path
+BUILTIN_DATASETS = ("digits", "synthetic", *SETS)
 
 
 def build_dataset(name: str, data_dir: str = DATA.data_dir, val_split: float = DATA.val_split,
                   seed: int = TRAIN.seed, download: bool = DATA.download) -> DatasetSpec:
-    """The data set a --data value names (see DataConfig.dataset)."""
-    if name == "cifar10":
-        return cifar10(data_dir, download)
+    """The data set a --data value names (see DataConfig.dataset), with its val split."""
+    return hold_out_val(read_dataset(name, data_dir, seed, download), val_split, seed)
+
+
+def read_dataset(name: str, data_dir: str = DATA.data_dir, seed: int = TRAIN.seed,
+                 download: bool = DATA.download) -> DatasetSpec:
+    """The data set a --data value names, with only the splits it comes with."""
+    if name in SETS:
+        return torchvision_set(name, data_dir, download)
     if name == "digits":
         return digits()
     if name == "synthetic":
         return synthetic(seed=seed)
     if name.lower().endswith(".csv"):
-        return csv_dataset(name, val_split, seed)
-    return folder(name, val_split, seed, cache_root() / "extracted")
+        return csv_dataset(name)
+    return folder(name, cache_root() / "extracted")

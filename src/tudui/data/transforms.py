@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torchvision.transforms import v2
 
-# Photos look the same mirrored; digits and the synthetic stripes do not.
-FLIP_SAFE = {"cifar10": True, "folder": True, "digits": False, "synthetic": False}
+# Photos look the same mirrored; digits, characters and the synthetic stripes do not.
+FLIP_SAFE = {"digits": False, "synthetic": False, "mnist": False, "kmnist": False, "svhn": False}
 # Above this input side the photo preset (random resized crops) is the automatic choice.
 SMALL_IMAGE_SIDE = 64
 # Random resized crops keep at least this share of the image: the usual 8 % often cuts the
@@ -28,7 +28,7 @@ def resolve_augment(augment: str, kind: str, input_size: int = 32) -> str:
     for photos: crop-flip (pad-and-crop shifts) up to 64 px, resized-crop-flip above."""
     if augment != "auto":
         return augment
-    if not FLIP_SAFE.get(kind, True):
+    if not FLIP_SAFE.get(kind, True):   # photos (folders, cifar10, cifar100, stl10, fashion-mnist) are safe
         return "none"
     return "crop-flip" if input_size <= SMALL_IMAGE_SIDE else "resized-crop-flip"
 

@@ -62,8 +62,7 @@ def drop_unreadable(spec: DatasetSpec, max_bad_share: float) -> tuple[DatasetSpe
     """
     skipped: list[tuple[str, str]] = []
     splits = {}
-    for split in ("train", "test"):
-        dataset = getattr(spec, split)
+    for split, dataset in spec.splits().items():
         if not isinstance(dataset, FileImages):
             continue
         bad = find_unreadable(dataset.samples)

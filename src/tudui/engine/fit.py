@@ -39,13 +39,15 @@ class StoppedMidEpoch(Exception):
         self.at = at
 
 
-def fit(step: TrainStep, train_loader, test_loader, options: FitOptions, hooks: Hooks,
+def fit(step: TrainStep, train_loader, val_loader, options: FitOptions, hooks: Hooks,
         start: ResumePoint = ResumePoint()) -> list[dict]:
-    """Train from start to options.epochs, evaluating as asked; one metrics row per epoch.
+    """Train from start to options.epochs, evaluating on val as asked; one metrics row per epoch.
 
-    Rows of epochs without an evaluation have None for the test metrics. A resumed run's
-    loader skips the steps start says were taken. When options.stop() turns true, the epoch
-    ends at the next batch boundary and StoppedMidEpoch says where.
+    Rows of epochs without an evaluation (or of a run without a val split: val_loader None)
+    have None for the val metrics. A resumed run's loader skips the steps start says were
+    taken. When options.stop() turns true, the epoch ends at the next batch boundary and
+    StoppedMidEpoch says where. A hook whose stop_reason() gives a reason (early stopping)
+    ends the run after that epoch.
     """
     history: list[dict] = []
     if options.clock is not None:
@@ -62,18 +64,18 @@ def fit(step: TrainStep, train_loader, test_loader, options: FitOptions, hooks: 
         last = epoch == options.epochs or (out_of_time is not None and out_of_time())
         if last:
             hooks("on_train_end")
-        test = None
-        if last or (options.eval_every and epoch % options.eval_every == 0):
-            test = evaluate(step.model, test_loader, step.runtime.device, options.num_classes, options.tta,
-                            step.runtime.amp_dtype)
+        val = None
+        if val_loader is not None and (last or (options.eval_every and epoch % options.eval_every == 0)):
+            val = evaluate(step.model, val_loader, step.runtime.device, options.num_classes, options.tta,
+                           step.runtime.amp_dtype)
         row = {"epoch": epoch, "train_loss": train["loss"],
-               "test_loss": test["loss"] if test else None,
-               "test_accuracy": test["accuracy"] if test else None, "lr": train["lr"],
+               "val_loss": val["loss"] if val else None,
+               "val_accuracy": val["accuracy"] if val else None, "lr": train["lr"],
                "seconds": time.perf_counter() - train["started"], "train_seconds": train["seconds"],
                "images_per_s": (train["images"] - resumed.images) / max(train["seconds"], 1e-9)}
         history.append(row)
-        hooks("on_epoch_end", row, test)
-        if last:
+        hooks("on_epoch_end", row, val)
+        if last or any(reason() for reason in hooks.handlers("stop_reason")):
             break
     return history
 

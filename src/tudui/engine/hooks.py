@@ -17,7 +17,8 @@ class Hook(Protocol):
     def on_optimizer_step(self) -> None: ...   # right after each step, before the next (changes weights)
     def on_step(self, loss: float, batch_size: int, lr: float) -> None: ...   # read back in windows
     def on_train_end(self) -> None: ...        # the last epoch's training is done, its test is next
-    def on_epoch_end(self, row: dict, test_metrics: dict | None) -> None: ...
+    def on_epoch_end(self, row: dict, val_metrics: dict | None) -> None: ...
+    def stop_reason(self) -> str | None: ...   # after an epoch: why the run should end now (or None)
     def close(self) -> None: ...
 
 

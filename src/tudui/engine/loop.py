@@ -125,6 +125,22 @@ def predict_logits(model: nn.Module, inputs: torch.Tensor, tta: int = 0,
     return logits
 
 
+def class_balanced(confusion: torch.Tensor) -> dict[str, float]:
+    """Balanced accuracy (the mean recall of the classes present) and macro-F1 (the mean F1 of the
+    classes present), from a confusion matrix whose rows are the true classes. Each class counts
+    the same, however many images it has: accuracy alone flatters a model that ignores a rare class."""
+    confusion = confusion.double()
+    correct, support, predicted = confusion.diag(), confusion.sum(dim=1), confusion.sum(dim=0)
+    present = support > 0
+    recall = correct / support.clamp(min=1)
+    precision = correct / predicted.clamp(min=1)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12),
+                     torch.zeros_like(recall))
+    if not bool(present.any()):
+        return {"balanced_accuracy": 0.0, "macro_f1": 0.0}
+    return {"balanced_accuracy": float(recall[present].mean()), "macro_f1": float(f1[present].mean())}
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_classes: int, tta: int = 0,
              amp_dtype: torch.dtype | None = None, keep_outputs: bool = False) -> dict:
@@ -156,6 +172,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_class
     metrics = {"loss": total_loss / max(count, 1),
                "accuracy": confusion.diag().sum().item() / max(count, 1),
                "top5_accuracy": int(top_k_correct) / max(count, 1),
+               **class_balanced(confusion),
                "per_class_accuracy": (confusion.diag().double() / per_class_total).tolist(),
                "confusion": confusion.tolist(),
                "count": count}

@@ -48,6 +48,16 @@ def create_optimizer(cfg: OptimConfig, model: nn.Module,
     return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov)
 
 
+def inverse_frequency(labels, num_classes: int) -> torch.Tensor:
+    """A loss weight per class, n / (classes * its count): a rare class weighs as much in total as a
+    common one (scikit-learn's class_weight="balanced"); a class without images weighs 0."""
+    counts = torch.bincount(torch.as_tensor(labels, dtype=torch.int64), minlength=num_classes).double()
+    present = counts > 0
+    weights = torch.zeros(num_classes, dtype=torch.float64)
+    weights[present] = counts.sum() / (int(present.sum()) * counts[present])
+    return weights.float()
+
+
 def orthogonalize(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
     """The nearest semi-orthogonal matrix to `matrix`, roughly: its singular values pushed to ~1.
 

@@ -1,0 +1,187 @@
+"""Settings files and keywords: YAML read safely (flat keys named like the flags, or sections),
+overrides laid over it, the resolved settings written back (config.yaml) and read from weights."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tudui.config import SECTIONS, Config, iter_options
+from tudui.errors import TuduiError
+from tudui.files import atomic_write
+from tudui.settings import SHOWN_CHARS, flag_name, option_key, shown, value_type
+
+MAX_FILE_BYTES = 1 << 20     # a settings file is a few hundred bytes; refuse what cannot be one
+
+# Names the settings had before they were renamed; files written with them still read.
+OLD_NAMES = {("data", "name"): "dataset", ("model", "name"): "arch", ("optim", "name"): "optimizer",
+             ("train", "name"): "run_name"}
+# Once a setting, now a command-line flag only: a file may say it is off (old config.yaml files
+# do), never that it is on.
+FLAG_ONLY = {"trust_pickle": "--trust-pickle"}
+
+
+def to_dict(config: Config) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(config)
+
+
+def _setting_names() -> dict[str, tuple[str, str]]:
+    """{name a setting may have in a flat file or a keyword: (section, field)}: its flag's name
+    (batch_size, model) and its field's (arch)."""
+    names = {}
+    for section, f in iter_options():
+        names[f.name] = names[option_key(f)] = (section, f.name)
+    return names
+
+
+def _collect(values: Any) -> dict[str, dict[str, tuple[Any, str]]]:
+    """{section: {field: (value, where it was given)}} from a mapping of sections and/or flat settings."""
+    if not isinstance(values, dict):
+        raise TuduiError("a config file must be a mapping of settings (epochs: 3) or of sections "
+                         f"({', '.join(SECTIONS)})")
+    names = _setting_names()
+    given: dict[str, dict[str, tuple[Any, str]]] = {section: {} for section in SECTIONS}
+
+    def put(section: str, name: str, value: Any, where: str) -> None:
+        if name in given[section]:
+            raise TuduiError(f"{where} is set twice in the config (also as {given[section][name][1]})")
+        given[section][name] = (value, where)
+
+    for key, value in values.items():
+        key = str(key).replace("-", "_")
+        if key in SECTIONS and (isinstance(value, dict) or value is None):
+            for name, inner in (value or {}).items():
+                name = OLD_NAMES.get((key, name), str(name))
+                if _flag_only(name, inner):
+                    continue
+                if name not in SECTIONS[key].__dataclass_fields__:
+                    raise TuduiError(f"unknown setting {key}.{shown(name)[1:-1]}; {key} has "
+                                     f"{', '.join(f.name for f in fields(SECTIONS[key]))}")
+                put(key, name, inner, f"{key}.{name}")
+        elif _flag_only(key, value):
+            continue
+        elif key in names and isinstance(value, dict):
+            raise TuduiError(f"{key!r} is not a config section (they are {', '.join(SECTIONS)}); as a "
+                             f"setting it takes one value, got {shown(value)}")
+        elif key in names:
+            put(*names[key], value, key)
+        elif key in SECTIONS:
+            raise TuduiError(f"config section {key!r} must be a mapping, got {shown(value)}")
+        else:
+            raise TuduiError(f"unknown setting {shown(key)} in the config: not a setting (`tudui train "
+                             f"--help` lists them) and not a config section ({', '.join(SECTIONS)})")
+    return given
+
+
+def _flag_only(name: str, value: Any) -> bool:
+    """True for a command-line-only flag that a file leaves off (skip it); an error if it turns it on."""
+    if name not in FLAG_ONLY:
+        return False
+    if value is False:
+        return True
+    raise TuduiError(f"{name} cannot be switched on in a settings file (a shared file could then run "
+                     f"code from a weights file); pass {FLAG_ONLY[name]} on the command line instead")
+
+
+def _build(given: dict[str, dict[str, tuple[Any, str]]]) -> Config:
+    sections = {}
+    for section, cls in SECTIONS.items():
+        known = cls.__dataclass_fields__
+        sections[section] = cls(**{name: _coerce(value, known[name], where)
+                                   for name, (value, where) in given[section].items()})
+    return Config(**sections)
+
+
+def from_dict(values: Any) -> Config:
+    """A Config from a mapping over the defaults: sections ({data: {batch_size: 16}}), flat
+    settings named like the flags ({batch_size: 16, model: resnet18}), or both. A section name
+    with a plain value is the flag of that name (data: digits). Unknown keys are errors."""
+    return _build(_collect(values))
+
+
+def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
+    kind = value_type(f)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise TuduiError(f"{where} must be true or false, got {shown(value)}")
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    article = "an" if kind is int else "a"
+    raise TuduiError(f"{where} must be {article} {kind.__name__}, got {shown(value)}")
+
+
+class _SettingsLoader(yaml.SafeLoader):
+    """YAML as settings need it: no aliases (an alias bomb expands a few bytes into gigabytes),
+    no key given twice (the second would silently win)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(None, None, "aliases (*name) are not allowed in "
+                                                    "tudui settings", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"{shown(key)} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A settings file's mapping; any file that cannot be one is a TuduiError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise TuduiError(f"config file not found: {path}")
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise TuduiError(f"config file {path} is {path.stat().st_size:,} bytes; a settings file is "
+                             f"under {MAX_FILE_BYTES:,}")
+        text = path.read_bytes().decode("utf-8")
+        values = yaml.load(text, Loader=_SettingsLoader)  # noqa: S506 (a SafeLoader, stricter still)
+    except UnicodeDecodeError:
+        raise TuduiError(f"config file {path} is not a text file (it is not UTF-8)") from None
+    except OSError as e:
+        raise TuduiError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except yaml.MarkedYAMLError as e:
+        where = f" (line {e.problem_mark.line + 1})" if e.problem_mark is not None else ""
+        raise TuduiError(f"config file {path} is not valid YAML: {e.problem or e.context}{where}") from None
+    except RecursionError:
+        raise TuduiError(f"config file {path} is not valid YAML for settings: nested too deeply") from None
+    except (yaml.YAMLError, ValueError) as e:   # ValueError: a number too long to be one
+        raise TuduiError(f"config file {path} is not valid YAML: {str(e).splitlines()[0][:SHOWN_CHARS]}") from None
+    return values if values is not None else {}
+
+
+def dump_yaml(config: Config, path: str | Path) -> None:
+    """config as YAML at path, through a temporary file (a failed write leaves the old file whole)."""
+    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def make_config(config_file: str | Path | None = None, **overrides: Any) -> Config:
+    """Defaults, then the YAML file, then overrides named like the flags (lr=0.1, data="digits")."""
+    given = _collect(load_yaml(config_file) if config_file else {})
+    names = {option_key(f): (section, f.name) for section, f in iter_options()}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in names:
+            raise TuduiError(f"unknown setting {key!r}; the settings are {', '.join(sorted(names))}")
+        section, name = names[key]
+        flag = flag_name(SECTIONS[section].__dataclass_fields__[name])
+        given[section][name] = (os.fspath(value) if isinstance(value, os.PathLike) else value, flag)
+    return _build(given)

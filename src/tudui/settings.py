@@ -1,0 +1,88 @@
+"""The machinery of tudui's settings: a field with its help, flag and rule; checks on construction;
+values quoted short in messages. config.py declares the settings themselves with it."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from tudui.errors import TuduiError
+
+SHOWN_CHARS = 60             # how much of a bad value an error message quotes
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a setting's value must be: a test, and the words for it in the error message."""
+    test: Callable[[Any], bool]
+    says: str
+
+
+def one_of(*options: Any) -> Rule:
+    return Rule(lambda v: v in options, "one of " + ", ".join(str(o) for o in options))
+
+
+def within(low: float, high: float, *, high_included: bool = False) -> Rule:
+    return Rule(lambda v: low <= v <= high and (high_included or v < high),
+                f"in [{low}, {high}{']' if high_included else ')'}")
+
+
+def up_to(low: float, high: float) -> Rule:
+    return Rule(lambda v: low <= v <= high, f"between {low} and {high}")
+
+
+def shown_path(path: Any) -> str:
+    """A path for a message: as it is when short, else its last SHOWN_CHARS characters (the file's
+    name matters more than the folders above it); control characters escaped."""
+    text = repr(str(path))[1:-1]
+    return text if len(text) <= SHOWN_CHARS else "..." + text[-SHOWN_CHARS:]
+
+
+def shown(value: Any) -> str:
+    """repr(value), cut to SHOWN_CHARS: an error message never quotes a whole hostile value."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + f"... ({len(text):,} characters)"
+
+
+def option(help: str, *, flag: str | None = None, rule: Rule | None = None, kind: type | None = None,
+         cli: dict | None = None, **kwargs: Any) -> Any:
+    """A dataclass field with its help text, flag (default: --field-name), rule, value type (needed
+    when the default is None) and extra argparse keywords (cli)."""
+    return field(metadata={"help": help, "flag": flag, "rule": rule, "kind": kind, "cli": cli or {}}, **kwargs)
+
+
+def check(ok: bool, message: str) -> None:
+    if not ok:
+        raise TuduiError(message)
+
+
+class Settings:
+    """Checks every field against its rule after construction (None means "not given": skipped)."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, os.PathLike) and value_type(f) is str:  # Path objects from Python
+                object.__setattr__(self, f.name, value := os.fspath(value))
+            if isinstance(value, float) and not math.isfinite(value):
+                raise TuduiError(f"{flag_name(f)} must be a finite number, got {value}")
+            rule = f.metadata.get("rule")
+            if rule is not None and value is not None and not rule.test(value):
+                raise TuduiError(f"{flag_name(f)} must be {rule.says}, got {shown(value)}")
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def option_key(f: dataclasses.Field) -> str:
+    """The keyword a setting has in Python calls: its flag without dashes (--batch-size: batch_size)."""
+    return flag_name(f)[2:].replace("-", "_")
+
+
+def value_type(f: dataclasses.Field) -> type:
+    """The type of a setting's values: given in its metadata, else its default's."""
+    return f.metadata.get("kind") or type(f.default)
