@@ -189,7 +189,8 @@ def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager
 
     checkpoints = CheckpointHook(run, model, step.optimizer, step.scheduler, meta, monitor=cfg.train.monitor,
                                  has_val=has_val, best_score=state.get("best_score", -math.inf),
-                                 best_epoch=state.get("best_epoch", 0), extra_state=extra_state)
+                                 best_epoch=state.get("best_epoch", 0),
+                                 best_val_accuracy=state.get("best_val_accuracy"), extra_state=extra_state)
     early_stopping = EarlyStopping(checkpoints, cfg.train.patience) if cfg.train.patience else None
     hooks = [
         ProgressHook(bar=progress, has_val=has_val) if progress is not False else None,

@@ -109,12 +109,13 @@ class CheckpointHook:
 
     def __init__(self, run: RunDir, model: nn.Module, optimizer, scheduler, meta: WeightsMeta, *,
                  monitor: str, has_val: bool, best_score: float = -math.inf, best_epoch: int = 0,
-                 extra_state: Callable[[], dict] | None = None):
+                 best_val_accuracy: float | None = None, extra_state: Callable[[], dict] | None = None):
         self.run = run
         run.weights_dir.mkdir(parents=True, exist_ok=True)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.meta, self.monitor, self.has_val = meta, monitor, has_val
         self.best_score, self.best_epoch = best_score, best_epoch
+        self.best_val_accuracy = best_val_accuracy   # the kept epoch's, whatever --monitor is
         self.extra_state = extra_state
         self.saved_epoch: int | None = None
 
@@ -130,6 +131,7 @@ class CheckpointHook:
             "format": FORMAT_VERSION, "epoch": epoch, "step_in_epoch": step_in_epoch,
             "partial_loss": partial_loss, "partial_images": partial_images,
             "best_score": self.best_score, "best_epoch": self.best_epoch,
+            "best_val_accuracy": self.best_val_accuracy,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "rng": capture_rng(),
             **(self.extra_state() if self.extra_state is not None else {}),
@@ -144,7 +146,7 @@ class CheckpointHook:
         save_weights(self.run.last, self.model, meta)
         score = self.score(row)
         if not self.has_val or (score is not None and score > self.best_score):
-            self.best_epoch = row["epoch"]
+            self.best_epoch, self.best_val_accuracy = row["epoch"], row["val_accuracy"]
             self.best_score = score if score is not None else self.best_score
             save_weights(self.run.best, self.model, meta)
         self.save_state(row["epoch"])

@@ -119,16 +119,14 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
             f"stopped while measuring the {split} split or writing the report; training had finished and its "
             f"weights are saved in {run.weights_dir}; measure them with  tudui eval --weights {run} --out {run}",
             signal.SIGINT) from None
-    best_epoch = parts.checkpoints.best_epoch
-    kept = next((row for row in history if row["epoch"] == best_epoch), None)
     stopped = parts.early_stopping.reason if parts.early_stopping is not None else None
-    result = TrainResult(run_dir=run.path, best_epoch=best_epoch,
-                         val_accuracy=kept["val_accuracy"] if kept else None, final_split=split, final=final,
+    result = TrainResult(run_dir=run.path, best_epoch=parts.checkpoints.best_epoch,
+                         val_accuracy=parts.checkpoints.best_val_accuracy, final_split=split, final=final,
                          stopped_early=stopped, history=history, best_weights=run.best, last_weights=run.last,
                          config=cfg, report=report)
     if stopped:
         parts.say(stopped)
-    parts.say(summary(result, cfg.train.monitor))
+    parts.say(summary(result, cfg.train.monitor, has_val=parts.loaders.val is not None))
     parts.say(f"run directory: {run}  (weights/best.safetensors, metrics.csv; "
               f"view with: tensorboard --logdir {cfg.train.project})")
     if report is not None:
@@ -138,10 +136,11 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
     return result
 
 
-def summary(result: TrainResult, monitor: str) -> str:
+def summary(result: TrainResult, monitor: str, has_val: bool) -> str:
     """The result in one line, each number named for its split and how the weights were chosen."""
-    if result.val_accuracy is not None:
-        chosen = f"epoch {result.best_epoch}, the best by {monitor} (val accuracy {result.val_accuracy:.2%})"
+    if has_val:
+        val = f" (val accuracy {result.val_accuracy:.2%})" if result.val_accuracy is not None else ""
+        chosen = f"epoch {result.best_epoch}, the best by {monitor}{val}"
     else:
         chosen = f"epoch {result.best_epoch}, the last (no val split to choose by)"
     if result.final is None:

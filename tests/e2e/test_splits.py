@@ -78,6 +78,7 @@ def test_early_stopping_ends_a_run_that_stopped_improving_and_composes_with_resu
     assert len(first.history) == 2 and first.stopped_early is None
     resumed = tudui.train(resume=first.run_dir, epochs=10, progress=False)
     assert [row["epoch"] for row in resumed.history] == [3]            # 3 - 1 = 2 epochs without improvement
+    assert resumed.best_epoch == 1 and resumed.val_accuracy == first.history[0]["val_accuracy"]
     assert resumed.stopped_early == ("stopped early after epoch 3: val_accuracy has not improved for 2 epochs "
                                      "(best in epoch 1)")
     with pytest.raises(TuduiError, match="--patience watches the val split"):
