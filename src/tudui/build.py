@@ -34,6 +34,7 @@ from tudui.data.loaders import Loaders, sample_inputs
 from tudui.data.validate import drop_unreadable
 from tudui.engine import Hooks, ResumePoint, RunProgress, TrainStep, create_optimizer, create_scheduler
 from tudui.engine.averaging import Lookahead
+from tudui.engine.distributed import from_rank_zero, wrap
 from tudui.engine.optim import inverse_frequency
 from tudui.errors import TuduiError
 from tudui.logging import CSVHook, ProgressHook, TensorBoardHook
@@ -69,7 +70,7 @@ class Parts:
     clock: RunProgress
     checkpoints: CheckpointHook
     early_stopping: EarlyStopping | None
-    tensorboard: TensorBoardHook
+    tensorboard: TensorBoardHook | None   # rank 0's; None in the other processes
     hooks: Hooks
     say: Callable[[str], None]      # the run's lines: printed, or logged with progress=False
     warn: Callable[[str], None]
@@ -78,6 +79,7 @@ class Parts:
 def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pickle: bool = False) -> Parts:
     """The parts of a run for cfg: data, model, optimizer, schedule, averaging, hooks, run directory."""
     runtime = create_runtime(cfg.train.device, cfg.train.precision, for_training=True)
+    _check_distributed(cfg, runtime, resumed)
     seed_everything(cfg.train.seed)
     spec = build_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_split, cfg.train.seed,
                          cfg.data.download)
@@ -92,22 +94,25 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
     loaders = make_loaders(
         spec, preprocess, runtime.device, cfg.data.batch_size, choice=cfg.data.loader,
         workers=cfg.data.workers, augment=augment, translate=cfg.data.translate, seed=cfg.train.seed,
-        channels_last=cfg.train.channels_last, sampler=cfg.data.sampler)
+        channels_last=cfg.train.channels_last, sampler=cfg.data.sampler, rank=runtime.rank,
+        world_size=runtime.world_size)
     model, frozen = _prepare_model(cfg, start, preprocess, loaders.train, runtime)
     step, clock, averager = _optimization(cfg, model, frozen, spec, len(loaders.train), runtime, resumed)
-    run = resumed.run if resumed is not None else RunDir.create(cfg.train.project, cfg.train.run_name)
-    lock, hooks = run.lock(), None
+    run, lock = _hold_run_dir(cfg, runtime, resumed)
+    hooks = None
     try:   # from here on, a failure lets go of the run directory (and closes what was opened)
-        dump_yaml(cfg, run.config)
+        if runtime.is_main:
+            dump_yaml(cfg, run.config)
         meta = WeightsMeta(model=cfg.model.arch, num_classes=len(spec.class_names),
                            class_names=tuple(spec.class_names), preprocess=preprocess,
                            model_options=start.options, config=cfg, start=start.start, pretrained=start.pretrained,
                            data=_data_reference(cfg.data.dataset), data_dir=str(Path(cfg.data.data_dir).resolve()))
-        say, warn = _reporters(progress)
+        say, warn = _reporters(progress if runtime.is_main else False)
         checkpoints, early_stopping, tensorboard, hooks = _hooks(
-            cfg, run, model, step, averager, clock, meta, frozen, resumed, progress, lock, loaders.val is not None)
-        parts = Parts(cfg=cfg, runtime=runtime, run=run, resumed=resumed, start_at=_start_at(resumed), spec=spec,
-                      skipped_images=skipped_images, preprocess=preprocess, augment=augment, loaders=loaders,
+            cfg, run, model, step, averager, clock, meta, frozen, resumed, progress, lock, loaders.val is not None,
+            runtime.is_main)
+        parts = Parts(cfg=cfg, runtime=runtime, run=run, resumed=resumed, start_at=_start_at(resumed, runtime.rank),
+                      spec=spec, skipped_images=skipped_images, preprocess=preprocess, augment=augment, loaders=loaders,
                       start=start, model=model, step=step, averager=averager, clock=clock, checkpoints=checkpoints,
                       early_stopping=early_stopping, tensorboard=tensorboard, hooks=hooks, say=say, warn=warn)
         _announce(parts)
@@ -117,9 +122,37 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
     except BaseException:
         if hooks is not None:
             hooks("close")
-        else:
+        elif lock is not None:
             lock.release()
         raise
+
+
+def _check_distributed(cfg: Config, runtime: Runtime, resumed: Resume | None) -> None:
+    """Refuse what several processes cannot do (yet), before any work."""
+    if not runtime.distributed:
+        if resumed is not None and resumed.state.get("world_size", 1) != 1:
+            raise TuduiError(f"{resumed.run} was trained by {resumed.state['world_size']} processes; resume it with "
+                             f"as many (torchrun --nproc-per-node {resumed.state['world_size']} -m tudui train "
+                             f"--resume ...)")
+        return
+    if resumed is not None and resumed.state.get("world_size", 1) != runtime.world_size:
+        raise TuduiError(f"{resumed.run} was trained by {resumed.state.get('world_size', 1)} process(es), and this "
+                         f"is {runtime.world_size}: resume it with as many")
+    # DistributedDataParallel syncs the parameters that train when it is made: a layer that
+    # starts or stops training later would fall out of step between the processes.
+    if cfg.train.freeze_epochs or cfg.train.whiten_bias_epochs >= 0:
+        raise TuduiError("--freeze-epochs and --whiten-bias-epochs change which layers train during the run, "
+                         "which several processes cannot follow yet; use --freeze-backbone, or one process")
+
+
+def _hold_run_dir(cfg: Config, runtime: Runtime, resumed: Resume | None) -> tuple[RunDir, RunLock | None]:
+    """The run directory (made and held by rank 0 only, its path then told to every process)."""
+    run, lock = (resumed.run if resumed is not None else None), None
+    if runtime.is_main:
+        run = run or RunDir.create(cfg.train.project, cfg.train.run_name)
+        lock = run.lock()
+    path = from_rank_zero(str(run.path) if runtime.is_main else "")
+    return RunDir(Path(path)), lock
 
 
 def _preprocess(cfg: Config, spec: DatasetSpec) -> Preprocess:
@@ -144,6 +177,8 @@ def _prepare_model(cfg: Config, start: StartingModel, preprocess: Preprocess, tr
         model.init_whitening(sample_inputs(train_loader, 5000, runtime.device))
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if runtime.distributed and cfg.train.sync_bn:   # keeps the parameters, so the optimizer still has them
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     frozen = freeze_backbone(model) if cfg.train.freeze_backbone or cfg.train.freeze_epochs else None
     return model, frozen
 
@@ -165,7 +200,8 @@ def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, 
     weights = None
     if cfg.optim.class_weights == "auto":
         weights = inverse_frequency(spec.train.labels, len(spec.class_names)).to(runtime.device)
-    step = TrainStep(model=torch.compile(model) if cfg.train.compile else model,
+    trained = wrap(model, runtime)   # DistributedDataParallel under torchrun, else the model itself
+    step = TrainStep(model=torch.compile(trained) if cfg.train.compile else trained,
                      loss_fn=nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.optim.label_smoothing,
                                                  reduction="none"),
                      optimizer=optimizer, scheduler=scheduler, runtime=runtime, loss_sum=cfg.optim.loss_sum,
@@ -175,29 +211,30 @@ def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, 
 
 def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager: Lookahead | None,
            clock: RunProgress, meta: WeightsMeta, frozen: FrozenBackbone | None, resumed: Resume | None,
-           progress: bool | None, lock: RunLock,
-           has_val: bool) -> tuple[CheckpointHook, EarlyStopping | None, TensorBoardHook, Hooks]:
+           progress: bool | None, lock: RunLock | None, has_val: bool,
+           writes: bool) -> tuple[CheckpointHook, EarlyStopping | None, TensorBoardHook | None, Hooks]:
     """The checkpoint, early-stopping and TensorBoard hooks, and every hook in the order they hear
-    each event."""
+    each event. Only the process that writes (rank 0) prints and has the writers; every process
+    keeps the choice of the best epoch, so that all of them stop early together."""
     state = resumed.state if resumed is not None else {}
-    tensorboard = TensorBoardHook(run.path, cfg.train.log_every, state.get("tensorboard_step", 0))
+    tensorboard = TensorBoardHook(run.path, cfg.train.log_every, state.get("tensorboard_step", 0)) if writes else None
 
     def extra_state() -> dict:
         return {"averager": averager.state_dict() if averager else None,
-                "scaler": step.scaler.state_dict() if step.scaler else None,
-                "elapsed": clock.elapsed(), "tensorboard_step": tensorboard.step}
+                "scaler": step.scaler.state_dict() if step.scaler else None, "world_size": step.runtime.world_size,
+                "elapsed": clock.elapsed(), "tensorboard_step": tensorboard.step if tensorboard else 0}
 
     checkpoints = CheckpointHook(run, model, step.optimizer, step.scheduler, meta, monitor=cfg.train.monitor,
                                  has_val=has_val, best_score=state.get("best_score", -math.inf),
-                                 best_epoch=state.get("best_epoch", 0),
+                                 best_epoch=state.get("best_epoch", 0), writes=writes,
                                  best_val_accuracy=state.get("best_val_accuracy"), extra_state=extra_state)
     early_stopping = EarlyStopping(checkpoints, cfg.train.patience) if cfg.train.patience else None
     hooks = [
-        ProgressHook(bar=progress, has_val=has_val) if progress is not False else None,
+        ProgressHook(bar=progress, has_val=has_val) if progress is not False and writes else None,
         FreezeSchedule(frozen, cfg.train.freeze_epochs) if cfg.train.freeze_epochs else None,
         whiten_bias_schedule(model, cfg.train.whiten_bias_epochs),
         averager,   # before the writers: at the end of training it puts the averaged weights in
-        CSVHook(run.metrics, append=resumed is not None, keep_through=state.get("epoch", 0)),
+        CSVHook(run.metrics, append=resumed is not None, keep_through=state.get("epoch", 0)) if writes else None,
         tensorboard,
         checkpoints,
         early_stopping,   # after the checkpoints: it reads which epoch is the best
@@ -206,12 +243,14 @@ def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager
     return checkpoints, early_stopping, tensorboard, Hooks(hook for hook in hooks if hook is not None)
 
 
-def _start_at(resumed: Resume | None) -> ResumePoint:
+def _start_at(resumed: Resume | None, rank: int) -> ResumePoint:
     if resumed is None:
         return ResumePoint()
     state = resumed.state
-    return ResumePoint(epoch=state["epoch"], step=state["step_in_epoch"], loss_sum=state["partial_loss"],
-                       images=state["partial_images"])
+    # The saved partial loss is the sum over every process: one of them carries it on.
+    first = rank == 0
+    return ResumePoint(epoch=state["epoch"], step=state["step_in_epoch"],
+                       loss_sum=state["partial_loss"] if first else 0.0, images=state["partial_images"] if first else 0)
 
 
 def _data_reference(name: str) -> str:

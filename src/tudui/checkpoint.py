@@ -109,9 +109,11 @@ class CheckpointHook:
 
     def __init__(self, run: RunDir, model: nn.Module, optimizer, scheduler, meta: WeightsMeta, *,
                  monitor: str, has_val: bool, best_score: float = -math.inf, best_epoch: int = 0,
-                 best_val_accuracy: float | None = None, extra_state: Callable[[], dict] | None = None):
-        self.run = run
-        run.weights_dir.mkdir(parents=True, exist_ok=True)
+                 best_val_accuracy: float | None = None, extra_state: Callable[[], dict] | None = None,
+                 writes: bool = True):
+        self.run, self.writes = run, writes   # writes: False in all processes but rank 0
+        if writes:
+            run.weights_dir.mkdir(parents=True, exist_ok=True)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.meta, self.monitor, self.has_val = meta, monitor, has_val
         self.best_score, self.best_epoch = best_score, best_epoch
@@ -143,13 +145,16 @@ class CheckpointHook:
             raise FloatingPointError(f"the weights stopped being finite numbers in epoch {row['epoch']}")
         meta = dataclasses.replace(self.meta, epoch=row["epoch"], val_accuracy=row["val_accuracy"],
                                    val_loss=row["val_loss"])
-        save_weights(self.run.last, self.model, meta)
+        if self.writes:
+            save_weights(self.run.last, self.model, meta)
         score = self.score(row)
         if not self.has_val or (score is not None and score > self.best_score):
             self.best_epoch, self.best_val_accuracy = row["epoch"], row["val_accuracy"]
             self.best_score = score if score is not None else self.best_score
-            save_weights(self.run.best, self.model, meta)
-        self.save_state(row["epoch"])
+            if self.writes:
+                save_weights(self.run.best, self.model, meta)
+        if self.writes:
+            self.save_state(row["epoch"])
         self.saved_epoch = row["epoch"]
 
 

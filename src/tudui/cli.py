@@ -103,12 +103,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_train(args: argparse.Namespace) -> int:
+def run_train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     from tudui.runner import train
     flags = TrainFlags(**_given(TrainFlags, args))
+    if flags.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch_torchrun(flags.nproc, argv)
     overrides = {option_key(f): getattr(args, option_key(f)) for _, f in iter_options()}
     train(config_file=flags.config or None, resume=flags.resume or None, trust_pickle=flags.trust_pickle,
           **overrides)
+    return 0
+
+
+def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:
+    """Run this same command under torchrun with nproc processes on this machine: PyTorch's own
+    launcher, in this process, which forwards Ctrl-C and SIGTERM to every process and ends all of
+    them when one fails. Returns its exit status (128 + the signal when stopped by one)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    rest, skip = [], False
+    for arg in argv:   # the same arguments without --nproc
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={nproc}", "-m", "tudui", *rest])
+    except SignalException as e:   # Ctrl-C or SIGTERM: the processes saved and said so
+        return 128 + int(e.sigval)
+    except ChildFailedError as e:  # a process failed and said why on its own stderr
+        first = next(iter(e.failures.values()), None)
+        return first.exitcode if first is not None and first.exitcode > 0 else 1
     return 0
 
 
@@ -182,11 +210,15 @@ def one_line(error: TuduiError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "train":
+            return run_train(args, argv)
         return COMMANDS[args.command](args)
     except TrainingInterrupted as e:
-        print(f"interrupted: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":   # every process stopped together: one of them says so
+            print(f"interrupted: {e}", file=sys.stderr)
         return e.exit_code
     except TuduiError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)

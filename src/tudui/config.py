@@ -26,6 +26,8 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 OPTIMIZERS = ("sgd", "adamw", "muon")
 SCHEDULES = ("constant", "cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICE = Rule(lambda v: v in DEVICES or (v.startswith("cuda:") and v[5:].isdigit()), "one of auto, cpu, cuda, "
+              "cuda:N, mps")
 HEADS = ("replace", "append")
 TTA_LEVELS = (0, 1, 2)
 RATE_SCALE = Rule(lambda v: 0 < v <= 1e4, "positive and at most 10000")
@@ -136,7 +138,8 @@ class TrainConfig(Settings):
     epochs: int = option("passes over the training set", rule=up_to(1, 1_000_000), default=10)
     seed: int = option("random seed (weights, shuffling, augmentation, splits)", rule=up_to(0, 2**32 - 1),
                      default=0)
-    device: str = option("auto, cpu, cuda or mps (auto: cuda, then mps, then cpu)", rule=one_of(*DEVICES),
+    device: str = option("auto, cpu, cuda, cuda:N (one GPU of several) or mps (auto: cuda, then mps, then cpu; "
+                         "under torchrun each process takes the GPU of its local rank)", rule=DEVICE,
                        default="auto")
     project: str = option("folder that holds the run directories", default="runs")
     run_name: str = option("run directory name (default: exp, exp2, ...)", flag="--name",
@@ -156,6 +159,8 @@ class TrainConfig(Settings):
     channels_last: bool = option("channels-last memory layout (faster convolutions on most hardware)",
                                default=False)
     compile: bool = option("torch.compile the model (slow first steps, faster after)", default=False)
+    sync_bn: bool = option("with several processes (torchrun): BatchNorm statistics over the whole batch, not each "
+                           "process's part", default=False)
     tta: int = option("test-time augmentation: 0 none, 1 (or a bare --tta) the image and its mirror, "
                     "2 adds 1-px shifts", rule=one_of(*TTA_LEVELS), cli={"nargs": "?", "const": 1},
                     default=0)
@@ -237,6 +242,9 @@ class TrainFlags(Settings):
     resume: str = option("continue a stopped run where it stopped (its own settings; flags may change them, "
                        "e.g. a larger --epochs extends a finished run)", cli={"metavar": "RUN_DIR"}, default="")
     trust_pickle: bool = trust_pickle_option()
+    nproc: int = option("processes to train with on this machine, started through torchrun: one per GPU, or N on "
+                        "the CPU with Gloo (1: this process alone; for several machines run torchrun yourself)",
+                        rule=up_to(1, 1024), default=1)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -41,11 +41,13 @@ class StopRequest:
             # A DataLoader worker (forked with this handler) hears Ctrl-C too: the main process
             # stops the run; the workers end with the loader and say nothing.
             return
+        speaks = os.environ.get("RANK", "0") == "0"   # under torchrun, every process hears it: one says so
         if self.requested is None:
             self.requested = signum
-            print(f"\n{signal.Signals(signum).name}: stopping after this batch and saving a "
-                  "resumable checkpoint", file=sys.stderr, flush=True)
-        else:
+            if speaks:
+                print(f"\n{signal.Signals(signum).name}: stopping after this batch and saving a "
+                      "resumable checkpoint", file=sys.stderr, flush=True)
+        elif speaks:
             print("already stopping; it exits as soon as the checkpoint is saved",
                   file=sys.stderr, flush=True)
 

@@ -14,7 +14,9 @@ from tudui.build import Parts, build
 from tudui.checkpoint import Resume, restore_rng, resume_settings
 from tudui.config import Config
 from tudui.config_files import make_config
+from tudui.data.loaders import make_eval_loader
 from tudui.engine import FitOptions, StoppedMidEpoch, fit
+from tudui.engine.distributed import any_across, barrier, shut_down
 from tudui.errors import TuduiError
 from tudui.evaluation import final_evaluation
 from tudui.interrupts import StopRequest, TrainingInterrupted
@@ -71,6 +73,7 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
         raise TuduiError(f"{e}; lower --lr (now {cfg.optim.lr}). {kept}") from None
     finally:
         parts.hooks("close")
+        shut_down()   # the process group, under torchrun
 
 
 def settings(config: Config | None, config_file: str | Path | None, resume: str | Path | None,
@@ -85,23 +88,37 @@ def settings(config: Config | None, config_file: str | Path | None, resume: str 
 def run_epochs(parts: Parts) -> list[dict]:
     """fit, with Ctrl-C and SIGTERM ending the epoch at a batch boundary: the state is then saved
     (a second signal cannot cut the save short) and TrainingInterrupted raised."""
-    cfg = parts.cfg
+    cfg, runtime = parts.cfg, parts.runtime
     with StopRequest() as stop:
         if parts.resumed is None:
-            parts.tensorboard.add_images(next(iter(parts.loaders.train))[0], parts.preprocess.mean,
-                                         parts.preprocess.std)
+            if parts.tensorboard is not None:
+                parts.tensorboard.add_images(next(iter(parts.loaders.train))[0], parts.preprocess.mean,
+                                             parts.preprocess.std)
         else:
             restore_rng(parts.resumed.state["rng"])   # last: building the model drew from the generators
+        agree = (lambda flag: any_across(flag, runtime.device)) if runtime.distributed else None
         options = FitOptions(epochs=cfg.train.epochs, num_classes=len(parts.spec.class_names),
-                             tta=cfg.train.tta, eval_every=cfg.train.eval_every, clock=parts.clock, stop=stop)
+                             tta=cfg.train.tta, eval_every=cfg.train.eval_every, clock=parts.clock, stop=stop,
+                             agree=agree)
         try:
             return fit(parts.step, parts.loaders.train, parts.loaders.val, options, parts.hooks, parts.start_at)
+        except RuntimeError as e:
+            if not runtime.distributed:
+                raise
+            # Most often a collective failed because another process of the run ended first
+            # (Gloo says "Connection closed by peer", NCCL times out): that process said why.
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise TuduiError(f"rank {runtime.rank} stops: another process of this run ended ({first}); its own "
+                             f"message above says why") from None
         except StoppedMidEpoch as e:
             at = e.at
-            parts.checkpoints.save_state(at.epoch, at.step, at.loss_sum, at.images)
+            if parts.checkpoints.writes:
+                parts.checkpoints.save_state(at.epoch, at.step, at.loss_sum, at.images)
+            barrier()   # every process leaves once the state is written
             raise TrainingInterrupted(
                 f"stopped in epoch {at.epoch + 1} after {at.step} of its {len(parts.loaders.train)} steps; "
-                f"the state is saved: resume with  tudui train --resume {parts.run}", stop.requested) from None
+                f"the state is saved: resume with  tudui train --resume {parts.run}",
+                stop.requested or signal.SIGTERM) from None
 
 
 def finish(parts: Parts, history: list[dict]) -> TrainResult:
@@ -112,8 +129,7 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
         raise TuduiError(f"{run}: nothing left to train")
     split = "test" if parts.loaders.test is not None else "val"
     try:
-        final, report = final_evaluation(run, split, getattr(parts.loaders, split), getattr(spec, split),
-                                         parts.runtime, spec.source, cfg, parts.tensorboard.writer, parts.warn)
+        final, report = _final(parts, split)
     except KeyboardInterrupt:
         raise TrainingInterrupted(
             f"stopped while measuring the {split} split or writing the report; training had finished and its "
@@ -134,6 +150,23 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
     if parts.skipped_images:
         parts.warn(f"{len(parts.skipped_images)} unreadable image(s) were skipped (named in the warnings above)")
     return result
+
+
+def _final(parts: Parts, split: str) -> tuple[dict | None, Path | None]:
+    """The final evaluation, by rank 0 alone on the whole split (the others wait for it)."""
+    if not parts.runtime.is_main:
+        barrier()
+        return None, None
+    loader = getattr(parts.loaders, split)
+    if parts.runtime.distributed:   # the run's loaders hold this process's share only
+        loader = make_eval_loader(getattr(parts.spec, split), parts.preprocess, parts.runtime.device,
+                                  parts.cfg.data.batch_size, choice=parts.cfg.data.loader,
+                                  in_memory=parts.spec.in_memory)
+    try:
+        return final_evaluation(parts.run, split, loader, getattr(parts.spec, split), parts.runtime,
+                                parts.spec.source, parts.cfg, parts.tensorboard.writer, parts.warn)
+    finally:
+        barrier()
 
 
 def summary(result: TrainResult, monitor: str, has_val: bool) -> str:

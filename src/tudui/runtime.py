@@ -1,13 +1,19 @@
-"""Where and how the numbers are computed: device, precision, seeding, autocast.
+"""Where and how the numbers are computed: device, precision, seeding, autocast, and the place of
+this process among several.
 
-A `Runtime` is resolved once per command from its settings and handed down; it is also where
-rank and world size will live when a run spans several processes.
+A `Runtime` is resolved once per command from its settings and handed down. Under torchrun
+(WORLD_SIZE > 1 in the environment) training joins PyTorch's process group: NCCL on CUDA, one
+GPU per local rank, Gloo on the CPU, with a timeout so that a rank that died never leaves the
+others waiting for ever.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -25,8 +31,12 @@ class Runtime:
 
     @property
     def is_main(self) -> bool:
-        """True for the process that writes files and prints (the only one, for now)."""
+        """True for the process that writes files and prints: rank 0."""
         return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
 
     def autocast(self):
         return autocast(self.device, self.amp_dtype)
@@ -37,6 +47,11 @@ def resolve_device(name: str) -> torch.device:
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if (match := re.fullmatch(r"cuda:(\d+)", name)) is not None:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(match.group(1)) >= count:
+            raise TuduiError(f"--device {name} was asked for, but PyTorch sees {count} CUDA GPU(s) here "
+                             f"(numbered from 0; use --device auto or cpu)")
     if name == "cuda" and not torch.cuda.is_available():
         raise TuduiError("--device cuda was asked for, but PyTorch sees no CUDA GPU here "
                          "(use --device auto or cpu)")
@@ -65,16 +80,61 @@ def create_runtime(device: str | torch.device, precision: str, *, for_training: 
     """The Runtime for --device (a name, or a device resolved already) and --precision.
 
     for_training also lets cuDNN time its algorithms once and keep the fastest: a training
-    run repeats the same batch shapes every step. Evaluating fp16 weights on a CPU (trained on
-    a GPU) falls back to fp32, since the CPU has no fp16 autocast.
+    run repeats the same batch shapes every step; and under torchrun it joins the process group
+    (see join_process_group). Evaluating fp16 weights on a CPU (trained on a GPU) falls back to
+    fp32, since the CPU has no fp16 autocast.
     """
-    resolved = device if isinstance(device, torch.device) else resolve_device(device)
+    place = torchrun_place() if for_training else None
+    if place is not None:
+        resolved = join_process_group(device, *place)
+    else:
+        resolved = device if isinstance(device, torch.device) else resolve_device(device)
     if precision == "fp16" and resolved.type == "cpu" and not for_training:
         precision = "fp32"
     amp_dtype = resolve_precision(precision, resolved)
     if for_training and resolved.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    return Runtime(device=resolved, amp_dtype=amp_dtype)
+    rank, world_size = (place[0], place[1]) if place is not None else (0, 1)
+    return Runtime(device=resolved, amp_dtype=amp_dtype, rank=rank, world_size=world_size)
+
+
+# Seconds a collective waits for the other ranks before it fails (a dead or stuck rank).
+PROCESS_GROUP_TIMEOUT = float(os.environ.get("TUDUI_DIST_TIMEOUT", "120"))
+
+
+def torchrun_place() -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) when torchrun started this process among several, else None."""
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return None
+        return int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0"))
+    except (KeyError, ValueError):
+        raise TuduiError("WORLD_SIZE is set but RANK or LOCAL_RANK is not a number: start distributed runs "
+                         "with torchrun (or tudui train --nproc N)") from None
+
+
+def join_process_group(device: str | torch.device, rank: int, world_size: int, local_rank: int) -> torch.device:
+    """This process's device (cuda:LOCAL_RANK on GPUs, else the CPU), once the process group is up."""
+    import torch.distributed as dist
+
+    name = str(device)
+    use_cuda = name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        if not torch.cuda.is_available() or local_rank >= torch.cuda.device_count():
+            raise TuduiError(f"rank {rank} is local rank {local_rank}, but PyTorch sees "
+                             f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} CUDA GPU(s) here; "
+                             f"start at most one process per GPU (--nproc-per-node)")
+        resolved = torch.device("cuda", local_rank)
+        torch.cuda.set_device(resolved)
+    elif name not in ("auto", "cpu"):
+        raise TuduiError(f"--device {name} cannot be shared by {world_size} processes; use --device cuda or cpu")
+    else:
+        resolved = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+                                timeout=timedelta(seconds=PROCESS_GROUP_TIMEOUT))
+    return resolved
 
 
 def seed_everything(seed: int) -> None:

@@ -64,20 +64,32 @@ def balanced_weights(labels) -> torch.Tensor:
     return 1.0 / counts[labels]
 
 
+def shard_size(size: int, rank: int, world_size: int, equal: bool) -> int:
+    """How many of size positions rank takes (every world_size-th from rank): with equal, the same
+    number on every rank (training: every rank must take the same number of steps)."""
+    return size // world_size if equal else len(range(rank, size, world_size))
+
+
 class EpochSampler(Sampler):
     """Indices in an order drawn from (seed, epoch), as the tensor loader draws them, so an
-    epoch's order does not depend on what ran before it; skip() starts mid-epoch."""
+    epoch's order does not depend on what ran before it; skip() starts mid-epoch. With
+    world_size > 1 this rank takes every world_size-th index of that order (training: the same
+    number on every rank), as DistributedSampler does."""
 
-    def __init__(self, size: int, shuffle: bool, seed: int = 0, weights: torch.Tensor | None = None):
+    def __init__(self, size: int, shuffle: bool, seed: int = 0, weights: torch.Tensor | None = None,
+                 rank: int = 0, world_size: int = 1):
         self.size, self.shuffle, self.seed, self.weights = size, shuffle, seed, weights
+        self.rank, self.world_size = rank, world_size
+        self.shard = shard_size(size, rank, world_size, equal=shuffle)
         self.epoch, self.start = 0, 0
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return self.shard - self.start
 
     def __iter__(self):
         first, self.start = self.start, 0
-        return iter(epoch_order(self.size, self.shuffle, self.seed, self.epoch, self.weights)[first:].tolist())
+        order = epoch_order(self.size, self.shuffle, self.seed, self.epoch, self.weights)
+        return iter(order[self.rank::self.world_size][:self.shard][first:].tolist())
 
 
 class EpochDataLoader(DataLoader):
@@ -90,16 +102,18 @@ class EpochDataLoader(DataLoader):
         self.sampler.start = steps * self.batch_size
 
     def __len__(self) -> int:  # steps of a whole epoch, whatever was skipped
-        full = self.sampler.size
+        full = self.sampler.shard
         return full // self.batch_size if self.drop_last else -(-full // self.batch_size)
 
 
 def make_loader(dataset: Dataset, transform: Callable, batch_size: int, shuffle: bool,
                 workers: int, seed: int = 0, device: torch.device | None = None,
-                drop_last: bool = False, weights: torch.Tensor | None = None) -> DataLoader:
+                drop_last: bool = False, weights: torch.Tensor | None = None, rank: int = 0,
+                world_size: int = 1) -> DataLoader:
     """A DataLoader over dataset; the order is drawn from (seed, epoch) so a run repeats exactly."""
+    sampler = EpochSampler(len(dataset), shuffle, seed, weights, rank, world_size)
     return EpochDataLoader(Transformed(dataset, transform), batch_size=batch_size,
-                           sampler=EpochSampler(len(dataset), shuffle, seed, weights), num_workers=workers,
+                           sampler=sampler, num_workers=workers,
                            generator=torch.Generator().manual_seed(seed),
                            pin_memory=device is not None and device.type == "cuda", drop_last=drop_last,
                            persistent_workers=workers > 0)
@@ -131,6 +145,8 @@ class TensorLoader:
         self.augment, self.seed, self.dtype = augment, seed, dtype
         self.weights = weights   # per image: drawn with replacement in proportion (balanced sampling)
         self.rank, self.world_size = rank, world_size
+        # Training shards are equal, so every rank takes the same number of steps.
+        self.shard = shard_size(len(labels), rank, world_size, equal=shuffle)
         self.channels_last = channels_last
         self.epoch, self.start_step = 0, 0
         self.pad = translate_pixels(translate, images.shape[-1]) if augment.startswith("crop") else 0
@@ -160,28 +176,32 @@ class TensorLoader:
         """Start the next pass at batch `steps` of this epoch (resuming mid-epoch)."""
         self.start_step = steps
 
+    def _mine(self, values: torch.Tensor) -> torch.Tensor:
+        """This rank's share of values given for every position of the epoch (the last axis)."""
+        return values[..., self.rank::self.world_size][..., :self.shard]
+
     def _order(self) -> torch.Tensor:
-        order = epoch_order(len(self.labels), self.shuffle, self.seed, self.epoch, self.weights)
-        return order[self.rank::self.world_size]
+        return self._mine(epoch_order(len(self.labels), self.shuffle, self.seed, self.epoch, self.weights))
 
     def __len__(self) -> int:
-        n = len(range(self.rank, len(self.labels), self.world_size))  # this rank's share, no permutation
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return self.shard // self.batch_size if self.drop_last else -(-self.shard // self.batch_size)
 
-    def _epoch_draws(self, count: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """This epoch's flips (count booleans) and crop shifts (2, count), drawn on the CPU from
-        (seed, epoch) so CPU and GPU runs see the same augmentation."""
+    def _epoch_draws(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """This rank's flips and crop shifts (2, n) of the epoch, drawn on the CPU from (seed, epoch)
+        for every position of the epoch, so CPU and GPU runs, and runs of any number of processes,
+        see the same augmentation."""
         rng = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7)
+        count = len(self.labels)
         flips = torch.rand(count, generator=rng) < 0.5 if self.augment in ("flip", "crop-flip") else None
         shifts = torch.randint(-self.pad, self.pad + 1, (2, count), generator=rng) if self.pad else None
-        return flips, shifts
+        return (None if flips is None else self._mine(flips)), (None if shifts is None else self._mine(shifts))
 
     def __iter__(self):
         # Everything random for the epoch goes to the device in one copy per tensor: a copy
         # from pageable host memory waits for the GPU, so one per batch would stall every step.
         first, self.start_step = self.start_step, 0
         order = self._order()
-        flips, shifts = self._epoch_draws(len(order))
+        flips, shifts = self._epoch_draws()
         if self.augment in ("alt-flip", "crop-alt-flip"):
             flips = self.flip_parity[order] ^ bool(self.epoch % 2)
         order = order.to(self.device)
@@ -246,30 +266,38 @@ class Loaders:
 def make_loaders(spec: DatasetSpec, preprocess: Preprocess, device: torch.device, batch_size: int, *,
                  choice: str = DATA.loader, workers: int = DATA.workers, augment: str = "none",
                  translate: int = DATA.translate, seed: int = 0, channels_last: bool = False,
-                 sampler: str = DATA.sampler) -> Loaders:
+                 sampler: str = DATA.sampler, rank: int = 0, world_size: int = 1) -> Loaders:
     """The loaders of every split of spec: tensor loaders for small images, else DataLoaders.
 
     preprocess says how images become the model's inputs (see Preprocess); augment is resolved.
     Training drops the last partial batch when there are at least ten full ones: every step
     then has the same shape (cuDNN's choice of algorithm and torch.compile's graph hold), and
-    as the order changes each epoch, no image is left out for long.
+    as the order changes each epoch, no image is left out for long. batch_size is the global
+    batch: with world_size processes, this rank loads batch_size / world_size images of each
+    batch, and its share of every split (see TensorLoader, EpochSampler).
     """
+    if batch_size % world_size:
+        raise TuduiError(f"--batch-size {batch_size} is the batch of all {world_size} processes together; "
+                         f"make it a multiple of {world_size}")
     count = sum(len(images) for images in spec.splits().values())
     tensors = use_tensor_loader(choice, preprocess.input_size, count, augment)
     workers = pick_workers(workers, spec.in_memory)
     drop_last = len(spec.train) // batch_size >= 10
+    shard = {"rank": rank, "world_size": world_size}
+    batch_size //= world_size
     weights = balanced_weights(spec.train.labels) if sampler == "balanced" else None
     if tensors:
         images, labels = decode_to_tensor(spec.train, preprocess.input_size, cache_root() / "tensors",
                                           preprocess.resize_size, preprocess.interpolation)
         train = TensorLoader(images, labels, batch_size, True, preprocess.mean, preprocess.std, augment, seed,
                              device, drop_last=drop_last, channels_last=channels_last, translate=translate,
-                             weights=weights)
+                             weights=weights, **shard)
     else:
         transform = train_transform(preprocess.input_size, preprocess.mean, preprocess.std, augment, translate,
                                     preprocess.resize_size, preprocess.interpolation)
-        train = make_loader(spec.train, transform, batch_size, True, workers, seed, device, drop_last, weights)
-    evaluation = {name: _eval_loader(images, preprocess, device, batch_size, tensors, workers, channels_last)
+        train = make_loader(spec.train, transform, batch_size, True, workers, seed, device, drop_last, weights,
+                            **shard)
+    evaluation = {name: _eval_loader(images, preprocess, device, batch_size, tensors, workers, channels_last, **shard)
                   for name, images in spec.splits().items() if name != "train"}
     kind = f"tensor (decoded once, on {device})" if tensors else f"DataLoader ({workers} workers)"
     return Loaders(train=train, val=evaluation.get("val"), test=evaluation.get("test"), kind=kind)
@@ -283,13 +311,14 @@ def make_eval_loader(dataset: Dataset, preprocess: Preprocess, device: torch.dev
 
 
 def _eval_loader(dataset: Dataset, preprocess: Preprocess, device: torch.device, batch_size: int, tensors: bool,
-                 workers: int, channels_last: bool = False):
+                 workers: int, channels_last: bool = False, rank: int = 0, world_size: int = 1):
     if tensors:
         images, labels = decode_to_tensor(dataset, preprocess.input_size, cache_root() / "tensors",
                                           preprocess.resize_size, preprocess.interpolation)
         return TensorLoader(images, labels, batch_size, False, preprocess.mean, preprocess.std, device=device,
-                            channels_last=channels_last)
-    return make_loader(dataset, preprocess.eval_transform(), batch_size, False, workers, device=device)
+                            channels_last=channels_last, rank=rank, world_size=world_size)
+    return make_loader(dataset, preprocess.eval_transform(), batch_size, False, workers, device=device, rank=rank,
+                       world_size=world_size)
 
 
 def sample_inputs(loader, count: int, device: torch.device) -> torch.Tensor:

@@ -5,6 +5,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
+from tudui.engine.distributed import sum_across
 from tudui.engine.hooks import Hooks
 from tudui.engine.loop import TrainStep, evaluate, train_one_epoch
 from tudui.engine.optim import RunProgress
@@ -19,6 +22,9 @@ class FitOptions:
     eval_every: int = 1                       # 0: only after the last epoch
     clock: RunProgress | None = None          # its time budget can end the run early
     stop: Callable[[], bool] | None = None    # True once the run must stop at a batch boundary (a signal)
+    # With several processes: a flag becomes the same decision in every process (any of them).
+    # Every decision to stop goes through it, so that all processes take the same steps.
+    agree: Callable[[bool], bool] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,21 +59,26 @@ def fit(step: TrainStep, train_loader, val_loader, options: FitOptions, hooks: H
     if options.clock is not None:
         options.clock.start()
     out_of_time = options.clock.out_of_time if options.clock is not None else None
+    agree = options.agree or (lambda flag: flag)
     checks = [check for check in (options.stop, out_of_time) if check is not None]
-    should_stop = (lambda: any(check() for check in checks)) if checks else None
+    should_stop = (lambda: agree(any(check() for check in checks))) if checks else None
     for epoch in range(start.epoch + 1, options.epochs + 1):
         resumed = start if epoch == start.epoch + 1 else ResumePoint(epoch=epoch - 1)
         train = _train_epoch(step, train_loader, options, hooks, resumed, should_stop)
-        if options.stop is not None and options.stop():
+        if options.agree is not None:   # several processes: the epoch's loss and images of all of them
+            loss_sum, images = sum_across(torch.tensor([train["loss_sum"], float(train["images"])],
+                                                       dtype=torch.float64, device=step.runtime.device)).tolist()
+            train = {**train, "loss_sum": loss_sum, "images": int(images), "loss": loss_sum / max(images, 1)}
+        if options.stop is not None and agree(options.stop()):
             raise StoppedMidEpoch(ResumePoint(epoch=epoch - 1, step=resumed.step + train["steps"],
                                               loss_sum=train["loss_sum"], images=train["images"]))
-        last = epoch == options.epochs or (out_of_time is not None and out_of_time())
+        last = epoch == options.epochs or (out_of_time is not None and agree(out_of_time()))
         if last:
             hooks("on_train_end")
         val = None
         if val_loader is not None and (last or (options.eval_every and epoch % options.eval_every == 0)):
             val = evaluate(step.model, val_loader, step.runtime.device, options.num_classes, options.tta,
-                           step.runtime.amp_dtype)
+                           step.runtime.amp_dtype, distributed=options.agree is not None)
         row = {"epoch": epoch, "train_loss": train["loss"],
                "val_loss": val["loss"] if val else None,
                "val_accuracy": val["accuracy"] if val else None, "lr": train["lr"],

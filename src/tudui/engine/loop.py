@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tudui.data.transforms import tta_views
+from tudui.engine.distributed import sum_across
 from tudui.engine.hooks import Hooks
 from tudui.runtime import Runtime, autocast
 
@@ -36,6 +37,10 @@ class TrainStep:
         with self.runtime.autocast():
             losses = self.loss_fn(self.model(inputs), targets)
         loss = losses.sum() if self.loss_sum else losses.mean()
+        if self.loss_sum and self.runtime.distributed:
+            # DistributedDataParallel averages the processes' gradients: a summed loss becomes the
+            # sum over the whole batch again when each process's part counts world_size times.
+            loss = loss * self.runtime.world_size
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -143,11 +148,13 @@ def class_balanced(confusion: torch.Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_classes: int, tta: int = 0,
-             amp_dtype: torch.dtype | None = None, keep_outputs: bool = False) -> dict:
+             amp_dtype: torch.dtype | None = None, keep_outputs: bool = False, distributed: bool = False) -> dict:
     """Loss, top-1 and top-5 accuracy, per-class accuracy and the confusion matrix (rows: true class).
 
     With keep_outputs the result also holds `probabilities` (N, num_classes) and `targets` (N,),
-    CPU tensors in the loader's order, for reports (most confident mistakes, PR curves).
+    CPU tensors in the loader's order, for reports (most confident mistakes, PR curves). With
+    distributed, each process measures its share of the split and the counts are summed, so
+    every process gets the numbers of the whole split.
     """
     model.eval()
     loss_fn = nn.CrossEntropyLoss()  # plain mean cross-entropy, whatever smoothing training used
@@ -168,6 +175,12 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_class
         if keep_outputs:
             probabilities.append(torch.softmax(logits, dim=1).cpu())
             all_targets.append(targets.cpu())
+    if distributed:
+        totals = sum_across(torch.cat([torch.tensor([total_loss, count], dtype=torch.float64),
+                                       torch.as_tensor(top_k_correct, dtype=torch.float64).view(1).cpu(),
+                                       confusion.double().flatten()]).to(device))
+        total_loss, count, top_k_correct = totals[0].item(), int(totals[1].item()), int(totals[2].item())
+        confusion = totals[3:].round().long().view(num_classes, num_classes).cpu()
     per_class_total = confusion.sum(dim=1).clamp(min=1)
     metrics = {"loss": total_loss / max(count, 1),
                "accuracy": confusion.diag().sum().item() / max(count, 1),

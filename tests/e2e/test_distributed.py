@@ -1,0 +1,137 @@
+"""Several processes, one run: torchrun on the CPU with Gloo, as CI can run it (2 cores, one thread each)."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import tudui
+from tudui.errors import TuduiError
+from tudui.weights import read_weights
+
+from helpers import REPO
+
+SETTINGS = ["--data", "digits", "--batch-size", "32", "--no-report"]
+
+
+def tudui_cmd(*args: str, nproc: int = 2) -> list[str]:
+    return [sys.executable, "-m", "tudui", "train", "--nproc", str(nproc), *args]
+
+
+def run(command: list[str], cwd, env=None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def weights_of(path):
+    return read_weights(path)[0]
+
+
+def max_difference(a, b) -> float:
+    first, second = weights_of(a), weights_of(b)
+    assert first.keys() == second.keys()
+    return max((first[k].double() - second[k].double()).abs().max().item() for k in first)
+
+
+def test_two_processes_train_one_run_with_the_weights_of_one_process(tmp_path):
+    settings = ["--data", "synthetic", "--val-split", "0.25", "--batch-size", "32", "--epochs", "2", "--no-report"]
+    two = run(tudui_cmd(*settings, "--project", "two"), tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run([sys.executable, "-m", "tudui", "train", *settings, "--project", "one"], tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["exp"]          # one run, written once
+    assert two.stdout.count("test accuracy") == 1 and two.stdout.count("data: ") == 1   # printed once
+    # The same global batch and seed: the same weights, to float tolerance (the gradients are summed
+    # in another order); the per-epoch numbers agree to the digits metrics.csv keeps.
+    assert max_difference(tmp_path / "two/exp/weights/last.safetensors",
+                          tmp_path / "one/exp/weights/last.safetensors") < 1e-5
+    rows = [list(csv.DictReader((tmp_path / name / "exp/metrics.csv").open())) for name in ("two", "one")]
+    assert [(r["train_loss"], r["val_accuracy"]) for r in rows[0]] == [(r["train_loss"], r["val_accuracy"])
+                                                                       for r in rows[1]]
+    # The sharded, summed evaluation equals one process's evaluation of the same weights.
+    alone = tudui.evaluate(tmp_path / "two/exp/weights/last.safetensors", split="val")
+    assert float(rows[0][-1]["val_accuracy"]) == pytest.approx(alone["accuracy"], abs=1e-6)
+    assert alone["count"] == 64
+
+
+def test_two_nodes_on_one_machine_finish_one_run(tmp_path):
+    port = 29400 + os.getpid() % 500
+    launchers = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "tudui-test",
+         "-m", "tudui", "train", "--data", "synthetic", "--epochs", "1", "--batch-size", "32", "--no-report"],
+        cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for _ in range(2)]
+    outputs = [launcher.communicate(timeout=300) for launcher in launchers]
+    assert [launcher.returncode for launcher in launchers] == [0, 0], outputs
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["exp"]
+    assert sum(out.count("test accuracy") for out, _ in outputs) == 1
+
+
+def test_sigterm_to_the_launcher_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    straight = run(tudui_cmd(*SETTINGS, "--epochs", "4", "--name", "straight"), tmp_path)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    launcher = subprocess.Popen(tudui_cmd(*SETTINGS, "--epochs", "4", "--name", "stopped"), cwd=tmp_path,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    first_epoch = tmp_path / "runs/stopped/weights/last.safetensors"
+    deadline = time.time() + 240
+    while not first_epoch.exists() and time.time() < deadline and launcher.poll() is None:
+        time.sleep(0.02)
+    launcher.send_signal(signal.SIGTERM)                       # mid-epoch 2 (an epoch takes about a second)
+    out, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 143, err[-3000:]
+    assert err.count("interrupted: stopped in epoch 2") == 1   # every process stopped; one said so
+    resumed = run(tudui_cmd("--resume", "runs/stopped"), tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert max_difference(tmp_path / "runs/stopped/weights/last.safetensors",
+                          tmp_path / "runs/straight/weights/last.safetensors") == 0.0
+    with pytest.raises(TuduiError, match="trained by 2 processes; resume it with as many"):
+        tudui.train(resume=tmp_path / "runs/stopped", epochs=5, progress=False)
+
+
+def test_a_process_that_fails_ends_the_whole_job_with_its_message(tmp_path):
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import tudui.engine.loop as loop\n"
+        "    from tudui.errors import TuduiError\n"
+        "    original, calls = loop.TrainStep.__call__, []\n"
+        "    def failing(self, inputs, targets):\n"
+        "        calls.append(1)\n"
+        "        if len(calls) == 3:\n"
+        "            raise TuduiError('rank 1 could not read its batch')\n"
+        "        return original(self, inputs, targets)\n"
+        "    loop.TrainStep.__call__ = failing\n")
+    began = time.time()
+    result = run(tudui_cmd(*SETTINGS, "--epochs", "3"), tmp_path, env={"PYTHONPATH": str(inject)})
+    assert result.returncode == 1 and time.time() - began < 120
+    assert "error: rank 1 could not read its batch" in result.stderr
+    assert "error: rank 0 stops: another process of this run ended" in result.stderr
+    assert "Traceback" not in "\n".join(line for line in result.stderr.splitlines() if line.startswith("error"))
+
+
+def test_batch_size_is_the_global_batch_and_must_divide_among_the_processes(tmp_path):
+    result = run(tudui_cmd("--data", "synthetic", "--batch-size", "33", "--epochs", "1"), tmp_path)
+    assert result.returncode == 1
+    assert "--batch-size 33 is the batch of all 2 processes together; make it a multiple of 2" in result.stderr
+
+
+def test_the_readme_names_the_torchrun_lines():
+    text = (REPO / "README.md").read_text()
+    assert "torchrun --nproc-per-node" in text and "--rdzv-endpoint" in text and "srun" in text
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+@pytest.mark.gpu
+def test_two_gpus_train_one_run(tmp_path):
+    result = run(tudui_cmd("--data", "synthetic", "--epochs", "1", "--batch-size", "32", "--device", "cuda"),
+                 tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on cuda:0" in result.stdout
