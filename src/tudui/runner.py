@@ -124,7 +124,7 @@ def run_epochs(parts: Parts) -> list[dict]:
 def finish(parts: Parts, history: list[dict]) -> TrainResult:
     """The one evaluation of the kept weights on test (val without a test split), with the report
     when asked; the summary lines and the result."""
-    cfg, run, spec = parts.cfg, parts.run, parts.spec
+    cfg, run = parts.cfg, parts.run
     if not history:
         raise TuduiError(f"{run}: nothing left to train")
     split = "test" if parts.loaders.test is not None else "val"
