@@ -153,20 +153,20 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
 
 
 def _final(parts: Parts, split: str) -> tuple[dict | None, Path | None]:
-    """The final evaluation, by rank 0 alone on the whole split (the others wait for it)."""
+    """The final evaluation, by rank 0 alone on the whole split; the other processes are done.
+
+    No collective follows it: rank 0 may take longer than any timeout (a large test split on a
+    CPU) without the others giving up on it.
+    """
     if not parts.runtime.is_main:
-        barrier()
         return None, None
     loader = getattr(parts.loaders, split)
     if parts.runtime.distributed:   # the run's loaders hold this process's share only
         loader = make_eval_loader(getattr(parts.spec, split), parts.preprocess, parts.runtime.device,
                                   parts.cfg.data.batch_size, choice=parts.cfg.data.loader,
                                   in_memory=parts.spec.in_memory)
-    try:
-        return final_evaluation(parts.run, split, loader, getattr(parts.spec, split), parts.runtime,
-                                parts.spec.source, parts.cfg, parts.tensorboard.writer, parts.warn)
-    finally:
-        barrier()
+    return final_evaluation(parts.run, split, loader, getattr(parts.spec, split), parts.runtime,
+                            parts.spec.source, parts.cfg, parts.tensorboard.writer, parts.warn)
 
 
 def summary(result: TrainResult, monitor: str, has_val: bool) -> str:
