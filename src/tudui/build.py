@@ -79,7 +79,7 @@ class Parts:
 def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pickle: bool = False) -> Parts:
     """The parts of a run for cfg: data, model, optimizer, schedule, averaging, hooks, run directory."""
     runtime = create_runtime(cfg.train.device, cfg.train.precision, for_training=True)
-    _check_distributed(cfg, runtime, resumed)
+    _check_distributed(cfg, runtime)
     seed_everything(cfg.train.seed)
     spec = build_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_split, cfg.train.seed,
                          cfg.data.download)
@@ -127,20 +127,12 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
         raise
 
 
-def _check_distributed(cfg: Config, runtime: Runtime, resumed: Resume | None) -> None:
-    """Refuse what several processes cannot do (yet), before any work."""
-    if not runtime.distributed:
-        if resumed is not None and resumed.state.get("world_size", 1) != 1:
-            raise TuduiError(f"{resumed.run} was trained by {resumed.state['world_size']} processes; resume it with "
-                             f"as many (torchrun --nproc-per-node {resumed.state['world_size']} -m tudui train "
-                             f"--resume ...)")
-        return
-    if resumed is not None and resumed.state.get("world_size", 1) != runtime.world_size:
-        raise TuduiError(f"{resumed.run} was trained by {resumed.state.get('world_size', 1)} process(es), and this "
-                         f"is {runtime.world_size}: resume it with as many")
+def _check_distributed(cfg: Config, runtime: Runtime) -> None:
+    """Refuse what several processes cannot do (yet), before any work. (Resuming with another
+    number of processes is fine: the saved position counts steps of the global batch.)"""
     # DistributedDataParallel syncs the parameters that train when it is made: a layer that
     # starts or stops training later would fall out of step between the processes.
-    if cfg.train.freeze_epochs or cfg.train.whiten_bias_epochs >= 0:
+    if runtime.distributed and (cfg.train.freeze_epochs or cfg.train.whiten_bias_epochs >= 0):
         raise TuduiError("--freeze-epochs and --whiten-bias-epochs change which layers train during the run, "
                          "which several processes cannot follow yet; use --freeze-backbone, or one process")
 

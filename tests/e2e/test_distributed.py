@@ -1,6 +1,7 @@
 """Several processes, one run: torchrun on the CPU with Gloo, as CI can run it (2 cores, one thread each)."""
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +11,6 @@ import pytest
 import torch
 
 import tudui
-from tudui.errors import TuduiError
 from tudui.weights import read_weights
 
 from helpers import REPO
@@ -86,12 +86,21 @@ def test_sigterm_to_the_launcher_then_resume_gives_the_uninterrupted_weights(tmp
     out, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 143, err[-3000:]
     assert err.count("interrupted: stopped in epoch 2") == 1   # every process stopped; one said so
+    shutil.copytree(tmp_path / "runs/stopped", tmp_path / "runs/alone")
     resumed = run(tudui_cmd("--resume", "runs/stopped"), tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert max_difference(tmp_path / "runs/stopped/weights/last.safetensors",
                           tmp_path / "runs/straight/weights/last.safetensors") == 0.0
-    with pytest.raises(TuduiError, match="trained by 2 processes; resume it with as many"):
-        tudui.train(resume=tmp_path / "runs/stopped", epochs=5, progress=False)
+    # The saved position counts steps of the global batch: one process goes on from it as well,
+    # with the same images in the same order. Its sums run in another order, so over the ~130 steps
+    # left the weights drift apart by float rounding (1e-3 between a whole 1- and 2-process run).
+    alone = run([sys.executable, "-m", "tudui", "train", "--resume", "runs/alone"], tmp_path)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert max_difference(tmp_path / "runs/alone/weights/last.safetensors",
+                          tmp_path / "runs/straight/weights/last.safetensors") < 5e-3
+    losses = [[float(r["train_loss"]) for r in csv.DictReader((tmp_path / "runs" / name / "metrics.csv").open())]
+              for name in ("alone", "straight")]
+    assert losses[0] == pytest.approx(losses[1], rel=5e-3)
 
 
 def test_a_process_that_fails_ends_the_whole_job_with_its_message(tmp_path):
