@@ -230,3 +230,10 @@ def test_a_failed_write_of_config_yaml_keeps_the_previous_file_whole(tmp_path, m
         dump_yaml(make_config(epochs=4), path)
     monkeypatch.undo()
     assert path.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def test_a_key_that_is_a_mapping_is_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("? {a: 1}\n: 3\n")
+    with pytest.raises(TuduiError, match="a key must be a plain name"):
+        make_config(path)
