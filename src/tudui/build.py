@@ -299,11 +299,12 @@ def _announce_classes(parts: Parts) -> None:
     names = parts.spec.class_names
     counts = np.bincount(np.asarray(parts.spec.train.labels), minlength=len(names))
     order = np.argsort(counts, kind="stable")
+    label = [shown(name)[1:-1][:20] for name in names]   # a class name, short and on one line
     if len(names) <= 12:
-        listing = ", ".join(f"{shown(name)[1:-1][:20]} {counts[i]:,}" for i, name in enumerate(names))
+        listing = ", ".join(f"{label[i]} {counts[i]:,}" for i in range(len(names)))
     else:
-        listing = (f"{counts[order[0]]:,} ({shown(names[order[0]])[1:-1][:20]}) to {counts[order[-1]]:,} "
-                   f"({shown(names[order[-1]])[1:-1][:20]}), median {int(np.median(counts)):,}")
+        listing = (f"{counts[order[0]]:,} ({label[order[0]]}) to {counts[order[-1]]:,} ({label[order[-1]]}), "
+                   f"median {int(np.median(counts)):,}")
     parts.say(f"classes (train images): {listing}")
     smallest, largest = counts[order[0]], counts[order[-1]]
     cfg = parts.cfg

@@ -35,8 +35,9 @@ def evaluate(weights: str | Path, **settings) -> dict:
     settings are `tudui eval`'s, by the same names (data, split, batch_size, tta, out, report, ...).
     The data set, the val split, preprocessing and test-time augmentation default to those
     recorded in the weights; the split to the test split (or val without one), or to the whole
-    folder when data names a folder without splits of its own. A plain state_dict file (the course's .pth) needs model, the model's name,
-    and data; its classes are the data set's, in order. From Python nothing is written unless
+    folder when data names a folder without splits of its own. A plain state_dict file (the
+    course's .pth) needs model, the model's name, and data; its classes are the data set's, in
+    order. From Python nothing is written unless
     report=True or out is given: then report.html, metrics.json, the pictures and TensorBoard
     events go to out (default: RUN/eval, RUN/eval2, ...), and the result's `report` is the page.
     """
