@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import MISSING, fields
 
 from tudui._version import __version__
-from tudui.config import SECTIONS, EvalConfig, PredictConfig, TrainFlags, iter_options
+from tudui.config import SECTIONS, EvalConfig, ExportConfig, PredictConfig, ServeConfig, TrainFlags, iter_options
 from tudui.errors import TuduiError
 from tudui.interrupts import TrainingInterrupted
 from tudui.settings import flag_name, option_key, value_type
@@ -43,11 +43,34 @@ PREDICT_EXAMPLES = """examples:
   tudui predict photos/ --weights runs/exp --json > predictions.json
   tudui predict photos/ --weights runs/exp --topk 3 --out predictions.csv --tta"""
 
+EXPORT_EXAMPLES = """examples:
+  tudui export runs/exp                          # runs/exp/weights/best.onnx, uint8 images in, probabilities out
+  tudui export runs/exp --format torchscript     # best.torchscript, for torch.jit.load
+  tudui export runs/exp --format pt2 --batch 1   # best.pt2 with a fixed batch of one, for torch.export.load
+  tudui predict dog.png --weights runs/exp/weights/best.onnx    # check the export with the same commands
 
-def _add_settings(parser: argparse.ArgumentParser, title: str, cls: type) -> None:
-    """An option for every field of the settings dataclass cls, in an argument group titled title."""
+The file holds the class names, input size, resize and crop, normalisation and tudui version.
+The export is compared with the original model on a batch of images; above the tolerance
+nothing is written and the command exits 1. Needs `pip install "tudui[export]"`."""
+
+SERVE_EXAMPLES = """examples:
+  tudui serve runs/exp                           # http://127.0.0.1:8000/ : a page to drop an image on
+  tudui serve runs/exp/weights/best.onnx --port 9000 --max-batch 64
+  curl -X POST --data-binary @dog.png -H "Content-Type: image/png" http://127.0.0.1:8000/predict
+  curl -F file=@dog.png -F file=@cat.jpg http://127.0.0.1:8000/predict
+
+GET /health, GET /metadata, POST /predict; the API's documentation is at /docs.
+Needs `pip install "tudui[serve]"`."""
+
+
+def _add_settings(parser: argparse.ArgumentParser, title: str, cls: type, positional: str = "") -> None:
+    """An option for every field of the settings dataclass cls, in an argument group titled title;
+    the field named positional is the command's argument instead."""
     group = parser.add_argument_group(title)
     for f in fields(cls):
+        if f.name == positional:
+            parser.add_argument(f.name, metavar=f.metadata["cli"]["metavar"], help=f.metadata["help"])
+            continue
         default = None if f.default is MISSING else f.default
         kind = value_type(f)
         # lr's default depends on the optimizer and empty strings mean "see the help text".
@@ -97,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     _add_settings(pr, "predict settings", PredictConfig)
     pr.add_argument("--json", action="store_true", help="print the predictions as JSON")
+
+    ex = commands.add_parser("export", help="write the model as ONNX, TorchScript or pt2, checked against the original",
+                             description="Export weights with their preprocessing and class names inside, "
+                                         "and check the export against the original model.",
+                             epilog=EXPORT_EXAMPLES, formatter_class=formatter)
+    _add_settings(ex, "export settings", ExportConfig, positional="weights")
+
+    se = commands.add_parser("serve", help="an HTTP prediction service (and a page) for a run or an exported file",
+                             description="Serve predictions over HTTP, with dynamic batching and limits.",
+                             epilog=SERVE_EXAMPLES, formatter_class=formatter)
+    _add_settings(se, "serve settings", ServeConfig, positional="weights")
 
     commands.add_parser("models", help="list the models and their parameter counts",
                         description="tudui's models, with parameters for 10 classes, and torchvision's.")
@@ -181,6 +215,18 @@ def run_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from tudui.export import export_weights
+    export_weights(ExportConfig(**_given(ExportConfig, args)), say=print)
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from tudui.serve import serve
+    serve(ServeConfig(**_given(ServeConfig, args)))
+    return 0
+
+
 def run_models(args: argparse.Namespace) -> int:
     from tudui.models import count_parameters, create_model, list_models, model_entry
     print(f"{'name':<14} {'parameters':>11}  input  description")
@@ -197,7 +243,8 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": run_train, "eval": run_eval, "predict": run_predict, "models": run_models}
+COMMANDS = {"train": run_train, "eval": run_eval, "predict": run_predict, "export": run_export,
+            "serve": run_serve, "models": run_models}
 
 
 def one_line(error: TuduiError) -> str:

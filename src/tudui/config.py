@@ -226,8 +226,9 @@ def _weights_to_use() -> Any:
 def trust_pickle_option() -> Any:
     """--trust-pickle: a flag of each command that loads weights, never a setting in a file, so a
     shared recipe cannot switch on running code from a weights file."""
-    return option("let --weights load a whole pickled model (torch.save(model, ...)); unpickling runs "
-                "code from the file, so only for files you made", default=False)
+    return option("let --weights load a whole pickled model (torch.save(model, ...)), or a .pt2 or TorchScript "
+                  "export; loading those unpickles or runs code from the file, so only for files you made",
+                  default=False)
 
 
 def _model_of_state_dict() -> Any:
@@ -281,3 +282,60 @@ class PredictConfig(Settings):
     trust_pickle: bool = trust_pickle_option()
     out: str = option("also write the predictions to FILE.csv or FILE.json", cli={"metavar": "FILE"},
                     default="")
+
+
+EXPORT_FORMATS = ("onnx", "torchscript", "pt2")
+EXPORT_INPUTS = ("uint8", "float")
+BATCH_SHAPE = Rule(lambda v: v == "dynamic" or (v.isdigit() and 1 <= int(v) <= 4096),
+                   "dynamic or a batch size from 1 to 4096")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportConfig(Settings):
+    """Settings of `tudui export` (the weights are its argument)."""
+    weights: str = option("a run directory, a .safetensors file, or a state_dict .pth with --model", kind=str,
+                          cli={"metavar": "RUN_OR_WEIGHTS"})
+    format: str = option("onnx (onnxruntime and most runtimes), torchscript (torch.jit.load), pt2 "
+                         "(torch.export.load)", rule=one_of(*EXPORT_FORMATS), default="onnx")
+    out: str = option("the file to write (default: beside the weights, e.g. runs/exp/weights/best.onnx)",
+                      cli={"metavar": "FILE"}, default="")
+    batch: str = option("the batch dimension of the exported graph: dynamic, or a fixed size N",
+                        rule=BATCH_SHAPE, default="dynamic")
+    half: bool = option("export in float16 (half the size, faster on GPUs; checked against the float32 original with a tolerance of 2e-2)",
+                        default=False)
+    pixels: str = option("what the graph takes: uint8 (0-255, as images are stored) or float (0-1); either "
+                         "way RGB, N x 3 x H x W at the trained input size, normalised inside the graph",
+                         flag="--input", rule=one_of(*EXPORT_INPUTS), default="uint8")
+    tolerance: float = option("largest absolute difference of the probabilities allowed by the parity check "
+                              "(default: 1e-4, with --half 2e-2)", rule=up_to(0, 1), kind=float, default=None)
+    check_images: int = option("images in the parity check's batch", rule=up_to(1, 4096), default=64)
+    model: str = _model_of_state_dict()
+    trust_pickle: bool = trust_pickle_option()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeConfig(Settings):
+    """Settings of `tudui serve` (the weights are its argument): where it listens and what it accepts."""
+    weights: str = option("a run directory, a weights file, or an exported .onnx / .pt2 / .torchscript file",
+                          kind=str, cli={"metavar": "RUN_OR_FILE"})
+    host: str = option("address to listen on (127.0.0.1: this machine only; 0.0.0.0: every network, "
+                       "put it behind a proxy with TLS)", default="127.0.0.1")
+    port: int = option("port to listen on", rule=up_to(1, 65535), default=8000)
+    topk: int = option("classes in each answer", rule=up_to(1, 1000), default=5)
+    max_batch: int = option("most images in one forward pass (1: one pass per image, no batching)",
+                            rule=up_to(1, 4096), default=32)
+    batch_timeout: float = option("ms a forward pass may wait for more images once one is waiting and others "
+                                  "are on their way (a lone request never waits)", rule=up_to(0, 10_000),
+                                  default=5.0)
+    max_body: int = option("largest request body in bytes (413 above it; the rest is not read)",
+                           rule=up_to(1, 1 << 31), default=16 * 1024 * 1024)
+    max_images: int = option("most images in one request (413 above it)", rule=up_to(1, 1024), default=16)
+    max_pixels: int = option("largest image in pixels, width x height (400 above it, refused before decoding)",
+                             rule=up_to(1, 1 << 31), default=40_000_000)
+    max_queue: int = option("most images waiting for the model (503 with Retry-After above it)",
+                            rule=up_to(1, 1_000_000), default=256)
+    decode_workers: int = option("threads that decode uploaded images", rule=up_to(1, 256), default=2)
+    device: str = _like(TrainConfig, "device", as_trained=False)
+    tta: int | None = _like(TrainConfig, "tta", as_trained=True)
+    model: str = _model_of_state_dict()
+    trust_pickle: bool = trust_pickle_option()

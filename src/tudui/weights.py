@@ -27,6 +27,7 @@ from tudui._version import __version__
 from tudui.config import HEADS, Config, ModelConfig
 from tudui.config_files import from_dict, to_dict
 from tudui.data.transforms import Preprocess
+import tudui.exported as exported
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
 from tudui.models import create_model, model_entry, preprocess_of
@@ -59,6 +60,7 @@ class WeightsMeta:
     val_loss: float | None = None
     imported: bool = False              # made here from a plain state_dict, not read from a file
     source: str = ""                    # imported: the file
+    exported: str = ""                  # read from an exported file: its format (onnx, pt2, torchscript)
 
     def to_json(self) -> str:
         """The header entry (format 1: flat keys, the settings as {section: {name: value}})."""
@@ -200,6 +202,9 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta
 def read_any_weights(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor],
                                                                              WeightsMeta | None]:
     """(state_dict, metadata) of tudui weights, or (state_dict, None) of a plain state_dict file."""
+    if exported.is_exported(path):
+        raise TuduiError(f"{path} is an exported graph, which has no weights to train from; give the "
+                         f".safetensors file (or the run directory) it was exported from")
     if is_tudui_weights(path):
         return read_weights(path)
     return read_state_dict(path, trust_pickle), None
@@ -211,10 +216,13 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", model_name:
 
     A tudui weights file (or run directory) describes itself. Any other file is read as a
     plain state_dict (see tudui.state_dicts) for the model model_name; its metadata then has
-    the model's own preprocessing and `imported` set.
+    the model's own preprocessing and `imported` set. An exported .onnx, .pt2 or .torchscript
+    file runs its graph (see tudui.exported); its metadata says so in `exported`.
     """
     if not Path(path).exists():
         raise TuduiError(f"weights not found: {path}")
+    if exported.is_exported(path) and Path(path).is_file():
+        return load_exported(path, torch.device(device), trust_pickle)
     if is_tudui_weights(path):
         state, meta = read_weights(path)
         model = create_model(meta.model, num_classes=meta.num_classes, **meta.model_options)
@@ -222,6 +230,17 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", model_name:
     else:
         model, meta = _import_model(path, model_name, trust_pickle)
     return model.to(device).eval(), meta
+
+
+def load_exported(path: str | Path, device: torch.device, trust_pickle: bool = False) -> tuple[nn.Module,
+                                                                                               WeightsMeta]:
+    """An exported file's graph and metadata. The graph normalises by itself, so the metadata's
+    preprocessing stops at floats in [0, 1]."""
+    record, info = exported.read_metadata(path)
+    meta = WeightsMeta.from_json(record, str(path))
+    meta = dataclasses.replace(meta, exported=info.format,
+                               preprocess=dataclasses.replace(meta.preprocess, mean=None, std=None))
+    return exported.load_graph(path, info, device, trust_pickle), meta
 
 
 # ---------------------------------------------------------------- state_dicts from elsewhere

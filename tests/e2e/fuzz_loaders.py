@@ -1,4 +1,4 @@
-"""Feed mutated weights headers, settings files and CSV lists to tudui's readers and the CLI.
+"""Feed mutated weights headers, exported files, settings files and CSV lists to tudui's readers and the CLI.
 
     python fuzz_loaders.py WORK_DIR SEED CASES_PER_KIND MEMORY_GIB
 
@@ -32,7 +32,8 @@ from tudui.data.csvlist import csv_dataset  # noqa: E402
 from tudui.data.transforms import Preprocess  # noqa: E402
 from tudui.errors import TuduiError  # noqa: E402
 from tudui.models import create_model  # noqa: E402
-from tudui.weights import WeightsMeta, read_weights, save_weights  # noqa: E402
+from tudui.export import export_model  # noqa: E402
+from tudui.weights import WeightsMeta, load_model, read_weights, save_weights  # noqa: E402
 
 rng = random.Random(SEED)
 HOSTILE = [None, True, -1, 0, 10 ** 12, 2 ** 63, -2 ** 63, 1e308, float("nan"), "", "x" * 10_000, "$\\bad{$",
@@ -51,7 +52,7 @@ def check(kind: str, case: int, action) -> str:
             failures.append(f"{kind} {case}: message of {len(text)} characters / {text.count(chr(10))} newlines")
         return "refused"
     except Exception:  # noqa: BLE001 - exactly what the fuzzing looks for
-        failures.append(f"{kind} {case}: {traceback.format_exc(limit=3)[-600:]}")
+        failures.append(f"{kind} {case}: {traceback.format_exc(limit=-4)[-900:]}")
         return "crashed"
 
 
@@ -107,6 +108,40 @@ def weights_cases(base: Path) -> None:
             path.write_bytes(struct.pack("<Q", rng.choice([2 ** 40, 10, header_len + 5])) + cut[8:]
                              if rng.random() < 0.5 else cut)
         check("weights", case, lambda: read_weights(path))
+
+
+def exported_cases(base: Path) -> None:
+    """ONNX files with their metadata mutated, bytes flipped or cut short; .pt2 and TorchScript
+    archives with mutated metadata entries (read without loading the graph, which needs trust)."""
+    import onnx
+    import zipfile
+    sources = {fmt: export_model(base, format=fmt, out=str(WORK / f"good.{fmt}")).path
+               for fmt in ("onnx", "pt2", "torchscript")}
+    data = sources["onnx"].read_bytes()
+    for case in range(CASES):
+        fmt = rng.choice(["onnx", "onnx", "pt2", "torchscript"])
+        path, roll = WORK / f"e{case}.{fmt}", rng.random()
+        if fmt != "onnx":
+            with zipfile.ZipFile(sources[fmt]) as src, zipfile.ZipFile(path, "w") as dst:
+                for info in src.infolist():
+                    blob = src.read(info)
+                    if info.filename.endswith(".json") and "/extra/" in info.filename:
+                        blob = json.dumps(mutate_json(json.loads(blob))).encode()
+                    dst.writestr(info, blob)
+        elif roll < 0.5:
+            model = onnx.load_from_string(data)
+            for prop in model.metadata_props:
+                if rng.random() < 0.7:
+                    prop.value = json.dumps(mutate_json(json.loads(prop.value)))
+            path.write_bytes(model.SerializeToString())
+        elif roll < 0.8:
+            broken = bytearray(data)
+            for _ in range(rng.randint(1, 20)):
+                broken[rng.randrange(len(broken))] = rng.randrange(256)
+            path.write_bytes(bytes(broken))
+        else:
+            path.write_bytes(data[:rng.randrange(len(data))])
+        check("exported", case, lambda: load_model(path))
 
 
 # ---------------------------------------------------------------- settings files
@@ -180,10 +215,11 @@ def cli_cases() -> None:
 
 
 weights_cases(WORK / "good.safetensors")
+exported_cases(WORK / "good.safetensors")
 settings_cases()
 csv_cases()
 cli_cases()
 torch.set_num_threads(1)
 for failure in failures[:20]:
     print("FAILURE", failure)
-print(json.dumps({"cases": 3 * CASES + min(CASES, 40), "failures": len(failures)}))
+print(json.dumps({"cases": 4 * CASES + min(CASES, 40), "failures": len(failures)}))
