@@ -2,6 +2,7 @@
 import os
 import tarfile
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,26 @@ def test_a_class_folder_that_cannot_be_listed_stops_the_run_instead_of_vanishing
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(TuduiError, match=r"cannot read .*photos/dog: Permission denied"):
         build_dataset(str(root))
+
+
+def test_the_scan_lists_what_a_walk_lists_in_the_same_order(tmp_path):
+    """One os.scandir per folder instead of a call per file: the same files, counts and order as
+    os.walk with Path sorting (names that sort differently as strings and as paths included)."""
+    from collections import Counter
+    root = tmp_path / "cls"
+    for rel in ["a-b/1.png", "a/b/2.png", "a/3.PNG", "b.png", ".hidden/4.png", "sub/.x.png", "notes.txt",
+                "deep/er/5.jpg"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "6.png").write_bytes(b"x")
+    os.symlink(outside, root / "linked_folder")          # not followed, as os.walk does
+    os.symlink(outside / "6.png", root / "linked.png")   # a linked file counts
+    ignored = Counter()
+    found = folders._image_files(root, ignored)
+    walked = sorted(Path(top, n) for top, _, names in os.walk(root) for n in names)
+    expected = [p for p in walked if not any(part.startswith(".") for part in p.relative_to(root).parts)
+                and p.suffix.lower() in folders.IMAGE_EXTENSIONS]
+    assert found == expected and len(found) == 6
+    assert ignored == {"hidden file": 2, "non-image file": 1}

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from tudui.data.datasets import ArrayImages, FileImages
+from tudui.data.datasets import ArrayImages, FileImages, files_identity
 from tudui.data.transforms import geometry
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
@@ -39,16 +39,14 @@ def source_key(dataset: Dataset, size: int, resize_size: int | None = None,
         return None
     geometry_key = f"size={size}" if not resize_size and interpolation == "bilinear" else \
         f"size={size}|resize={resize_size}|{interpolation}"
-    return files_key(dataset.samples, geometry_key)
+    return files_key(dataset, geometry_key)
 
 
-def files_key(samples: list[tuple[Path, int]], salt: str) -> str:
-    """A hash of salt and each (path, label)'s file identity: path, size and modification time."""
-    digest = hashlib.sha256(salt.encode())
-    for path, label in samples:
-        stat = path.stat()
-        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
-    return digest.hexdigest()[:24]
+def files_key(files: FileImages | list[tuple[Path, int]], salt: str) -> str:
+    """A hash of salt and each (path, label)'s file identity: path, size and modification time
+    (computed once per FileImages)."""
+    identity = files.identity() if isinstance(files, FileImages) else files_identity(files)
+    return hashlib.sha256(f"{salt}|{identity}".encode()).hexdigest()[:24]
 
 
 def _decode(dataset: Dataset, size: int, resize_size: int | None = None,

@@ -9,6 +9,9 @@ size later.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +66,13 @@ class FileImages(Dataset):
     def __init__(self, samples: list[tuple[Path, int]]):
         self.samples = samples
         self.labels = np.array([label for _, label in samples], dtype=np.int64)
+        self._identity: str | None = None
+
+    def identity(self) -> str:
+        """files_identity of the samples, worked out once (the caches' keys all start from it)."""
+        if self._identity is None:
+            self._identity = files_identity(self.samples)
+        return self._identity
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -70,6 +80,17 @@ class FileImages(Dataset):
     def __getitem__(self, i: int) -> tuple[Image.Image, int]:
         path, label = self.samples[i]
         return load_image(path), label
+
+
+def files_identity(samples: list[tuple[Path, int]]) -> str:
+    """A hash of each (path, label) with the file's size and modification time, in order. The path
+    is made absolute by its spelling (os.path.abspath: no call to the disk per file); a file that
+    changes changes its size or time."""
+    digest = hashlib.sha256()
+    for path, label in samples:
+        stat = os.stat(path)
+        digest.update(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- embedded and generated sets

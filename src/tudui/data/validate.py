@@ -37,15 +37,15 @@ def check_image(path: Path) -> str | None:
     return None
 
 
-def find_unreadable(samples: list[tuple[Path, int]]) -> list[tuple[str, str]]:
-    """[(path, reason)] for the samples that cannot be decoded; cached per set of files."""
-    cached = cache_root() / "checked" / f"{files_key(samples, 'check-v1')}.json"
+def find_unreadable(files: FileImages) -> list[tuple[str, str]]:
+    """[(path, reason)] for the files that cannot be decoded; cached per set of files."""
+    cached = cache_root() / "checked" / f"{files_key(files, 'check-v1')}.json"
     if cached.is_file():
         try:
             return [tuple(item) for item in json.loads(cached.read_text())]
         except (OSError, ValueError):
             pass
-    bad = [(str(path), reason) for path, _ in samples if (reason := check_image(path)) is not None]
+    bad = [(str(path), reason) for path, _ in files.samples if (reason := check_image(path)) is not None]
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(cached, lambda tmp: tmp.write_text(json.dumps(bad)))
@@ -65,7 +65,7 @@ def drop_unreadable(spec: DatasetSpec, max_bad_share: float) -> tuple[DatasetSpe
     for split, dataset in spec.splits().items():
         if not isinstance(dataset, FileImages):
             continue
-        bad = find_unreadable(dataset.samples)
+        bad = find_unreadable(dataset)
         if not bad:
             continue
         share = len(bad) / len(dataset)
