@@ -5,14 +5,31 @@
     tudui.evaluate(result.best_weights)
     tudui.predict("my_digit.png", weights=result.run_dir)
     tudui.export_model(result.run_dir, format="onnx")
+
+The names below load their modules when first used, so `tudui --help` does not wait for
+PyTorch to import.
 """
+from __future__ import annotations
+
+import importlib
+
 from tudui._version import __version__
 from tudui.errors import TuduiError
-from tudui.evaluation import evaluate
-from tudui.export import export_model
-from tudui.models import create_model, list_models, register_model
-from tudui.predict import predict
-from tudui.runner import TrainResult, train
 
-__all__ = ["__version__", "TuduiError", "create_model", "list_models", "register_model",
-           "predict", "train", "evaluate", "export_model", "TrainResult"]
+_LAZY = {"create_model": "tudui.models", "list_models": "tudui.models", "register_model": "tudui.models",
+         "predict": "tudui.prediction", "train": "tudui.runner", "TrainResult": "tudui.runner",
+         "evaluate": "tudui.evaluation", "export_model": "tudui.export"}
+
+__all__ = ["__version__", "TuduiError", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'tudui' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value   # once loaded, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

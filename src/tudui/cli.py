@@ -195,7 +195,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from tudui.predict import predict_images
+    from tudui.prediction import predict_images
     cfg = PredictConfig(**_given(PredictConfig, args))
     results = predict_images(args.inputs, cfg)
     failed = sum("error" in r for r in results)

@@ -18,7 +18,7 @@ from tudui.errors import TuduiError
 from tudui.export import TOLERANCE, parity_images
 from tudui.export import export_model as export
 from tudui.models import create_model
-from tudui.predict import predict
+from tudui.prediction import predict
 from tudui.weights import WeightsMeta, load_model, save_weights
 
 META = WeightsMeta(model="tudui", num_classes=3, class_names=("cat", "dog", "fox"), tudui_version="test",

@@ -72,7 +72,7 @@ def test_the_cycle_finder_finds_a_planted_cycle():
 
 def test_no_module_of_tudui_takes_part_in_an_import_cycle():
     graph = import_graph()
-    assert len(graph) > 30 and "tudui.runner" in graph["tudui"]   # the graph is really read
+    assert len(graph) > 30 and "tudui.runner" in graph["tudui.cli"]   # the graph is really read
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 

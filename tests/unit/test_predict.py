@@ -1,5 +1,5 @@
-"""tudui.predict's pieces: the inputs it expands and the tables it writes."""
-from tudui.predict import expand_inputs
+"""tudui.prediction's pieces: the inputs it expands and the tables it writes."""
+from tudui.prediction import expand_inputs
 
 
 def test_missing_inputs_and_empty_folders_become_error_results_in_place(tmp_path):
@@ -16,7 +16,7 @@ def test_missing_inputs_and_empty_folders_become_error_results_in_place(tmp_path
 
 
 def test_cells_that_a_spreadsheet_would_run_are_written_as_text(tmp_path):
-    from tudui.predict import write_predictions
+    from tudui.prediction import write_predictions
     results = [{"path": "=cmd|' /C calc'!A0.png", "predictions": [{"class": "+SUM(A1)", "probability": 0.9},
                                                                  {"class": "-1", "probability": 0.1}]},
                {"path": "@evil.png", "error": "=HYPERLINK(\"x\")"}, {"path": "plain.png", "error": "-"}]

@@ -1,0 +1,127 @@
+"""The model behind the app: loaded once, fed by the batcher, its inputs decoded in a thread pool.
+
+Everything a request goes through is `tudui predict`'s: load_model, the weights' eval transform on
+an RGB image, topk_probabilities with the weights' test-time augmentation; so the answers equal
+`tudui predict`'s on the same files.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from tudui._version import __version__
+from tudui.config import ServeConfig
+from tudui.prediction import topk_probabilities
+from tudui.runtime import resolve_device
+from tudui.serve.batching import Batcher, QueueFull
+from tudui.serve.limits import (
+    Limits,
+    Refusal,
+    Upload,
+    check_declared_length,
+    decode_image,
+    multipart_boundary,
+    read_uploads,
+)
+from tudui.weights import load_model
+
+RETRY_AFTER_S = 1
+
+
+class Service:
+    """One model and what feeds it: the batcher's worker thread and the decoding threads."""
+
+    def __init__(self, cfg: ServeConfig):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.model, self.meta = load_model(cfg.weights, self.device, cfg.model or None, cfg.trust_pickle)
+        self.tta = self.meta.config.train.tta if cfg.tta is None else cfg.tta
+        self.transform = self.meta.preprocess.eval_transform()
+        self.limits = Limits(cfg.max_body, cfg.max_images, cfg.max_pixels)
+        self.batcher = Batcher(self.run_batch, cfg.max_batch, cfg.batch_timeout / 1000, cfg.max_queue)
+        self._decoders: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the threads (at the app's startup, or at the first request of an app mounted in
+        another, whose startup is not run); nothing when they run."""
+        with self._lock:
+            if self._decoders is None:
+                self._decoders = ThreadPoolExecutor(self.cfg.decode_workers, thread_name_prefix="tudui-serve-decode")
+            self.batcher.start()
+
+    def stop(self) -> None:
+        """Answer every image queued, then stop the threads (blocks until they have)."""
+        self.batcher.close()
+        with self._lock:
+            decoders, self._decoders = self._decoders, None
+        if decoders is not None:
+            decoders.shutdown(wait=True)
+
+    def run_batch(self, inputs: list[torch.Tensor]) -> list[list[dict]]:
+        """The top-k classes of each input, best first (in the batcher's worker thread)."""
+        batch = torch.stack(inputs).to(self.device)
+        probabilities, indices = topk_probabilities(self.model, batch, self.cfg.topk, self.tta)
+        names = self.meta.class_names
+        return [[{"class": names[i], "probability": p} for i, p in zip(row_indices, row_probabilities)]
+                for row_probabilities, row_indices in zip(probabilities.tolist(), indices.tolist())]
+
+    def prepare(self, upload: Upload) -> torch.Tensor:
+        """The model's input for one upload (in a decoding thread)."""
+        return self.transform(decode_image(upload, self.cfg.max_pixels))
+
+    async def predict(self, headers: Mapping[str, str], body: AsyncIterator[bytes]) -> dict:
+        """{"results": [{"name", "predictions"}, ...]} for the images of one request, or a Refusal."""
+        self.start()
+        boundary = multipart_boundary(headers.get("content-type"))
+        check_declared_length(headers.get("content-length"), self.cfg.max_body)
+        if self.batcher.is_full():      # before reading and decoding what would be refused anyway
+            raise busy(f"{self.batcher.waiting} images are waiting for the model already")
+        uploads = await read_uploads(body, boundary, self.limits)
+        loop = asyncio.get_running_loop()
+        self.batcher.expect()
+        try:
+            inputs = await asyncio.gather(*(loop.run_in_executor(self._decoders, self.prepare, upload)
+                                            for upload in uploads))
+        except BaseException:
+            self.batcher.forget()
+            raise
+        try:
+            futures = self.batcher.submit(list(inputs), expected=True)
+        except QueueFull as e:
+            raise busy(str(e)) from None
+        try:
+            answers = await asyncio.gather(*futures)
+        except Exception as e:   # noqa: BLE001 - the batcher logged it; the client gets one line
+            raise Refusal(500, f"the model failed on this batch: {type(e).__name__}: {e}") from None
+        return {"results": [{"name": upload.name, "predictions": answer}
+                            for upload, answer in zip(uploads, answers)]}
+
+    def metadata(self) -> dict:
+        """What a client needs to know of the model and of the limits in force."""
+        meta, cfg, pre = self.meta, self.cfg, self.meta.preprocess
+        return {
+            "model": meta.model, "classes": list(meta.class_names), "num_classes": meta.num_classes,
+            "input_size": pre.input_size, "resize_size": pre.resize_size, "interpolation": pre.interpolation,
+            "mean": pre.mean, "std": pre.std, "tta": self.tta, "device": str(self.device),
+            "weights": Path(cfg.weights).name,    # the name only: the server's folders are its own business
+            "epoch": meta.epoch, "val_accuracy": meta.val_accuracy,
+            "trained_with": meta.tudui_version, "tudui_version": __version__,
+            "settings": {"topk": cfg.topk, "max_batch": cfg.max_batch, "batch_timeout_ms": cfg.batch_timeout,
+                         "max_body": cfg.max_body, "max_images": cfg.max_images, "max_pixels": cfg.max_pixels,
+                         "max_queue": cfg.max_queue, "decode_workers": cfg.decode_workers}}
+
+    def health(self) -> dict:
+        stats = self.batcher.stats
+        return {"status": "ok", "model": self.meta.model, "waiting": self.batcher.waiting,
+                "forward_passes": stats.passes, "images": stats.images, "largest_batch": stats.largest}
+
+
+def busy(why: str) -> Refusal:
+    return Refusal(503, f"the server is busy ({why}); try again in a moment",
+                   {"Retry-After": str(RETRY_AFTER_S)})

@@ -1,0 +1,454 @@
+"""tudui serve's app in this process: its answers and refusals over real HTTP on 127.0.0.1
+(uvicorn in a thread), and the batcher's decisions on their own."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import socket
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from PIL import Image
+
+import tudui
+from tudui.errors import TuduiError
+from tudui.prediction import predict
+from tudui.serve import create_app
+from tudui.serve.batching import Batcher, QueueFull
+from tudui.serve.server import bind
+
+from helpers import class_image, write_class_folder
+
+CLASSES = ["cat", "dog", "fox", "owl"]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """A run of tudui's small net on four generated classes (2 s on a CPU)."""
+    root = tmp_path_factory.mktemp("serve")
+    folder = write_class_folder(root / "photos", CLASSES, 16)
+    result = tudui.train(data=str(folder), epochs=4, lr=0.05, project=str(root / "runs"), name="s",
+                         progress=False, report=False, device="cpu")
+    return result.best_weights
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    """Twelve files: small PNGs of each class, a grey one, one with transparency, photo-size JPEGs."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(7)
+    paths = []
+    for i in range(8):
+        paths.append(folder / f"small_{i}.png")
+        Image.fromarray(class_image(i % 4, rng)).save(paths[-1])
+    Image.fromarray(class_image(1, rng)[:, :, 0]).save(paths_append(paths, folder / "grey.png"))
+    Image.fromarray(class_image(2, rng)).convert("RGBA").save(paths_append(paths, folder / "alpha.png"))
+    for i in range(2):
+        photo = Image.fromarray(class_image(i, rng, size=64)).resize((1024, 768))
+        photo.save(paths_append(paths, folder / f"photo_{i}.jpg"), quality=90)
+    return paths
+
+
+def paths_append(paths: list[Path], path: Path) -> Path:
+    paths.append(path)
+    return path
+
+
+@contextlib.contextmanager
+def running(app) -> Iterator[str]:
+    """The app on uvicorn in a thread, at a free port of 127.0.0.1; its base URL."""
+    listener = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+def expected(paths: list[Path], weights: Path, topk: int = 5) -> dict[str, list[dict]]:
+    """tudui predict's answers, by file name."""
+    return {Path(r["path"]).name: r["predictions"] for r in predict(paths, weights, topk=topk)}
+
+
+def assert_same_predictions(got: list[dict], want: list[dict]) -> None:
+    """The same classes in the same order with the same probabilities (to 1e-5)."""
+    assert [p["class"] for p in got] == [p["class"] for p in want]
+    assert [p["probability"] for p in got] == pytest.approx([p["probability"] for p in want], abs=1e-5)
+
+
+def raw_post(client: httpx.Client, path: Path, content_type: str = "image/png") -> httpx.Response:
+    return client.post("/predict", content=path.read_bytes(), headers={"Content-Type": content_type})
+
+
+def test_one_image_as_the_body_is_answered_as_tudui_predict_answers(weights, images):
+    want = expected(images, weights)
+    with running(create_app(weights)) as url, httpx.Client(base_url=url) as client:
+        for path in images:
+            kind = "image/jpeg" if path.suffix == ".jpg" else "application/octet-stream"
+            response = raw_post(client, path, kind)
+            assert response.status_code == 200, response.text
+            (result,) = response.json()["results"]
+            assert result["name"] == "image" and len(result["predictions"]) == 5 - 1   # four classes
+            assert_same_predictions(result["predictions"], want[path.name])
+
+
+def test_several_images_in_a_multipart_body_are_answered_in_request_order(weights, images):
+    want = expected(images, weights, topk=2)
+    chosen = [images[3], images[-1], images[0], images[8]]
+    files = [("file", (p.name, p.read_bytes(), "image/png")) for p in chosen[:2]]
+    files += [("note", (None, b"a text field, not an image")), ("other", (chosen[2].name, chosen[2].read_bytes()))]
+    files += [("file", (chosen[3].name, chosen[3].read_bytes(), "application/octet-stream"))]
+    with running(create_app(weights, topk=2)) as url, httpx.Client(base_url=url) as client:
+        response = client.post("/predict", files=files)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["name"] for r in results] == [p.name for p in chosen]
+    for result in results:
+        assert_same_predictions(result["predictions"], want[result["name"]])
+
+
+def test_health_metadata_docs_and_the_page(weights):
+    with running(create_app(weights, max_batch=8, topk=3)) as url, httpx.Client(base_url=url) as client:
+        health = client.get("/health").json()
+        meta = client.get("/metadata").json()
+        openapi = client.get("/openapi.json").json()
+        docs, page = client.get("/docs"), client.get("/")
+    assert health["status"] == "ok" and health["model"] == "tudui"
+    assert meta["classes"] == CLASSES and meta["input_size"] == 32 and meta["model"] == "tudui"
+    assert meta["tudui_version"] == tudui.__version__ and meta["weights"] == "best.safetensors"
+    assert meta["settings"]["max_batch"] == 8 and meta["settings"]["topk"] == 3
+    body = openapi["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert {"image/*", "application/octet-stream", "multipart/form-data"} <= set(body)
+    assert {"413", "415", "503"} <= set(openapi["paths"]["/predict"]["post"]["responses"])
+    assert docs.status_code == 200
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert 'type="file"' in page.text and "innerHTML" not in page.text
+    assert "http://" not in page.text and "https://" not in page.text     # nothing from elsewhere
+
+
+def tiny_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG file whose header claims width x height pixels, with a few bytes of data: a bomb's head."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(
+        b"IEND", b"")
+
+
+def assert_refused(response: httpx.Response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and all(word in detail for word in words), detail
+
+
+def test_images_that_cannot_be_read_or_are_too_large_are_a_400(weights):
+    with running(create_app(weights, max_pixels=32 * 32)) as url, httpx.Client(base_url=url) as client:
+        headers = {"Content-Type": "image/png"}
+        assert client.post("/predict", content=tiny_png(), headers=headers).status_code == 200
+        assert_refused(client.post("/predict", content=b"these are my notes", headers=headers), 400,
+                       "the image is not in a format tudui reads")
+        noisy = io.BytesIO()
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(noisy, "PNG")
+        assert_refused(client.post("/predict", content=noisy.getvalue()[:1500], headers=headers), 400,
+                       "cannot read the image")
+        assert_refused(client.post("/predict", content=b"", headers=headers), 400, "empty")
+        assert_refused(client.post("/predict", content=png_header(33, 32), headers=headers), 400,
+                       "33 x 32 pixels", "--max-pixels")
+        files = [("file", ("a.png", tiny_png())), ("file", ("notes.png", b"not an image"))]
+        assert_refused(client.post("/predict", files=files), 400, "image 'notes.png'")
+        eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"     # Ghostscript's: never offered
+        assert_refused(client.post("/predict", content=eps, headers=headers), 400, "not in a format")
+    # Pillow's own bomb limits refuse too, from the header alone: above it, and above twice it.
+    with running(create_app(weights, max_pixels=1 << 31)) as url, httpx.Client(base_url=url) as client:
+        for side in (10_000, 30_000):
+            assert_refused(client.post("/predict", content=png_header(side, side), headers=headers), 400,
+                           "Pillow's limit")
+
+
+def test_wrong_content_types_are_a_415(weights):
+    with running(create_app(weights)) as url, httpx.Client(base_url=url) as client:
+        assert_refused(client.post("/predict", content=tiny_png(), headers={"Content-Type": "text/plain"}), 415,
+                       "text/plain", "multipart/form-data")
+        assert_refused(client.post("/predict", content=tiny_png()), 415, "missing")
+        assert_refused(client.post("/predict", data={"a": "b"}), 415, "application/x-www-form-urlencoded")
+        assert_refused(client.post("/predict", content=b"--x--",
+                                   headers={"Content-Type": "multipart/form-data"}), 400, "boundary")
+
+
+def http_exchange(url: str, head: bytes, body_chunks: list[bytes] = ()) -> bytes:
+    """Send a request's head and body chunks on a plain socket; everything the server answers."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head)
+        for chunk in body_chunks:
+            conn.sendall(chunk)
+        answer = b""
+        while data := conn.recv(65536):
+            answer += data
+    return answer
+
+
+def test_bodies_over_the_limit_are_a_413_by_length_at_once_or_counted_when_streamed(weights):
+    with running(create_app(weights, max_body=5000)) as url, httpx.Client(base_url=url) as client:
+        start = time.monotonic()
+        # A declared gigabyte, none of it sent: the answer comes at once, and the connection closes.
+        answer = http_exchange(url, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                                    b"Content-Length: 1000000000\r\n\r\n")
+        assert time.monotonic() - start < 2
+        status, _, body = answer.partition(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 413") and b"connection: close" in status.lower()
+        assert "5,000 bytes (--max-body)" in json.loads(body)["detail"]
+        # Chunked, with no length: counted as it comes, refused at the chunk that passes the limit.
+        # (Exactly that much is sent: bytes arriving after the server closes would reset the connection.)
+        chunks = [f"{1000:x}\r\n".encode() + b"\0" * 1000 + b"\r\n" for _ in range(6)]
+        answer = http_exchange(url, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                                    b"Transfer-Encoding: chunked\r\n\r\n", chunks)
+        status, _, body = answer.partition(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 413") and "--max-body" in json.loads(body)["detail"]
+        # Within the limit, the same way in, it is read to the end (and here is no image).
+        assert_refused(client.post("/predict", content=iter([b"\0" * 1000] * 5), headers={"Content-Type": "image/png"}),
+                       400, "not in a format")
+
+
+def test_more_images_than_max_images_are_a_413(weights):
+    with running(create_app(weights, max_images=2)) as url, httpx.Client(base_url=url) as client:
+        two = [("file", (f"{i}.png", tiny_png(), "image/png")) for i in range(2)]
+        assert client.post("/predict", files=two).status_code == 200
+        assert_refused(client.post("/predict", files=two + two[:1]), 413, "more than 2 images", "--max-images")
+
+
+@pytest.fixture
+def slow_model(monkeypatch):
+    """Every forward pass takes at least 0.2 s more."""
+    from tudui.serve import service
+    original = service.topk_probabilities
+
+    def slow(*args, **kwargs):
+        time.sleep(0.2)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(service, "topk_probabilities", slow)
+
+
+def test_a_full_queue_is_a_503_with_retry_after(weights, slow_model):
+    app = create_app(weights, max_batch=1, max_queue=2)
+    body = tiny_png()
+
+    async def flood(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            return await asyncio.gather(*(client.post("/predict", content=body, headers={"Content-Type": "image/png"})
+                                          for _ in range(10)))
+    with running(app) as url:
+        responses = asyncio.run(flood(url))
+    busy = [r for r in responses if r.status_code == 503]
+    assert busy and all(r.status_code == 200 for r in responses if r not in busy)
+    assert len(busy) <= 10 - 3                    # one in the model and two waiting get through at least
+    for response in busy:
+        assert_refused(response, 503, "busy")
+        assert int(response.headers["retry-after"]) >= 1
+
+
+def test_two_hundred_concurrent_requests_share_forward_passes_and_get_their_own_answers(weights, images):
+    want = expected(images, weights)
+    app = create_app(weights, max_batch=32)
+    order = [images[i % len(images)] for i in range(200)]
+
+    async def send_all(url: str) -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+            return await asyncio.gather(*(client.post("/predict", files=[("file", (p.name, p.read_bytes()))])
+                                          for p in order))
+    with running(app) as url:
+        responses = asyncio.run(send_all(url))
+    for path, response in zip(order, responses):
+        assert response.status_code == 200, response.text
+        (result,) = response.json()["results"]
+        assert result["name"] == path.name
+        assert_same_predictions(result["predictions"], want[path.name])
+    stats = app.state.service.batcher.stats
+    assert stats.images == 200                         # each image through the model once
+    assert stats.passes < 200 and stats.largest > 1, stats
+
+
+def test_max_batch_1_runs_one_forward_pass_per_image(weights, images):
+    app = create_app(weights, max_batch=1)
+
+    async def send_all(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            return await asyncio.gather(*(raw_post_async(client, images[i % 8]) for i in range(24)))
+    with running(app) as url:
+        assert all(r.status_code == 200 for r in asyncio.run(send_all(url)))
+    stats = app.state.service.batcher.stats
+    assert stats.passes == stats.images == 24 and stats.largest == 1
+
+
+def raw_post_async(client: httpx.AsyncClient, path: Path):
+    return client.post("/predict", content=path.read_bytes(), headers={"Content-Type": "image/png"})
+
+
+def test_a_slow_client_does_not_hold_up_the_others(weights, images):
+    data = images[0].read_bytes()
+    pieces = [data[i:i + len(data) // 10 + 1] for i in range(0, len(data), len(data) // 10 + 1)]
+
+    async def slow_body():
+        for piece in pieces:
+            yield piece
+            await asyncio.sleep(0.15)
+
+    async def race(url: str) -> tuple[httpx.Response, float, list[float]]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            start = time.monotonic()
+            slow = asyncio.create_task(client.post("/predict", content=slow_body(),
+                                                   headers={"Content-Type": "image/png"}))
+            await asyncio.sleep(0.2)
+            quick = []
+            for path in images[1:6]:
+                assert (await raw_post_async(client, path)).status_code == 200
+                quick.append(time.monotonic() - start)
+            response = await slow
+            return response, time.monotonic() - start, quick
+    with running(create_app(weights)) as url:
+        slow_response, slow_done, quick_done = asyncio.run(race(url))
+    assert slow_response.status_code == 200 and slow_done >= 1.3
+    assert max(quick_done) < slow_done - 0.3          # all five answered while the slow one was sending
+
+
+def test_a_lone_request_does_not_wait_for_the_batch_timeout(weights, images):
+    with running(create_app(weights, batch_timeout=2000)) as url, httpx.Client(base_url=url) as client:
+        raw_post(client, images[0])                       # the first request starts the threads
+        for path in images[1:4]:
+            start = time.monotonic()
+            assert raw_post(client, path).status_code == 200
+            assert time.monotonic() - start < 0.5
+
+
+def run_batcher(max_batch: int, timeout_s: float, scenario) -> tuple[list[int], object]:
+    """Run scenario(batcher) in an event loop with a batcher whose model records its batch sizes."""
+    sizes: list[int] = []
+
+    def model(inputs: list) -> list:
+        sizes.append(len(inputs))
+        return [x * 10 for x in inputs]
+    batcher = Batcher(model, max_batch, timeout_s, max_queue=100)
+    batcher.start()
+    try:
+        return sizes, asyncio.run(scenario(batcher))
+    finally:
+        batcher.close()
+
+
+def test_the_batcher_waits_only_for_images_that_are_on_their_way():
+    async def alone(batcher):
+        start = time.monotonic()
+        assert await asyncio.gather(*batcher.submit([1, 2])) == [10, 20]
+        return time.monotonic() - start
+    sizes, took = run_batcher(8, 1.0, alone)
+    assert sizes == [2] and took < 0.3                  # nobody else on the way: no waiting
+
+    async def one_on_its_way(batcher):
+        async def decoding_then_submitting():
+            batcher.expect()
+            await asyncio.sleep(0.2)
+            return await asyncio.gather(*batcher.submit([3], expected=True))
+        later = asyncio.create_task(decoding_then_submitting())
+        await asyncio.sleep(0.05)
+        first = await asyncio.gather(*batcher.submit([1]))
+        return first, await later
+    sizes, answers = run_batcher(8, 1.0, one_on_its_way)
+    assert sizes == [2] and answers == ([10], [30])      # waited for the image on its way: one pass
+
+    async def never_comes(batcher):
+        async def stuck():
+            batcher.expect()
+            await asyncio.sleep(1.0)
+            batcher.forget()
+        task = asyncio.create_task(stuck())
+        await asyncio.sleep(0.05)
+        start = time.monotonic()
+        await asyncio.gather(*batcher.submit([1]))
+        took = time.monotonic() - start
+        await task
+        return took
+    sizes, took = run_batcher(8, 0.3, never_comes)
+    assert sizes == [1] and 0.2 < took < 0.8            # waited batch_timeout, not for the stuck request
+
+
+def test_the_batcher_takes_at_most_max_batch_and_answers_what_is_queued_before_it_stops():
+    release = threading.Event()
+    sizes: list[int] = []
+
+    def model(inputs: list) -> list:
+        release.wait(5)
+        sizes.append(len(inputs))
+        return [-x for x in inputs]
+
+    async def scenario():
+        batcher = Batcher(model, 4, 0.0, max_queue=6)
+        batcher.start()
+        futures = batcher.submit([0])
+        await asyncio.sleep(0.1)                         # the worker holds [0]; the rest queue behind it
+        futures += batcher.submit([1, 2, 3, 4, 5, 6])
+        with pytest.raises(QueueFull):
+            batcher.submit([7])
+        closing = asyncio.get_running_loop().run_in_executor(None, batcher.close)
+        await asyncio.sleep(0.1)
+        release.set()
+        await closing
+        with pytest.raises(QueueFull, match="stopping"):
+            batcher.submit([8])
+        return await asyncio.gather(*futures)
+    assert asyncio.run(scenario()) == [0, -1, -2, -3, -4, -5, -6]
+    assert sizes == [1, 4, 2]
+
+
+def test_the_app_works_mounted_inside_another_asgi_app(weights, images):
+    from fastapi import FastAPI
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    want = expected(images[:1], weights)
+    outer = FastAPI()
+    outer.mount("/models/shapes", create_app(weights))
+    plain = Starlette(routes=[Mount("/v1", app=create_app(weights))])
+    for app, prefix in ((outer, "/models/shapes"), (plain, "/v1")):
+        with running(app) as url, httpx.Client(base_url=url + prefix) as client:
+            assert client.get("/health").json()["status"] == "ok"
+            assert 'fetch("predict"' in client.get("/").text         # relative: works under any prefix
+            response = raw_post(client, images[0])
+            assert response.status_code == 200, response.text
+            assert_same_predictions(response.json()["results"][0]["predictions"], want[images[0].name])
+
+
+def test_create_app_says_what_is_wrong_with_its_arguments(weights, tmp_path, monkeypatch):
+    with pytest.raises(TypeError, match="max_batchs"):
+        create_app(weights, max_batchs=3)
+    with pytest.raises(TuduiError, match="--max-batch"):
+        create_app(weights, max_batch=0)
+    with pytest.raises(TuduiError):
+        create_app(tmp_path / "missing.safetensors")
+    monkeypatch.setitem(__import__("sys").modules, "fastapi", None)    # as if FastAPI were not installed
+    with pytest.raises(TuduiError, match=r'pip install "tudui\[serve\]"'):
+        create_app(weights)
