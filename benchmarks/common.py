@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-CIFAR_COPY = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+# The CIFAR-10 copy (JPEG, train/ and test/ class folders in a tar.gz); TUDUI_SHARED_DATA names its folder.
+CIFAR_COPY = Path(os.environ.get("TUDUI_SHARED_DATA", REPO.parent / "shared" / "data")) / "cifar10-jpeg.tar.gz"
 
 
 def git_commit() -> str:

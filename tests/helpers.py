@@ -12,6 +12,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TUDUI_SHARED_DATA", REPO.parent / "shared" / "data"))
 CIFAR_COPY = SHARED_DATA / "cifar10-jpeg.tar.gz"
+# What a user who wants the test sees: how to turn it on, not a folder of ours they do not have.
+CIFAR_SKIP = ("needs a CIFAR-10 archive, cifar10-jpeg.tar.gz (train/<class>/*.jpg and test/<class>/*.jpg in a "
+              "tar.gz): put it in a folder and set TUDUI_SHARED_DATA=/that/folder to run this test")
 
 
 def run_cli(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:

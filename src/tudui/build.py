@@ -272,7 +272,8 @@ def _announce(parts: Parts) -> None:
     say(f"splits: {_split_roles(spec, cfg.train.monitor)}")
     resize = f", resize {pre.resize_size} + centre crop" if pre.resize_size else ""
     say(f"model: {cfg.model.arch} ({count_parameters(parts.model):,} parameters, "
-        f"{pre.input_size}x{pre.input_size} input{resize}) on {parts.runtime.device}, {cfg.train.precision}; "
+        f"{pre.input_size}x{pre.input_size} input{resize}) on {parts.runtime.device}, {parts.runtime.precision}"
+        f"{' (--precision auto)' if cfg.train.precision == 'auto' else ''}; "
         f"loader: {parts.loaders.kind}; run directory {parts.run}")
     say(f"start: {parts.start.start}{_freeze_note(cfg, parts.model)}")
     if parts.resumed is not None:

@@ -161,7 +161,7 @@ def measure_and_report(model: nn.Module, loader, images, runtime: Runtime, meta:
     # Absolute paths: the page is read later, from anywhere.
     shown_paths = {k: str(v.resolve()) if isinstance(v, Path) else str(v) for k, v in page.paths.items()}
     data = ReportData(metrics, probabilities, targets, list(meta.class_names), images, page.title,
-                      to_dict(meta.config), shown_paths, page.history)
+                      to_dict(meta.config), shown_paths, page.history, kept_epoch=meta.epoch)
     pictures = render_pictures(data)
     report = write_report(page.out_dir, data, pictures)
     example = next(iter(loader))[0][:1]

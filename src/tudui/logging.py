@@ -15,7 +15,7 @@ import torch
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
 
-CSV_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds")
+CSV_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_top5", "lr", "seconds")
 
 
 def interactive() -> bool:
@@ -141,6 +141,7 @@ class TensorBoardHook:
         if row["val_accuracy"] is not None:
             self.writer.add_scalar("val/loss", row["val_loss"], epoch)
             self.writer.add_scalar("val/accuracy", row["val_accuracy"], epoch)
+            self.writer.add_scalar("val/top5_accuracy", row["val_top5"], epoch)
         self.writer.add_scalar("lr", row["lr"], epoch)
         self.writer.add_scalar("speed/images_per_s", row["images_per_s"], epoch)
         self.writer.flush()

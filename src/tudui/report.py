@@ -46,6 +46,7 @@ class ReportData:
     settings: dict = field(default_factory=dict)   # {section: {name: value}}, as in config.yaml
     paths: dict = field(default_factory=dict)      # what is where: run directory, weights, ...
     history: list[dict] = field(default_factory=list)   # metrics.csv rows, for curves.png
+    kept_epoch: int | None = None    # the epoch of the weights measured, marked on curves.png
 
 
 # ---------------------------------------------------------------- numbers
@@ -238,8 +239,9 @@ def plot_per_class(data: ReportData) -> Figure:
     return fig
 
 
-def plot_curves(history: list[dict]) -> Figure | None:
-    """Train/val loss, val accuracy and learning rate per epoch (None without history)."""
+def plot_curves(history: list[dict], kept_epoch: int | None = None) -> Figure | None:
+    """Train/val loss, val accuracy and learning rate per epoch (None without history), with the
+    epoch whose weights were kept marked on each."""
     if not history:
         return None
     epochs = [row["epoch"] for row in history]
@@ -252,17 +254,26 @@ def plot_curves(history: list[dict]) -> Figure | None:
     loss_ax.plot([row["epoch"] for row in evaluated], [row["val_loss"] for row in evaluated], marker=val_marker,
                  label="val loss")
     loss_ax.set_title("Loss", fontsize=12)
-    loss_ax.legend(fontsize=10)
     accuracy_ax.plot([row["epoch"] for row in evaluated], [100 * row["val_accuracy"] for row in evaluated],
-                     marker=val_marker, color="#2a9d8f")
+                     marker=val_marker, color="#2a9d8f", label="val top-1")
+    if any(row.get("val_top5") is not None for row in evaluated):
+        accuracy_ax.plot([row["epoch"] for row in evaluated if row.get("val_top5") is not None],
+                         [100 * row["val_top5"] for row in evaluated if row.get("val_top5") is not None],
+                         marker=val_marker, color="#8ab17d", linestyle="--", label="val top-5")
     accuracy_ax.set_title("Val accuracy (%)" if evaluated else "Val accuracy (%): no val split", fontsize=12)
     lr_ax.plot(epochs, [row["lr"] for row in history], marker=marker, color="#7b5ea7")
     lr_ax.set_title("Learning rate (at the start of each epoch)", fontsize=12)
     for ax in (loss_ax, accuracy_ax, lr_ax):
+        if kept_epoch is not None and kept_epoch in epochs:
+            ax.axvline(kept_epoch, color="#e76f51", linestyle=":", linewidth=1.5,
+                       label=f"kept: epoch {kept_epoch}" if ax is not lr_ax else None)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch", fontsize=11)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=10)
+    loss_ax.legend(fontsize=10)
+    if evaluated or kept_epoch is not None:
+        accuracy_ax.legend(fontsize=10)
     return fig
 
 
@@ -286,7 +297,7 @@ def render_pictures(data: ReportData) -> dict[str, bytes]:
         found = {"confusion_matrix.png": plot_confusion(data.metrics["confusion"], data.class_names),
                  "misclassified.png": plot_mistakes(data),
                  "per_class.png": plot_per_class(data),
-                 "curves.png": plot_curves(data.history)}
+                 "curves.png": plot_curves(data.history, data.kept_epoch)}
         return {name: png_bytes(fig) for name, fig in found.items() if fig is not None}
 
 

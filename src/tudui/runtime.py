@@ -38,6 +38,11 @@ class Runtime:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def precision(self) -> str:
+        """What the model computes in: fp32, or autocast's bf16 or fp16 (what --precision auto chose)."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp_dtype, "fp32")
+
     def autocast(self):
         return autocast(self.device, self.amp_dtype)
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from tudui.data import build_dataset
 
-from helpers import CIFAR_COPY, REPO, run_cli
+from helpers import CIFAR_COPY, CIFAR_SKIP, REPO, run_cli
 
 
 def test_readme_main_job_reaches_90_percent_on_digits(digits_run):
@@ -27,7 +27,7 @@ def test_readme_main_job_reaches_90_percent_on_digits(digits_run):
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["dataset"] == "digits"
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "predict", "models"])
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "export", "serve", "models"])
 def test_every_command_has_help_with_examples(command):
     result = run_cli(command, "--help", check=True)
     assert "usage: tudui " + command in result.stdout
@@ -140,7 +140,7 @@ def test_bad_flag_type_is_a_usage_error():
     assert result.returncode == 2 and "invalid int value" in result.stderr
 
 
-@pytest.mark.skipif(not CIFAR_COPY.exists(), reason=f"the CIFAR-10 copy is not at {CIFAR_COPY}")
+@pytest.mark.skipif(not CIFAR_COPY.exists(), reason=CIFAR_SKIP)
 def test_one_epoch_of_the_seed_recipe_on_the_cifar10_copy(tmp_path):
     result = run_cli("train", "--config", str(REPO / "configs" / "seed.yaml"), "--data",
                      str(CIFAR_COPY), "--epochs", "1", "--val-split", "0.1", cwd=tmp_path, check=True)
@@ -167,3 +167,10 @@ def test_tudui_models_lists_torchvision_models_beside_ours():
     assert re.search(r"^tudui\s+145,578\s", out, re.MULTILINE)
     for name in ("resnet18", "vgg16", "vit_b_16", "convnext_tiny"):
         assert re.search(rf"^{name}\s+224px\s", out, re.MULTILINE), name
+
+
+def test_precision_auto_says_what_it_chose(tmp_path):
+    result = run_cli("train", "--data", "digits", "--epochs", "1", "--precision", "auto", "--no-report",
+                     cwd=tmp_path, check=True)
+    line = next(line for line in result.stdout.splitlines() if line.startswith("model: "))
+    assert re.search(r" on cpu, (fp32|bf16) \(--precision auto\); loader", line), line

@@ -11,13 +11,15 @@ from tudui.errors import TuduiError
 
 
 def test_synthetic_data_is_learned(tmp_path):
-    result = tudui.train(data="synthetic", epochs=3, project=str(tmp_path), progress=False)
+    result = tudui.train(data="synthetic", epochs=3, val_split=0.25, project=str(tmp_path), progress=False)
     assert result.test_accuracy >= 0.9           # 4 classes: chance is 25 %
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.best_weights.is_file() and result.last_weights.is_file()
     rows = list(csv.DictReader((result.run_dir / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"}
+    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "val_top5", "lr", "seconds"}
+    for row in rows:   # 4 classes: top-5 holds every class
+        assert float(row["val_accuracy"]) <= float(row["val_top5"]) == 1.0
 
 
 def test_training_is_repeatable_with_the_same_seed(tmp_path):

@@ -8,6 +8,7 @@ from PIL import Image
 from sklearn.metrics import precision_recall_fscore_support
 
 from tudui.report import (
+    plot_curves,
     ReportData,
     class_metrics,
     confident_mistakes,
@@ -130,3 +131,19 @@ def test_class_names_with_dollar_signs_are_drawn_as_written_not_as_mathematics()
     fig = plot_confusion(data.metrics["confusion"], data.class_names)
     labels = [tick.get_text() for tick in fig.axes[0].get_yticklabels()]
     assert "$\\bad{$" in labels
+
+
+def test_the_curves_mark_the_kept_epoch_and_show_top5():
+    history = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 1.0 + (e - 3) ** 2 / 10, "val_accuracy": a,
+                "val_top5": min(1.0, a + 0.2), "lr": 0.1} for e, a in zip(range(1, 6), [.3, .5, .7, .6, .55])]
+    fig = plot_curves(history, kept_epoch=3)
+    loss_ax, accuracy_ax, lr_ax = fig.axes
+    for ax in fig.axes:   # a vertical line at the kept epoch on each panel
+        assert any(list(line.get_xdata()) == [3, 3] for line in ax.get_lines())
+    labels = [t.get_text() for t in accuracy_ax.get_legend().get_texts()]
+    assert labels == ["val top-1", "val top-5", "kept: epoch 3"]
+    top5 = next(line for line in accuracy_ax.get_lines() if line.get_label() == "val top-5")
+    assert list(top5.get_ydata()) == pytest.approx([50, 70, 90, 80, 75])
+    assert all(len(ax.get_lines()) == n for ax, n in zip(fig.axes, (3, 3, 2)))
+    unmarked = plot_curves(history)
+    assert not any(list(line.get_xdata()) == [3, 3] for ax in unmarked.axes for line in ax.get_lines())

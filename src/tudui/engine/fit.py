@@ -81,7 +81,8 @@ def fit(step: TrainStep, train_loader, val_loader, options: FitOptions, hooks: H
                            step.runtime.amp_dtype, distributed=options.agree is not None)
         row = {"epoch": epoch, "train_loss": train["loss"],
                "val_loss": val["loss"] if val else None,
-               "val_accuracy": val["accuracy"] if val else None, "lr": train["lr"],
+               "val_accuracy": val["accuracy"] if val else None,
+               "val_top5": val["top5_accuracy"] if val else None, "lr": train["lr"],
                "seconds": time.perf_counter() - train["started"], "train_seconds": train["seconds"],
                "images_per_s": (train["images"] - resumed.images) / max(train["seconds"], 1e-9)}
         history.append(row)
