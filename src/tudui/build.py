@@ -118,6 +118,9 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
         _announce(parts)
         if resumed is not None:
             restore_training(resumed.state, model, step.optimizer, step.scheduler, averager, step.scaler)
+            if resumed.extension:
+                say(f"schedule: {resumed.extension}; the learning rate goes on from {rate_now(step):.3g} "
+                    f"(--extend stretch, tail or restart chooses)")
         return parts
     except BaseException:
         if hooks is not None:
@@ -125,6 +128,18 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
         elif lock is not None:
             lock.release()
         raise
+
+
+def rate_now(step: TrainStep) -> float:
+    """Set each parameter group's rate to what the (rebuilt) schedule says at the saved step, and
+    return the first: the restored optimizer holds the old schedule's rate, which a changed
+    schedule would otherwise use for one more step."""
+    scheduler = step.scheduler
+    rates = [base * rule(scheduler.last_epoch) for base, rule in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, rate in zip(step.optimizer.param_groups, rates):
+        group["lr"] = rate
+    scheduler._last_lr = rates   # what get_last_lr() reports; LambdaLR has no public setter
+    return rates[0]
 
 
 def _check_distributed(cfg: Config, runtime: Runtime) -> None:
@@ -184,7 +199,8 @@ def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, 
     optimizer = create_optimizer(cfg.optim, model, set(frozen.parameters) if cfg.train.freeze_epochs else None)
     clock = RunProgress(steps_per_epoch * cfg.train.epochs, cfg.train.time_budget,
                         resumed.state.get("elapsed", 0.0) if resumed is not None else 0.0)
-    scheduler = create_scheduler(cfg.optim, optimizer, steps_per_epoch, cfg.train.epochs, clock)
+    scheduler = create_scheduler(cfg.optim, optimizer, steps_per_epoch, cfg.train.epochs, clock,
+                                 resumed.schedule if resumed is not None else None)
     averager = Lookahead(model, clock) if cfg.train.lookahead else None
     scaler = torch.amp.GradScaler("cuda") if runtime.amp_dtype == torch.float16 \
         and runtime.device.type == "cuda" else None
@@ -214,7 +230,8 @@ def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager
     def extra_state() -> dict:
         return {"averager": averager.state_dict() if averager else None,
                 "scaler": step.scaler.state_dict() if step.scaler else None, "world_size": step.runtime.world_size,
-                "elapsed": clock.elapsed(), "tensorboard_step": tensorboard.step if tensorboard else 0}
+                "elapsed": clock.elapsed(), "tensorboard_step": tensorboard.step if tensorboard else 0,
+                "schedule": list(resumed.schedule if resumed is not None else (0, cfg.train.epochs))}
 
     checkpoints = CheckpointHook(run, model, step.optimizer, step.scheduler, meta, monitor=cfg.train.monitor,
                                  has_val=has_val, best_score=state.get("best_score", -math.inf),
@@ -281,6 +298,7 @@ def _announce(parts: Parts) -> None:
         so_far = f" (best so far: epoch {best.best_epoch})" if best.best_epoch else ""
         say(f"resuming {parts.run} after epoch {at.epoch}"
             + (f" and {at.step} steps of epoch {at.epoch + 1}" if at.step else "") + so_far)
+
 
 
 def _split_roles(spec: DatasetSpec, monitor: str) -> str:

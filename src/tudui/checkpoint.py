@@ -186,9 +186,12 @@ class Resume:
     run: RunDir
     state: dict
     config: Config
+    schedule: tuple[int, int]   # the epochs the learning-rate schedule spans: (first epoch, epochs)
+    extension: str = ""         # what a larger --epochs did to the schedule, in words ("" when unchanged)
 
 
-def resume_settings(resume: str | Path, config: Config | None, config_file, overrides: dict) -> Resume:
+def resume_settings(resume: str | Path, config: Config | None, config_file, overrides: dict,
+                    extend: str = "stretch") -> Resume:
     """The run, its training state and the settings to go on with, for --resume RUN_DIR.
 
     The run's own config.yaml is the base and flags may change it (a larger --epochs extends a
@@ -222,7 +225,27 @@ def resume_settings(resume: str | Path, config: Config | None, config_file, over
     if state["epoch"] >= cfg.train.epochs:
         raise TuduiError(f"{run} has finished its {state['epoch']} epochs; pass a larger --epochs "
                          f"to extend it")
-    return Resume(run=run, state=state, config=cfg)
+    schedule, extension = extended_schedule(state, before.train.epochs, cfg.train.epochs, extend)
+    return Resume(run=run, state=state, config=cfg, schedule=schedule, extension=extension)
+
+
+def extended_schedule(state: dict, old_epochs: int, epochs: int, extend: str) -> tuple[tuple[int, int], str]:
+    """(the epochs the schedule spans, what changed in words) when a run of old_epochs goes on to
+    epochs: stretch lays the schedule again up to the new end, tail keeps it (its last rate holds),
+    restart lays a new one over the epochs from the resume point on."""
+    saved = state.get("schedule")
+    window = (saved[0], saved[1]) if saved else (0, old_epochs)   # state.pt from before windows: the whole run
+    if epochs == old_epochs:
+        return window, ""
+    if extend == "tail":
+        return window, (f"--epochs {old_epochs} -> {epochs} with --extend tail: the schedule of epochs "
+                        f"{window[0] + 1}-{sum(window)} goes on, its last rate holding")
+    if extend == "restart":
+        start = state["epoch"]
+        return (start, epochs - start), (f"--epochs {old_epochs} -> {epochs} with --extend restart: a new "
+                                         f"schedule over epochs {start + 1}-{epochs}")
+    return (window[0], epochs - window[0]), (f"--epochs {old_epochs} -> {epochs} with --extend stretch: the "
+                                             f"schedule is laid again over epochs {window[0] + 1}-{epochs}")
 
 
 def restore_training(state: dict, model: nn.Module, optimizer, scheduler, averager, scaler) -> None:

@@ -23,7 +23,8 @@ TRAIN_EXAMPLES = """examples:
   tudui train --data photos/ --model vgg16 --weights vgg16_method2.pth --head append
   tudui train --data cifar10-jpeg.tar.gz --optimizer adamw --batch-size 128 --name adamw
   tudui train --resume runs/exp                  # after Ctrl-C (or a crash): go on where it stopped
-  tudui train --resume runs/exp --epochs 30      # extend a finished run
+  tudui train --resume runs/exp --epochs 30      # extend a finished run (its schedule stretched)
+  tudui train --resume runs/exp --epochs 30 --extend restart   # ...with a new schedule for the new epochs
 
 settings: defaults < --config FILE.yaml < flags. The resolved settings are written to
 RUN_DIR/config.yaml, which --config accepts as it is."""
@@ -144,7 +145,7 @@ def run_train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
         return launch_torchrun(flags.nproc, argv)
     overrides = {option_key(f): getattr(args, option_key(f)) for _, f in iter_options()}
     train(config_file=flags.config or None, resume=flags.resume or None, trust_pickle=flags.trust_pickle,
-          **overrides)
+          extend=flags.extend, **overrides)
     return 0
 
 

@@ -29,6 +29,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DEVICE = Rule(lambda v: v in DEVICES or (v.startswith("cuda:") and v[5:].isdigit()), "one of auto, cpu, cuda, "
               "cuda:N, mps")
 HEADS = ("replace", "append")
+EXTENSIONS = ("stretch", "tail", "restart")
 TTA_LEVELS = (0, 1, 2)
 RATE_SCALE = Rule(lambda v: 0 < v <= 1e4, "positive and at most 10000")
 
@@ -243,6 +244,10 @@ class TrainFlags(Settings):
     resume: str = option("continue a stopped run where it stopped (its own settings; flags may change them, "
                        "e.g. a larger --epochs extends a finished run)", cli={"metavar": "RUN_DIR"}, default="")
     trust_pickle: bool = trust_pickle_option()
+    extend: str = option("with --resume and a larger --epochs, the learning-rate schedule: stretch (laid again over "
+                         "all the epochs, so a decayed rate rises part of the way back), tail (the old schedule goes "
+                         "on: its last rate holds), restart (a new schedule, warm-up included, over the added "
+                         "epochs)", rule=one_of(*EXTENSIONS), default="stretch")
     nproc: int = option("processes to train with on this machine, started through torchrun: one per GPU, or N on "
                         "the CPU with Gloo (1: this process alone; for several machines run torchrun yourself)",
                         rule=up_to(1, 1024), default=1)

@@ -79,8 +79,9 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
 def settings(config: Config | None, config_file: str | Path | None, resume: str | Path | None,
              overrides: dict) -> tuple[Config, Resume | None]:
     """The settings to train with, and the run to resume (None for a new run)."""
+    extend = overrides.pop("extend", None) or "stretch"   # a flag of --resume, not a setting of the run
     if resume is not None:
-        resumed = resume_settings(resume, config, config_file, overrides)
+        resumed = resume_settings(resume, config, config_file, overrides, extend)
         return resumed.config, resumed
     return (config if config is not None else make_config(config_file, **overrides)), None
 

@@ -97,3 +97,17 @@ def test_continuing_metrics_csv_keeps_the_epochs_before_the_resume_point(tmp_pat
     path.write_bytes(b"\x00\x01 not,a\ncsv")
     with pytest.raises(TuduiError, match="cannot read .*metrics.csv to continue it"):
         CSVHook(path, append=True, keep_through=2)
+
+
+def test_a_larger_epochs_stretches_keeps_or_restarts_the_schedule():
+    from tudui.checkpoint import extended_schedule
+    finished = {"epoch": 4}
+    assert extended_schedule(finished, 4, 4, "restart") == ((0, 4), "")    # not extended: nothing changes
+    assert extended_schedule(finished, 4, 6, "stretch")[0] == (0, 6)
+    assert extended_schedule(finished, 4, 6, "tail")[0] == (0, 4)
+    window, words = extended_schedule(finished, 4, 6, "restart")
+    assert window == (4, 2) and "new schedule over epochs 5-6" in words
+    restarted = {"epoch": 6, "schedule": [4, 2]}   # a window saved by an earlier extension is kept
+    assert extended_schedule(restarted, 6, 6, "stretch") == ((4, 2), "")
+    assert extended_schedule(restarted, 6, 8, "tail")[0] == (4, 2)
+    assert extended_schedule(restarted, 6, 8, "stretch")[0] == (4, 4)

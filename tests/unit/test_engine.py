@@ -76,10 +76,10 @@ def test_schedules_warm_up_then_decay_to_the_final_rate():
     assert lr_factor(1.0, 0.0, "cosine", final=0.2) == pytest.approx(0.2)
 
 
-def scheduled_rates(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> list[float]:
+def scheduled_rates(cfg: OptimConfig, steps_per_epoch: int, epochs: int, window=None) -> list[float]:
     """The learning rate at each step of a run of a tiny model under cfg's schedule."""
     optimizer = create_optimizer(cfg, nn.Linear(2, 2))
-    scheduler = create_scheduler(cfg, optimizer, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    scheduler = create_scheduler(cfg, optimizer, steps_per_epoch=steps_per_epoch, epochs=epochs, window=window)
     rates = []
     for _ in range(steps_per_epoch * epochs):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -227,3 +227,11 @@ def test_muon_moves_filters_at_a_fixed_norm():
     assert not torch.allclose(filters, before)
     # rescaled to norm sqrt(8) before each step, then moved by 0.1 times a matrix of norm ~sqrt(8)
     assert abs(filters.norm().item() - 8 ** 0.5) < 0.15 * 8 ** 0.5
+
+
+def test_a_schedule_window_spans_only_its_epochs():
+    cfg = OptimConfig(lr=1.0, schedule="linear", warmup_epochs=1)
+    rates = scheduled_rates(cfg, 2, 5, window=(2, 3))   # a new schedule over epochs 3-5
+    assert rates[4:] == scheduled_rates(cfg, 2, 3)      # inside it: a fresh 3-epoch run's rates
+    assert rates[:4] == [0.0] * 4                        # before it: where the window starts (warm-up: 0)
+    assert scheduled_rates(cfg, 2, 4, window=(0, 2))[4:] == [0.0] * 4   # after it: its last rate holds

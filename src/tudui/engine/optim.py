@@ -160,16 +160,26 @@ class RunProgress:
 
 
 def create_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
-                     epochs: int, progress: RunProgress | None = None) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step schedule over the whole run (stepped after every optimizer step)."""
+                     epochs: int, progress: RunProgress | None = None,
+                     window: tuple[int, int] | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step schedule over the whole run (stepped after every optimizer step), or over
+    window = (first epoch, epochs) of it: before the window the rate is the schedule's start (0
+    with a warm-up), after it the schedule's end (a resumed run that was extended; see
+    checkpoint.extended_schedule)."""
     progress = progress or RunProgress(steps_per_epoch * epochs)
+    start, length = window or (0, epochs)
     # Warm-up is given in epochs; as a share of the run it is the same under a time budget.
-    warmup = min(cfg.warmup_epochs / epochs, 1.0)
+    warmup = min(cfg.warmup_epochs / length, 1.0)
+
+    def through(step: int) -> float:
+        if progress.time_budget > 0 or window is None:
+            return progress(step)
+        return min(max(step - start * steps_per_epoch, 0) / max(length * steps_per_epoch, 1), 1.0)
 
     def factor(step: int) -> float:
-        done = progress(step)
+        done = through(step)
         if done < warmup:  # count the step being taken, so the first one is not at rate zero
-            done = progress(step + 1)
+            done = through(step + 1)
         return lr_factor(done, warmup, cfg.schedule, cfg.final_lr)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
