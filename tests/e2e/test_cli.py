@@ -174,3 +174,17 @@ def test_precision_auto_says_what_it_chose(tmp_path):
                      cwd=tmp_path, check=True)
     line = next(line for line in result.stdout.splitlines() if line.startswith("model: "))
     assert re.search(r" on cpu, (fp32|bf16) \(--precision auto\); loader", line), line
+
+
+@pytest.mark.parametrize("command", [["models"], ["eval", "--json", "--no-report"]])
+def test_a_reader_that_closes_the_pipe_gets_no_traceback(command, digits_run):
+    """`tudui models | head -1`: the reader is gone before tudui writes; it ends quietly."""
+    import subprocess
+    import sys
+    args = command + (["--weights", str(digits_run.run_dir)] if command[0] == "eval" else [])
+    process = subprocess.Popen([sys.executable, "-m", "tudui", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdout.close()   # as head does once it has its lines
+    stderr = process.stderr.read()
+    assert process.wait(timeout=300) in (0, 141)
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr
