@@ -156,12 +156,31 @@ def measure_and_report(model: nn.Module, loader, images, runtime: Runtime, meta:
                        source: str, split: str, page: ReportPage) -> tuple[dict, list[str]]:
     """(metrics with the report's path, what TensorBoard skipped): the pass over the split whose
     images (in the loader's order) are given, then the report."""
+    measured = Measured(model, meta, *measure(model, loader, runtime, meta, tta, source, split, keep_outputs=True))
+    report, skipped = report_on(measured, loader, images, page)
+    return {**measured.metrics, "report": str(report)}, skipped
+
+
+@dataclass
+class Measured:
+    """One pass of a model over a split: the metrics, and the outputs the report's pictures need."""
+    model: nn.Module
+    meta: WeightsMeta
+    metrics: dict
+    probabilities: object = None
+    targets: object = None
+    loader: object = None    # what was measured, in order (the report goes over the same images)
+
+
+def report_on(measured: Measured, loader, images, page: ReportPage) -> tuple[Path, list[str]]:
+    """(report.html, what TensorBoard skipped): the page, pictures and TensorBoard figures of a
+    measured pass (kept outputs), in page.out_dir."""
     from tudui.report import ReportData, render_pictures, write_report, write_tensorboard
-    metrics, probabilities, targets = measure(model, loader, runtime, meta, tta, source, split, keep_outputs=True)
+    meta, model = measured.meta, measured.model
     # Absolute paths: the page is read later, from anywhere.
     shown_paths = {k: str(v.resolve()) if isinstance(v, Path) else str(v) for k, v in page.paths.items()}
-    data = ReportData(metrics, probabilities, targets, list(meta.class_names), images, page.title,
-                      to_dict(meta.config), shown_paths, page.history, kept_epoch=meta.epoch)
+    data = ReportData(measured.metrics, measured.probabilities, measured.targets, list(meta.class_names), images,
+                      page.title, to_dict(meta.config), shown_paths, page.history, kept_epoch=meta.epoch)
     pictures = render_pictures(data)
     report = write_report(page.out_dir, data, pictures)
     example = next(iter(loader))[0][:1]
@@ -171,31 +190,43 @@ def measure_and_report(model: nn.Module, loader, images, runtime: Runtime, meta:
             skipped = write_tensorboard(own_writer, data, pictures, model, example)
     else:
         skipped = write_tensorboard(page.writer, data, pictures, model, example)
-    return {**metrics, "report": str(report)}, skipped
+    return report, skipped
 
 
-def final_evaluation(run: RunDir, split: str, loader, images, runtime: Runtime, source: str, cfg: Config,
-                     writer, warn: Callable[[str], None]) -> tuple[dict | None, Path | None]:
-    """(metrics, report.html or None) of a finished run's chosen weights (weights/best) on `split`,
-    measured once; with --report also the page, the pictures and TensorBoard figures. The run is
-    complete before this starts, so a failure here is a warning and costs nothing else."""
-    from tudui.report import read_history
+def final_measure(run: RunDir, split: str, loader, runtime: Runtime, source: str, cfg: Config,
+                  warn: Callable[[str], None]) -> Measured | None:
+    """A finished run's chosen weights (weights/best) measured once on `split` (with the outputs
+    its report needs, under --report). The run is complete before this starts, so a failure here
+    is a warning and costs nothing else."""
     try:
         model, meta = load_model(run.best, runtime.device)
-        if not cfg.train.report:
-            return measure(model, loader, runtime, meta, cfg.train.tta, source, split)[0], None
-        paths = {"run directory": run.path, "weights evaluated": run.best, "last weights": run.last,
-                 "settings": run.config, "per-epoch metrics": run.metrics,
-                 "TensorBoard": f"tensorboard --logdir {cfg.train.project}"}
-        page = ReportPage(out_dir=run.path, title=f"tudui run {run} ({split} split)", paths=paths,
-                          history=read_history(run.metrics), writer=writer)
-        metrics, skipped = measure_and_report(model, loader, images, runtime, meta, cfg.train.tta, source, split,
-                                              page)
+        metrics, probabilities, targets = measure(model, loader, runtime, meta, cfg.train.tta, source, split,
+                                                  keep_outputs=cfg.train.report)
     except Exception as e:  # whatever went wrong, the trained run must stand
         log.debug("final evaluation failed", exc_info=True)
-        warn(f"the final {split} evaluation or its report could not be made ({type(e).__name__}: {e}); the run "
-             f"itself is complete in {run}")
-        return None, None
+        warn(f"the final {split} evaluation could not be made ({type(e).__name__}: {e}); the run itself is "
+             f"complete in {run}")
+        return None
+    return Measured(model, meta, metrics, probabilities, targets, loader)
+
+
+def final_report(run: RunDir, split: str, measured: Measured, images, cfg: Config, writer,
+                 warn: Callable[[str], None]) -> Path | None:
+    """report.html, the pictures and TensorBoard figures of final_measure's pass, in the run
+    directory; a failure is a warning (the numbers are printed already, the weights saved)."""
+    from tudui.report import read_history
+    paths = {"run directory": run.path, "weights evaluated": run.best, "last weights": run.last,
+             "settings": run.config, "per-epoch metrics": run.metrics,
+             "TensorBoard": f"tensorboard --logdir {cfg.train.project}"}
+    try:
+        page = ReportPage(out_dir=run.path, title=f"tudui run {run} ({split} split)", paths=paths,
+                          history=read_history(run.metrics), writer=writer)
+        report, skipped = report_on(measured, measured.loader, images, page)
+    except Exception as e:  # whatever went wrong, the trained run must stand
+        log.debug("final report failed", exc_info=True)
+        warn(f"the {split} report could not be made ({type(e).__name__}: {e}); the numbers above are measured "
+             f"and the run itself is complete in {run}")
+        return None
     for item in skipped:
         warn(f"TensorBoard: {item} not written")
-    return metrics, Path(metrics["report"])
+    return report

@@ -6,6 +6,8 @@ The CLI is a thin layer over `train` and a notebook calls it directly.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from tudui.data.loaders import make_eval_loader
 from tudui.engine import FitOptions, StoppedMidEpoch, fit
 from tudui.engine.distributed import any_across, barrier, shut_down
 from tudui.errors import TuduiError
-from tudui.evaluation import final_evaluation
+from tudui.evaluation import Measured, final_measure, final_report
 from tudui.interrupts import StopRequest, TrainingInterrupted
 
 
@@ -129,45 +131,57 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
     if not history:
         raise TuduiError(f"{run}: nothing left to train")
     split = "test" if parts.loaders.test is not None else "val"
-    try:
-        final, report = _final(parts, split)
-    except KeyboardInterrupt:
-        raise TrainingInterrupted(
-            f"stopped while measuring the {split} split or writing the report; training had finished and its "
-            f"weights are saved in {run.weights_dir}; measure them with  tudui eval --weights {run} --out {run}",
-            signal.SIGINT) from None
+    with _saved_if_stopped(run, split):
+        measured = _final(parts, split)
     stopped = parts.early_stopping.reason if parts.early_stopping is not None else None
     result = TrainResult(run_dir=run.path, best_epoch=parts.checkpoints.best_epoch,
-                         val_accuracy=parts.checkpoints.best_val_accuracy, final_split=split, final=final,
-                         stopped_early=stopped, history=history, best_weights=run.best, last_weights=run.last,
-                         config=cfg, report=report)
+                         val_accuracy=parts.checkpoints.best_val_accuracy, final_split=split,
+                         final=measured.metrics if measured else None, stopped_early=stopped, history=history,
+                         best_weights=run.best, last_weights=run.last, config=cfg, report=None)
     if stopped:
         parts.say(stopped)
+    # The numbers first: the report's pictures take seconds to draw and change none of them.
     parts.say(summary(result, cfg.train.monitor, has_val=parts.loaders.val is not None))
     parts.say(f"run directory: {run}  (weights/best.safetensors, metrics.csv; "
               f"view with: tensorboard --logdir {cfg.train.project})")
-    if report is not None:
-        parts.say(f"report: {report}  (confusion matrix, mistakes, curves; open it in a browser)")
+    if measured is not None and cfg.train.report:
+        with _saved_if_stopped(run, split):
+            report = final_report(run, split, measured, getattr(parts.spec, split), cfg, parts.tensorboard.writer,
+                                  parts.warn)
+        if report is not None:
+            result = dataclasses.replace(result, report=report)
+            parts.say(f"report: {report}  (confusion matrix, mistakes, curves; open it in a browser)")
     if parts.skipped_images:
         parts.warn(f"{len(parts.skipped_images)} unreadable image(s) were skipped (named in the warnings above)")
     return result
 
 
-def _final(parts: Parts, split: str) -> tuple[dict | None, Path | None]:
+@contextlib.contextmanager
+def _saved_if_stopped(run, split: str):
+    """Ctrl-C during the final measurement or report: say that the training itself is safe."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(
+            f"stopped while measuring the {split} split or writing the report; training had finished and its "
+            f"weights are saved in {run.weights_dir}; measure them with  tudui eval --weights {run} --out {run}",
+            signal.SIGINT) from None
+
+
+def _final(parts: Parts, split: str) -> Measured | None:
     """The final evaluation, by rank 0 alone on the whole split; the other processes are done.
 
     No collective follows it: rank 0 may take longer than any timeout (a large test split on a
     CPU) without the others giving up on it.
     """
     if not parts.runtime.is_main:
-        return None, None
+        return None
     loader = getattr(parts.loaders, split)
     if parts.runtime.distributed:   # the run's loaders hold this process's share only
         loader = make_eval_loader(getattr(parts.spec, split), parts.preprocess, parts.runtime.device,
                                   parts.cfg.data.batch_size, choice=parts.cfg.data.loader,
                                   in_memory=parts.spec.in_memory)
-    return final_evaluation(parts.run, split, loader, getattr(parts.spec, split), parts.runtime,
-                            parts.spec.source, parts.cfg, parts.tensorboard.writer, parts.warn)
+    return final_measure(parts.run, split, loader, parts.runtime, parts.spec.source, parts.cfg, parts.warn)
 
 
 def summary(result: TrainResult, monitor: str, has_val: bool) -> str:

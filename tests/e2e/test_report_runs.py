@@ -170,8 +170,22 @@ def test_ctrl_c_while_the_report_is_written_says_the_training_is_safe(tmp_path, 
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr("tudui.runner.final_evaluation", interrupted)
+    monkeypatch.setattr("tudui.runner.final_measure", interrupted)
     with pytest.raises(TrainingInterrupted, match="training had finished and its weights are saved") as stop:
         tudui.train(data="synthetic", epochs=1, project=str(tmp_path), progress=False)
     assert stop.value.exit_code == 130 and "tudui eval --weights" in str(stop.value)
     assert (tmp_path / "exp" / "weights" / "best.safetensors").is_file()
+
+
+def test_the_summary_line_comes_before_the_report_is_drawn(tmp_path, monkeypatch, capsys):
+    import tudui.runner
+    real = tudui.runner.final_report
+
+    def marked(*args, **kwargs):
+        print("DRAWING THE REPORT", flush=True)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(tudui.runner, "final_report", marked)
+    result = tudui.train(data="synthetic", epochs=1, project=str(tmp_path))
+    out = capsys.readouterr().out
+    assert out.index("test accuracy") < out.index("DRAWING THE REPORT") < out.index("report: ")
+    assert result.report is not None and result.report.is_file()

@@ -9,7 +9,7 @@ from tudui.data import Preprocess, build_dataset
 from tudui.data.loaders import make_eval_loader
 from tudui.engine import evaluate as evaluate_model
 from tudui.errors import TuduiError
-from tudui.evaluation import eval_output_dir, final_evaluation
+from tudui.evaluation import eval_output_dir, final_measure, final_report
 from tudui.models import create_model
 from tudui.rundir import RunDir
 from tudui.runtime import Runtime
@@ -107,7 +107,24 @@ def test_a_report_that_fails_is_a_warning_and_the_run_stands(tmp_path):
     spec = build_dataset("synthetic")
     loader = make_eval_loader(spec.test, Preprocess(input_size=32), torch.device("cpu"), 64)
     cfg = make_config(data="synthetic")
-    metrics, report = final_evaluation(run, "test", loader, spec.test, Runtime(device=torch.device("cpu")),
-                                       spec.source, cfg, None, warnings.append)
-    assert metrics is None and report is None and len(warnings) == 1
+    measured = final_measure(run, "test", loader, Runtime(device=torch.device("cpu")), spec.source, cfg,
+                             warnings.append)
+    assert measured is None and len(warnings) == 1
     assert "could not be made" in warnings[0] and str(run) in warnings[0]
+
+
+def test_a_report_that_fails_after_the_numbers_is_a_warning(tmp_path, monkeypatch):
+    run = make_run(tmp_path / "run")
+    spec = build_dataset("synthetic")
+    loader = make_eval_loader(spec.test, Preprocess(input_size=32), torch.device("cpu"), 64)
+    cfg = make_config(data="synthetic")
+    warnings = []
+    measured = final_measure(run, "test", loader, Runtime(device=torch.device("cpu")), spec.source, cfg,
+                             warnings.append)
+    assert measured is not None and measured.metrics["count"] == len(spec.test) and not warnings
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr("tudui.report.write_report", full_disk)
+    assert final_report(run, "test", measured, spec.test, cfg, None, warnings.append) is None
+    assert len(warnings) == 1 and "No space left on device" in warnings[0] and "report" in warnings[0]
