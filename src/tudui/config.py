@@ -64,8 +64,10 @@ class DataConfig(Settings):
     max_bad_share: float = option("largest share of unreadable images in a folder that is skipped with "
                                 "a warning; more stops the run", rule=within(0, 1, high_included=True),
                                 default=0.01)
-    loader: str = option("tensor: decode once, keep on the device, augment in batches; dataloader: "
-                       "PIL + worker processes; auto: tensor for images up to 64 px",
+    loader: str = option("tensor: decode once, keep on the device, augment in batches (the photo preset: "
+                       "random resized crops of a copy at twice the input size); dataloader: PIL + worker "
+                       "processes; auto: tensor for images up to 64 px, and for the photo preset when its "
+                       "decoded copy fits in memory",
                        rule=one_of(*LOADERS), default="auto")
     sampler: str = option("random: each epoch sees every training image once; balanced: images drawn with "
                         "replacement so that every class is drawn as often (for imbalanced classes)",

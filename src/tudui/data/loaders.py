@@ -1,4 +1,5 @@
-"""Loaders: torch DataLoader over PIL images for big photos, TensorLoader for data that fits in memory."""
+"""Loaders: TensorLoader (and CropLoader, the photo preset on it) for data that fits in memory as
+uint8, torch DataLoader over PIL images for the rest."""
 from __future__ import annotations
 
 import os
@@ -10,11 +11,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tudui.config import DataConfig
 from tudui.data.cache import cache_root, decode_to_tensor
-from tudui.data.datasets import DatasetSpec
+from tudui.data.datasets import ArrayImages, DatasetSpec
 from tudui.data.transforms import (
     Preprocess,
     batch_crop,
     batch_flip,
+    batch_resized_crop,
+    draw_resized_crops,
     normalize_batch,
     reflect_pad,
     train_transform,
@@ -229,10 +232,55 @@ class TensorLoader:
             images = self.images[index]
             if flip is not None:
                 images = batch_flip(images, flip)
+        return self._finish(images, index)
+
+    def _finish(self, images: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented images (uint8, or float in 0-255) normalised and laid out, with their labels."""
         x = normalize_batch(images, self.mean, self.std, self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.labels[index]
+
+    def whole_images(self, index: torch.Tensor) -> torch.Tensor:
+        """The images at index, unaugmented, at the input size (uint8)."""
+        return self.images[index]
+
+
+class CropLoader(TensorLoader):
+    """The photo preset (random resized crops, flips) on the tensor path: batches cropped from
+    uint8 images stored larger than the input (see crop_source), resized to input_size on the
+    device in one op per batch (batch_resized_crop).
+
+    Everything random (order, boxes, flips) is drawn on the CPU from (seed, epoch) for every
+    position of the epoch, as TensorLoader's shifts are: reproducible, resumable mid-epoch (skip),
+    and each of world_size ranks takes its slice of the same draws.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, input_size: int,
+                 augment: str = "resized-crop-flip", shuffle: bool = True, **options):
+        # Per batch, not the whole epoch at once: the epoch's crops would first need every
+        # source image as floats, several times the input's size.
+        super().__init__(images, labels, batch_size, shuffle, augment=augment, whole_epoch=False, **options)
+        self.input_size = input_size
+
+    def _epoch_draws(self) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """This rank's flips (n,) and crop boxes in stored pixels (4, n) of the epoch."""
+        rng = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7)
+        count = len(self.labels)
+        boxes = draw_resized_crops(count, rng).T * self.images.shape[-1]
+        flips = torch.rand(count, generator=rng) < 0.5 if self.augment.endswith("flip") else None
+        return (None if flips is None else self._mine(flips)), self._mine(boxes)
+
+    def _batch(self, index: torch.Tensor, flip: torch.Tensor | None,
+               boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._finish(batch_resized_crop(self.images[index], boxes.T, self.input_size, flip), index)
+
+    def whole_images(self, index: torch.Tensor) -> torch.Tensor:
+        """The stored images at index, uncropped, resized to the input size (uint8)."""
+        side = self.images.shape[-1]
+        whole = torch.tensor([[0.0, 0.0, side, side]]).expand(len(index), 4)
+        return batch_resized_crop(self.images[index], whole, self.input_size).round_().to(torch.uint8)
+
 
 DATA = DataConfig()   # the defaults of the data settings
 WHOLE_EPOCH_BYTES = 2 * 1024 ** 3
@@ -240,18 +288,49 @@ TENSOR_MAX_SIDE = 64            # "small images": 32-px sets and thumbnails
 TENSOR_MAX_BYTES = 4 * 1024 ** 3
 
 
+# The photo preset's tensor path stores training images at this many times the input side: the
+# smallest crop (a quarter of the area at ratio 4/3: 0.43 of the side) then still has about as
+# many pixels as the input (0.87x), so crops are mostly downscaled, never blown up much.
+CROP_SOURCE_SCALE = 2
+
+
 def use_tensor_loader(choice: str, input_size: int, num_images: int, augment: str = "none") -> bool:
     """auto: the tensor loader for small images that fit in memory as uint8, else DataLoader.
 
-    Random resized crops need the whole image, which the tensor loader no longer has.
+    The photo preset (random resized crops) takes its own path: see use_crop_loader.
     """
-    if choice == "tensor" and augment.startswith("resized-crop"):
-        raise TuduiError(f"--loader tensor cannot do --augment {augment} (it keeps only the resized "
-                         f"images); use --loader dataloader or --augment crop-flip")
     if choice != "auto":
         return choice == "tensor"
     return input_size <= TENSOR_MAX_SIDE and num_images * 3 * input_size ** 2 <= TENSOR_MAX_BYTES \
         and not augment.startswith("resized-crop")
+
+
+def use_crop_loader(choice: str, augment: str, stored_bytes: int) -> bool:
+    """The photo preset (resized-crop augment) on the tensor path (CropLoader): always with --loader
+    tensor, and with auto whenever every split's stored copy (stored_bytes) fits TENSOR_MAX_BYTES."""
+    if not augment.startswith("resized-crop") or choice == "dataloader":
+        return False
+    return choice == "tensor" or stored_bytes <= TENSOR_MAX_BYTES
+
+
+def crop_source(dataset: Dataset, preprocess: Preprocess) -> tuple[int, int | None]:
+    """(side, resize_size): the square CropLoader crops from, as decode_to_tensor's geometry.
+
+    It is the frame evaluation takes (transforms.geometry) at CROP_SOURCE_SCALE times the input
+    side: the whole image squashed, or, for torchvision's weights (resize_size), the centre
+    square of the shorter side. So unlike the PIL path's RandomResizedCrop over the whole photo,
+    (1) a squashed photo's crops have their ratio (3/4-4/3) in the squashed frame, that is the
+    photo's own aspect times it in its pixels: objects come out as eval's squash shows them, give
+    or take 4/3, where the PIL path ignores the photo's shape; (2) with a centre square, the parts
+    of a non-square photo outside it (which eval never shows) are never seen; (3) crops sample a
+    copy at twice the input side, not the full photo: the smallest crops are up to 1.15x upscaled.
+    Images held as a square array smaller than that are kept at their own size (upscaling once
+    would only cost memory; the crops are resized anyway).
+    """
+    side = CROP_SOURCE_SCALE * preprocess.input_size
+    if isinstance(dataset, ArrayImages) and dataset.images.shape[1] == dataset.images.shape[2]:
+        return min(side, dataset.images.shape[1]), None   # a square: squashed = its centre square
+    return side, side if preprocess.resize_size else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -267,40 +346,59 @@ def make_loaders(spec: DatasetSpec, preprocess: Preprocess, device: torch.device
                  choice: str = DATA.loader, workers: int = DATA.workers, augment: str = "none",
                  translate: int = DATA.translate, seed: int = 0, channels_last: bool = False,
                  sampler: str = DATA.sampler, rank: int = 0, world_size: int = 1) -> Loaders:
-    """The loaders of every split of spec: tensor loaders for small images, else DataLoaders.
+    """The loaders of every split of spec: tensor loaders for data that fits in memory (small images,
+    or the photo preset's stored copies: see use_crop_loader), else DataLoaders.
 
     preprocess says how images become the model's inputs (see Preprocess); augment is resolved.
     Training drops the last partial batch when there are at least ten full ones: every step
     then has the same shape (cuDNN's choice of algorithm and torch.compile's graph hold), and
     as the order changes each epoch, no image is left out for long. batch_size is the global
     batch: with world_size processes, this rank loads batch_size / world_size images of each
-    batch, and its share of every split (see TensorLoader, EpochSampler).
+    batch, and its share of every split (see TensorLoader, EpochSampler). Evaluation splits on
+    the tensor path are decoded at exactly the eval geometry of preprocess, whatever training does.
     """
     if batch_size % world_size:
         raise TuduiError(f"--batch-size {batch_size} is the batch of all {world_size} processes together; "
                          f"make it a multiple of {world_size}")
     count = sum(len(images) for images in spec.splits().values())
-    tensors = use_tensor_loader(choice, preprocess.input_size, count, augment)
+    side, resize_size = crop_source(spec.train, preprocess)
+    stored = 3 * (len(spec.train) * side ** 2 + (count - len(spec.train)) * preprocess.input_size ** 2)
+    crops = use_crop_loader(choice, augment, stored)
+    tensors = crops or use_tensor_loader(choice, preprocess.input_size, count, augment)
     workers = pick_workers(workers, spec.in_memory)
     drop_last = len(spec.train) // batch_size >= 10
     shard = {"rank": rank, "world_size": world_size}
     batch_size //= world_size
     weights = balanced_weights(spec.train.labels) if sampler == "balanced" else None
-    if tensors:
+    options = dict(mean=preprocess.mean, std=preprocess.std, seed=seed, device=device, drop_last=drop_last,
+                   channels_last=channels_last, weights=weights, **shard)
+    if crops:
+        images, labels = decode_to_tensor(spec.train, side, cache_root() / "tensors", resize_size,
+                                          preprocess.interpolation)
+        train = CropLoader(images, labels, batch_size, input_size=preprocess.input_size, augment=augment, **options)
+        kind = f"tensor (decoded once at {side} px, resized crops on {device})"
+    elif tensors:
         images, labels = decode_to_tensor(spec.train, preprocess.input_size, cache_root() / "tensors",
                                           preprocess.resize_size, preprocess.interpolation)
-        train = TensorLoader(images, labels, batch_size, True, preprocess.mean, preprocess.std, augment, seed,
-                             device, drop_last=drop_last, channels_last=channels_last, translate=translate,
-                             weights=weights, **shard)
+        train = TensorLoader(images, labels, batch_size, True, augment=augment, translate=translate, **options)
+        kind = f"tensor (decoded once, on {device})"
     else:
         transform = train_transform(preprocess.input_size, preprocess.mean, preprocess.std, augment, translate,
                                     preprocess.resize_size, preprocess.interpolation)
         train = make_loader(spec.train, transform, batch_size, True, workers, seed, device, drop_last, weights,
                             **shard)
+        kind = f"DataLoader ({workers} workers)" + _over_budget(choice, augment, stored)
     evaluation = {name: _eval_loader(images, preprocess, device, batch_size, tensors, workers, channels_last, **shard)
                   for name, images in spec.splits().items() if name != "train"}
-    kind = f"tensor (decoded once, on {device})" if tensors else f"DataLoader ({workers} workers)"
     return Loaders(train=train, val=evaluation.get("val"), test=evaluation.get("test"), kind=kind)
+
+
+def _over_budget(choice: str, augment: str, stored_bytes: int) -> str:
+    """Why the photo preset is not on the tensor path, for the run's first lines ("" when it was not asked)."""
+    if choice != "auto" or not augment.startswith("resized-crop"):
+        return ""
+    return (f"; the photo preset's decoded copy would take {stored_bytes / 1024 ** 3:.1f} GiB, over the "
+            f"{TENSOR_MAX_BYTES / 1024 ** 3:g} GiB budget of the tensor path")
 
 
 def make_eval_loader(dataset: Dataset, preprocess: Preprocess, device: torch.device, batch_size: int, *,
@@ -326,7 +424,7 @@ def sample_inputs(loader, count: int, device: torch.device) -> torch.Tensor:
     if isinstance(loader, TensorLoader):
         # A seeded random subset: stored order is often sorted by class (folders are).
         index = torch.randperm(len(loader.labels), generator=torch.Generator().manual_seed(loader.seed))[:count]
-        return normalize_batch(loader.images[index.to(loader.device)], loader.mean, loader.std)
+        return normalize_batch(loader.whole_images(index.to(loader.device)), loader.mean, loader.std)
     batches, seen = [], 0
     for images, _ in loader:
         batches.append(images.to(device).float())

@@ -8,10 +8,12 @@ the weights, so a prediction sees exactly what the test set saw.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
 # Photos look the same mirrored; digits, characters and the synthetic stripes do not.
@@ -21,6 +23,8 @@ SMALL_IMAGE_SIDE = 64
 # Random resized crops keep at least this share of the image: the usual 8 % often cuts the
 # object out of small folders of photos, where every image counts.
 RESIZED_CROP_SCALE = (0.25, 1.0)
+# The aspect ratios (width / height) of the crops, as torchvision's RandomResizedCrop draws them.
+RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
 
 
 def resolve_augment(augment: str, kind: str, input_size: int = 32) -> str:
@@ -159,6 +163,52 @@ def normalize_batch(images: torch.Tensor, mean: torch.Tensor | None, std: torch.
     if mean is not None and std is not None:
         x = x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
     return x.to(dtype)
+
+
+def draw_resized_crops(count: int, generator: torch.Generator, scale: tuple[float, float] = RESIZED_CROP_SCALE,
+                       ratio: tuple[float, float] = RESIZED_CROP_RATIO, attempts: int = 10) -> torch.Tensor:
+    """count crop boxes (x0, y0, x1, y1) of a unit square, (count, 4), as RandomResizedCrop draws them.
+
+    As torchvision's get_params: the area a share of the image uniform in scale, the log of the
+    aspect ratio uniform in log(ratio), the first of `attempts` draws that fits (the whole image
+    when none does), then the corner uniform where the box fits. Unlike it, the box is not
+    rounded to whole pixels: the resize samples between pixels anyway.
+    """
+    area = torch.empty(attempts, count).uniform_(*scale, generator=generator)
+    aspect = torch.empty(attempts, count).uniform_(math.log(ratio[0]), math.log(ratio[1]),
+                                                   generator=generator).exp()
+    width, height = (area * aspect).sqrt(), (area / aspect).sqrt()
+    fits = (width <= 1) & (height <= 1)
+    first = fits.to(torch.uint8).argmax(0, keepdim=True)   # the first attempt that fits
+    none_fit = ~fits.any(0)
+    width = width.gather(0, first)[0].masked_fill(none_fit, 1.0)
+    height = height.gather(0, first)[0].masked_fill(none_fit, 1.0)
+    x0 = torch.rand(count, generator=generator) * (1 - width)
+    y0 = torch.rand(count, generator=generator) * (1 - height)
+    return torch.stack([x0, y0, x0 + width, y0 + height], dim=1)
+
+
+def batch_resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int,
+                       flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Each image's box (x0, y0, x1, y1 in pixels, (0, 0) the top-left corner of the image)
+    resized to size x size, and mirrored where flip is True: float32 (B, C, size, size) in the
+    images' own range (0-255 for uint8).
+
+    One roi_align over the batch (torchvision.ops, on any device): it takes the boxes as they are
+    drawn (grid_sample would need an affine grid built per image, for the same speed on a CPU),
+    and each output pixel is the mean of a grid of bilinear samples in its cell, a grid that grows
+    with the downscale, where grid_sample takes one point per pixel and aliases. One bilinear
+    sample at a cell's centre already averages a cell two pixels wide, so boxes up to twice the
+    output's side (CropLoader's crops of a copy at twice the input side) take one sample per pixel
+    (as the plain bilinear resize does: a 2x downscale of a whole image equals it), a third of the
+    cost of roi_align's own adaptive grid on a CPU; larger images take more. aligned=True puts the
+    samples on pixel centres: a whole image at its own size comes back exactly.
+    """
+    batch = torch.arange(len(images), device=images.device, dtype=torch.float32).view(-1, 1)
+    rois = torch.cat([batch, boxes.to(device=images.device, dtype=torch.float32)], dim=1)
+    samples = max(1, math.ceil(max(images.shape[-2:]) / (2 * size)))
+    out = roi_align(images.float(), rois, (size, size), spatial_scale=1.0, sampling_ratio=samples, aligned=True)
+    return out if flip is None else batch_flip(out, flip)
 
 
 def tta_views(images: torch.Tensor, level: int) -> list[tuple[torch.Tensor, float]]:
