@@ -23,7 +23,12 @@ _LAZY = {"create_model": "tudui.models", "list_models": "tudui.models", "registe
 __all__ = ["__version__", "TuduiError", *_LAZY]
 
 
+SUBPACKAGES = ("serve",)   # tudui.serve.create_app(...) after a plain `import tudui`
+
+
 def __getattr__(name: str):
+    if name in SUBPACKAGES:
+        return importlib.import_module(f"tudui.{name}")
     if name not in _LAZY:
         raise AttributeError(f"module 'tudui' has no attribute {name!r}")
     value = getattr(importlib.import_module(_LAZY[name]), name)
@@ -32,4 +37,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(SUBPACKAGES))
