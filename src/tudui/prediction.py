@@ -33,6 +33,15 @@ def topk_probabilities(model: nn.Module, batch: torch.Tensor, k: int,
     return probabilities.topk(min(k, probabilities.shape[1]), dim=1)
 
 
+def top_classes(model: nn.Module, batch: torch.Tensor, k: int, tta: int,
+                class_names: Sequence[str]) -> list[list[dict]]:
+    """For each image of batch, its k most likely classes as [{"class", "probability"}], best first:
+    the answer `tudui predict` and `tudui serve` give."""
+    probabilities, indices = topk_probabilities(model, batch, k, tta)
+    return [[{"class": class_names[i], "probability": p} for i, p in zip(row_indices, row_probabilities)]
+            for row_probabilities, row_indices in zip(probabilities.tolist(), indices.tolist())]
+
+
 def expand_inputs(inputs: Iterable[str | Path | Image.Image]) -> list[Path | Image.Image | dict]:
     """Files and PIL images as given; folders replaced by their image files (sorted, recursive).
 
@@ -101,10 +110,9 @@ def predict_images(inputs: str | Path | Image.Image | Sequence, cfg: PredictConf
             rows.append({"path": name})
             results.append(rows[-1])
         if tensors:
-            probs, indices = topk_probabilities(net, torch.stack(tensors).to(device), cfg.topk, tta)
-            for row, p, idx in zip(rows, probs.tolist(), indices.tolist()):
-                row["predictions"] = [{"class": meta.class_names[i], "probability": q}
-                                      for i, q in zip(idx, p)]
+            answers = top_classes(net, torch.stack(tensors).to(device), cfg.topk, tta, meta.class_names)
+            for row, answer in zip(rows, answers):
+                row["predictions"] = answer
     if cfg.out:
         write_predictions(results, cfg.out)
     return results

@@ -246,12 +246,12 @@ def test_more_images_than_max_images_are_a_413(weights):
 def slow_model(monkeypatch):
     """Every forward pass takes at least 0.2 s more."""
     from tudui.serve import service
-    original = service.topk_probabilities
+    original = service.top_classes
 
     def slow(*args, **kwargs):
         time.sleep(0.2)
         return original(*args, **kwargs)
-    monkeypatch.setattr(service, "topk_probabilities", slow)
+    monkeypatch.setattr(service, "top_classes", slow)
 
 
 def test_a_full_queue_is_a_503_with_retry_after(weights, slow_model):

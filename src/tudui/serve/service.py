@@ -1,7 +1,7 @@
 """The model behind the app: loaded once, fed by the batcher, its inputs decoded in a thread pool.
 
 Everything a request goes through is `tudui predict`'s: load_model, the weights' eval transform on
-an RGB image, topk_probabilities with the weights' test-time augmentation; so the answers equal
+an RGB image, top_classes with the weights' test-time augmentation; so the answers equal
 `tudui predict`'s on the same files.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from tudui._version import __version__
 from tudui.config import ServeConfig
-from tudui.prediction import topk_probabilities
+from tudui.prediction import top_classes
 from tudui.runtime import resolve_device
 from tudui.serve.batching import Batcher, QueueFull
 from tudui.serve.limits import (
@@ -65,11 +65,8 @@ class Service:
 
     def run_batch(self, inputs: list[torch.Tensor]) -> list[list[dict]]:
         """The top-k classes of each input, best first (in the batcher's worker thread)."""
-        batch = torch.stack(inputs).to(self.device)
-        probabilities, indices = topk_probabilities(self.model, batch, self.cfg.topk, self.tta)
-        names = self.meta.class_names
-        return [[{"class": names[i], "probability": p} for i, p in zip(row_indices, row_probabilities)]
-                for row_probabilities, row_indices in zip(probabilities.tolist(), indices.tolist())]
+        return top_classes(self.model, torch.stack(inputs).to(self.device), self.cfg.topk, self.tta,
+                           self.meta.class_names)
 
     def prepare(self, upload: Upload) -> torch.Tensor:
         """The model's input for one upload (in a decoding thread)."""
