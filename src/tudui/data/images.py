@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -31,17 +33,24 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+# warnings.catch_warnings swaps a process-wide filter list: two threads inside it at once can leave
+# one's filter in place for the other, so the opening (the header read) takes turns; decoding does not.
+_OPENING = threading.Lock()
+
+
 @contextlib.contextmanager
-def open_image(path: str | Path):
-    """Image.open with Pillow's pixel limit as a hard refusal (DecompressionBombWarning raised).
+def open_image(source: str | Path | BinaryIO, formats: tuple[str, ...] | None = None):
+    """Image.open (of a path or a file object, in one of formats when given) with Pillow's pixel
+    limit as a hard refusal (DecompressionBombWarning raised), safe in several threads at once.
 
     Pillow only warns between its limit and twice it, and raises above; both are refusals
-    here, decided from the header before any pixel is decoded.
+    here, decided from the header (in Image.open) before any pixel is decoded.
     """
-    with warnings.catch_warnings():
+    with _OPENING, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as image:
-            yield image
+        image = Image.open(source, formats=formats)
+    with image:
+        yield image
 
 
 def load_image(path: str | Path) -> Image.Image:

@@ -7,8 +7,6 @@ limit is checked as soon as it can be, before the bytes past it are read.
 from __future__ import annotations
 
 import io
-import threading
-import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -17,16 +15,13 @@ from PIL import Image, UnidentifiedImageError
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-from tudui.data.images import to_rgb
+from tudui.data.images import open_image, to_rgb
 
 # The formats of tudui's image files (data.images.IMAGE_EXTENSIONS); Pillow's others (EPS runs
 # Ghostscript, for one) are not offered to strangers.
 IMAGE_FORMATS = ("BMP", "GIF", "JPEG", "PNG", "PPM", "TIFF", "WEBP")
 RAW_TYPES = ("application/octet-stream",)
 MAX_NAME = 255
-# warnings.catch_warnings swaps a process-wide filter list: two threads inside it at once can leave
-# the other's filter behind, so the header reads that need it take turns (the decoding does not).
-_OPENING = threading.Lock()
 
 
 class Refusal(Exception):
@@ -186,14 +181,12 @@ def decode_image(upload: Upload, max_pixels: int) -> Image.Image:
     """The upload as an RGB image; a 400 when it is no image Pillow reads, or when its header says
     more than max_pixels pixels (or past Pillow's own bomb limit) before any pixel is decoded."""
     try:
-        with _OPENING, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(upload.data), formats=IMAGE_FORMATS)
-        if image.width * image.height > max_pixels:
-            raise Refusal(400, f"{upload.label} has {image.width} x {image.height} pixels, more than the "
-                               f"limit of {max_pixels:,} (--max-pixels)")
-        image.load()
-        return to_rgb(image)
+        with open_image(io.BytesIO(upload.data), IMAGE_FORMATS) as image:
+            if image.width * image.height > max_pixels:
+                raise Refusal(400, f"{upload.label} has {image.width} x {image.height} pixels, more than the "
+                                   f"limit of {max_pixels:,} (--max-pixels)")
+            image.load()
+            return to_rgb(image)
     except Refusal:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
