@@ -76,6 +76,34 @@ def read_metadata(path: str | Path) -> tuple[str, ExportInfo]:
     """(the `tudui` JSON record, ExportInfo) of an exported file, read without loading its graph."""
     path = Path(path)
     entries = _onnx_metadata(_read_onnx(path), path) if format_of(path) == "onnx" else _zip_metadata(path)
+    return _metadata(entries, path)
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """An exported file opened: its metadata read, its graph not yet loaded. An ONNX file's bytes
+    are read and parsed once, for the metadata and the graph both."""
+    path: Path
+    record: str                 # the `tudui` JSON record
+    info: ExportInfo
+    onnx_bytes: bytes | None = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> ExportedFile:
+        path = Path(path)
+        if format_of(path) != "onnx":
+            return cls(path, *read_metadata(path))
+        data = path.read_bytes()   # read once: the bytes checked are the bytes run
+        return cls(path, *_metadata(_onnx_metadata(_read_onnx(path, data), path), path), onnx_bytes=data)
+
+    def load(self, device: torch.device, trust_pickle: bool) -> nn.Module:
+        """The graph as an ExportedModel (see load_graph)."""
+        if self.onnx_bytes is None:
+            return load_graph(self.path, self.info, device, trust_pickle)
+        return ExportedModel(_onnx_runner(self.path, self.onnx_bytes), self.info).eval()
+
+
+def _metadata(entries: dict[str, str], path: Path) -> tuple[str, ExportInfo]:
     if META_KEY not in entries or EXPORT_KEY not in entries:
         raise TuduiError(f"{shown_path(path)} has no tudui metadata (class names, input size); "
                          f"tudui runs the files that `tudui export` wrote")
@@ -135,16 +163,17 @@ def load_graph(path: str | Path, info: ExportInfo, device: torch.device, trust_p
                          f"which can run code from it; pass --trust-pickle if you made it (an .onnx export "
                          f"loads without)")
     if info.format == "onnx":
-        run = _onnx_runner(path)
+        data = path.read_bytes()   # read once: the bytes checked are the bytes run
+        _read_onnx(path, data)
+        run = _onnx_runner(path, data)
     else:
         run = _torch_runner(path, info.format, device)
     return ExportedModel(run, info).eval()
 
 
-def _onnx_runner(path: Path):
+def _onnx_runner(path: Path, data: bytes):
+    """A function running the ONNX graph in data (path's bytes, checked by _read_onnx) in onnxruntime."""
     ort = _needs("onnxruntime")
-    data = path.read_bytes()   # read once: the bytes checked are the bytes run
-    _read_onnx(path, data)
     options = ort.SessionOptions()
     options.log_severity_level = 3   # errors only: its warnings about unused initialisers are not ours
     try:
@@ -167,7 +196,8 @@ def _torch_runner(path: Path, kind: str, device: torch.device):
                 module = torch.jit.load(str(path), map_location=device)
             else:
                 module = torch.export.load(str(path)).module().to(device)
-        module.eval() if kind == "torchscript" else None   # an exported program is in eval mode already
+        if kind == "torchscript":   # an exported program is in eval mode already (and refuses eval())
+            module.eval()
     except Exception as e:  # noqa: BLE001 - a damaged archive fails in many ways inside torch
         raise TuduiError(f"{shown_path(path)} is not a loadable {kind} file ({type(e).__name__}: "
                          f"{str(e).strip()[:150]})") from None

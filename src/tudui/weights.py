@@ -236,11 +236,11 @@ def load_exported(path: str | Path, device: torch.device, trust_pickle: bool = F
                                                                                                WeightsMeta]:
     """An exported file's graph and metadata. The graph normalises by itself, so the metadata's
     preprocessing stops at floats in [0, 1]."""
-    record, info = exported.read_metadata(path)
-    meta = WeightsMeta.from_json(record, str(path))
-    meta = dataclasses.replace(meta, exported=info.format,
+    source = exported.ExportedFile.open(path)
+    meta = WeightsMeta.from_json(source.record, str(path))   # checked before the graph is loaded
+    meta = dataclasses.replace(meta, exported=source.info.format,
                                preprocess=dataclasses.replace(meta.preprocess, mean=None, std=None))
-    return exported.load_graph(path, info, device, trust_pickle), meta
+    return source.load(device, trust_pickle), meta
 
 
 # ---------------------------------------------------------------- state_dicts from elsewhere
