@@ -163,7 +163,8 @@ def test_crop_with_flip_is_the_mirror_of_the_crop():
 
 
 def test_balanced_sampling_draws_every_class_about_as_often(tmp_path):
-    from tudui.data.loaders import balanced_weights, epoch_order
+    from tudui.data.loaders import balanced_weights
+    from tudui.data.tensor_loaders import epoch_order
     labels = np.array([0] * 150 + [1] * 8 + [2] * 60)
     drawn = labels[epoch_order(len(labels), True, 0, 0, balanced_weights(labels)).numpy()]
     counts = np.bincount(drawn, minlength=3)

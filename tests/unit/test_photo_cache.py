@@ -9,13 +9,8 @@ from PIL import Image
 from tudui.data import build_dataset, eval_transform
 from tudui.data import loaders as loaders_module
 from tudui.data.datasets import ArrayImages, FileImages
-from tudui.data.loaders import (
-    CropLoader,
-    TensorLoader,
-    crop_source,
-    make_loaders,
-    sample_inputs,
-)
+from tudui.data.loaders import crop_source, make_loaders, sample_inputs
+from tudui.data.tensor_loaders import CropLoader, TensorLoader
 from tudui.data.transforms import (
     RESIZED_CROP_RATIO,
     RESIZED_CROP_SCALE,
