@@ -172,14 +172,13 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path, info: expor
                 record: str) -> None:
     exported._needs("onnx")
     exported._needs("onnxscript")
-    dynamic = None if info.batch is not None else ({0: torch.export.Dim("batch", min=1, max=4096)},)
     quiet = logging.getLogger("torch.onnx")
     level, quiet.level = quiet.level, logging.ERROR
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=dynamic, verbose=False,
-                                        input_names=["images"], output_names=["probabilities"])
+            program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=_batch_axis(info),
+                                        verbose=False, input_names=["images"], output_names=["probabilities"])
     except Exception as e:  # noqa: BLE001 - the exporter fails in many ways on an operator it lacks
         raise TuduiError(f"torch.onnx could not export the model: {type(e).__name__}: {str(e)[:300]}") from None
     finally:
@@ -198,12 +197,16 @@ def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path, info
 
 def _write_pt2(model: nn.Module, example: torch.Tensor, path: Path, info: exported.ExportInfo,
                record: str) -> None:
-    dynamic = None if info.batch is not None else ({0: torch.export.Dim("batch", min=1, max=4096)},)
     try:
-        program = torch.export.export(model, (example,), dynamic_shapes=dynamic)
+        program = torch.export.export(model, (example,), dynamic_shapes=_batch_axis(info))
     except Exception as e:  # noqa: BLE001 - torch.export refuses some Python in forward()
         raise TuduiError(f"torch.export could not export the model: {type(e).__name__}: {str(e)[:300]}") from None
     torch.export.save(program, str(path), extra_files=_extra_files(record, info))
+
+
+def _batch_axis(info: exported.ExportInfo) -> tuple[dict, ...] | None:
+    """The graph's first axis as torch.export's dynamic dimension, or None for a fixed batch."""
+    return None if info.batch is not None else ({0: torch.export.Dim("batch", min=1, max=4096)},)
 
 
 def _extra_files(record: str, info: exported.ExportInfo) -> dict[str, str]:
