@@ -31,8 +31,8 @@ from pathlib import Path
 from common import CIFAR_COPY, git_commit, machine
 
 import tudui
-from tudui.data.cache import cache_root
 from tudui.data.folders import resolve_folder
+from tudui.files import cache_root
 from tudui.models import model_entry
 from tudui.runtime import resolve_device
 

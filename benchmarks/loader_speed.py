@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from tudui.data import TensorLoader, build_dataset, decode_to_tensor
-from tudui.data.cache import cache_root
 from tudui.data.folders import resolve_folder
+from tudui.files import cache_root
 
 
 def epoch_rate(loader) -> float:

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 import tudui
-from tudui.data.cache import cache_root
 from tudui.data.folders import resolve_folder
+from tudui.files import cache_root
 from tudui.models import create_model
 
 

@@ -34,7 +34,7 @@ from common import CIFAR_COPY, REPO, git_commit, machine
 
 import tudui
 from tudui.data import build_dataset, decode_to_tensor
-from tudui.data.cache import cache_root
+from tudui.files import cache_root
 from tudui.runtime import resolve_device
 
 CONFIGS = {"seed": REPO / "configs" / "seed.yaml", "fast": REPO / "configs" / "cifar10-fast.yaml",

@@ -229,18 +229,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from tudui.models import count_parameters, create_model, list_models, model_entry
-    print(f"{'name':<14} {'parameters':>11}  input  description")
-    for name in list_models("tudui"):
-        entry = model_entry(name)
-        params = count_parameters(create_model(name, num_classes=10))
-        print(f"{name:<14} {params:>11,}  {entry.input_size:>3}px  {entry.summary}")
-    names = list_models("torchvision")
-    print(f"\ntorchvision's {len(names)} classification models (--model NAME; --pretrained starts\n"
-          f"from their ImageNet weights; the head is remade for your classes):")
-    for name in names:
-        entry = model_entry(name)
-        print(f"{name:<20} {entry.input_size:>3}px  {entry.summary}")
+    from tudui.model_listing import model_listing
+    print(model_listing(), end="")
     return 0
 
 

@@ -8,6 +8,12 @@ from pathlib import Path
 from tudui.errors import TuduiError
 
 
+def cache_root() -> Path:
+    """Where tudui keeps what it can make again: unpacked archives, decoded tensors, image checks,
+    the model list."""
+    return Path(os.environ.get("TUDUI_CACHE", Path.home() / ".cache" / "tudui"))
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename over path.
 

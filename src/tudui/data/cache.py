@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +24,6 @@ from tudui.errors import TuduiError
 from tudui.files import atomic_write
 
 log = logging.getLogger(__name__)
-
-
-def cache_root() -> Path:
-    """Where tudui keeps what it can make again: unpacked archives, decoded tensors, image checks."""
-    return Path(os.environ.get("TUDUI_CACHE", Path.home() / ".cache" / "tudui"))
 
 
 def source_key(dataset: Dataset, size: int, resize_size: int | None = None,

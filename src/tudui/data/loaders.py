@@ -10,11 +10,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tudui.config import DataConfig
-from tudui.data.cache import cache_root, decode_to_tensor
+from tudui.data.cache import decode_to_tensor
 from tudui.data.datasets import ArrayImages, DatasetSpec
 from tudui.data.tensor_loaders import CropLoader, TensorLoader, epoch_order, shard_size
 from tudui.data.transforms import Preprocess, normalize_batch, train_transform
 from tudui.errors import TuduiError
+from tudui.files import cache_root
 
 
 class Transformed(Dataset):

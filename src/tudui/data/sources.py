@@ -3,12 +3,12 @@ val split held out where the data has none."""
 from __future__ import annotations
 
 from tudui.config import DataConfig, TrainConfig
-from tudui.data.cache import cache_root
 from tudui.data.csvlist import csv_dataset
 from tudui.data.datasets import DatasetSpec, digits, synthetic
 from tudui.data.folders import folder
 from tudui.data.splits import hold_out_val
 from tudui.data.torchvision_sets import SETS, torchvision_set
+from tudui.files import cache_root
 
 DATA, TRAIN = DataConfig(), TrainConfig()   # the defaults of the settings below
 # --data values that name a data set rather than a path

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from tudui.data.cache import cache_root, files_key
+from tudui.data.cache import files_key
 from tudui.data.datasets import DatasetSpec, FileImages
 from tudui.data.images import open_image
 from tudui.errors import TuduiError
-from tudui.files import atomic_write
+from tudui.files import atomic_write, cache_root
 
 log = logging.getLogger(__name__)
 
