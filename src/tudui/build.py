@@ -196,7 +196,8 @@ def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, 
     """The optimizer step (loss, optimizer, schedule, loss scaler), the run's clock and the averager."""
     # Under --freeze-epochs the backbone joins the optimizer now (at its lower rate) and gets
     # gradients when FreezeSchedule releases it; under --freeze-backbone it never does.
-    optimizer = create_optimizer(cfg.optim, model, set(frozen.parameters) if cfg.train.freeze_epochs else None)
+    optimizer = create_optimizer(cfg.optim, model, set(frozen.parameters) if cfg.train.freeze_epochs else None,
+                                 compile=cfg.train.compile)
     clock = RunProgress(steps_per_epoch * cfg.train.epochs, cfg.train.time_budget,
                         resumed.state.get("elapsed", 0.0) if resumed is not None else 0.0)
     scheduler = create_scheduler(cfg.optim, optimizer, steps_per_epoch, cfg.train.epochs, clock,

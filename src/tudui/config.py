@@ -129,6 +129,8 @@ class OptimConfig(Settings):
                           default=0.24)
     muon_momentum: float = option("with --optimizer muon: the filters' momentum", rule=within(0, 1),
                                 default=0.6)
+    muon_steps: int = option("with --optimizer muon: Newton-Schulz steps that orthogonalise each filter "
+                             "update (the record uses 3; 5 is closer to orthogonal)", rule=up_to(1, 20), default=5)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -9,6 +9,7 @@ from tudui.config import OptimConfig
 from tudui.engine.hooks import Hooks
 from tudui.engine.loop import TrainStep, evaluate, train_one_epoch
 from tudui.engine.optim import (
+    MuonWithSGD,
     create_optimizer,
     create_scheduler,
     lr_factor,
@@ -227,6 +228,57 @@ def test_muon_moves_filters_at_a_fixed_norm():
     assert not torch.allclose(filters, before)
     # rescaled to norm sqrt(8) before each step, then moved by 0.1 times a matrix of norm ~sqrt(8)
     assert abs(filters.norm().item() - 8 ** 0.5) < 0.15 * 8 ** 0.5
+
+
+def _reference_muon(filters, grads_per_step, lr, momentum, nesterov, steps):
+    """Muon written out per filter bank in float64, as the record's optimizer reads: momentum,
+    rescale to norm sqrt(out), flatten, normalise, Newton-Schulz on the wide side, step."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    weights = [f.double().clone() for f in filters]
+    buffers = [torch.zeros_like(w) for w in weights]
+    for grads in grads_per_step:
+        for w, buf, g in zip(weights, buffers, grads):
+            g = g.double()
+            buf.mul_(momentum).add_(g)
+            update = g + momentum * buf if nesterov else buf
+            w.mul_(len(w) ** 0.5 / (w.norm() + 1e-12))
+            x = update.reshape(len(update), -1)
+            x = x / (x.norm() + 1e-7)
+            tall = x.shape[0] > x.shape[1]
+            x = x.T if tall else x
+            for _ in range(steps):
+                gram = x @ x.T
+                x = a * x + (b * gram + c * gram @ gram) @ x
+            w.add_((x.T if tall else x).reshape(w.shape), alpha=-lr)
+    return weights
+
+
+@pytest.mark.parametrize("nesterov, steps", [(True, 5), (False, 3)])
+def test_muon_step_equals_the_reference_arithmetic(nesterov, steps):
+    torch.manual_seed(0)
+    # Two banks of one shape (stacked together), a wide one and a tall one (4 x 2 x 3 x 3: 4 x 18).
+    shapes = [(6, 4, 3, 3), (6, 4, 3, 3), (3, 6, 1, 1), (4, 2, 3, 3), (40, 2, 1, 1)]
+    filters = [nn.Parameter(torch.randn(shape)) for shape in shapes]
+    grads_per_step = [[torch.randn(shape) for shape in shapes] for _ in range(3)]
+    expected = _reference_muon(filters, grads_per_step, lr=0.1, momentum=0.6, nesterov=nesterov, steps=steps)
+    optimizer = MuonWithSGD([{"params": filters, "lr": 0.1, "momentum": 0.6, "muon": True,
+                              "ns_steps": steps}], nesterov=nesterov)
+    for grads in grads_per_step:
+        for f, g in zip(filters, grads):
+            f.grad = g.clone()
+        optimizer.step()
+    for mine, theirs in zip(filters, expected):
+        torch.testing.assert_close(mine.detach().double(), theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_orthogonalize_does_a_stack_as_each_matrix_alone():
+    torch.manual_seed(1)
+    stack = torch.randn(3, 8, 20)
+    together = orthogonalize(stack)
+    for i in range(3):
+        torch.testing.assert_close(together[i], orthogonalize(stack[i]), rtol=1e-5, atol=1e-6)
+    half = orthogonalize(stack, dtype=torch.bfloat16)   # the GPU's arithmetic, close to float32's
+    assert half.dtype == torch.float32 and (half - together).abs().max() < 0.05
 
 
 def test_a_schedule_window_spans_only_its_epochs():
