@@ -247,3 +247,32 @@ def test_small_square_arrays_are_kept_at_their_own_size():
     arrays = ArrayImages(np.zeros((4, 32, 32, 3), dtype=np.uint8), np.zeros(4, dtype=np.int64))
     assert crop_source(arrays, Preprocess(input_size=96)) == (32, None)
     assert crop_source(arrays, Preprocess(input_size=12, resize_size=14)) == (24, None)
+
+
+def test_without_augmentation_the_cached_path_gives_the_dataloader_batches(tmp_path):
+    spec = photo_spec(tmp_path)
+    preprocess = Preprocess(input_size=96, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    batches = {}
+    for choice in ("tensor", "dataloader"):
+        loaders = make_loaders(spec, preprocess, torch.device("cpu"), 4, augment="none", choice=choice,
+                               workers=0, seed=3)
+        batches[choice] = list(loaders.train)
+    assert len(batches["tensor"]) == len(batches["dataloader"]) > 1
+    for (x_tensor, y_tensor), (x_loader, y_loader) in zip(batches["tensor"], batches["dataloader"]):
+        assert torch.equal(y_tensor, y_loader)                # the same seeded order
+        # the same pixels, but for the cache's rounding to uint8: half a level over the std
+        assert (x_tensor - x_loader).abs().max() <= 0.5 / 255 / 0.2 + 1e-6
+
+
+def test_the_photo_cache_is_decoded_again_when_a_photo_changes(tmp_path):
+    spec = photo_spec(tmp_path)
+    preprocess = Preprocess(input_size=96)
+    before = make_loaders(spec, preprocess, torch.device("cpu"), 4, augment="resized-crop-flip").train.images
+    changed = spec.train.samples[0][0]
+    Image.fromarray(np.full((150, 200, 3), 255, dtype=np.uint8)).save(changed, quality=90)   # now all white
+    spec = photo_spec(tmp_path)
+    after = make_loaders(spec, preprocess, torch.device("cpu"), 4, augment="resized-crop-flip").train.images
+    index = [path for path, _ in spec.train.samples].index(changed)
+    assert (after[index] >= 254).all() and not (before[index] >= 254).all()
+    others = [i for i in range(len(after)) if i != index]
+    assert torch.equal(after[others], before[others])
