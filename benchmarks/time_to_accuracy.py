@@ -50,12 +50,13 @@ def parse_sets(pairs: list[str]) -> dict:
 
 
 def run(recipe: str, data: str, seed: int, device: str, budget: float | None, out: Path,
-        extra: dict) -> dict:
+        extra: dict, config: str | Path | None = None) -> dict:
+    """One tudui.train of recipe (or of the settings file config), timed."""
     overrides = {"data": data, "seed": seed, "device": device, "project": str(out), "report": False, **extra}
     if recipe == "fast-budget":
         overrides.update(time_budget=budget, epochs=1000)
     start = time.perf_counter()
-    result = tudui.train(config_file=CONFIGS[recipe], progress=False, **overrides)
+    result = tudui.train(config_file=config or CONFIGS[recipe], progress=False, **overrides)
     wall = time.perf_counter() - start
     fit_s = sum(row["seconds"] for row in result.history)
     train_s = sum(row["train_seconds"] for row in result.history)

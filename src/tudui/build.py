@@ -34,7 +34,7 @@ from tudui.data.loaders import Loaders, sample_inputs
 from tudui.data.validate import drop_unreadable
 from tudui.engine import Hooks, ResumePoint, RunProgress, TrainStep, create_optimizer, create_scheduler
 from tudui.engine.averaging import Lookahead
-from tudui.engine.distributed import from_rank_zero, wrap
+from tudui.engine.distributed import described, from_rank_zero, wrap
 from tudui.engine.optim import inverse_frequency
 from tudui.errors import TuduiError
 from tudui.logging import CSVHook, ProgressHook, TensorBoardHook
@@ -290,7 +290,7 @@ def _announce(parts: Parts) -> None:
     say(f"splits: {_split_roles(spec, cfg.train.monitor)}")
     resize = f", resize {pre.resize_size} + centre crop" if pre.resize_size else ""
     say(f"model: {cfg.model.arch} ({count_parameters(parts.model):,} parameters, "
-        f"{pre.input_size}x{pre.input_size} input{resize}) on {parts.runtime.device}, {parts.runtime.precision}"
+        f"{pre.input_size}x{pre.input_size} input{resize}) on {described(parts.runtime)}, {parts.runtime.precision}"
         f"{' (--precision auto)' if cfg.train.precision == 'auto' else ''}; "
         f"loader: {parts.loaders.kind}; run directory {parts.run}")
     say(f"start: {parts.start.start}{_freeze_note(cfg, parts.model)}")

@@ -67,7 +67,7 @@ def evaluate_weights(cfg: EvalConfig) -> dict:
     paths = {**({"run directory": run.path} if run else {}),
              "weights evaluated": resolve_weights_path(cfg.weights), "report folder": out_dir,
              "TensorBoard": f"tensorboard --logdir {out_dir}"}
-    from tudui.report import read_history  # matplotlib and scikit-learn load only when a report is made
+    from tudui.report import read_history  # matplotlib loads only when a report is made
     page = ReportPage(out_dir=out_dir, title=f"tudui eval {cfg.weights} ({split} split)", paths=paths,
                       history=read_history(run.metrics) if run else [])
     try:

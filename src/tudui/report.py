@@ -22,7 +22,6 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 from PIL import Image
-from sklearn.metrics import ConfusionMatrixDisplay
 
 from tudui.files import atomic_write
 
@@ -137,6 +136,7 @@ def plot_confusion(confusion, class_names: Sequence[str]) -> Figure:
         fig = Figure(figsize=(side + margin + 1.0, 2 * (side + margin) + 0.8), dpi=FIGURE_DPI,
                      layout="constrained")
         axes = fig.subplots(2, 1)
+    from sklearn.metrics import ConfusionMatrixDisplay   # 0.9 s to import: only when a matrix is drawn
     panels = ((counts, "d", "Counts"), (shares, ".2f", "Share of each true class (rows sum to 1)"))
     for ax, (values, fmt, title) in zip(axes, panels):
         display = ConfusionMatrixDisplay(values, display_labels=labels)

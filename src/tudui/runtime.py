@@ -28,6 +28,7 @@ class Runtime:
     amp_dtype: torch.dtype | None = None   # None: plain float32
     rank: int = 0
     world_size: int = 1
+    joined: bool = False                   # in torchrun's process group (also as its only process)
 
     @property
     def is_main(self) -> bool:
@@ -36,7 +37,9 @@ class Runtime:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Under torchrun: DistributedDataParallel and the collectives, even for one process (so a
+        one-GPU machine runs, and can time, the same path as eight)."""
+        return self.world_size > 1 or self.joined
 
     @property
     def precision(self) -> str:
@@ -100,7 +103,7 @@ def create_runtime(device: str | torch.device, precision: str, *, for_training: 
     if for_training and resolved.type == "cuda":
         torch.backends.cudnn.benchmark = True
     rank, world_size = (place[0], place[1]) if place is not None else (0, 1)
-    return Runtime(device=resolved, amp_dtype=amp_dtype, rank=rank, world_size=world_size)
+    return Runtime(device=resolved, amp_dtype=amp_dtype, rank=rank, world_size=world_size, joined=place is not None)
 
 
 # Seconds a collective waits for the other ranks before it fails (a dead or stuck rank).
@@ -108,10 +111,11 @@ PROCESS_GROUP_TIMEOUT = float(os.environ.get("TUDUI_DIST_TIMEOUT", "120"))
 
 
 def torchrun_place() -> tuple[int, int, int] | None:
-    """(rank, world size, local rank) when torchrun started this process among several, else None."""
+    """(rank, world size, local rank) when torchrun started this process (its one process too), or
+    when WORLD_SIZE says there are several; else None."""
     try:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size <= 1:
+        if world_size <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
             return None
         return int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0"))
     except (KeyError, ValueError):

@@ -58,6 +58,20 @@ def test_two_processes_train_one_run_with_the_weights_of_one_process(tmp_path):
     assert alone["count"] == 64
 
 
+def test_one_process_under_torchrun_runs_ddp_with_the_weights_of_a_plain_run(tmp_path):
+    # torchrun with one process joins a process group of one: the path of N processes, on one
+    # device (a one-GPU machine tests NCCL and times DDP's own cost this way).
+    settings = ["--data", "synthetic", "--val-split", "0.25", "--batch-size", "32", "--epochs", "2", "--no-report"]
+    ddp = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
+               "-m", "tudui", "train", *settings, "--project", "ddp"], tmp_path)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "on cpu (1 process, DistributedDataParallel over gloo)" in ddp.stdout
+    plain = run([sys.executable, "-m", "tudui", "train", *settings, "--project", "plain"], tmp_path)
+    assert plain.returncode == 0 and "DistributedDataParallel" not in plain.stdout
+    assert max_difference(tmp_path / "ddp/exp/weights/last.safetensors",
+                          tmp_path / "plain/exp/weights/last.safetensors") < 1e-6
+
+
 def test_two_nodes_on_one_machine_finish_one_run(tmp_path):
     port = 29400 + os.getpid() % 500
     launchers = [subprocess.Popen(

@@ -22,6 +22,14 @@ def wrap(model: nn.Module, runtime: Runtime) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
+def described(runtime: Runtime) -> str:
+    """Where the run computes, for the model line: the device, and under torchrun the processes."""
+    if not runtime.distributed:
+        return str(runtime.device)
+    count = f"{runtime.world_size} process" + "es" * (runtime.world_size != 1)
+    return f"{runtime.device} ({count}, DistributedDataParallel over {dist.get_backend()})"
+
+
 def sum_across(values: torch.Tensor) -> torch.Tensor:
     """values summed over every process (in place); unchanged in a single process."""
     if active():
