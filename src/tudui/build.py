@@ -301,7 +301,6 @@ def _announce(parts: Parts) -> None:
             + (f" and {at.step} steps of epoch {at.epoch + 1}" if at.step else "") + so_far)
 
 
-
 def _split_roles(spec: DatasetSpec, monitor: str) -> str:
     """What each split is for in this run, in words."""
     if spec.val is None:

@@ -154,7 +154,8 @@ class MuonWithSGD(torch.optim.Optimizer):
 
 
 def _same_shapes(params: list[torch.Tensor]) -> list[list[int]]:
-    """Indices of params grouped by shape, in order of first appearance."""
+    """Indices of params grouped by shape (and dtype and device: what one stack can hold), in order
+    of first appearance."""
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(params):
         groups.setdefault((tuple(p.shape), p.dtype, p.device), []).append(i)
