@@ -31,6 +31,7 @@ from tudui.data import (
     resolve_augment,
 )
 from tudui.data.loaders import Loaders, sample_inputs
+from tudui.data.tensor_loaders import ProgressiveResize
 from tudui.data.validate import drop_unreadable
 from tudui.engine import Hooks, ResumePoint, RunProgress, TrainStep, create_optimizer, create_scheduler
 from tudui.engine.averaging import Lookahead
@@ -98,6 +99,7 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
         world_size=runtime.world_size)
     model, frozen = _prepare_model(cfg, start, preprocess, loaders.train, runtime)
     step, clock, averager = _optimization(cfg, model, frozen, spec, len(loaders.train), runtime, resumed)
+    resize = _progressive(cfg, model, preprocess, loaders, clock)
     run, lock = _hold_run_dir(cfg, runtime, resumed)
     hooks = None
     try:   # from here on, a failure lets go of the run directory (and closes what was opened)
@@ -110,7 +112,7 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
         say, warn = _reporters(progress if runtime.is_main else False)
         checkpoints, early_stopping, tensorboard, hooks = _hooks(
             cfg, run, model, step, averager, clock, meta, frozen, resumed, progress, lock, loaders.val is not None,
-            runtime.is_main)
+            runtime.is_main, resize)
         parts = Parts(cfg=cfg, runtime=runtime, run=run, resumed=resumed, start_at=_start_at(resumed, runtime.rank),
                       spec=spec, skipped_images=skipped_images, preprocess=preprocess, augment=augment, loaders=loaders,
                       start=start, model=model, step=step, averager=averager, clock=clock, checkpoints=checkpoints,
@@ -150,6 +152,10 @@ def _check_distributed(cfg: Config, runtime: Runtime) -> None:
     if runtime.distributed and (cfg.train.freeze_epochs or cfg.train.whiten_bias_epochs >= 0):
         raise TuduiError("--freeze-epochs and --whiten-bias-epochs change which layers train during the run, "
                          "which several processes cannot follow yet; use --freeze-backbone, or one process")
+    # Under a time budget each process would read its own clock at the start of an epoch.
+    if runtime.distributed and cfg.train.progressive_size and cfg.train.time_budget:
+        raise TuduiError("--progressive-size under --time-budget decides each epoch's size by the time spent, "
+                         "which several processes cannot agree on yet; give --epochs instead, or use one process")
 
 
 def _hold_run_dir(cfg: Config, runtime: Runtime, resumed: Resume | None) -> tuple[RunDir, RunLock | None]:
@@ -190,6 +196,25 @@ def _prepare_model(cfg: Config, start: StartingModel, preprocess: Preprocess, tr
     return model, frozen
 
 
+def _progressive(cfg: Config, model: nn.Module, preprocess: Preprocess, loaders: Loaders,
+                 clock: RunProgress) -> ProgressiveResize | None:
+    """The hook that trains the first epochs smaller (--progressive-size), once the loader and the
+    model are seen to allow it; None when the run does not ask for it."""
+    size = cfg.train.progressive_size
+    if not size:
+        return None
+    if size >= preprocess.input_size:
+        raise TuduiError(f"--progressive-size {size} must be below the input size ({preprocess.input_size}): "
+                         f"the first epochs train smaller, the rest at the input size")
+    if not hasattr(loaders.train, "set_size"):
+        raise TuduiError(f"--progressive-size resizes batches on the tensor path, and this run's training "
+                         f"loader is {loaders.kind}: use --loader tensor, or leave --progressive-size out")
+    check_input_size(model, size, cfg.model.arch, model_entry(cfg.model.arch).input_size,
+                     setting="--progressive-size")
+    return ProgressiveResize(loaders.train, size, cfg.train.progressive_epochs / cfg.train.epochs, clock,
+                             len(loaders.train))
+
+
 def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, spec: DatasetSpec,
                   steps_per_epoch: int, runtime: Runtime,
                   resumed: Resume | None) -> tuple[TrainStep, RunProgress, Lookahead | None]:
@@ -220,8 +245,9 @@ def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, 
 
 def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager: Lookahead | None,
            clock: RunProgress, meta: WeightsMeta, frozen: FrozenBackbone | None, resumed: Resume | None,
-           progress: bool | None, lock: RunLock | None, has_val: bool,
-           writes: bool) -> tuple[CheckpointHook, EarlyStopping | None, TensorBoardHook | None, Hooks]:
+           progress: bool | None, lock: RunLock | None, has_val: bool, writes: bool,
+           resize: ProgressiveResize | None) -> tuple[CheckpointHook, EarlyStopping | None, TensorBoardHook | None,
+                                                     Hooks]:
     """The checkpoint, early-stopping and TensorBoard hooks, and every hook in the order they hear
     each event. Only the process that writes (rank 0) prints and has the writers; every process
     keeps the choice of the best epoch, so that all of them stop early together."""
@@ -243,6 +269,7 @@ def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager
         ProgressHook(bar=progress, has_val=has_val) if progress is not False and writes else None,
         FreezeSchedule(frozen, cfg.train.freeze_epochs) if cfg.train.freeze_epochs else None,
         whiten_bias_schedule(model, cfg.train.whiten_bias_epochs),
+        resize,
         averager,   # before the writers: at the end of training it puts the averaged weights in
         CSVHook(run.metrics, append=resumed is not None, keep_through=state.get("epoch", 0)) if writes else None,
         tensorboard,
@@ -282,7 +309,10 @@ def _announce(parts: Parts) -> None:
     """The run's first lines: data and its splits, model, where it starts from (and where it resumes)."""
     cfg, spec, pre, say = parts.cfg, parts.spec, parts.preprocess, parts.say
     stats = f"mean {_triple(pre.mean)} std {_triple(pre.std)}" if pre.mean else "off"
-    say(f"data: {spec.source}: {spec.sizes()}, {len(spec.class_names)} classes; augment {parts.augment}; "
+    resize = (f"; progressive resizing: epochs 1-{cfg.train.progressive_epochs} at {cfg.train.progressive_size} px"
+              + (" (that share of the time budget)" if cfg.train.time_budget else "")
+              if cfg.train.progressive_size else "")
+    say(f"data: {spec.source}: {spec.sizes()}, {len(spec.class_names)} classes; augment {parts.augment}{resize}; "
         f"normalise {stats}")
     if spec.ignored:
         say(f"data: ignored {', '.join(f'{n} {what}' + 's' * (n != 1) for what, n in spec.ignored.items())}")

@@ -174,6 +174,12 @@ class TrainConfig(Settings):
                               rule=up_to(0, 1e8), default=0.0)
     whiten_bias_epochs: int = option("fastnet: epochs in which its whitening stem's bias learns, then it "
                                    "is frozen (-1: all)", rule=up_to(-1, 1_000_000), default=-1)
+    progressive_size: int = option("progressive resizing: the first --progressive-epochs epochs train on images "
+                                   "scaled down to this side, the rest at the input size (0: off; tensor "
+                                   "loader, and a model that pools globally, as fastnet and torchvision's do)",
+                                   rule=up_to(0, 4096), default=0)
+    progressive_epochs: int = option("epochs at --progressive-size (under --time-budget: the same share of the "
+                                     "budget, as for --warmup-epochs)", rule=up_to(0, 1_000_000), default=0)
     report: bool = option("at the end, write report.html, metrics.json, pictures of the confusion "
                         "matrix, mistakes and curves, and TensorBoard figures into the run directory",
                         default=True)
@@ -186,6 +192,14 @@ class TrainConfig(Settings):
         super().__post_init__()
         check(0 <= self.freeze_epochs < self.epochs,
                f"--freeze-epochs must be 0 or more and below --epochs ({self.epochs}), got {self.freeze_epochs}")
+        if self.progressive_size:
+            check(self.progressive_size >= 8, f"--progressive-size must be 0 (off) or at least 8 pixels, got "
+                                              f"{self.progressive_size}")
+            check(0 < self.progressive_epochs < self.epochs,
+                  f"--progressive-epochs must be from 1 to {self.epochs - 1} (below --epochs {self.epochs}, so the "
+                  f"run ends at the input size), got {self.progressive_epochs}")
+        else:
+            check(not self.progressive_epochs, "--progressive-epochs needs --progressive-size (the smaller side)")
         check(not (self.freeze_backbone and self.freeze_epochs),
                "--freeze-backbone freezes the whole run and --freeze-epochs only its start; pick one")
 

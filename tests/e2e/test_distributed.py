@@ -37,8 +37,11 @@ def max_difference(a, b) -> float:
     return max((first[k].double() - second[k].double()).abs().max().item() for k in first)
 
 
-def test_two_processes_train_one_run_with_the_weights_of_one_process(tmp_path):
-    settings = ["--data", "synthetic", "--val-split", "0.25", "--batch-size", "32", "--epochs", "2", "--no-report"]
+@pytest.mark.parametrize("extra", [[], ["--model", "fastnet", "--widths", "8,8,8", "--progressive-size", "16",
+                                         "--progressive-epochs", "1"]], ids=["plain", "progressive"])
+def test_two_processes_train_one_run_with_the_weights_of_one_process(tmp_path, extra):
+    settings = ["--data", "synthetic", "--val-split", "0.25", "--batch-size", "32", "--epochs", "2", "--no-report",
+                *extra]
     two = run(tudui_cmd(*settings, "--project", "two"), tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
     one = run([sys.executable, "-m", "tudui", "train", *settings, "--project", "one"], tmp_path)
@@ -144,6 +147,14 @@ def test_batch_size_is_the_global_batch_and_must_divide_among_the_processes(tmp_
     result = run(tudui_cmd("--data", "synthetic", "--batch-size", "33", "--epochs", "1"), tmp_path)
     assert result.returncode == 1
     assert "--batch-size 33 is the batch of all 2 processes together; make it a multiple of 2" in result.stderr
+
+
+def test_progressive_resizing_by_the_clock_is_refused_with_several_processes(tmp_path):
+    result = run(tudui_cmd("--data", "synthetic", "--model", "fastnet", "--progressive-size", "16",
+                           "--progressive-epochs", "1", "--epochs", "2", "--time-budget", "30"), tmp_path)
+    assert result.returncode == 1
+    assert "--progressive-size under --time-budget decides each epoch's size by the time spent" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_the_readme_names_the_torchrun_lines():

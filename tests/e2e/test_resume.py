@@ -27,6 +27,9 @@ RECIPES = {
     "seed": dict(config_file=REPO / "configs" / "seed.yaml", data="synthetic", epochs=4, batch_size=32),
     "fast": dict(config_file=REPO / "configs" / "cifar10-fast.yaml", data="synthetic", epochs=4,
                  batch_size=32, widths="8,8,8", precision="fp32"),
+    # stopped in epoch 2, the last of the two at 16 px: the resumed rest of it is trained at 16 px too
+    "progressive": dict(config_file=REPO / "configs" / "cifar10-fast.yaml", data="synthetic", epochs=4,
+                        batch_size=32, widths="8,8,8", precision="fp32", progressive_size=16, progressive_epochs=2),
 }
 
 
@@ -58,7 +61,7 @@ def assert_same_weights(a, b):
         assert torch.equal(first[name], second[name]), name
 
 
-@pytest.mark.parametrize("recipe", ["seed", "fast"])
+@pytest.mark.parametrize("recipe", ["seed", "fast", "progressive"])
 def test_resume_after_ctrl_c_mid_epoch_gives_the_same_weights_and_losses(recipe, tmp_path, monkeypatch):
     straight = train(tmp_path / "straight", **RECIPES[recipe])
     signal_at_step(monkeypatch, 13)             # 8 steps per epoch: 5 steps into epoch 2

@@ -115,6 +115,36 @@ def test_the_whitening_bias_stops_learning_after_its_epochs(tmp_path):
     assert torch.equal(biases[0], biases[1])
 
 
+def test_progressive_resizing_trains_the_first_epochs_smaller(tmp_path, monkeypatch, capsys):
+    from tudui.data import tensor_loaders
+    sizes, resized = [], []
+    set_size, resize_batch = tensor_loaders.TensorLoader.set_size, tensor_loaders.resize_batch
+    monkeypatch.setattr(tensor_loaders.TensorLoader, "set_size",
+                        lambda loader, size: sizes.append((loader.epoch, size)) or set_size(loader, size))
+    monkeypatch.setattr(tensor_loaders, "resize_batch",
+                        lambda images, size: resized.append(size) or resize_batch(images, size))
+    result = tudui.train(data="synthetic", model="fastnet", widths="8,8,8", epochs=3, batch_size=32,
+                         progressive_size=16, progressive_epochs=2, project=str(tmp_path), report=False)
+    assert sizes == [(0, 16), (1, 16), (2, None)]
+    steps = 256 // 32                              # synthetic: 4 classes x 64 training images, batches of 32
+    assert resized == [16] * (2 * steps)           # every batch of the first two epochs, none after
+    assert "progressive resizing: epochs 1-2 at 16 px" in capsys.readouterr().out
+    assert result.test_accuracy is not None
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"model": "tudui"}, r"tudui cannot take 16x16 inputs .*pick another --progressive-size"),
+    ({"model": "fastnet", "loader": "dataloader"}, "--progressive-size resizes batches on the tensor path"),
+    ({"model": "fastnet", "progressive_size": 32}, "--progressive-size 32 must be below the input size"),
+])
+def test_progressive_resizing_is_refused_where_it_cannot_work(tmp_path, options, message):
+    settings = {"progressive_size": 16, **options}
+    with pytest.raises(TuduiError, match=message):
+        tudui.train(data="synthetic", epochs=2, progressive_epochs=1, project=str(tmp_path), progress=False,
+                    **settings)
+    assert not any(tmp_path.iterdir())             # refused before a run directory was made
+
+
 def _muon_steps(compiled: bool, batches) -> dict:
     from torch import nn
 

@@ -8,12 +8,15 @@ import torch
 from PIL import Image
 
 from tudui.data import TensorLoader, build_dataset, decode_to_tensor, eval_transform
+from tudui.data.tensor_loaders import ProgressiveResize
 from tudui.data.transforms import (
     batch_flip,
     batch_translate,
     normalize_batch,
+    resize_batch,
     tta_views,
 )
+from tudui.engine.optim import RunProgress
 
 from helpers import write_class_folder
 
@@ -169,3 +172,59 @@ def test_balanced_sampling_draws_every_class_about_as_often(tmp_path):
     drawn = labels[epoch_order(len(labels), True, 0, 0, balanced_weights(labels)).numpy()]
     counts = np.bincount(drawn, minlength=3)
     assert counts.sum() == len(labels) and counts.min() > 0.6 * counts.max()
+
+
+# ---------------------------------------------------------------- progressive resizing
+
+def test_resize_batch_matches_pils_bilinear_downscale():
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    small = resize_batch(images, 24)
+    assert small.dtype == torch.uint8 and small.shape == (4, 3, 24, 24)
+    for image, resized in zip(images, small, strict=True):
+        pil = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((24, 24), Image.BILINEAR)
+        expected = torch.from_numpy(np.array(pil)).permute(2, 0, 1).int()
+        assert (resized.int() - expected).abs().max() <= 1   # antialiased, as PIL's resize
+    assert resize_batch(images, 32) is images
+    as_float = resize_batch(images.float(), 24)               # floats (0-255) as the GPU path takes them
+    assert as_float.dtype == torch.float32 and (as_float - small.float()).abs().max() <= 1 + 1e-4
+
+
+def test_a_smaller_size_resizes_the_same_augmented_batches():
+    images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8)
+    kwargs = dict(batch_size=32, shuffle=True, augment="crop-alt-flip", translate=2, seed=4)
+    full, small = TensorLoader(images, torch.arange(96), **kwargs), TensorLoader(images, torch.arange(96), **kwargs)
+    small.set_size(20)
+    for (x, y), (x_small, y_small) in zip(full, small, strict=True):
+        assert torch.equal(y, y_small) and x_small.shape == (32, 3, 20, 20)
+        # no mean/std: the batches are pixels / 255, so the full one gives back its uint8 pixels
+        expected = resize_batch((x * 255).round().to(torch.uint8), 20).float() / 255
+        assert torch.allclose(x_small, expected)
+    small.set_size(None)
+    assert next(iter(small))[0].shape == (32, 3, 32, 32)
+
+
+def test_progressive_resize_shrinks_the_first_epochs_of_the_run():
+    images, labels = numbered_images(64, size=16)
+    loader = TensorLoader(images, labels, 16, True, augment="crop-flip", seed=1)
+    clock = RunProgress(total_steps=len(loader) * 5)
+    hook = ProgressiveResize(loader, 8, 2 / 5, clock, len(loader))
+    sides = []
+    for epoch in range(1, 6):
+        loader.set_epoch(epoch - 1)
+        hook.on_epoch_start(epoch, 5, len(loader))
+        sides.append({tuple(x.shape[-2:]) for x, _ in loader})
+    assert sides == [{(8, 8)}] * 2 + [{(16, 16)}] * 3
+    # a resumed run asks again for its epoch and gets the same answer
+    hook.on_epoch_start(2, 5, len(loader))
+    assert loader.size == 8
+
+
+def test_under_a_time_budget_the_small_share_is_a_share_of_the_time():
+    images, labels = numbered_images(32)
+    loader = TensorLoader(images, labels, 16, True)
+    elapsed = {"share": 0.0}
+    hook = ProgressiveResize(loader, 4, 0.5, lambda step: elapsed["share"], len(loader))
+    for share, size in [(0.0, 4), (0.49, 4), (0.5, None), (0.9, None)]:
+        elapsed["share"] = share
+        hook.on_epoch_start(7, 10, len(loader))   # the epoch number does not matter, the time spent does
+        assert loader.size == size

@@ -12,6 +12,7 @@ from tudui.data.transforms import (
     draw_resized_crops,
     normalize_batch,
     reflect_pad,
+    resize_batch,
     translate_pixels,
 )
 
@@ -66,6 +67,7 @@ class TensorLoader:
         self.shard = shard_size(len(labels), rank, world_size, equal=shuffle)
         self.channels_last = channels_last
         self.epoch, self.start_step = 0, 0
+        self.size: int | None = None   # a smaller side to train at (progressive resizing; set_size)
         self.pad = translate_pixels(translate, images.shape[-1]) if augment.startswith("crop") else 0
         # It is faster to move and augment uint8 data and convert per batch than to hold floats.
         # With crops, the set is reflect-padded once (in chunks) and kept only padded: each
@@ -88,6 +90,10 @@ class TensorLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def set_size(self, size: int | None) -> None:
+        """Train at size x size from the next pass on (None: the images' own size)."""
+        self.size = size
 
     def skip(self, steps: int) -> None:
         """Start the next pass at batch `steps` of this epoch (resuming mid-epoch)."""
@@ -146,6 +152,8 @@ class TensorLoader:
             images = self.images[index]
             if flip is not None:
                 images = batch_flip(images, flip)
+        if self.size is not None:
+            images = resize_batch(images, self.size)
         return self._finish(images, index)
 
     def _finish(self, images: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,10 +195,32 @@ class CropLoader(TensorLoader):
 
     def _batch(self, index: torch.Tensor, flip: torch.Tensor | None,
                boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._finish(batch_resized_crop(self.images[index], boxes.T, self.input_size, flip), index)
+        return self._finish(batch_resized_crop(self.images[index], boxes.T, self.size or self.input_size, flip),
+                            index)
 
     def whole_images(self, index: torch.Tensor) -> torch.Tensor:
         """The stored images at index, uncropped, resized to the input size (uint8)."""
         side = self.images.shape[-1]
         whole = torch.tensor([[0.0, 0.0, side, side]]).expand(len(index), 4)
         return batch_resized_crop(self.images[index], whole, self.input_size).round_().to(torch.uint8)
+
+
+class ProgressiveResize:
+    """Hook: progressive resizing. Epochs that start within the first share of the run train at
+    size (cheaper: a convolution's cost goes with the pixels), the rest at the images' own size.
+
+    progress(step) is the run's clock (RunProgress): by steps, an epoch count (the first
+    share * epochs epochs, the same after a resume); under a time budget, by the time spent.
+    """
+
+    def __init__(self, loader: TensorLoader, size: int, share: float, progress, steps_per_epoch: int):
+        self.loader, self.size, self.share = loader, size, share
+        self.progress, self.steps_per_epoch = progress, steps_per_epoch
+
+    def small(self, epoch: int) -> bool:
+        """Whether epoch (from 1) trains at the smaller size."""
+        # A hair below the share, so that float rounding of e / epochs never adds an epoch.
+        return self.progress((epoch - 1) * self.steps_per_epoch) < self.share - 1e-9
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.loader.set_size(self.size if self.small(epoch) else None)

@@ -156,6 +156,18 @@ def batch_translate(images: torch.Tensor, shift_y: torch.Tensor, shift_x: torch.
     return batch_crop(reflect_pad(images, pad), shift_y, shift_x, pad)
 
 
+def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
+    """A batch (B, C, H, W) resized to size x size: bilinear with antialiasing (the smoothing a
+    downscale needs, as PIL's resize does), in uint8 on the CPU (several times faster there than
+    float), in float (0-255) elsewhere."""
+    if images.shape[-2:] == (size, size):
+        return images
+    if images.dtype != torch.uint8 or images.device.type != "cpu":
+        images = images.float()
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
+                                           align_corners=False)
+
+
 def normalize_batch(images: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None,
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 (B, C, H, W) -> float in [0, 1], then (x - mean) / std as eval_transform computes it."""
