@@ -92,6 +92,9 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
     start = build_starting_model(cfg, len(spec.class_names), trust_pickle)
     preprocess = _preprocess(cfg, spec)
     augment = resolve_augment(cfg.data.augment, spec.kind, preprocess.input_size)
+    if cfg.train.progressive_size >= preprocess.input_size:   # before any decoding
+        raise TuduiError(f"--progressive-size {cfg.train.progressive_size} must be below the input size "
+                         f"({preprocess.input_size}): the first epochs train smaller, the rest at the input size")
     loaders = make_loaders(
         spec, preprocess, runtime.device, cfg.data.batch_size, choice=cfg.data.loader,
         workers=cfg.data.workers, augment=augment, translate=cfg.data.translate, seed=cfg.train.seed,
@@ -120,6 +123,8 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
         _announce(parts)
         if resumed is not None:
             restore_training(resumed.state, model, step.optimizer, step.scheduler, averager, step.scaler)
+            if resize is not None:
+                resize.load_state_dict(resumed.state.get("progressive"))
             if resumed.extension:
                 say(f"schedule: {resumed.extension}; the learning rate goes on from {rate_now(step):.3g} "
                     f"(--extend stretch, tail or restart chooses)")
@@ -203,9 +208,6 @@ def _progressive(cfg: Config, model: nn.Module, preprocess: Preprocess, loaders:
     size = cfg.train.progressive_size
     if not size:
         return None
-    if size >= preprocess.input_size:
-        raise TuduiError(f"--progressive-size {size} must be below the input size ({preprocess.input_size}): "
-                         f"the first epochs train smaller, the rest at the input size")
     if not hasattr(loaders.train, "set_size"):
         raise TuduiError(f"--progressive-size resizes batches on the tensor path, and this run's training "
                          f"loader is {loaders.kind}: use --loader tensor, or leave --progressive-size out")
@@ -235,7 +237,10 @@ def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, 
     if cfg.optim.class_weights == "auto":
         weights = inverse_frequency(spec.train.labels, len(spec.class_names)).to(runtime.device)
     trained = wrap(model, runtime)   # DistributedDataParallel under torchrun, else the model itself
-    step = TrainStep(model=torch.compile(trained) if cfg.train.compile else trained,
+    # Progressive resizing gives two input sizes: a graph for each, not one for any shape.
+    compiled = torch.compile(trained, dynamic=False if cfg.train.progressive_size else None) \
+        if cfg.train.compile else None
+    step = TrainStep(model=trained if compiled is None else compiled,
                      loss_fn=nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.optim.label_smoothing,
                                                  reduction="none"),
                      optimizer=optimizer, scheduler=scheduler, runtime=runtime, loss_sum=cfg.optim.loss_sum,
@@ -258,7 +263,8 @@ def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager
         return {"averager": averager.state_dict() if averager else None,
                 "scaler": step.scaler.state_dict() if step.scaler else None, "world_size": step.runtime.world_size,
                 "elapsed": clock.elapsed(), "tensorboard_step": tensorboard.step if tensorboard else 0,
-                "schedule": list(resumed.schedule if resumed is not None else (0, cfg.train.epochs))}
+                "schedule": list(resumed.schedule if resumed is not None else (0, cfg.train.epochs)),
+                "progressive": resize.state_dict() if resize is not None else None}
 
     checkpoints = CheckpointHook(run, model, step.optimizer, step.scheduler, meta, monitor=cfg.train.monitor,
                                  has_val=has_val, best_score=state.get("best_score", -math.inf),

@@ -27,6 +27,12 @@ def test_tensor_loader_gives_the_same_batches_on_cuda_as_on_the_cpu():
         for (x_cpu, y_cpu), (x_gpu, y_gpu) in zip(cpu, gpu, strict=True):
             assert x_gpu.is_cuda and torch.equal(y_gpu.cpu(), y_cpu)
             torch.testing.assert_close(x_gpu.cpu(), x_cpu)
+    # progressive resizing: uint8 on the CPU, float then rounded on CUDA, the same pixels within a level
+    for loader in (cpu, gpu):
+        loader.set_size(24)
+    for (x_cpu, _), (x_gpu, _) in zip(cpu, gpu, strict=True):
+        assert x_gpu.shape == x_cpu.shape and x_cpu.shape[-2:] == (24, 24)
+        assert (x_gpu.cpu() - x_cpu).abs().max() <= 1.0 / 255 / 0.2 + 1e-5   # one level over the std
 
 
 def test_bf16_training_on_cuda_gives_finite_losses_near_fp32():

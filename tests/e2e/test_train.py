@@ -123,7 +123,8 @@ def test_progressive_resizing_trains_the_first_epochs_smaller(tmp_path, monkeypa
                         lambda loader, size: sizes.append((loader.epoch, size)) or set_size(loader, size))
     monkeypatch.setattr(tensor_loaders, "resize_batch",
                         lambda images, size: resized.append(size) or resize_batch(images, size))
-    result = tudui.train(data="synthetic", model="fastnet", widths="8,8,8", epochs=3, batch_size=32,
+    # On the CPU every batch is resized on its own (a GPU resizes the whole epoch at once).
+    result = tudui.train(data="synthetic", model="fastnet", widths="8,8,8", epochs=3, batch_size=32, device="cpu",
                          progressive_size=16, progressive_epochs=2, project=str(tmp_path), report=False)
     assert sizes == [(0, 16), (1, 16), (2, None)]
     steps = 256 // 32                              # synthetic: 4 classes x 64 training images, batches of 32
@@ -175,6 +176,18 @@ def test_compiled_steps_agree_with_eager_ones():
     for name in eager:   # float32 both ways; fused kernels round differently
         torch.testing.assert_close(compiled[name], eager[name], rtol=1e-3, atol=2e-5, msg=name)
     assert not torch.allclose(moved["groups.0.conv1.weight"], eager["groups.0.conv1.weight"])
+
+
+def test_a_compiled_run_with_progressive_resizing_compiles_a_graph_per_size(tmp_path):
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    before = counters["stats"]["unique_graphs"]
+    result = tudui.train(data="synthetic", model="fastnet", widths="8,8,8", epochs=3, batch_size=32, compile=True,
+                         device="cpu", progressive_size=16, progressive_epochs=1, project=str(tmp_path),
+                         progress=False, report=False)
+    assert counters["stats"]["unique_graphs"] - before == 2     # 16 px, then 32 px, then no more
+    assert result.test_accuracy is not None
 
 
 def test_a_second_compiled_run_in_one_process_compiles_nothing_again(tmp_path):

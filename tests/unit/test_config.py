@@ -35,6 +35,7 @@ def test_resolved_config_file_reads_back_identically(tmp_path):
     ({"progressive_size": 24, "epochs": 3}, "--progressive-epochs must be from 1 to 2"),
     ({"progressive_size": 24, "progressive_epochs": 3, "epochs": 3}, "--progressive-epochs must be from 1 to 2"),
     ({"progressive_epochs": 2}, "--progressive-epochs needs --progressive-size"),
+    ({"progressive_size": 24, "progressive_epochs": 1, "epochs": 1}, "needs at least 2 epochs"),
 ])
 def test_bad_values_are_refused_with_the_flag_named(overrides, message):
     with pytest.raises(TuduiError, match=message):

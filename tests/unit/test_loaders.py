@@ -228,3 +228,16 @@ def test_under_a_time_budget_the_small_share_is_a_share_of_the_time():
         elapsed["share"] = share
         hook.on_epoch_start(7, 10, len(loader))   # the epoch number does not matter, the time spent does
         assert loader.size == size
+    # Stopped in epoch 7 while it was small, resumed when the clock is past the share: epoch 7
+    # finishes small (as it began), epoch 8 follows the clock.
+    elapsed["share"] = 0.3
+    hook.on_epoch_start(7, 10, len(loader))
+    saved = hook.state_dict()
+    assert saved == {"epoch": 7, "size": 4}
+    elapsed["share"] = 0.6
+    resumed = ProgressiveResize(loader, 4, 0.5, lambda step: elapsed["share"], len(loader))
+    resumed.load_state_dict(saved)
+    resumed.on_epoch_start(7, 10, len(loader))
+    assert loader.size == 4
+    resumed.on_epoch_start(8, 10, len(loader))
+    assert loader.size is None

@@ -216,6 +216,16 @@ class ProgressiveResize:
     def __init__(self, loader: TensorLoader, size: int, share: float, progress, steps_per_epoch: int):
         self.loader, self.size, self.share = loader, size, share
         self.progress, self.steps_per_epoch = progress, steps_per_epoch
+        self.epoch = 0
+        self.kept: dict | None = None   # a resumed epoch's size, as it was when the run stopped
+
+    def state_dict(self) -> dict:
+        """The epoch in progress and its size: a run stopped mid-epoch finishes it at that size (under a
+        time budget the clock at the resume would say otherwise)."""
+        return {"epoch": self.epoch, "size": self.loader.size}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        self.kept = state if isinstance(state, dict) else None
 
     def small(self, epoch: int) -> bool:
         """Whether epoch (from 1) trains at the smaller size."""
@@ -223,4 +233,9 @@ class ProgressiveResize:
         return self.progress((epoch - 1) * self.steps_per_epoch) < self.share - 1e-9
 
     def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
-        self.loader.set_size(self.size if self.small(epoch) else None)
+        self.epoch = epoch
+        if self.kept is not None and self.kept.get("epoch") == epoch and self.kept.get("size") in (self.size, None):
+            self.loader.set_size(self.kept["size"])
+        else:
+            self.loader.set_size(self.size if self.small(epoch) else None)
+        self.kept = None

@@ -158,14 +158,17 @@ def batch_translate(images: torch.Tensor, shift_y: torch.Tensor, shift_x: torch.
 
 def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
     """A batch (B, C, H, W) resized to size x size: bilinear with antialiasing (the smoothing a
-    downscale needs, as PIL's resize does), in uint8 on the CPU (several times faster there than
-    float), in float (0-255) elsewhere."""
+    downscale needs, as PIL's resize does). uint8 comes back as uint8 values: computed in uint8 on
+    the CPU (several times faster there than float), in float elsewhere (CUDA has no uint8 kernel
+    for it) and rounded, so both devices give the same pixels within one level."""
     if images.shape[-2:] == (size, size):
         return images
-    if images.dtype != torch.uint8 or images.device.type != "cpu":
-        images = images.float()
-    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
-                                           align_corners=False)
+    if images.dtype == torch.uint8 and images.device.type == "cpu":
+        return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
+                                               align_corners=False)
+    out = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
+                                          align_corners=False)
+    return out.round_().clamp_(0, 255) if images.dtype == torch.uint8 else out
 
 
 def normalize_batch(images: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None,
