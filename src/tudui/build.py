@@ -315,7 +315,9 @@ def _announce(parts: Parts) -> None:
     """The run's first lines: data and its splits, model, where it starts from (and where it resumes)."""
     cfg, spec, pre, say = parts.cfg, parts.spec, parts.preprocess, parts.say
     stats = f"mean {_triple(pre.mean)} std {_triple(pre.std)}" if pre.mean else "off"
-    resize = (f"; progressive resizing: epochs 1-{cfg.train.progressive_epochs} at {cfg.train.progressive_size} px"
+    small = cfg.train.progressive_epochs
+    resize = (f"; progressive resizing: {'epoch 1' if small == 1 else f'epochs 1-{small}'} at "
+              f"{cfg.train.progressive_size} px"
               + (" (that share of the time budget)" if cfg.train.time_budget else "")
               if cfg.train.progressive_size else "")
     say(f"data: {spec.source}: {spec.sizes()}, {len(spec.class_names)} classes; augment {parts.augment}{resize}; "
