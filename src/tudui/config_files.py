@@ -3,6 +3,7 @@ overrides laid over it, the resolved settings written back (config.yaml) and rea
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from dataclasses import fields
 from pathlib import Path
@@ -59,8 +60,7 @@ def _collect(values: Any) -> dict[str, dict[str, tuple[Any, str]]]:
                 if _flag_only(name, inner):
                     continue
                 if name not in SECTIONS[key].__dataclass_fields__:
-                    raise TuduiError(f"unknown setting {key}.{shown(name)[1:-1]}; {key} has "
-                                     f"{', '.join(f.name for f in fields(SECTIONS[key]))}")
+                    raise TuduiError(f"unknown setting {key}.{shown(name)[1:-1]}; {_nearest(key, name)}")
                 put(key, name, inner, f"{key}.{name}")
         elif _flag_only(key, value):
             continue
@@ -75,6 +75,15 @@ def _collect(values: Any) -> dict[str, dict[str, tuple[Any, str]]]:
             raise TuduiError(f"unknown setting {shown(key)} in the config: not a setting (`tudui train "
                              f"--help` lists them) and not a config section ({', '.join(SECTIONS)})")
     return given
+
+
+def _nearest(section: str, name: str) -> str:
+    """The settings of section spelled like name, or where to find them all (a whole list would make
+    the message long, and longer with every setting added)."""
+    close = difflib.get_close_matches(name, [f.name for f in fields(SECTIONS[section])], n=3, cutoff=0.6)
+    if close:
+        return f"did you mean {' or '.join(f'{section}.{c}' for c in close)}?"
+    return f"`tudui train --help` lists the settings, and config.yaml of any run shows the {section} section"
 
 
 def _flag_only(name: str, value: Any) -> bool:
@@ -183,7 +192,9 @@ def make_config(config_file: str | Path | None = None, **overrides: Any) -> Conf
         if value is None:
             continue
         if key not in names:
-            raise TuduiError(f"unknown setting {key!r}; the settings are {', '.join(sorted(names))}")
+            close = difflib.get_close_matches(str(key), list(names), n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}?" if close else "`tudui train --help` lists the settings"
+            raise TuduiError(f"unknown setting {shown(key)}; {hint}")
         section, name = names[key]
         flag = flag_name(SECTIONS[section].__dataclass_fields__[name])
         given[section][name] = (os.fspath(value) if isinstance(value, os.PathLike) else value, flag)
