@@ -50,7 +50,8 @@ step_recipes() {
         echo "== recipe $i: $sets (exit $?)"; tail -1 "$OUT/recipe$i.err"
     done <<<"${RECIPES:-epochs=10
 optimizer=muon whiten_bias_epochs=3 epochs=8 muon_steps=3
-optimizer=muon whiten_bias_epochs=3 epochs=8 muon_steps=3 compile=true}"
+optimizer=muon whiten_bias_epochs=3 epochs=8 muon_steps=3 compile=true
+optimizer=muon whiten_bias_epochs=3 epochs=8 muon_steps=3 compile=true progressive_size=24 progressive_epochs=3}"
 }
 step_start() {
     local TIMEFORMAT
