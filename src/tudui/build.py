@@ -212,7 +212,7 @@ def _progressive(cfg: Config, model: nn.Module, preprocess: Preprocess, loaders:
         raise TuduiError(f"--progressive-size resizes batches on the tensor path, and this run's training "
                          f"loader is {loaders.kind}: use --loader tensor, or leave --progressive-size out")
     check_input_size(model, size, cfg.model.arch, model_entry(cfg.model.arch).input_size,
-                     setting="--progressive-size")
+                     advice="--progressive-size needs a model that pools globally, as fastnet and torchvision's do")
     return ProgressiveResize(loaders.train, size, cfg.train.progressive_epochs / cfg.train.epochs, clock,
                              len(loaders.train))
 

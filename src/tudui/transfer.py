@@ -92,8 +92,7 @@ def _from_weights(cfg: Config, num_classes: int, options: dict, trust_pickle: bo
                          start=f"{copied} tensors from {path}, new head for {num_classes} classes")
 
 
-def check_input_size(model: nn.Module, input_size: int, name: str, own_size: int,
-                     setting: str = "--input-size") -> None:
+def check_input_size(model: nn.Module, input_size: int, name: str, own_size: int, advice: str = "") -> None:
     """One forward pass at input_size, so a size the model cannot take fails now, in one line."""
     was_training = model.training
     model.eval()
@@ -102,8 +101,8 @@ def check_input_size(model: nn.Module, input_size: int, name: str, own_size: int
             model(torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device))
     except (RuntimeError, ValueError, AssertionError) as e:
         raise TuduiError(f"{name} cannot take {input_size}x{input_size} inputs "
-                         f"({str(e).strip().splitlines()[0][:200]}); pick another {setting} "
-                         f"(its own is {own_size})") from None
+                         f"({str(e).strip().splitlines()[0][:200]}); "
+                         f"{advice or f'pick another --input-size (its own is {own_size})'}") from None
     finally:
         model.train(was_training)
 

@@ -134,7 +134,7 @@ def test_progressive_resizing_trains_the_first_epochs_smaller(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"model": "tudui"}, r"tudui cannot take 16x16 inputs .*pick another --progressive-size"),
+    ({"model": "tudui"}, r"tudui cannot take 16x16 inputs .*; --progressive-size needs a model that pools globally"),
     ({"model": "fastnet", "loader": "dataloader"}, "--progressive-size resizes batches on the tensor path"),
     ({"model": "fastnet", "progressive_size": 32}, "--progressive-size 32 must be below the input size"),
 ])
