@@ -276,3 +276,13 @@ def test_the_photo_cache_is_decoded_again_when_a_photo_changes(tmp_path):
     assert (after[index] >= 254).all() and not (before[index] >= 254).all()
     others = [i for i in range(len(after)) if i != index]
     assert torch.equal(after[others], before[others])
+
+
+def test_a_smaller_size_crops_straight_to_it():
+    values = torch.arange(40)
+    images = (values * 6).to(torch.uint8).view(40, 1, 1, 1).expand(40, 3, 24, 24).contiguous()
+    full, small = crop_loader(images, seed=3), crop_loader(images, seed=3)
+    small.set_size(8)                        # progressive resizing: the same boxes, resized to 8 px
+    for (x, y), (x_small, y_small) in zip(epoch_batches(full), epoch_batches(small), strict=True):
+        assert torch.equal(y, y_small) and x.shape[-2:] == (12, 12) and x_small.shape[-2:] == (8, 8)
+        assert torch.allclose(x_small[:, 0, 0, 0], x[:, 0, 0, 0], atol=1e-4)   # constant images stay constant
