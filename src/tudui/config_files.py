@@ -60,7 +60,9 @@ def _collect(values: Any) -> dict[str, dict[str, tuple[Any, str]]]:
                 if _flag_only(name, inner):
                     continue
                 if name not in SECTIONS[key].__dataclass_fields__:
-                    raise TuduiError(f"unknown setting {key}.{shown(name)[1:-1]}; {_nearest(key, name)}")
+                    hint = _nearest(name, [f.name for f in fields(SECTIONS[key])], prefix=f"{key}.") or \
+                        f"`tudui train --help` lists the settings, and config.yaml of any run shows the {key} section"
+                    raise TuduiError(f"unknown setting {key}.{shown(name)[1:-1]}; {hint}")
                 put(key, name, inner, f"{key}.{name}")
         elif _flag_only(key, value):
             continue
@@ -77,13 +79,11 @@ def _collect(values: Any) -> dict[str, dict[str, tuple[Any, str]]]:
     return given
 
 
-def _nearest(section: str, name: str) -> str:
-    """The settings of section spelled like name, or where to find them all (a whole list would make
-    the message long, and longer with every setting added)."""
-    close = difflib.get_close_matches(name, [f.name for f in fields(SECTIONS[section])], n=3, cutoff=0.6)
-    if close:
-        return f"did you mean {' or '.join(f'{section}.{c}' for c in close)}?"
-    return f"`tudui train --help` lists the settings, and config.yaml of any run shows the {section} section"
+def _nearest(name: str, names: list[str], prefix: str = "") -> str:
+    """'did you mean ...?' with the names spelled like name, or "" when none is (the message names
+    these few, not every setting: that list would be long, and longer with every setting added)."""
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(prefix + c for c in close)}?" if close else ""
 
 
 def _flag_only(name: str, value: Any) -> bool:
@@ -192,8 +192,7 @@ def make_config(config_file: str | Path | None = None, **overrides: Any) -> Conf
         if value is None:
             continue
         if key not in names:
-            close = difflib.get_close_matches(str(key), list(names), n=3, cutoff=0.6)
-            hint = f"did you mean {' or '.join(close)}?" if close else "`tudui train --help` lists the settings"
+            hint = _nearest(str(key), list(names)) or "`tudui train --help` lists the settings"
             raise TuduiError(f"unknown setting {shown(key)}; {hint}")
         section, name = names[key]
         flag = flag_name(SECTIONS[section].__dataclass_fields__[name])
