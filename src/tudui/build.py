@@ -237,10 +237,9 @@ def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, 
     if cfg.optim.class_weights == "auto":
         weights = inverse_frequency(spec.train.labels, len(spec.class_names)).to(runtime.device)
     trained = wrap(model, runtime)   # DistributedDataParallel under torchrun, else the model itself
-    # Progressive resizing gives two input sizes: a graph for each, not one for any shape.
-    compiled = torch.compile(trained, dynamic=False if cfg.train.progressive_size else None) \
-        if cfg.train.compile else None
-    step = TrainStep(model=trained if compiled is None else compiled,
+    if cfg.train.compile:   # progressive resizing gives two input sizes: a graph for each, not one for any shape
+        trained = torch.compile(trained, dynamic=False if cfg.train.progressive_size else None)
+    step = TrainStep(model=trained,
                      loss_fn=nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.optim.label_smoothing,
                                                  reduction="none"),
                      optimizer=optimizer, scheduler=scheduler, runtime=runtime, loss_sum=cfg.optim.loss_sum,
