@@ -77,7 +77,7 @@ def export_weights(cfg: ExportConfig, say: Callable[[str], None] = lambda line: 
         raise TuduiError(f"{shown_path(cfg.weights)} is exported already; export the .safetensors file or the "
                          f"run directory it came from")
     out = _output_path(cfg)
-    model, meta = load_model(cfg.weights, "cpu", cfg.model or None, cfg.trust_pickle)
+    model, meta = load_model(cfg.weights, "cpu", cfg.model or None, cfg.trust_pickle, layout=False)
     info = exported.ExportInfo(cfg.format, cfg.pixels, "float16" if cfg.half else "float32",
                                None if cfg.batch == "dynamic" else int(cfg.batch))
     reference = Deployable(model, meta, cfg.pixels).eval()

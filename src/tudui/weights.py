@@ -211,8 +211,13 @@ def read_any_weights(path: str | Path, trust_pickle: bool = False) -> tuple[dict
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu", model_name: str | None = None,
-               trust_pickle: bool = False) -> tuple[nn.Module, WeightsMeta]:
+               trust_pickle: bool = False, layout: bool = True) -> tuple[nn.Module, WeightsMeta]:
     """The model a weights file describes, with its weights loaded, in eval mode.
+
+    With layout (the default) a model whose run trained channels-last is loaded channels-last
+    too: its convolutions run 1.5-1.8x faster so (fastnet on a CPU) than the same weights in the
+    default layout, whatever the layout of the images fed to it. export asks for the default
+    layout (layout=False).
 
     A tudui weights file (or run directory) describes itself. Any other file is read as a
     plain state_dict (see tudui.state_dicts) for the model model_name; its metadata then has
@@ -227,6 +232,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", model_name:
         state, meta = read_weights(path)
         model = create_model(meta.model, num_classes=meta.num_classes, **meta.model_options)
         fit_state_dict(model, state, str(path), f"model {meta.model!r}")
+        if layout and meta.config.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
     else:
         model, meta = _import_model(path, model_name, trust_pickle)
     return model.to(device).eval(), meta

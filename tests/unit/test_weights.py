@@ -204,3 +204,21 @@ def test_weights_that_are_not_finite_numbers_are_refused_wherever_they_are_read(
     torch.save(model.state_dict(), tmp_path / "nan.pth")
     with pytest.raises(TuduiError, match="not finite numbers"):
         load_model(tmp_path / "nan.pth", model_name="tudui")
+
+
+def test_a_model_trained_channels_last_is_loaded_channels_last_except_for_export(tmp_path):
+    from tudui.config_files import make_config
+
+    def is_channels_last(model):
+        convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        return all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+
+    model = create_model("tudui", num_classes=3)
+    x = torch.randn(4, 3, 32, 32)
+    for channels_last in (True, False):
+        meta = dataclasses.replace(META, config=make_config(data="digits", channels_last=channels_last))
+        save_weights(tmp_path / f"{channels_last}.safetensors", model, meta)
+        loaded = load_model(tmp_path / f"{channels_last}.safetensors")[0]
+        assert is_channels_last(loaded) == channels_last
+        assert not is_channels_last(load_model(tmp_path / f"{channels_last}.safetensors", layout=False)[0])
+        torch.testing.assert_close(loaded(x), model.eval()(x), rtol=1e-4, atol=1e-5)   # same numbers
