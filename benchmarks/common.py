@@ -13,17 +13,17 @@ REPO = Path(__file__).resolve().parents[1]
 CIFAR_COPY = Path(os.environ.get("TUDUI_SHARED_DATA", REPO.parent / "shared" / "data")) / "cifar10-jpeg.tar.gz"
 
 
-def git_commit() -> str:
-    """The short commit of the checkout, with -dirty when tracked files have changed.
+def git_commit(checkout: Path = REPO) -> str:
+    """The short commit of the checkout (this one by default), with -dirty when tracked files have changed.
 
-    $TUDUI_COMMIT, when set, wins: a copy sent to another machine may carry a stale .git.
+    $TUDUI_COMMIT, when set, wins for this checkout: a copy sent to another machine may carry a stale .git.
     """
-    if os.environ.get("TUDUI_COMMIT"):
+    if os.environ.get("TUDUI_COMMIT") and checkout == REPO:
         return os.environ["TUDUI_COMMIT"]
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=checkout,
                                capture_output=True, text=True).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
