@@ -72,6 +72,20 @@ def test_seed_recipe_is_the_course_recipe():
     assert (cfg.data.normalize, cfg.data.augment, cfg.optim.weight_decay) == (False, "none", 0.0)
 
 
+def test_the_cpu_preset_is_the_fast_recipe_with_only_its_marked_changes():
+    from helpers import REPO
+    fast = to_dict(make_config(REPO / "configs" / "cifar10-fast.yaml"))
+    cpu = to_dict(make_config(REPO / "configs" / "cifar10-cpu.yaml"))
+    changed = {(section, name): value for section, values in cpu.items() for name, value in values.items()
+               if fast[section][name] != value}
+    assert changed == {("model", "widths"): "32,128,128", ("optim", "optimizer"): "muon",
+                       ("train", "whiten_bias_epochs"): 3, ("train", "progressive_size"): 24,
+                       ("train", "progressive_epochs"): 4, ("train", "time_budget"): 210.0}
+    lines = (REPO / "configs" / "cifar10-cpu.yaml").read_text().splitlines()
+    marked = {line.split(":")[0].strip() for line in lines if "# CPU:" in line}
+    assert marked == {name for _, name in changed}   # the file's comments say what differs
+
+
 def test_a_flat_file_names_settings_like_the_flags(tmp_path):
     path = tmp_path / "flat.yaml"
     path.write_text("data: digits\nepochs: 3\nmodel: tudui_relu\noptimizer: adamw\nbatch-size: 16\nname: mine\n")
