@@ -330,6 +330,9 @@ def _announce(parts: Parts) -> None:
         f"{pre.input_size}x{pre.input_size} input{resize}) on {described(parts.runtime)}, {parts.runtime.precision}"
         f"{' (--precision auto)' if cfg.train.precision == 'auto' else ''}; "
         f"loader: {parts.loaders.kind}; run directory {parts.run}")
+    if cfg.train.time_budget:
+        say(f"time budget: {cfg.train.time_budget:g} s of training, at most {cfg.train.epochs} epochs; the schedule "
+            f"follows the clock, and the final test pass comes after")
     say(f"start: {parts.start.start}{_freeze_note(cfg, parts.model)}")
     if parts.resumed is not None:
         at, best = parts.start_at, parts.checkpoints

@@ -140,6 +140,9 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
                          best_weights=run.best, last_weights=run.last, config=cfg, report=None)
     if stopped:
         parts.say(stopped)
+    elif history[-1].get("time_budget_spent"):
+        parts.say(f"time budget spent: {cfg.train.time_budget:g} s of training ended the run in epoch "
+                  f"{history[-1]['epoch']} of at most {cfg.train.epochs}")
     # The numbers first: the report's pictures take seconds to draw and change none of them.
     parts.say(summary(result, cfg.train.monitor, has_val=parts.loaders.val is not None))
     parts.say(f"run directory: {run}  (weights/best.safetensors, metrics.csv; "

@@ -188,3 +188,16 @@ def test_a_reader_that_closes_the_pipe_gets_no_traceback(command, digits_run):
     stderr = process.stderr.read()
     assert process.wait(timeout=300) in (0, 141)
     assert "Traceback" not in stderr and "Error" not in stderr, stderr
+
+
+def test_the_first_lines_name_the_time_budget_and_the_last_say_when_it_ended_the_run(tmp_path):
+    common = ("train", "--data", "synthetic", "--model", "fastnet", "--widths", "8,8,8", "--batch-size", "32",
+              "--project", str(tmp_path), "--no-report")
+    cut = run_cli(*common, "--epochs", "1000", "--time-budget", "2", check=True).stdout
+    epochs = re.findall(r"^epoch\s+(\d+)/1000", cut, re.M)
+    assert 1 <= len(epochs) < 1000
+    assert "time budget: 2 s of training, at most 1000 epochs" in cut
+    assert f"time budget spent: 2 s of training ended the run in epoch {epochs[-1]} of at most 1000" in cut
+    finished = run_cli(*common, "--epochs", "2", "--time-budget", "600", check=True).stdout
+    assert "time budget: 600 s of training, at most 2 epochs" in finished and "time budget spent" not in finished
+    assert "time budget" not in run_cli(*common, "--epochs", "1", check=True).stdout

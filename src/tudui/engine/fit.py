@@ -72,7 +72,8 @@ def fit(step: TrainStep, train_loader, val_loader, options: FitOptions, hooks: H
         if options.stop is not None and agree(options.stop()):
             raise StoppedMidEpoch(ResumePoint(epoch=epoch - 1, step=resumed.step + train["steps"],
                                               loss_sum=train["loss_sum"], images=train["images"]))
-        last = epoch == options.epochs or (out_of_time is not None and agree(out_of_time()))
+        spent = out_of_time is not None and agree(out_of_time())
+        last = epoch == options.epochs or spent
         if last:
             hooks("on_train_end")
         val = None
@@ -84,7 +85,8 @@ def fit(step: TrainStep, train_loader, val_loader, options: FitOptions, hooks: H
                "val_accuracy": val["accuracy"] if val else None,
                "val_top5": val["top5_accuracy"] if val else None, "lr": train["lr"],
                "seconds": time.perf_counter() - train["started"], "train_seconds": train["seconds"],
-               "images_per_s": (train["images"] - resumed.images) / max(train["seconds"], 1e-9)}
+               "images_per_s": (train["images"] - resumed.images) / max(train["seconds"], 1e-9),
+               "time_budget_spent": spent}
         history.append(row)
         hooks("on_epoch_end", row, val)
         if last or any(reason() for reason in hooks.handlers("stop_reason")):
