@@ -36,7 +36,7 @@ from tudui.data.validate import drop_unreadable
 from tudui.engine import Hooks, ResumePoint, RunProgress, TrainStep, create_optimizer, create_scheduler
 from tudui.engine.averaging import Lookahead
 from tudui.engine.distributed import described, from_rank_zero, wrap
-from tudui.engine.optim import inverse_frequency
+from tudui.engine.optim import describe_optimizer, inverse_frequency
 from tudui.errors import TuduiError
 from tudui.logging import CSVHook, ProgressHook, TensorBoardHook
 from tudui.models import count_parameters, model_entry, preprocess_of
@@ -330,6 +330,7 @@ def _announce(parts: Parts) -> None:
         f"{pre.input_size}x{pre.input_size} input{resize}) on {described(parts.runtime)}, {parts.runtime.precision}"
         f"{' (--precision auto)' if cfg.train.precision == 'auto' else ''}; "
         f"loader: {parts.loaders.kind}; run directory {parts.run}")
+    say(f"optimizer: {describe_optimizer(cfg.optim, parts.step.optimizer, backbone=bool(cfg.train.freeze_epochs))}")
     if cfg.train.time_budget:
         say(f"time budget: {cfg.train.time_budget:g} s of training, at most {cfg.train.epochs} epochs; the schedule "
             f"follows the clock, and the final test pass comes after")

@@ -11,6 +11,7 @@ from tudui.engine.loop import TrainStep, evaluate, train_one_epoch
 from tudui.engine.optim import (
     MuonWithSGD,
     create_optimizer,
+    describe_optimizer,
     create_scheduler,
     lr_factor,
     orthogonalize,
@@ -287,3 +288,21 @@ def test_a_schedule_window_spans_only_its_epochs():
     assert rates[4:] == scheduled_rates(cfg, 2, 3)      # inside it: a fresh 3-epoch run's rates
     assert rates[:4] == [0.0] * 4                        # before it: where the window starts (warm-up: 0)
     assert scheduled_rates(cfg, 2, 4, window=(0, 2))[4:] == [0.0] * 4   # after it: its last rate holds
+
+
+def test_the_optimizer_line_says_what_trains_which_weights_at_which_rate():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    sgd = OptimConfig(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="linear",
+                      warmup_epochs=2, bias_lr_scale=64)
+    assert describe_optimizer(sgd, create_optimizer(sgd, model)) == (
+        "SGD (lr 0.1, Nesterov momentum 0.9, weight decay 0.0005, BatchNorm biases at 64x the rate); "
+        "linear schedule, warm-up 2 epochs")
+    muon = OptimConfig(optimizer="muon", lr=0.1, momentum=0.9, muon_lr=0.24, muon_momentum=0.6, muon_steps=5)
+    filters = model[0].weight.numel()                       # 4 x 3 x 3 x 3: the one 4-D weight
+    others = sum(p.numel() for p in model.parameters()) - filters
+    line = describe_optimizer(muon, create_optimizer(muon, model))
+    assert line.startswith(f"Muon for the {filters} weights of the conv filters (lr 0.24, momentum 0.6, "
+                           f"5 Newton-Schulz steps); SGD for the other {others} (lr 0.1, momentum 0.9")
+    adamw = OptimConfig(optimizer="adamw", lr=1e-3, momentum=0.9, weight_decay=0.05, schedule="cosine")
+    assert describe_optimizer(adamw, create_optimizer(adamw, model)) == (
+        "AdamW (lr 0.001, weight decay 0.05); cosine schedule")

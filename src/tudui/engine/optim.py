@@ -52,6 +52,27 @@ def create_optimizer(cfg: OptimConfig, model: nn.Module, backbone: set[nn.Parame
     return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov)
 
 
+def describe_optimizer(cfg: OptimConfig, optimizer: torch.optim.Optimizer, backbone: bool = False) -> str:
+    """The optimizer in one line, as create_optimizer made it (backbone: with a backbone group):
+    what trains which parameters, at which rate, and the schedule (for the run's first lines)."""
+    def count(muon: bool) -> int:
+        return sum(p.numel() for g in optimizer.param_groups if bool(g.get("muon")) == muon for p in g["params"])
+
+    momentum = f", {'Nesterov ' if cfg.nesterov else ''}momentum {cfg.momentum:g}" if cfg.momentum else ""
+    settings = f"lr {cfg.lr:g}{'' if cfg.optimizer == 'adamw' else momentum}, weight decay {cfg.weight_decay:g}"
+    if cfg.bias_lr_scale != 1:
+        settings += f", BatchNorm biases at {cfg.bias_lr_scale:g}x the rate"
+    if backbone:
+        settings += f", the backbone at {cfg.backbone_lr_scale:g}x"
+    name = "AdamW" if cfg.optimizer == "adamw" else "SGD"
+    line = f"{name} ({settings})"
+    if cfg.optimizer == "muon":
+        line = (f"Muon for the {count(True):,} weights of the conv filters (lr {cfg.muon_lr:g}, momentum "
+                f"{cfg.muon_momentum:g}, {cfg.muon_steps} Newton-Schulz steps); SGD for the other "
+                f"{count(False):,} ({settings})")
+    return line + f"; {cfg.schedule} schedule" + (f", warm-up {cfg.warmup_epochs:g} epochs" if cfg.warmup_epochs else "")
+
+
 def inverse_frequency(labels, num_classes: int) -> torch.Tensor:
     """A loss weight per class, n / (classes * its count): a rare class weighs as much in total as a
     common one (scikit-learn's class_weight="balanced"); a class without images weighs 0."""
