@@ -11,8 +11,8 @@ from tudui.engine.loop import TrainStep, evaluate, train_one_epoch
 from tudui.engine.optim import (
     MuonWithSGD,
     create_optimizer,
-    describe_optimizer,
     create_scheduler,
+    describe_optimizer,
     lr_factor,
     orthogonalize,
 )
