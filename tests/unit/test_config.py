@@ -72,19 +72,26 @@ def test_seed_recipe_is_the_course_recipe():
     assert (cfg.data.normalize, cfg.data.augment, cfg.optim.weight_decay) == (False, "none", 0.0)
 
 
-def test_the_cpu_preset_is_the_fast_recipe_with_only_its_marked_changes():
+COMMON_CPU_CHANGES = {("optim", "optimizer"): "muon", ("optim", "muon_lr"): 0.16,
+                      ("train", "whiten_bias_epochs"): 3, ("train", "progressive_size"): 24}
+
+
+@pytest.mark.parametrize("name, own", [
+    ("cifar10-cpu.yaml", {("model", "widths"): "32,128,128", ("optim", "warmup_epochs"): 1.24,
+                          ("train", "epochs"): 7, ("train", "progressive_epochs"): 3}),
+    ("cifar10-cpu-10min.yaml", {("model", "widths"): "48,192,192", ("optim", "warmup_epochs"): 1.77,
+                                ("train", "epochs"): 10, ("train", "progressive_epochs"): 4}),
+])
+def test_the_cpu_presets_are_the_fast_recipe_with_only_their_marked_changes(name, own):
     from helpers import REPO
     fast = to_dict(make_config(REPO / "configs" / "cifar10-fast.yaml"))
-    cpu = to_dict(make_config(REPO / "configs" / "cifar10-cpu.yaml"))
-    changed = {(section, name): value for section, values in cpu.items() for name, value in values.items()
-               if fast[section][name] != value}
-    assert changed == {("model", "widths"): "32,128,128", ("optim", "optimizer"): "muon",
-                       ("optim", "muon_lr"): 0.16, ("optim", "warmup_epochs"): 1.24, ("train", "epochs"): 7,
-                       ("train", "whiten_bias_epochs"): 3, ("train", "progressive_size"): 24,
-                       ("train", "progressive_epochs"): 3}
-    lines = (REPO / "configs" / "cifar10-cpu.yaml").read_text().splitlines()
+    cpu = to_dict(make_config(REPO / "configs" / name))
+    changed = {(section, key): value for section, values in cpu.items() for key, value in values.items()
+               if fast[section][key] != value}
+    assert changed == {**COMMON_CPU_CHANGES, **own}
+    lines = (REPO / "configs" / name).read_text().splitlines()
     marked = {line.split(":")[0].strip() for line in lines if "# CPU:" in line}
-    assert marked == {name for _, name in changed}   # the file's comments say what differs
+    assert marked == {key for _, key in changed}   # the file's comments say what differs
 
 
 def test_a_flat_file_names_settings_like_the_flags(tmp_path):
