@@ -80,7 +80,8 @@ COMMON_CPU_CHANGES = {("optim", "optimizer"): "muon", ("optim", "muon_lr"): 0.16
     ("cifar10-cpu.yaml", {("model", "widths"): "32,128,128", ("optim", "warmup_epochs"): 1.24,
                           ("train", "epochs"): 7, ("train", "progressive_epochs"): 3}),
     ("cifar10-cpu-10min.yaml", {("model", "widths"): "48,192,192", ("optim", "warmup_epochs"): 1.77,
-                                ("train", "epochs"): 10, ("train", "progressive_epochs"): 4}),
+                                ("optim", "muon_steps"): 3, ("train", "epochs"): 10,
+                                ("train", "progressive_epochs"): 4}),
 ])
 def test_the_cpu_presets_are_the_fast_recipe_with_only_their_marked_changes(name, own):
     from helpers import REPO
