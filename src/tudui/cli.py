@@ -63,6 +63,15 @@ SERVE_EXAMPLES = """examples:
 GET /health, GET /metadata, POST /predict; the API's documentation is at /docs.
 Needs `pip install "tudui[serve]"`."""
 
+CACHE_EXAMPLES = """examples:
+  tudui cache                                    # what is there, how large, last used, made from what
+  tudui cache --prune                            # remove what nothing can use again, or unused for 30 days
+  tudui cache --clear                            # remove it all (the next runs unpack and decode again)
+
+The folder is ~/.cache/tudui, or $TUDUI_CACHE. An entry whose archive or image folder has
+changed, moved or gone can never be used again; tudui removes those, and entries unused for
+30 days, whenever it adds a new entry. Entries in use by a running tudui are never removed."""
+
 
 def _add_settings(parser: argparse.ArgumentParser, title: str, cls: type, positional: str = "") -> None:
     """An option for every field of the settings dataclass cls, in an argument group titled title;
@@ -135,6 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("models", help="list the models and their parameter counts",
                         description="tudui's models, with parameters for 10 classes, and torchvision's.")
+
+    ca = commands.add_parser("cache", help="what tudui keeps in its cache folder; remove what is no longer used",
+                             description="List the cache folder (unpacked archives, decoded images, image "
+                                         "checks, the model list): each entry's size, last use and source.",
+                             epilog=CACHE_EXAMPLES, formatter_class=formatter)
+    action = ca.add_mutually_exclusive_group()
+    action.add_argument("--prune", action="store_true",
+                        help="remove the entries nothing can use again and those unused for "
+                             "--max-idle-days (what tudui also does by itself when it adds an entry)")
+    action.add_argument("--clear", action="store_true", help="remove every entry not in use by a running tudui")
+    ca.add_argument("--max-idle-days", type=float, default=None, metavar="X",
+                    help="with --prune: the days an entry may go unused (default: 30)")
     return parser
 
 
@@ -234,8 +255,15 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_cache(args: argparse.Namespace) -> int:
+    from tudui.caches import cache_command
+    action = "clear" if args.clear else "prune" if args.prune else "list"
+    cache_command(action, args.max_idle_days, say=print)
+    return 0
+
+
 COMMANDS = {"train": run_train, "eval": run_eval, "predict": run_predict, "export": run_export,
-            "serve": run_serve, "models": run_models}
+            "serve": run_serve, "models": run_models, "cache": run_cache}
 
 
 def one_line(error: TuduiError) -> str:

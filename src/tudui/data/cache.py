@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from tudui import caches
 from tudui.data.datasets import ArrayImages, FileImages, files_identity
 from tudui.data.transforms import geometry
 from tudui.errors import TuduiError
@@ -67,6 +69,7 @@ def decode_to_tensor(dataset: Dataset, size: int, cache_dir: Path | None, resize
     if path is not None and path.is_file():
         try:
             tensors = load_file(str(path))
+            caches.note_use(path, lambda: common_folder(dataset))
             return tensors["images"], tensors["labels"]
         except (SafetensorError, OSError, KeyError):
             log.warning("decode cache %s is unreadable; decoding again", path)
@@ -77,4 +80,17 @@ def decode_to_tensor(dataset: Dataset, size: int, cache_dir: Path | None, resize
             atomic_write(path, lambda tmp: save_file({"images": images, "labels": labels}, str(tmp)))
         except (OSError, TuduiError) as e:  # the cache only saves time; training goes on without it
             log.warning("decode cache not written (%s); the next run decodes again", e)
+        else:
+            caches.note_use(path, common_folder(dataset))
+            caches.prune_once(cache_dir.parent)
     return images, labels
+
+
+def common_folder(dataset: Dataset) -> str | None:
+    """The folder all of dataset's files are in (what its decoded copy is gone with), or None."""
+    if not isinstance(dataset, FileImages) or not dataset.samples:
+        return None
+    try:
+        return os.path.commonpath([os.path.abspath(path) for path, _ in dataset.samples])
+    except ValueError:   # paths on different drives (Windows)
+        return None

@@ -15,6 +15,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from tudui import caches
 from tudui.data.datasets import DatasetSpec, FileImages
 from tudui.data.images import IMAGE_EXTENSIONS, is_image_file
 from tudui.errors import TuduiError
@@ -74,7 +75,10 @@ def extract_archive(archive: Path, cache_dir: Path) -> Path:
     key = hashlib.sha256(f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
     target = cache_dir / f"{archive.name.split('.')[0]}-{key[:12]}"
     if target.is_dir():
-        return target
+        caches.note_use(target, archive.resolve(), stamp=stat)
+        caches.hold(target)
+        if target.is_dir():   # not removed by another process just before the hold
+            return target
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         _remove_abandoned_partials(cache_dir)
@@ -94,6 +98,9 @@ def extract_archive(archive: Path, cache_dir: Path) -> Path:
         raise TuduiError(f"cannot unpack {archive}: {str(e)[:200]}") from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)   # gone already when the rename succeeded
+    caches.note_use(target, archive.resolve(), stat)
+    caches.hold(target)
+    caches.prune_once(cache_dir.parent)
     return target
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from tudui import caches
 from tudui.data.cache import files_key
 from tudui.data.datasets import DatasetSpec, FileImages
 from tudui.data.images import open_image
@@ -42,7 +43,9 @@ def find_unreadable(files: FileImages) -> list[tuple[str, str]]:
     cached = cache_root() / "checked" / f"{files_key(files, 'check-v1')}.json"
     if cached.is_file():
         try:
-            return [tuple(item) for item in json.loads(cached.read_text())]
+            bad = [tuple(item) for item in json.loads(cached.read_text())]
+            caches.touch(cached)
+            return bad
         except (OSError, ValueError):
             pass
     bad = [(str(path), reason) for path, _ in files.samples if (reason := check_image(path)) is not None]
@@ -51,6 +54,8 @@ def find_unreadable(files: FileImages) -> list[tuple[str, str]]:
         atomic_write(cached, lambda tmp: tmp.write_text(json.dumps(bad)))
     except (OSError, TuduiError) as e:
         log.warning("could not cache the image check (%s)", e)
+    else:
+        caches.prune_once()
     return bad
 
 
