@@ -27,7 +27,7 @@ def test_readme_main_job_reaches_90_percent_on_digits(digits_run):
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["dataset"] == "digits"
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "predict", "export", "serve", "models"])
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "export", "serve", "models", "cache"])
 def test_every_command_has_help_with_examples(command):
     result = run_cli(command, "--help", check=True)
     assert "usage: tudui " + command in result.stdout
