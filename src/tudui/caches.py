@@ -298,7 +298,7 @@ def cache_command(action: str = "list", max_idle_days: float | None = None,
     for e in sorted(large, key=lambda e: -e.last_used):
         why = _why_stale(e, idle, now)
         say(f"  {_when(e, now):>12}  {human_bytes(e.measure_bytes()):>8}  {e.area}/{e.path.name}  "
-            f"from {e.source or '(not recorded)'}" + (f"  [can go: {why}]" if why else ""))
+            f"from {e.source or '(not recorded: made by an older tudui)'}" + (f"  [can go: {why}]" if why else ""))
     for area, what in (("checked", "image check"), ("models", "model list")):
         small = [e for e in found if e.area == area]
         if small:
