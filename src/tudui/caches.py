@@ -213,7 +213,11 @@ def remove(entry: Entry) -> bool:
                 return False  # used again since it was listed
     try:
         if entry.path.is_dir() and not entry.path.is_symlink():
-            shutil.rmtree(entry.path, ignore_errors=True)
+            # Out of sight first, in one rename, so nothing ever finds half a folder under its name;
+            # a crash while deleting leaves a partial that the next unpacking clears (folders.py).
+            doomed = entry.path.with_name(f".{entry.path.name}.partial-{os.getpid()}-removing")
+            os.replace(entry.path, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
         else:
             entry.path.unlink(missing_ok=True)
         record.unlink(missing_ok=True)

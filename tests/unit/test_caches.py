@@ -76,6 +76,7 @@ def test_an_unpacked_archive_goes_when_the_archive_changes_or_moves(root, tmp_pa
     assert [e.reachable for e in caches.entries(root)] == [False]
     count, freed = caches.prune(root)
     assert count == 1 and freed > 5000 and not entry.exists()
+    assert list((root / "extracted").iterdir()) == []      # no record, no half-deleted folder left
 
 
 def test_entries_unused_for_the_idle_limit_go_and_recent_ones_stay(root, tmp_path):
