@@ -161,11 +161,12 @@ def _reachable(fields: dict) -> bool | None:
     return True
 
 
-def entries(root: Path | None = None) -> list[Entry]:
-    """Every entry of the cache folder, oldest use first (records, locks and half-written files aside)."""
+def entries(root: Path | None = None, areas: tuple[str, ...] = AREAS) -> list[Entry]:
+    """Every entry of the cache folder (of those areas), oldest use first (records, locks and
+    half-written files aside)."""
     root = root or cache_root()
     found = []
-    for area in AREAS:
+    for area in areas:
         try:
             names = sorted(os.listdir(root / area))
         except OSError:
@@ -235,12 +236,13 @@ def prune(root: Path | None = None, everything: bool = False,
     (entries removed, bytes freed)."""
     count = freed = 0
     now = time.time()
-    for entry in entries(root):
-        if everything or stale(entry, max_idle_days, now):
-            nbytes = entry.measure_bytes()
-            if remove(entry):
-                count += 1
-                freed += nbytes
+    for area in AREAS:   # unpacked archives first: the decoded copies of one removed go with it
+        for entry in entries(root, (area,)):
+            if everything or stale(entry, max_idle_days, now):
+                nbytes = entry.measure_bytes()
+                if remove(entry):
+                    count += 1
+                    freed += nbytes
     return count, freed
 
 

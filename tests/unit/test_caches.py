@@ -79,6 +79,16 @@ def test_an_unpacked_archive_goes_when_the_archive_changes_or_moves(root, tmp_pa
     assert list((root / "extracted").iterdir()) == []      # no record, no half-deleted folder left
 
 
+def test_decoded_copies_of_a_removed_archive_go_in_the_same_prune(root, tmp_path):
+    archive = tmp_path / "set.tar"
+    archive.write_bytes(b"data")
+    unpacked = make_entry(root, "extracted", "set-1", source=archive, stamp=archive.stat())
+    make_entry(root, "tensors", "t.safetensors", source=unpacked / "train")
+    archive.write_bytes(b"new data")
+    assert [e.reachable for e in caches.entries(root)] == [False, True]   # the copy's folder is still there
+    assert caches.prune(root)[0] == 2 and caches.entries(root) == []
+
+
 def test_entries_unused_for_the_idle_limit_go_and_recent_ones_stay(root, tmp_path):
     old = make_entry(root, "tensors", "old.safetensors", source=tmp_path)
     recent = make_entry(root, "tensors", "recent.safetensors", source=tmp_path)
