@@ -195,11 +195,13 @@ class TrainConfig(Settings):
         if self.progressive_size:
             check(self.progressive_size >= 8, f"--progressive-size must be 0 (off) or at least 8 pixels, got "
                                               f"{self.progressive_size}")
+            off = (f"; --progressive-size 0 --progressive-epochs 0 turn it off (--progressive-size is "
+                   f"{self.progressive_size})")
             check(self.epochs >= 2, f"progressive resizing needs at least 2 epochs (some small, then the input "
-                                    f"size), got --epochs {self.epochs}")
+                                    f"size), got --epochs {self.epochs}{off}")
             check(0 < self.progressive_epochs < self.epochs,
                   f"--progressive-epochs must be from 1 to {self.epochs - 1} (below --epochs {self.epochs}, so the "
-                  f"run ends at the input size), got {self.progressive_epochs}")
+                  f"run ends at the input size), got {self.progressive_epochs}{off}")
         else:
             check(not self.progressive_epochs, "--progressive-epochs needs --progressive-size (the smaller side)")
         check(not (self.freeze_backbone and self.freeze_epochs),

@@ -32,10 +32,12 @@ def test_resolved_config_file_reads_back_identically(tmp_path):
     ({"augment": "wild"}, "--augment"), ({"val_split": 1.5}, "--val-split"),
     ({"name": "a/b"}, "--name"), ({"bogus": 1}, "unknown setting"),
     ({"progressive_size": 4, "progressive_epochs": 1, "epochs": 3}, "--progressive-size must be 0 .* at least 8"),
-    ({"progressive_size": 24, "epochs": 3}, "--progressive-epochs must be from 1 to 2"),
+    ({"progressive_size": 24, "epochs": 3},
+     "--progressive-epochs must be from 1 to 2.*--progressive-size 0 --progressive-epochs 0 turn"),
     ({"progressive_size": 24, "progressive_epochs": 3, "epochs": 3}, "--progressive-epochs must be from 1 to 2"),
     ({"progressive_epochs": 2}, "--progressive-epochs needs --progressive-size"),
-    ({"progressive_size": 24, "progressive_epochs": 1, "epochs": 1}, "needs at least 2 epochs"),
+    ({"progressive_size": 24, "progressive_epochs": 1, "epochs": 1},
+     "needs at least 2 epochs.*--progressive-size 0 --progressive-epochs 0 turn it off"),
 ])
 def test_bad_values_are_refused_with_the_flag_named(overrides, message):
     with pytest.raises(TuduiError, match=message):
