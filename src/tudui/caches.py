@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 AREAS = ("extracted", "tensors", "checked", "models")
 RECORD = ".source.json"
 MAX_IDLE_DAYS = 30
+SAY_FROM_FILES = 1000            # checking or decoding this many files once takes long enough to say so
 _held: dict[Path, int] = {}      # the entries this process holds, with their lock descriptors
 _pruned: set[Path] = set()       # the cache folders this process has pruned
 

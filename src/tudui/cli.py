@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -275,9 +276,34 @@ def one_line(error: TuduiError) -> str:
     return text
 
 
+class _StderrNow(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line comes (tests and redirections replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def show_log_lines() -> None:
+    """tudui's log lines on stderr as plain lines: what it does once and slowly (unpacking an archive,
+    checking and decoding thousands of images, downloading weights) and its warnings. A program that
+    calls tudui as a library keeps its own logging setup instead."""
+    logger = logging.getLogger("tudui")
+    if not any(isinstance(handler, _StderrNow) for handler in logger.handlers):
+        handler = _StderrNow()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    show_log_lines()
     try:
         if args.command == "train":
             return run_train(args, argv)

@@ -1,5 +1,6 @@
 """The cache folder kept in bounds: records of where entries came from, what prune removes and
 keeps, entries in use, and `tudui cache`."""
+import logging
 import os
 import subprocess
 import sys
@@ -216,3 +217,15 @@ def test_the_idle_limit_must_be_a_number_of_days(root):
     for value in (-1, float("nan"), float("inf")):
         with pytest.raises(TuduiError, match="--max-idle-days"):
             caches.cache_command("prune", value, say=lambda line: None)
+
+
+def test_checking_and_decoding_many_images_says_so_once(root, tmp_path, monkeypatch, caplog):
+    from tudui.data.validate import find_unreadable
+    monkeypatch.setattr(caches, "SAY_FROM_FILES", 3)
+    many, few = FileImages(write_pngs(tmp_path / "many", 3)), FileImages(write_pngs(tmp_path / "few", 2))
+    with caplog.at_level(logging.INFO, logger="tudui"):
+        for files in (many, few, many):                     # the second time, the cache answers
+            find_unreadable(files)
+            decode_to_tensor(files, 8, root / "tensors")
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert said == ["checking 3 images for unreadable files (once)", "decoding 3 images at 8 px into the cache (once)"]

@@ -1,4 +1,6 @@
 """The command line's last line of defence: any error is one line; --debug shows the traceback."""
+import logging
+
 import pytest
 
 import tudui.cli as cli
@@ -31,3 +33,21 @@ def test_a_reader_that_went_away_ends_the_command_quietly(monkeypatch, capsys):
     monkeypatch.setattr(cli.os, "dup2", lambda *args: redirected.append(args))   # not pytest's own stdout
     assert cli.main(["models"]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_the_command_line_shows_tudui_log_lines_on_stderr_once(capsys):
+    logger = logging.getLogger("tudui")
+    handlers, level = logger.handlers[:], logger.level
+    logger.handlers.clear()
+    logger.setLevel(logging.NOTSET)
+    try:
+        cli.show_log_lines()
+        cli.show_log_lines()                                  # a second command in one process: no double lines
+        logging.getLogger("tudui.data.folders").info("unpacking a.tar.gz into the cache (once)")
+        logging.getLogger("tudui.data.cache").warning("decode cache x is unreadable; decoding again")
+        logging.getLogger("tudui.data.cache").debug("not for users")
+        assert capsys.readouterr() == ("", "unpacking a.tar.gz into the cache (once)\n"
+                                           "decode cache x is unreadable; decoding again\n")
+    finally:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)

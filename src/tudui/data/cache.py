@@ -73,6 +73,9 @@ def decode_to_tensor(dataset: Dataset, size: int, cache_dir: Path | None, resize
             return tensors["images"], tensors["labels"]
         except (SafetensorError, OSError, KeyError):
             log.warning("decode cache %s is unreadable; decoding again", path)
+    if len(dataset) >= caches.SAY_FROM_FILES and isinstance(dataset, FileImages):
+        log.info("decoding %s images at %d px%s (once)", f"{len(dataset):,}", size,
+                 " into the cache" if path is not None else "")
     images, labels = _decode(dataset, size, resize_size, interpolation)
     if path is not None:
         try:

@@ -85,7 +85,7 @@ def extract_archive(archive: Path, cache_dir: Path) -> Path:
         partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=cache_dir))
     except OSError as e:
         raise TuduiError(f"cannot unpack {archive} into {cache_dir}: {e.strerror or e}") from None
-    log.info("unpacking %s into %s (once)", archive, target)
+    log.info("unpacking %s into the cache (once): %s", archive, target)
     try:
         with tarfile.open(archive) as tar:
             tar.extractall(partial, filter=_CappedFilter(archive, cache_dir))

@@ -48,6 +48,8 @@ def find_unreadable(files: FileImages) -> list[tuple[str, str]]:
             return bad
         except (OSError, ValueError):
             pass
+    if len(files.samples) >= caches.SAY_FROM_FILES:
+        log.info("checking %s images for unreadable files (once)", f"{len(files.samples):,}")
     bad = [(str(path), reason) for path, _ in files.samples if (reason := check_image(path)) is not None]
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
