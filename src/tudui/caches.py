@@ -141,10 +141,11 @@ def _tree_bytes(path: Path) -> int:
 def _read_record(entry: Path) -> tuple[dict, float | None]:
     record = record_path(entry)
     try:
-        if record.stat().st_size > 64 * 1024:   # not ours: a record is a few hundred bytes
+        stat = record.stat()
+        if stat.st_size > 64 * 1024:   # not ours: a record is a few hundred bytes
             return {}, None
         fields = json.loads(record.read_text(encoding="utf-8"))
-        return (fields if isinstance(fields, dict) else {}), record.stat().st_mtime
+        return (fields if isinstance(fields, dict) else {}), stat.st_mtime
     except (OSError, ValueError, UnicodeDecodeError):
         return {}, None
 
@@ -259,8 +260,12 @@ def prune_once(root: Path | None = None) -> None:
         log.debug("cache %s not pruned: %s", root, e)
         return
     if count:
-        log.info("cache: removed %d entr%s no longer used (%s); `tudui cache` lists what is kept",
-                 count, "y" if count == 1 else "ies", human_bytes(freed))
+        log.info("cache: removed %s no longer used (%s); `tudui cache` lists what is kept",
+                 _entries(count), human_bytes(freed))
+
+
+def _entries(count: int) -> str:
+    return f"{count} entry" if count == 1 else f"{count} entries"
 
 
 def human_bytes(n: float) -> str:
@@ -276,7 +281,8 @@ def human_bytes(n: float) -> str:
 def _why_stale(entry: Entry, max_idle_days: float, now: float) -> str:
     if entry.reachable is False:
         return "its source changed or is gone"
-    return f"unused for {entry.idle_days(now):.0f} days" if entry.idle_days(now) > max_idle_days else ""
+    idle = entry.idle_days(now)
+    return f"unused for {idle:.0f} days" if idle > max_idle_days else ""
 
 
 def _when(entry: Entry, now: float) -> str:
@@ -295,12 +301,12 @@ def cache_command(action: str = "list", max_idle_days: float | None = None,
     if action in ("prune", "clear"):
         count, freed = prune(root, everything=action == "clear", max_idle_days=idle)
         left = entries(root)
-        say(f"removed {count} entr{'y' if count == 1 else 'ies'} ({human_bytes(freed)}) from {root}; "
+        say(f"removed {_entries(count)} ({human_bytes(freed)}) from {root}; "
             f"{len(left)} left ({human_bytes(sum(e.measure_bytes() for e in left))})")
         return
     found, now = entries(root), time.time()
     total = sum(e.measure_bytes() for e in found)
-    say(f"cache folder: {root} ($TUDUI_CACHE moves it): {human_bytes(total)} in {len(found)} entries")
+    say(f"cache folder: {root} ($TUDUI_CACHE moves it): {human_bytes(total)} in {_entries(len(found))}")
     large = [e for e in found if e.area in ("extracted", "tensors")]
     for e in sorted(large, key=lambda e: -e.last_used):
         why = _why_stale(e, idle, now)

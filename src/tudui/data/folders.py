@@ -71,11 +71,11 @@ def extract_archive(archive: Path, cache_dir: Path) -> Path:
     process unpacking the same archive at the same time never leaves or uses half a copy; what
     it unpacks is capped in bytes (and by the disk's free space) and in files.
     """
-    stat = archive.stat()
-    key = hashlib.sha256(f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    stat, source = archive.stat(), archive.resolve()
+    key = hashlib.sha256(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
     target = cache_dir / f"{archive.name.split('.')[0]}-{key[:12]}"
     if target.is_dir():
-        caches.note_use(target, archive.resolve(), stamp=stat)
+        caches.note_use(target, source, stamp=stat)
         caches.hold(target)
         if target.is_dir():   # not removed by another process just before the hold
             return target
@@ -98,7 +98,7 @@ def extract_archive(archive: Path, cache_dir: Path) -> Path:
         raise TuduiError(f"cannot unpack {archive}: {str(e)[:200]}") from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)   # gone already when the rename succeeded
-    caches.note_use(target, archive.resolve(), stat)
+    caches.note_use(target, source, stat)
     caches.hold(target)
     caches.prune_once(cache_dir.parent)
     return target
