@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import platform
 import random
@@ -110,9 +111,7 @@ def create_runtime(device: str | torch.device, precision: str, *, for_training: 
     return Runtime(device=resolved, amp_dtype=amp_dtype, rank=rank, world_size=world_size, joined=place is not None)
 
 
-_MALLOC_TUNED: list[bool] = []   # keep_freed_memory's answer, once per process
-
-
+@functools.cache   # once per process
 def keep_freed_memory() -> bool:
     """Let glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
 
@@ -125,14 +124,7 @@ def keep_freed_memory() -> bool:
     uses the C library already loaded. Only on Linux with glibc; TUDUI_MALLOC=system leaves malloc
     as it is. True when the settings were applied (in this call or an earlier one).
     """
-    if not _MALLOC_TUNED:
-        _MALLOC_TUNED.append(_tune_glibc_malloc())
-    return _MALLOC_TUNED[0]
-
-
-def _tune_glibc_malloc() -> bool:
-    if os.environ.get("TUDUI_MALLOC", "") == "system" or platform.system() != "Linux" \
-            or platform.libc_ver()[0] != "glibc":
+    if os.environ.get("TUDUI_MALLOC", "") == "system" or platform.libc_ver()[0] != "glibc":
         return False
     m_trim_threshold, m_mmap_max = -1, -4   # from glibc's malloc.h
     try:
