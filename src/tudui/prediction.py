@@ -15,7 +15,7 @@ from tudui.data.images import is_image_file, load_image, to_rgb
 from tudui.engine.loop import predict_logits
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
-from tudui.runtime import resolve_device
+from tudui.runtime import inference_device
 from tudui.weights import load_model
 
 OUTPUT_FORMATS = (".csv", ".json")
@@ -87,7 +87,7 @@ def predict_images(inputs: str | Path | Image.Image | Sequence, cfg: PredictConf
         check_output_path(cfg.out)   # before any work, so a bad name costs nothing
     if isinstance(inputs, (str, Path, Image.Image)):
         inputs = [inputs]
-    device = resolve_device(cfg.device)
+    device = inference_device(cfg.device)
     net, meta = load_model(cfg.weights, device, cfg.model or None, cfg.trust_pickle)
     tta = meta.config.train.tta if cfg.tta is None else cfg.tta
     batch_size = cfg.batch_size or meta.config.data.batch_size

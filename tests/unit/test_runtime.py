@@ -40,36 +40,45 @@ def test_torchrun_place_counts_torchruns_one_process_and_nothing_else(monkeypatc
         torchrun_place()
 
 
-# Page faults of training steps after a CPU runtime is made: each step's activations are blocks of
-# 32 MiB (256 x 32 x 32 x 32 floats), the size from which glibc maps fresh memory for every block.
+# Page faults of training steps (or forward passes) after a CPU runtime (or predict's device) is
+# made: each step's activations are blocks of 32 MiB (256 x 32 x 32 x 32 floats), the size from
+# which glibc maps fresh memory for every block.
 STEP_FAULTS = """
-import resource, torch
-from tudui.runtime import create_runtime, keep_freed_memory
-create_runtime("cpu", "fp32")
+import resource, sys, torch
+from tudui.runtime import create_runtime, inference_device, keep_freed_memory
+training = sys.argv[1] == "train"
+create_runtime("cpu", "fp32") if training else inference_device("cpu")
 net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3, padding=1))
 images = torch.randn(256, 3, 32, 32)
 def step_faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    net(images).square().mean().backward()
+    if training:
+        net(images).square().mean().backward()
+    else:
+        with torch.inference_mode():
+            net(images)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(keep_freed_memory(), *[step_faults() for _ in range(20)])
+faults = [step_faults() for _ in range(20)]
+# Whether the setup line applied it (asking keep_freed_memory itself would apply it now).
+print(keep_freed_memory.cache_info().currsize > 0 and keep_freed_memory(), *faults)
 """
 
 
-def step_faults(malloc: str) -> tuple[bool, list[int]]:
-    out = subprocess.run([sys.executable, "-c", STEP_FAULTS], env={**os.environ, "TUDUI_MALLOC": malloc},
+def step_faults(malloc: str, command: str) -> tuple[bool, list[int]]:
+    out = subprocess.run([sys.executable, "-c", STEP_FAULTS, command], env={**os.environ, "TUDUI_MALLOC": malloc},
                          capture_output=True, text=True, check=True).stdout.split()
     return out[0] == "True", [int(n) for n in out[1:]]
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
-def test_a_cpu_runtime_reuses_freed_memory_instead_of_faulting_in_new_pages():
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_a_cpu_runtime_reuses_freed_memory_instead_of_faulting_in_new_pages(command):
     block_pages = 256 * 32 * 32 * 32 * 4 // resource.getpagesize()
-    tuned, faults = step_faults("system")
+    tuned, faults = step_faults("system", command)
     assert not tuned                               # TUDUI_MALLOC=system: glibc as it was
     if min(faults[2:]) < block_pages:
         pytest.skip(f"glibc's own malloc faulted only {faults} times a step (transparent huge pages?)")
-    tuned, tuned_faults = step_faults("")
+    tuned, tuned_faults = step_faults("", command)
     assert tuned
     # From the third step on, freed blocks are used again: the heap still finds a new place for a
     # block now and then (the first steps), so the sum is compared, not each step.
