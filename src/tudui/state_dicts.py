@@ -48,6 +48,9 @@ def _as_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, nn.Module):
         return obj.state_dict()
     if isinstance(obj, Mapping):
+        if {"format", "rng", "optimizer", "model"} <= set(obj):
+            raise TuduiError(f"{path} is tudui's training state, which --resume reads; to evaluate, predict or "
+                             f"export, give the run directory or its weights/best.safetensors")
         for key in NESTED_KEYS:
             inner = obj.get(key)
             if isinstance(inner, (Mapping, nn.Module)) and inner:
@@ -95,6 +98,9 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, t
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TuduiError(f"{path} is not a PyTorch weights file ({first})") from None
+    except Exception:  # noqa: BLE001 - the restricted unpickler, fed bytes that are not a pickle, can
+        # fail in any way (a text file: KeyError); it runs no code, so nothing else can have happened
+        raise TuduiError(f"{path} is not a PyTorch weights file (torch.load cannot read it)") from None
     state = strip_prefixes(_as_state_dict(obj, path))
     check_finite(state, str(path))
     return state

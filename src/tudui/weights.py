@@ -303,10 +303,11 @@ def _torchvision_for_state_dict(name: str, state: dict[str, torch.Tensor], optio
 
 def _import_model(path: str | Path, model_name: str | None, trust_pickle: bool) -> tuple[nn.Module, WeightsMeta]:
     """A model from a plain state_dict file, with metadata made from the model's defaults."""
+    state = read_state_dict(path, trust_pickle)   # first: a file that is no state_dict says so
     if not model_name:
         raise TuduiError(f"{path} is a plain PyTorch weights file, which does not say which model it "
                          f"is for; pass --model NAME (e.g. --model vgg16)")
-    fit = model_for_state_dict(model_name, read_state_dict(path, trust_pickle), {}, str(path))
+    fit = model_for_state_dict(model_name, state, {}, str(path))
     weights = tv.default_weights(model_name) if model_entry(model_name).family == "torchvision" else None
     categories = list(weights.meta.get("categories", [])) if weights is not None else []
     class_names = categories if len(categories) == fit.num_classes else [str(i) for i in range(fit.num_classes)]

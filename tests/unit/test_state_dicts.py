@@ -70,10 +70,26 @@ def test_trust_pickle_loads_a_whole_model_with_a_warning(tmp_path, caplog):
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
-def test_a_file_that_is_not_weights_is_one_error(tmp_path):
-    (tmp_path / "x.pth").write_text("<html>")
+# "hello" sends torch's restricted unpickler to a memo it never filled (a KeyError, once).
+@pytest.mark.parametrize("content", [b"<html>", b"hello", b"notes\n", bytes(range(256)) * 4])
+@pytest.mark.parametrize("model_name", [None, "tudui"])
+def test_a_file_that_is_not_weights_is_one_error(tmp_path, content, model_name):
+    (tmp_path / "x.pth").write_bytes(content)
     with pytest.raises(TuduiError, match="not a PyTorch weights file"):
         read_state_dict(tmp_path / "x.pth")
+    # With or without --model: not called "a plain PyTorch weights file" that only lacks a model name.
+    with pytest.raises(TuduiError, match="not a PyTorch weights file"):
+        load_model(tmp_path / "x.pth", model_name=model_name)
+
+
+def test_the_training_state_of_a_run_is_not_taken_for_weights(tmp_path):
+    from tudui.checkpoint import save_state
+    model = create_model("tudui")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    save_state(tmp_path / "state.pt", {"format": 1, "epoch": 1, "model": model.state_dict(),
+                                       "optimizer": optimizer.state_dict(), "rng": {"torch": torch.get_rng_state()}})
+    with pytest.raises(TuduiError, match="training state, which --resume reads.*weights/best.safetensors"):
+        load_model(tmp_path / "state.pt", model_name="tudui")
 
 
 def test_a_state_dict_without_its_model_name_is_refused(tmp_path):
