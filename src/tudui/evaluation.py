@@ -19,6 +19,7 @@ from tudui.data import DatasetSpec
 from tudui.data.loaders import make_eval_loader
 from tudui.data.sources import read_dataset
 from tudui.data.splits import hold_out_val, join_images
+from tudui.data.validate import drop_unreadable, readable_images
 from tudui.engine import evaluate as evaluate_model
 from tudui.errors import TuduiError
 from tudui.rundir import RunDir, create_numbered, resolve_weights_path
@@ -88,14 +89,16 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
     if split == "auto":
         whole = cfg.data is not None and raw.val is None and raw.test is None
         split = "all" if whole else "test" if raw.test is not None else "val"
+    # Unreadable images are skipped as training skipped them (after the val split is held out, as there).
     if split == "all":
+        raw, _ = drop_unreadable(raw, trained.data.max_bad_share)
         return raw, split, join_images(list(raw.splits().values()))
     val_split = trained.data.val_split if cfg.val_split is None else cfg.val_split
     spec = hold_out_val(raw, val_split, trained.train.seed)
     images = getattr(spec, split)
     if images is None:
         raise TuduiError(f"{data} has no {split} split (it has {', '.join(spec.splits())}); pass another --split")
-    return spec, split, images
+    return spec, split, readable_images(images, split, trained.data.max_bad_share)[0]
 
 
 def _check_classes(meta: WeightsMeta, spec: DatasetSpec, weights: str, data: str) -> WeightsMeta:

@@ -26,3 +26,17 @@ def test_too_many_unreadable_images_stop_the_run_with_the_list(folder_with_bad_i
     with pytest.raises(TuduiError, match=r"images are unreadable .*more than --max-bad-share 1%") as error:
         tudui.train(data=str(folder), epochs=1, project=str(tmp_path / "runs"), progress=False)
     assert all(name in str(error.value) for name in names)
+
+
+def test_eval_skips_the_unreadable_images_that_training_skipped(folder_with_bad_images, tmp_path, caplog):
+    folder, names = folder_with_bad_images
+    result = tudui.train(data=str(folder), epochs=1, batch_size=16, max_bad_share=0.1,
+                         project=str(tmp_path / "runs"), progress=False, report=False)
+    counts = {}
+    for split, data in (("train", None), ("val", None), ("auto", str(folder))):   # auto, a folder: all of it
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            counts[split] = tudui.evaluate(result.run_dir, split=split, data=data)["count"]
+        warned = "\n".join(record.getMessage() for record in caplog.records)
+    assert all(name in warned for name in names)    # the whole folder: each broken file named
+    assert counts["train"] + counts["val"] == counts["auto"] == 100   # the 100 good images, each once

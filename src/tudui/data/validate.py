@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from PIL import Image
+from torch.utils.data import Dataset
 
 from tudui import caches
 from tudui.data.cache import files_key
@@ -70,20 +71,28 @@ def drop_unreadable(spec: DatasetSpec, max_bad_share: float) -> tuple[DatasetSpe
     skipped: list[tuple[str, str]] = []
     splits = {}
     for split, dataset in spec.splits().items():
-        if not isinstance(dataset, FileImages):
-            continue
-        bad = find_unreadable(dataset)
-        if not bad:
-            continue
-        share = len(bad) / len(dataset)
-        if share > max_bad_share:
-            listing = "; ".join(f"{path} ({reason})" for path, reason in bad[:10])
-            more = f"; and {len(bad) - 10} more" if len(bad) > 10 else ""
-            raise TuduiError(f"{len(bad)} of {len(dataset)} {split} images are unreadable ({share:.1%}, "
-                             f"more than --max-bad-share {max_bad_share:.0%}): {listing}{more}")
-        for path, reason in bad:
-            log.warning("skipping unreadable image %s: %s", path, reason)
-        paths = {path for path, _ in bad}
-        splits[split] = FileImages([s for s in dataset.samples if str(s[0]) not in paths])
-        skipped += bad
+        kept, bad = readable_images(dataset, split, max_bad_share)
+        if bad:
+            splits[split] = kept
+            skipped += bad
     return (dataclasses.replace(spec, **splits) if splits else spec), skipped
+
+
+def readable_images(dataset: Dataset, split: str, max_bad_share: float) -> tuple[Dataset, list[tuple[str, str]]]:
+    """(dataset without its unreadable images, [(path, reason)] skipped) for one split, as
+    drop_unreadable does for each (datasets that are not image files pass through)."""
+    if not isinstance(dataset, FileImages):
+        return dataset, []
+    bad = find_unreadable(dataset)
+    if not bad:
+        return dataset, []
+    share = len(bad) / len(dataset)
+    if share > max_bad_share:
+        listing = "; ".join(f"{path} ({reason})" for path, reason in bad[:10])
+        more = f"; and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise TuduiError(f"{len(bad)} of {len(dataset)} {split} images are unreadable ({share:.1%}, "
+                         f"more than --max-bad-share {max_bad_share:.0%}): {listing}{more}")
+    for path, reason in bad:
+        log.warning("skipping unreadable image %s: %s", path, reason)
+    paths = {path for path, _ in bad}
+    return FileImages([s for s in dataset.samples if str(s[0]) not in paths]), bad
