@@ -248,22 +248,27 @@ def plot_curves(history: list[dict], kept_epoch: int | None = None) -> Figure | 
     evaluated = [row for row in history if row.get("val_accuracy") is not None]
     marker = "o" if len(history) <= 30 else None
     val_marker = "o" if len(evaluated) <= 30 else None
-    fig = Figure(figsize=(14, 4.2), dpi=FIGURE_DPI, layout="constrained")
-    loss_ax, accuracy_ax, lr_ax = fig.subplots(1, 3)
+    # Without a val split (no epoch evaluated) there is no val panel to draw: loss and rate only.
+    fig = Figure(figsize=(14, 4.2) if evaluated else (10, 4.2), dpi=FIGURE_DPI, layout="constrained")
+    if evaluated:
+        loss_ax, accuracy_ax, lr_ax = fig.subplots(1, 3)
+    else:
+        (loss_ax, lr_ax), accuracy_ax = fig.subplots(1, 2), None
     loss_ax.plot(epochs, [row["train_loss"] for row in history], marker=marker, label="train loss")
-    loss_ax.plot([row["epoch"] for row in evaluated], [row["val_loss"] for row in evaluated], marker=val_marker,
-                 label="val loss")
-    loss_ax.set_title("Loss", fontsize=12)
-    accuracy_ax.plot([row["epoch"] for row in evaluated], [100 * row["val_accuracy"] for row in evaluated],
-                     marker=val_marker, color="#2a9d8f", label="val top-1")
-    if any(row.get("val_top5") is not None for row in evaluated):
-        accuracy_ax.plot([row["epoch"] for row in evaluated if row.get("val_top5") is not None],
-                         [100 * row["val_top5"] for row in evaluated if row.get("val_top5") is not None],
-                         marker=val_marker, color="#8ab17d", linestyle="--", label="val top-5")
-    accuracy_ax.set_title("Val accuracy (%)" if evaluated else "Val accuracy (%): no val split", fontsize=12)
+    if evaluated:
+        loss_ax.plot([row["epoch"] for row in evaluated], [row["val_loss"] for row in evaluated],
+                     marker=val_marker, label="val loss")
+        accuracy_ax.plot([row["epoch"] for row in evaluated], [100 * row["val_accuracy"] for row in evaluated],
+                         marker=val_marker, color="#2a9d8f", label="val top-1")
+        if any(row.get("val_top5") is not None for row in evaluated):
+            accuracy_ax.plot([row["epoch"] for row in evaluated if row.get("val_top5") is not None],
+                             [100 * row["val_top5"] for row in evaluated if row.get("val_top5") is not None],
+                             marker=val_marker, color="#8ab17d", linestyle="--", label="val top-5")
+        accuracy_ax.set_title("Val accuracy (%)", fontsize=12)
+    loss_ax.set_title("Loss" if evaluated else "Training loss (no val split)", fontsize=12)
     lr_ax.plot(epochs, [row["lr"] for row in history], marker=marker, color="#7b5ea7")
     lr_ax.set_title("Learning rate (at the start of each epoch)", fontsize=12)
-    for ax in (loss_ax, accuracy_ax, lr_ax):
+    for ax in (a for a in (loss_ax, accuracy_ax, lr_ax) if a is not None):
         if kept_epoch is not None and kept_epoch in epochs:
             ax.axvline(kept_epoch, color="#e76f51", linestyle=":", linewidth=1.5,
                        label=f"kept: epoch {kept_epoch}" if ax is not lr_ax else None)
@@ -272,7 +277,7 @@ def plot_curves(history: list[dict], kept_epoch: int | None = None) -> Figure | 
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=10)
     loss_ax.legend(fontsize=10)
-    if evaluated or kept_epoch is not None:
+    if evaluated:
         accuracy_ax.legend(fontsize=10)
     return fig
 

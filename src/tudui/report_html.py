@@ -34,6 +34,10 @@ PICTURES = (("confusion_matrix.png", "Confusion matrix",
                                               "best epoch; the numbers above measure its weights)."))
 
 
+NO_VAL_CURVES = ("Training loss and learning rate per epoch (no val split: the last epoch's weights are kept, "
+                 "and the numbers above measure them).")
+
+
 def percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
@@ -101,6 +105,8 @@ def render_page(data, pictures: dict[str, bytes]) -> str:
     weakest_text = ", ".join(f"{row['class']} ({percent(row['recall'])})" for row in weakest)
     sections = {}
     for name, heading, caption in PICTURES:
+        if name == "curves.png" and not any(row.get("val_accuracy") is not None for row in data.history):
+            caption = NO_VAL_CURVES
         if name in pictures:
             sections[name] = (f"<h2>{escape(heading)}</h2>\n<p>{escape(caption)}</p>\n"
                               f"{_image(name, pictures[name], heading)}")

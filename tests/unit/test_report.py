@@ -1,4 +1,5 @@
 """The report's numbers and pictures: per-class metrics, mistakes, the confusion matrix, the curves."""
+import dataclasses
 from itertools import combinations
 
 import numpy as np
@@ -15,7 +16,9 @@ from tudui.report import (
     per_class_table,
     plot_confusion,
     plot_mistakes,
+    render_pictures,
 )
+from tudui.report_html import render_page
 
 
 def fake_report(num_classes: int, per_class: int = 6, seed: int = 0) -> ReportData:
@@ -147,3 +150,18 @@ def test_the_curves_mark_the_kept_epoch_and_show_top5():
     assert all(len(ax.get_lines()) == n for ax, n in zip(fig.axes, (3, 3, 2)))
     unmarked = plot_curves(history)
     assert not any(list(line.get_xdata()) == [3, 3] for ax in unmarked.axes for line in ax.get_lines())
+
+
+def test_curves_without_a_val_split_draw_no_empty_val_panel():
+    history = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": None, "val_accuracy": None, "val_top5": None,
+                "lr": 0.1 / e} for e in range(1, 6)]
+    fig = plot_curves(history, kept_epoch=5)
+    loss_ax, lr_ax = fig.axes           # loss and rate only
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == ["train loss", "kept: epoch 5"]
+    assert "no val split" in loss_ax.get_title()
+    assert all(len(line.get_xdata()) for ax in fig.axes for line in ax.get_lines())   # no empty line
+    data = dataclasses.replace(fake_report(3), history=history, kept_epoch=5)
+    page = render_page(data, render_pictures(data))
+    assert "no val split: the last epoch" in page and "val picks the best epoch" not in page
+    with_val = dataclasses.replace(data, history=[{**row, "val_loss": 1.0, "val_accuracy": 0.5} for row in history])
+    assert "val picks the best epoch" in render_page(with_val, render_pictures(with_val))
