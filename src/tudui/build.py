@@ -334,12 +334,14 @@ def _announce(parts: Parts) -> None:
     if cfg.train.time_budget:
         say(f"time budget: {cfg.train.time_budget:g} s of training, at most {cfg.train.epochs} epochs; the schedule "
             f"follows the clock, and the final test pass comes after")
-    say(f"start: {parts.start.start}{_freeze_note(cfg, parts.model)}")
-    if parts.resumed is not None:
+    if parts.resumed is None:
+        say(f"start: {parts.start.start}{_freeze_note(cfg, parts.model)}")
+    else:   # the weights, optimizer and position come from state.pt, whatever the run first started from
         at, best = parts.start_at, parts.checkpoints
         so_far = f" (best so far: epoch {best.best_epoch})" if best.best_epoch else ""
-        say(f"resuming {parts.run} after epoch {at.epoch}"
-            + (f" and {at.step} steps of epoch {at.epoch + 1}" if at.step else "") + so_far)
+        say(f"start: resuming {parts.run} after epoch {at.epoch}"
+            + (f" and {at.step} steps of epoch {at.epoch + 1}" if at.step else "") + so_far
+            + _freeze_note(cfg, parts.model))
 
 
 def _split_roles(spec: DatasetSpec, monitor: str) -> str:

@@ -32,6 +32,12 @@ def save_state(path: Path, state: dict) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+def _changes(before, after) -> str:
+    """The settings that differ between two sections of a config, as "--flag old -> new, ..."."""
+    return ", ".join(f"{flag_name(f)} {getattr(before, f.name)} -> {getattr(after, f.name)}"
+                     for f in fields(after) if getattr(before, f.name) != getattr(after, f.name))
+
+
 def load_state(path: str | Path) -> dict:
     """A training state written by save_state, read without unpickling any object."""
     path = Path(path)
@@ -206,7 +212,10 @@ def resume_settings(resume: str | Path, config: Config | None, config_file, over
     state = load_state(run.state)
     before = make_config(run.config)
     cfg = make_config(run.config, **{k: v for k, v in overrides.items() if k not in ("project", "name")})
-    for what, old, new in (("model", before.model, cfg.model), ("data set", before.data.dataset, cfg.data.dataset),
+    model_changes = _changes(before.model, cfg.model)
+    if model_changes:
+        raise TuduiError(f"cannot resume {run} with a different model ({model_changes}); start a new run instead")
+    for what, old, new in (("data set", before.data.dataset, cfg.data.dataset),
                            ("--val-split", before.data.val_split, cfg.data.val_split),
                            # the saved step counts and the schedule are in steps of this batch size
                            ("--batch-size", before.data.batch_size, cfg.data.batch_size),
@@ -214,12 +223,11 @@ def resume_settings(resume: str | Path, config: Config | None, config_file, over
         if old != new:
             raise TuduiError(f"cannot resume {run} with a different {what} ({old} -> {new}); "
                              f"start a new run instead")
-    changed = [f"{flag_name(f)} {getattr(before.optim, f.name)} -> {getattr(cfg.optim, f.name)}"
-               for f in fields(cfg.optim) if getattr(before.optim, f.name) != getattr(cfg.optim, f.name)]
+    changed = _changes(before.optim, cfg.optim)
     if changed:
         # The optimizer's state (its rates included) and the schedule's come back from state.pt:
         # new values would be silently overwritten by the saved ones.
-        raise TuduiError(f"cannot resume {run} with other optimizer settings ({', '.join(changed)}): "
+        raise TuduiError(f"cannot resume {run} with other optimizer settings ({changed}): "
                          f"its saved state holds the old ones; start a new run from its weights instead: "
                          f" tudui train --config {run.config} --weights {run.last} ...")
     if state["epoch"] >= cfg.train.epochs:

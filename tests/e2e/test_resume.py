@@ -135,8 +135,9 @@ def test_extending_a_cosine_run_says_what_the_schedule_does_and_offers_tail_and_
 
 def test_resuming_with_another_model_or_data_set_is_refused(tmp_path):
     run = train(tmp_path, data="synthetic", epochs=1, batch_size=32)
-    with pytest.raises(TuduiError, match="different model"):
+    with pytest.raises(TuduiError, match=r"different model \(--model tudui -> tudui_relu\); start a new run") as error:
         tudui.train(resume=run.run_dir, model="tudui_relu", epochs=2, progress=False)
+    assert "ModelConfig" not in str(error.value)   # the setting that changed, not the whole section
     with pytest.raises(TuduiError, match="different data set"):
         tudui.train(resume=run.run_dir, data="digits", epochs=2, progress=False)
     with pytest.raises(TuduiError, match=r"different --batch-size \(32 -> 16\)"):
@@ -233,7 +234,8 @@ def test_ctrl_c_from_the_terminal_saves_and_resume_finishes(tmp_path):
                            str(state["epoch"] + 1), "--no-report"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert f"resuming runs/exp after epoch {state['epoch']}" in done.stdout
+    assert f"start: resuming runs/exp after epoch {state['epoch']}" in done.stdout
+    assert "random initial weights" not in done.stdout   # where the run first started is no longer true
     rows = list(csv.DictReader(metrics.open()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, state["epoch"] + 2))
 
