@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,10 @@ def from_dict(values: Any) -> Config:
     return _build(_collect(values))
 
 
+# A number in exponent form whose mantissa has no dot or whose exponent has no sign (1e-3, 1.0e3).
+_EXPONENT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
+
+
 def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
     kind = value_type(f)
     if kind is bool:
@@ -120,6 +125,8 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
         raise TuduiError(f"{where} must be true or false, got {shown(value)}")
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        return float(value)   # YAML 1.1 (PyYAML) reads 1e-3 and 1.0e3 as text; the command line takes them
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):

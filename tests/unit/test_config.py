@@ -97,6 +97,24 @@ def test_the_cpu_presets_are_the_fast_recipe_with_only_their_marked_changes(name
     assert marked == {key for _, key in changed}   # the file's comments say what differs
 
 
+@pytest.mark.parametrize("written, value", [("1e-3", 1e-3), ("1.0e3", 1000.0), ("2E-4", 2e-4), ('"5e-4"', 5e-4),
+                                            (".5e1", 5.0), ("1.0e-3", 1e-3), ("0.01", 0.01)])
+def test_numbers_in_exponent_form_are_numbers_in_a_settings_file(tmp_path, written, value):
+    # PyYAML (YAML 1.1) reads 1e-3 and 1.0e3 as text, where --lr 1e-3 on the command line is a number.
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"data: digits\nlr: {written}\nweight_decay: {written}\n")
+    cfg = make_config(path)
+    assert cfg.optim.lr == pytest.approx(value) and cfg.optim.weight_decay == pytest.approx(value)
+
+
+@pytest.mark.parametrize("written", ["1e", "e5", "1e-3x", "1,5e3", "0x1p3"])
+def test_text_that_only_looks_like_a_number_is_still_refused(tmp_path, written):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"lr: {written}\n")
+    with pytest.raises(TuduiError, match="lr must be a float"):
+        make_config(path)
+
+
 def test_a_flat_file_names_settings_like_the_flags(tmp_path):
     path = tmp_path / "flat.yaml"
     path.write_text("data: digits\nepochs: 3\nmodel: tudui_relu\noptimizer: adamw\nbatch-size: 16\nname: mine\n")
