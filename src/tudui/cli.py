@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
@@ -101,14 +102,37 @@ def _given(cls: type, args: argparse.Namespace) -> dict:
     return {name: value for name, value in values.items() if value is not None}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, with a usage mistake said in one line (argparse prints the whole usage
+    first, dozens of lines for train) and argparse's exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _unrecognized(extra: list[str], parser: argparse.ArgumentParser) -> str:
+    """The message for arguments parser does not know, with the flag meant when one is misspelled."""
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    flags = list(parser._option_string_actions)   # noqa: SLF001 - argparse keeps its flags only there
+    for word in extra:
+        if word.startswith("--"):
+            name = word.split("=", 1)[0]
+            meant = [name.replace("_", "-")] if name.replace("_", "-") in flags else \
+                difflib.get_close_matches(name, flags, n=1, cutoff=0.7)
+            if meant:
+                return f"{message}; did you mean {meant[0]}?"
+    return message
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tudui", description="Train, evaluate and use image classifiers with PyTorch.",
         epilog="run `tudui COMMAND --help` for each command's settings and examples")
     parser.add_argument("--version", action="version", version=f"tudui {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the whole traceback of an unexpected error (for a bug report)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.set_defaults(parsers=commands.choices)   # each command's own parser, for its messages
     formatter = argparse.RawDescriptionHelpFormatter
 
     train = commands.add_parser("train", help="train a model; writes a run directory",
@@ -302,7 +326,10 @@ def show_log_lines() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:   # said by the command's parser, which knows its flags
+        command = args.parsers[args.command]
+        command.error(_unrecognized(extra, command))
     show_log_lines()
     try:
         if args.command == "train":

@@ -51,3 +51,19 @@ def test_the_command_line_shows_tudui_log_lines_on_stderr_once(capsys):
     finally:
         logger.handlers[:] = handlers
         logger.setLevel(level)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["train", "--data", "digits", "--epcohs", "3"],
+     "tudui train: error: unrecognized arguments: --epcohs 3; did you mean --epochs? (see `tudui train --help`)"),
+    (["train", "--batch_size", "32"], "unrecognized arguments: --batch_size 32; did you mean --batch-size?"),
+    (["predict", "a.png", "--weights", "w", "--top-k", "3"], "did you mean --topk?"),
+    (["eval", "--weights", "w", "--zzzz"], "tudui eval: error: unrecognized arguments: --zzzz (see `tudui eval"),
+    (["train", "--epochs", "2.5"], "tudui train: error: argument --epochs: invalid int value: '2.5'"),
+    (["trian"], "tudui: error: argument COMMAND: invalid choice: 'trian'"),
+])
+def test_a_usage_mistake_is_one_line_naming_the_flag_meant_and_exit_2(argv, said, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1 and said in err, err
