@@ -329,7 +329,7 @@ def _announce(parts: Parts) -> None:
     say(f"model: {cfg.model.arch} ({count_parameters(parts.model):,} parameters, "
         f"{pre.input_size}x{pre.input_size} input{resize}) on {described(parts.runtime)}, {parts.runtime.precision}"
         f"{' (--precision auto)' if cfg.train.precision == 'auto' else ''}; "
-        f"loader: {parts.loaders.kind}; run directory {parts.run}")
+        f"loader: {parts.loaders.kind}; run directory {parts.run}{_taken_note(cfg, parts)}")
     say(f"optimizer: {describe_optimizer(cfg.optim, parts.step.optimizer, backbone=bool(cfg.train.freeze_epochs))}")
     if cfg.train.time_budget:
         say(f"time budget: {cfg.train.time_budget:g} s of training, at most {cfg.train.epochs} epochs; the schedule "
@@ -375,6 +375,14 @@ def _announce_classes(parts: Parts) -> None:
         parts.warn(f"the classes are imbalanced ({largest:,} vs {smallest:,} training images): accuracy will "
                    f"flatter a model that ignores the small ones (balanced accuracy and macro-F1 do not); "
                    f"--class-weights auto or --sampler balanced let every class count")
+
+
+def _taken_note(cfg: Config, parts: Parts) -> str:
+    """Why the run directory is not the --name asked for: a run of that name exists."""
+    name = cfg.train.run_name
+    if not name or parts.resumed is not None or parts.run.path.name == name:
+        return ""
+    return f" ({Path(cfg.train.project) / name} exists)"
 
 
 def _freeze_note(cfg: Config, model: nn.Module) -> str:

@@ -29,6 +29,15 @@ def test_training_is_repeatable_with_the_same_seed(tmp_path):
     assert runs[0].run_dir.name == "exp" and runs[1].run_dir.name == "exp2"
 
 
+def test_a_name_taken_already_is_numbered_and_the_first_lines_say_so(tmp_path, capsys):
+    said = []
+    for _ in range(2):
+        tudui.train(data="synthetic", epochs=1, name="mine", project=str(tmp_path), report=False)
+        said.append(capsys.readouterr().out)
+    assert f"run directory {tmp_path / 'mine'}\n" in said[0] and "exists" not in said[0]
+    assert f"run directory {tmp_path / 'mine2'} ({tmp_path / 'mine'} exists)" in said[1]
+
+
 def test_folder_training_evaluate_and_predict_agree(split_folder, tmp_path):
     result = tudui.train(data=str(split_folder), epochs=4, lr=0.05, project=str(tmp_path),
                          progress=False, model="tudui_relu")
