@@ -46,7 +46,8 @@ def load_state(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise TuduiError(f"training state not found: {path}") from None
+        raise TuduiError(f"training state not found: {path} (a run killed or failed before its first epoch ended has "
+                         f"nothing to resume: start it again without --resume)") from None
     except Exception as e:  # the restricted unpickler refuses anything but tensors and plain types
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise TuduiError(f"cannot read training state {path}: {first}") from None

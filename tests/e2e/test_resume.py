@@ -250,3 +250,10 @@ def test_resuming_a_run_another_process_holds_changes_nothing_in_it(tmp_path):
     after = {p.name: p.read_bytes() for p in result.run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
     assert after == before
     assert tudui.train(resume=result.run_dir, epochs=2, progress=False, report=False).history[-1]["epoch"] == 2
+
+
+def test_a_run_without_a_training_state_says_there_is_nothing_to_resume(tmp_path):
+    run = train(tmp_path, data="synthetic", epochs=1, batch_size=32)
+    (run.run_dir / "weights" / "state.pt").unlink()   # as a run killed in its first epoch leaves it
+    with pytest.raises(TuduiError, match="training state not found: .*state.pt .*start it again without --resume"):
+        tudui.train(resume=run.run_dir, epochs=2, progress=False)

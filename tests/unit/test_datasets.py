@@ -111,7 +111,10 @@ def test_test_split_with_unknown_class_is_refused(split_folder):
 
 
 @pytest.mark.parametrize("path, message", [
-    ("/no/such/folder", "data set not found"),
+    ("/no/such/folder", r"data set not found: /no/such/folder \(expected a built-in one: digits, synthetic, "
+                        r"cifar10, .*stl10; or a folder"),
+    ("digit", r"data set not found: digit; did you mean digits\? \(expected a built-in one"),
+    ("CIFAR-10", r"did you mean cifar10\?"),
 ])
 def test_missing_data_is_one_error(path, message):
     with pytest.raises(TuduiError, match=message):
@@ -120,8 +123,15 @@ def test_missing_data_is_one_error(path, message):
 
 def test_a_folder_with_one_class_is_refused(tmp_path):
     write_class_folder(tmp_path / "solo", ["only"], 4)
-    with pytest.raises(TuduiError, match="at least two classes"):
+    with pytest.raises(TuduiError, match="at least two classes, each a folder of its images .*; found one: 'only'$"):
         build_dataset(str(tmp_path / "solo"))
+
+
+def test_a_folder_of_images_without_class_folders_says_so(tmp_path):
+    (tmp_path / "flat").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "flat" / "a.png")
+    with pytest.raises(TuduiError, match=r"flat/CLASS/image.jpg\); found none \(images directly in it\?\)$"):
+        build_dataset(str(tmp_path / "flat"))
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "1"])
@@ -136,10 +146,11 @@ def test_16_bit_images_are_scaled_not_clamped():
     assert to_rgb(image).getpixel((0, 0))[0] == 127
 
 
-def test_unreadable_image_is_named(tmp_path):
+def test_unreadable_image_is_named_once_with_the_reason(tmp_path):
     (tmp_path / "x.jpg").write_text("<html>")
-    with pytest.raises(TuduiError, match="x.jpg"):
+    with pytest.raises(TuduiError, match="x.jpg: not in an image format Pillow reads") as error:
         load_image(tmp_path / "x.jpg")
+    assert str(error.value).count("x.jpg") == 1
 
 
 def test_cifar10_offline_says_what_is_missing_and_how_to_run_offline(tmp_path, monkeypatch):

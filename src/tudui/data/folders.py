@@ -241,8 +241,9 @@ def _read_folder(root: Path) -> DatasetSpec:
         splits = {"train": _index(items, class_names, root)}
         layout = f"{root} (one folder of class folders)"
     if len(class_names) < 2:
-        raise TuduiError(f"{root} needs at least two classes (one folder each), found "
-                         f"{len(class_names)}: {shown(class_names)}")
+        found = f"found one: {shown(class_names[0])}" if class_names else "found none (images directly in it?)"
+        raise TuduiError(f"{root} needs at least two classes, each a folder of its images "
+                         f"({root}/CLASS/image.jpg); {found}")
     if ignored:
         log.info("%s: ignored %s", root, dict(ignored))
     return DatasetSpec(**{split: FileImages(items) for split, items in splits.items()}, class_names=class_names,

@@ -67,7 +67,10 @@ def load_image(path: str | Path) -> Image.Image:
     except Image.DecompressionBombWarning:
         raise TuduiError(f"cannot read image {path}: larger than Pillow's limit of "
                          f"{Image.MAX_IMAGE_PIXELS:,} pixels") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+    except UnidentifiedImageError:   # Pillow's own words name the file a second time
+        raise TuduiError(f"cannot read image {path}: not in an image format Pillow reads (JPEG, PNG, "
+                         f"BMP, GIF, TIFF, WebP, ...)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise TuduiError(f"cannot read image {path}: {e}") from None
 
 

@@ -2,12 +2,16 @@
 val split held out where the data has none."""
 from __future__ import annotations
 
+import difflib
+from pathlib import Path
+
 from tudui.config import DataConfig, TrainConfig
 from tudui.data.csvlist import csv_dataset
 from tudui.data.datasets import DatasetSpec, digits, synthetic
 from tudui.data.folders import folder
 from tudui.data.splits import hold_out_val
 from tudui.data.torchvision_sets import SETS, torchvision_set
+from tudui.errors import TuduiError
 from tudui.files import cache_root
 
 DATA, TRAIN = DataConfig(), TrainConfig()   # the defaults of the settings below
@@ -32,4 +36,9 @@ def read_dataset(name: str, data_dir: str = DATA.data_dir, seed: int = TRAIN.see
         return synthetic(seed=seed)
     if name.lower().endswith(".csv"):
         return csv_dataset(name)
+    if not Path(name).exists():
+        close = difflib.get_close_matches(name.lower(), BUILTIN_DATASETS, n=1)
+        meant = f"; did you mean {close[0]}?" if close else ""
+        raise TuduiError(f"data set not found: {name}{meant} (expected a built-in one: {', '.join(BUILTIN_DATASETS)}; "
+                         f"or a folder, a .tar/.tar.gz or a .csv list)")
     return folder(name, cache_root() / "extracted")
