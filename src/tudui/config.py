@@ -147,7 +147,8 @@ class TrainConfig(Settings):
                          "under torchrun each process takes the GPU of its local rank)", rule=DEVICE,
                        default="auto")
     project: str = option("folder that holds the run directories", default="runs")
-    run_name: str = option("run directory name (default: exp, exp2, ...; a name taken already gets 2, 3, ...)", flag="--name",
+    run_name: str = option("run directory name (default: exp, exp2, ...; a name taken already gets 2, 3, ...)",
+                           flag="--name",
                          rule=Rule(lambda v: "/" not in v and "\\" not in v,
                                    "a directory name, not a path (use --project for the parent)"),
                          default="")
