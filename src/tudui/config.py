@@ -58,7 +58,8 @@ class DataConfig(Settings):
     augment: str = option("training augmentation: " + ", ".join(AUGMENTS)
                         + " (auto: none for digits and synthetic; for photos crop-flip up to 64 px, "
                         "resized-crop-flip above)", rule=one_of(*AUGMENTS), default="auto")
-    download: bool = option("download cifar10 when it is missing", default=True)
+    download: bool = option("download a torchvision data set (cifar10, mnist, ...) when it is missing",
+                            default=True)
     translate: int = option("pixels of random translation in the crop presets (-1: an eighth of the side)",
                           rule=up_to(-1, 1024), default=-1)
     max_bad_share: float = option("largest share of unreadable images in a folder that is skipped with "
@@ -160,7 +161,8 @@ class TrainConfig(Settings):
                         + " or ".join(MONITORS), rule=one_of(*MONITORS), default="val_accuracy")
     patience: int = option("stop after N epochs in which --monitor did not improve on its best (0: never)",
                          rule=up_to(0, 1_000_000), default=0)
-    precision: str = option("fp32, bf16 or fp16 autocast (auto: bf16 where the device has it, else fp32)",
+    precision: str = option("fp32, bf16, fp16 or auto: the autocast dtype (auto: bf16 where the device has "
+                            "it, fp16 on older GPUs, else fp32)",
                           rule=one_of(*PRECISIONS), default="fp32")
     channels_last: bool = option("channels-last memory layout (faster convolutions on most hardware)",
                                default=False)
