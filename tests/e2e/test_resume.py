@@ -51,7 +51,8 @@ def signal_at_step(monkeypatch, step: int, signum=signal.SIGINT):
 
 def losses(run_dir):
     with open(run_dir / "metrics.csv", newline="") as f:
-        return [(row["epoch"], row["train_loss"], row["val_accuracy"]) for row in csv.DictReader(f)]
+        # The rate too: an epoch resumed mid-way gives the rate at its first step, as a straight run does.
+        return [(row["epoch"], row["train_loss"], row["val_accuracy"], row["lr"]) for row in csv.DictReader(f)]
 
 
 def assert_same_weights(a, b):

@@ -105,6 +105,10 @@ def _train_epoch(step: TrainStep, train_loader, options: FitOptions, hooks: Hook
         train_loader.skip(at.step)
     hooks("on_epoch_start", epoch, options.epochs, len(train_loader))
     lr = step.optimizer.param_groups[-1]["lr"]
+    scheduler = step.scheduler
+    if at.step and getattr(options.clock, "time_budget", 0) <= 0 and hasattr(scheduler, "lr_lambdas"):
+        # Resumed mid-epoch: the epoch's row gives the rate at its first step, as an uninterrupted run's does.
+        lr = scheduler.base_lrs[-1] * scheduler.lr_lambdas[-1](scheduler.last_epoch - at.step)
     started = time.perf_counter()
     train = train_one_epoch(step, train_loader, hooks, should_stop, initial=(at.loss_sum, at.images))
     return {**train, "lr": lr, "started": started}
