@@ -36,7 +36,7 @@ from tudui.data.validate import drop_unreadable
 from tudui.engine import Hooks, ResumePoint, RunProgress, TrainStep, create_optimizer, create_scheduler
 from tudui.engine.averaging import Lookahead
 from tudui.engine.distributed import described, from_rank_zero, wrap
-from tudui.engine.optim import describe_optimizer, inverse_frequency
+from tudui.engine.optim import describe_optimizer, inverse_frequency, scheduled_rates
 from tudui.errors import TuduiError
 from tudui.logging import CSVHook, ProgressHook, TensorBoardHook
 from tudui.models import count_parameters, model_entry, preprocess_of
@@ -142,7 +142,7 @@ def rate_now(step: TrainStep) -> float:
     return the first: the restored optimizer holds the old schedule's rate, which a changed
     schedule would otherwise use for one more step."""
     scheduler = step.scheduler
-    rates = [base * rule(scheduler.last_epoch) for base, rule in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    rates = scheduled_rates(scheduler, scheduler.last_epoch)
     for group, rate in zip(step.optimizer.param_groups, rates):
         group["lr"] = rate
     scheduler._last_lr = rates   # what get_last_lr() reports; LambdaLR has no public setter

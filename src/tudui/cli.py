@@ -117,8 +117,8 @@ def _unrecognized(extra: list[str], parser: argparse.ArgumentParser) -> str:
     for word in extra:
         if word.startswith("--"):
             name = word.split("=", 1)[0]
-            meant = [name.replace("_", "-")] if name.replace("_", "-") in flags else \
-                difflib.get_close_matches(name, flags, n=1, cutoff=0.7)
+            dashed = name.replace("_", "-")
+            meant = [dashed] if dashed in flags else difflib.get_close_matches(name, flags, n=1, cutoff=0.7)
             if meant:
                 return f"{message}; did you mean {meant[0]}?"
     return message

@@ -268,7 +268,7 @@ def plot_curves(history: list[dict], kept_epoch: int | None = None) -> Figure | 
     loss_ax.set_title("Loss" if evaluated else "Training loss (no val split)", fontsize=12)
     lr_ax.plot(epochs, [row["lr"] for row in history], marker=marker, color="#7b5ea7")
     lr_ax.set_title("Learning rate (at the start of each epoch)", fontsize=12)
-    for ax in (a for a in (loss_ax, accuracy_ax, lr_ax) if a is not None):
+    for ax in fig.axes:
         if kept_epoch is not None and kept_epoch in epochs:
             ax.axvline(kept_epoch, color="#e76f51", linestyle=":", linewidth=1.5,
                        label=f"kept: epoch {kept_epoch}" if ax is not lr_ax else None)

@@ -10,7 +10,7 @@ import torch
 from tudui.engine.distributed import sum_across
 from tudui.engine.hooks import Hooks
 from tudui.engine.loop import TrainStep, evaluate, train_one_epoch
-from tudui.engine.optim import RunProgress
+from tudui.engine.optim import RunProgress, scheduled_rates
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,7 +108,7 @@ def _train_epoch(step: TrainStep, train_loader, options: FitOptions, hooks: Hook
     scheduler = step.scheduler
     if at.step and getattr(options.clock, "time_budget", 0) <= 0 and hasattr(scheduler, "lr_lambdas"):
         # Resumed mid-epoch: the epoch's row gives the rate at its first step, as an uninterrupted run's does.
-        lr = scheduler.base_lrs[-1] * scheduler.lr_lambdas[-1](scheduler.last_epoch - at.step)
+        lr = scheduled_rates(scheduler, scheduler.last_epoch - at.step)[-1]
     started = time.perf_counter()
     train = train_one_epoch(step, train_loader, hooks, should_stop, initial=(at.loss_sum, at.images))
     return {**train, "lr": lr, "started": started}

@@ -224,6 +224,11 @@ class RunProgress:
         return self.time_budget > 0 and self.started is not None and self(0) >= 1.0
 
 
+def scheduled_rates(scheduler: torch.optim.lr_scheduler.LambdaLR, step: int) -> list[float]:
+    """Each parameter group's rate that scheduler gives at step (LambdaLR: base rate x factor)."""
+    return [base * rule(step) for base, rule in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+
+
 def create_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
                      epochs: int, progress: RunProgress | None = None,
                      window: tuple[int, int] | None = None) -> torch.optim.lr_scheduler.LambdaLR:
