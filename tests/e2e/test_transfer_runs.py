@@ -64,3 +64,20 @@ def test_freeze_backbone_trains_the_head_alone(tmp_path):
     assert all(torch.equal(trained[k], v) for k, v in original.items())   # running stats included
     assert meta.model_options == {"head": "append"}
     assert not torch.equal(model.classifier.add_linear.weight, torch.zeros_like(model.classifier.add_linear.weight))
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v3_small", "tudui"])
+def test_a_backbone_frozen_at_random_weights_is_warned_of(tmp_path, caplog, model):
+    folder = write_photo_folder(tmp_path / "photos", 4)
+    settings = dict(data=str(folder), model=model, input_size=32, epochs=1, project=str(tmp_path / "runs"),
+                    progress=False)
+    with caplog.at_level("WARNING", logger="tudui"):
+        tudui.train(**settings, freeze_backbone=True)
+    warned = [r.getMessage() for r in caplog.records if "frozen at random initial weights" in r.getMessage()]
+    assert len(warned) == 1
+    assert ("--pretrained" in warned[0]) == (model != "tudui") and "--weights (a run's weights)" in warned[0]
+    caplog.clear()
+    first = tudui.train(**settings)   # not frozen: nothing to say; then frozen, from a run's weights
+    with caplog.at_level("WARNING", logger="tudui"):
+        tudui.train(**settings, freeze_epochs=0, freeze_backbone=True, weights=str(first.last_weights))
+    assert not [r for r in caplog.records if "frozen at random" in r.getMessage()]
