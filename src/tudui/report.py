@@ -260,7 +260,8 @@ def plot_curves(history: list[dict], kept_epoch: int | None = None) -> Figure | 
                      marker=val_marker, label="val loss")
         accuracy_ax.plot([row["epoch"] for row in evaluated], [100 * row["val_accuracy"] for row in evaluated],
                          marker=val_marker, color="#2a9d8f", label="val top-1")
-        if any(row.get("val_top5") is not None for row in evaluated):
+        # Top-5 of five classes or fewer is always 100 %: a flat line that says nothing and squeezes top-1.
+        if any(row.get("val_top5") is not None and row["val_top5"] < 1.0 for row in evaluated):
             accuracy_ax.plot([row["epoch"] for row in evaluated if row.get("val_top5") is not None],
                              [100 * row["val_top5"] for row in evaluated if row.get("val_top5") is not None],
                              marker=val_marker, color="#8ab17d", linestyle="--", label="val top-5")
@@ -273,6 +274,9 @@ def plot_curves(history: list[dict], kept_epoch: int | None = None) -> Figure | 
             ax.axvline(kept_epoch, color="#e76f51", linestyle=":", linewidth=1.5,
                        label=f"kept: epoch {kept_epoch}" if ax is not lr_ax else None)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) == 1:   # one point: one tick at its epoch, not fractions around it
+            ax.set_xticks(epochs)
+            ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
         ax.set_xlabel("epoch", fontsize=11)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=10)

@@ -165,3 +165,12 @@ def test_curves_without_a_val_split_draw_no_empty_val_panel():
     assert "no val split: the last epoch" in page and "val picks the best epoch" not in page
     with_val = dataclasses.replace(data, history=[{**row, "val_loss": 1.0, "val_accuracy": 0.5} for row in history])
     assert "val picks the best epoch" in render_page(with_val, render_pictures(with_val))
+
+
+def test_one_epoch_curves_tick_that_epoch_and_leave_out_a_top5_that_is_always_100():
+    history = [{"epoch": 1, "train_loss": 1.0, "val_loss": 0.9, "val_accuracy": 0.4, "val_top5": 1.0, "lr": 0.1}]
+    fig = plot_curves(history, kept_epoch=1)
+    for ax in fig.axes:
+        assert list(ax.get_xticks()) == [1] and ax.get_xlim() == (0.5, 1.5)
+    accuracy_ax = fig.axes[1]
+    assert [t.get_text() for t in accuracy_ax.get_legend().get_texts()] == ["val top-1", "kept: epoch 1"]
