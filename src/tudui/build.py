@@ -45,7 +45,14 @@ from tudui.models.torchvision import FrozenBackbone, freeze_backbone
 from tudui.rundir import RunDir, RunLock
 from tudui.runtime import Runtime, create_runtime, seed_everything
 from tudui.settings import shown
-from tudui.transfer import FreezeSchedule, StartingModel, build_starting_model, check_input_size, trainable_parameters
+from tudui.transfer import (
+    FreezeSchedule,
+    StartingModel,
+    build_starting_model,
+    check_input_size,
+    frozen_at_random,
+    trainable_parameters,
+)
 from tudui.weights import WeightsMeta
 
 log = logging.getLogger(__name__)
@@ -336,11 +343,8 @@ def _announce(parts: Parts) -> None:
             f"follows the clock, and the final test pass comes after")
     if parts.resumed is None:
         say(f"start: {parts.start.start}{_freeze_note(cfg, parts.model)}")
-        if _frozen_at_random(cfg):
-            learnt = ("--pretrained, --weights-file or --weights (a run's weights)"
-                      if model_entry(cfg.model.arch).family == "torchvision" else "--weights (a run's weights)")
-            parts.warn(f"the backbone is frozen at random initial weights, so only the head learns, on features "
-                       f"nobody trained (it stays near chance on photos); {learnt} gives it learnt ones")
+        if warning := frozen_at_random(cfg, parts.start):
+            parts.warn(warning)
     else:   # the weights, optimizer and position come from state.pt, whatever the run first started from
         at, best = parts.start_at, parts.checkpoints
         so_far = f" (best so far: epoch {best.best_epoch})" if best.best_epoch else ""
@@ -388,12 +392,6 @@ def _taken_note(cfg: Config, parts: Parts) -> str:
     if not name or parts.resumed is not None or parts.run.path.name == name:
         return ""
     return f" ({Path(cfg.train.project) / name} exists)"
-
-
-def _frozen_at_random(cfg: Config) -> bool:
-    """Whether a frozen backbone (for the run or its first epochs) starts from random weights."""
-    frozen = cfg.train.freeze_backbone or cfg.train.freeze_epochs
-    return bool(frozen) and not (cfg.model.pretrained or cfg.model.weights_file or cfg.model.weights)
 
 
 def _freeze_note(cfg: Config, model: nn.Module) -> str:

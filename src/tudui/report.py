@@ -260,7 +260,7 @@ def plot_curves(history: list[dict], kept_epoch: int | None = None) -> Figure | 
                      marker=val_marker, label="val loss")
         accuracy_ax.plot([row["epoch"] for row in evaluated], [100 * row["val_accuracy"] for row in evaluated],
                          marker=val_marker, color="#2a9d8f", label="val top-1")
-        # Top-5 of five classes or fewer is always 100 %: a flat line that says nothing and squeezes top-1.
+        # A top-5 of 100 % at every epoch (always so with five classes or fewer) says nothing and squeezes top-1.
         if any(row.get("val_top5") is not None and row["val_top5"] < 1.0 for row in evaluated):
             accuracy_ax.plot([row["epoch"] for row in evaluated if row.get("val_top5") is not None],
                              [100 * row["val_top5"] for row in evaluated if row.get("val_top5") is not None],

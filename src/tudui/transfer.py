@@ -30,6 +30,7 @@ class StartingModel:
     options: dict        # the architecture settings to record: create_model(name, n, **options)
     start: str           # where the weights came from, for the run's first lines and the metadata
     pretrained: str | None = None   # torchvision's weights name when they were loaded
+    random: bool = False            # no weights loaded: every layer starts at its initialisation
 
 
 def model_options(cfg: Config) -> dict:
@@ -62,7 +63,17 @@ def build_starting_model(cfg: Config, num_classes: int, trust_pickle: bool = Fal
         return StartingModel(model=model, options=options, start=f"pretrained {label} from {path}",
                              pretrained=label)
     return StartingModel(model=create_model(name, num_classes, **options), options=options,
-                         start="random initial weights")
+                         start="random initial weights", random=True)
+
+
+def frozen_at_random(cfg: Config, start: StartingModel) -> str:
+    """A warning when the backbone is frozen (for the run or its first epochs) at random weights, else ""."""
+    if not (start.random and (cfg.train.freeze_backbone or cfg.train.freeze_epochs)):
+        return ""
+    learnt = ("--pretrained, --weights-file or --weights (a run's weights)"
+              if model_entry(cfg.model.arch).family == "torchvision" else "--weights (a run's weights)")
+    return (f"the backbone is frozen at random initial weights, so only the head learns, on features nobody "
+            f"trained (it stays near chance on photos); {learnt} gives it learnt ones")
 
 
 def _from_weights(cfg: Config, num_classes: int, options: dict, trust_pickle: bool) -> StartingModel:
