@@ -227,7 +227,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics))
         return 0
-    print(f"{metrics['data']}: {metrics['count']:,} {metrics['split']} images")
+    which = "images, all of them" if metrics["split"] == "all" else f"{metrics['split']} images"
+    print(f"{metrics['data']}: {metrics['count']:,} {which}")
     top5 = f"  top-5 {metrics['top5_accuracy']:.2%}" if len(metrics["class_names"]) > 5 else ""
     print(f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.2%}{top5}  "
           f"balanced accuracy {metrics['balanced_accuracy']:.2%}  macro-F1 {metrics['macro_f1']:.3f}")
@@ -235,7 +236,9 @@ def run_eval(args: argparse.Namespace) -> int:
     width = max(len(name) for name in names)
     for i, name in enumerate(names):
         row = metrics["confusion"][i]
-        print(f"  {name:<{width}}  {metrics['per_class_accuracy'][i]:7.2%}  ({row[i]}/{sum(row)})")
+        found = (f"{metrics['per_class_accuracy'][i]:7.2%}  ({row[i]}/{sum(row)})" if sum(row)
+                 else "      -  (no images)")
+        print(f"  {name:<{width}}  {found}")
     if "report" in metrics:
         print(f"report: {metrics['report']}  (open it in a browser; pictures and metrics.json beside it)")
     return 0

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 
 from tudui.config import Config, EvalConfig
@@ -18,12 +19,13 @@ from tudui.config_files import to_dict
 from tudui.data import DatasetSpec
 from tudui.data.loaders import make_eval_loader
 from tudui.data.sources import read_dataset
-from tudui.data.splits import hold_out_val, join_images
+from tudui.data.splits import hold_out_val, join_images, relabel
 from tudui.data.validate import drop_unreadable, readable_images
 from tudui.engine import evaluate as evaluate_model
 from tudui.errors import TuduiError
 from tudui.rundir import RunDir, create_numbered, resolve_weights_path
 from tudui.runtime import Runtime, create_runtime, resolve_device
+from tudui.settings import shown
 from tudui.weights import WeightsMeta, load_model, with_class_names
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ def evaluate_weights(cfg: EvalConfig) -> dict:
     if not data:
         raise TuduiError(f"{cfg.weights} does not record its data set; pass --data")
     spec, split, images = _split_to_evaluate(cfg, data, trained, meta)
-    meta = _check_classes(meta, spec, cfg.weights, data)
+    meta, images = _match_classes(meta, spec, images, cfg.weights, data)
     loader = make_eval_loader(images, meta.preprocess, device, cfg.batch_size or trained.data.batch_size,
                               choice=trained.data.loader, in_memory=spec.in_memory)
     runtime = create_runtime(device, trained.train.precision)
@@ -84,7 +86,7 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
     """(data set, the split's name, its images) for --split: auto is the whole folder when
     --data names one without splits of its own, else test, else val (held out as in training)."""
     raw = read_dataset(data, cfg.data_dir or meta.data_dir or trained.data.data_dir, trained.train.seed,
-                       cfg.download)
+                       cfg.download, min_classes=1)
     split = cfg.split
     if split == "auto":
         whole = cfg.data is not None and raw.val is None and raw.test is None
@@ -101,17 +103,35 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
     return spec, split, readable_images(images, split, trained.data.max_bad_share)[0]
 
 
-def _check_classes(meta: WeightsMeta, spec: DatasetSpec, weights: str, data: str) -> WeightsMeta:
-    """meta, its classes named by the data set's for an imported state_dict; an error if they differ."""
+def _match_classes(meta: WeightsMeta, spec: DatasetSpec, images, weights: str, data: str):
+    """(meta, images) with the images' labels in the weights' numbering: the data set may have the
+    trained classes or some of them (by name, in any order); a class the weights never saw is an
+    error. An imported state_dict's classes are named by the data set's."""
     if meta.imported:
         if len(spec.class_names) != meta.num_classes:
             raise TuduiError(f"{weights} has {meta.num_classes} outputs but {data} has "
                              f"{len(spec.class_names)} classes")
-        meta = with_class_names(meta, spec.class_names)
-    if list(spec.class_names) != list(meta.class_names):
-        raise TuduiError(f"the classes of {data} ({', '.join(spec.class_names[:10])}) differ from "
-                         f"the classes the weights were trained on ({', '.join(meta.class_names[:10])})")
-    return meta
+        return with_class_names(meta, spec.class_names), images
+    if list(spec.class_names) == list(meta.class_names):
+        return meta, images
+    trained = {name: i for i, name in enumerate(meta.class_names)}
+    unknown = [name for name in spec.class_names if name not in trained]
+    if unknown:
+        raise TuduiError(f"{data} has {_count(unknown, 'class', 'classes')} the weights were not trained on: "
+                         f"{_listed(unknown)} (they know {_listed(meta.class_names)})")
+    log.info("%s has %d of the %d trained classes (%s); each image is measured against all %d",
+             data, len(spec.class_names), meta.num_classes, _listed(spec.class_names), meta.num_classes)
+    return meta, relabel(images, np.array([trained[name] for name in spec.class_names]))
+
+
+def _count(items: list, one: str, many: str) -> str:
+    return f"{len(items)} {one if len(items) == 1 else many}"
+
+
+def _listed(names: list[str], most: int = 10) -> str:
+    """The first names, comma-separated, and how many more."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(shown(name) for name in names[:most]) + more
 
 
 def eval_output_dir(weights: str | Path, out: str) -> Path:

@@ -113,8 +113,9 @@ def _thin_ticks(ax, labels: Sequence[str], axis_inches: float, which: str) -> No
         ax.set_yticks(ticks, names, fontsize=8 if len(labels) > 20 else 10)
 
 
-def plot_confusion(confusion, class_names: Sequence[str]) -> Figure:
-    """The confusion matrix twice: counts, and each row as a share of that true class.
+def plot_confusion(confusion, class_names: Sequence[str], about: str = "") -> Figure:
+    """The confusion matrix twice: counts, and each row as a share of that true class; about
+    (what was measured: measured_on) above them.
 
     Up to VALUES_SHOWN classes the two sit side by side with the numbers in the cells;
     beyond, one above the other with colour bars and every k-th class named.
@@ -156,6 +157,8 @@ def plot_confusion(confusion, class_names: Sequence[str]) -> Figure:
         ax.set_title(title, fontsize=12)
         ax.set_xlabel("Predicted class", fontsize=11)
         ax.set_ylabel("True class", fontsize=11)
+    if about:
+        fig.suptitle(about, fontsize=12)
     return fig
 
 
@@ -191,8 +194,9 @@ def plot_mistakes(data: ReportData, limit: int = MISTAKES_SHOWN) -> Figure:
     captions = [f"true: {names[t]}\npredicted: {names[p]}\nprobability {q:.1%}" for _, t, p, q in mistakes]
     wrong_total = int((data.probabilities.argmax(dim=1) != data.targets).sum()) if len(data.targets) else 0
     split = data.metrics.get("split", "test")
-    title = (f"The {len(mistakes)} most confident mistakes (of {wrong_total:,} in "
-             f"{len(data.targets):,} {split} images)" if mistakes else f"No mistakes on the {split} split")
+    images_of = f"{len(data.targets):,} {'' if split == 'all' else split + ' '}images"
+    title = (f"The {len(mistakes)} most confident mistakes (of {wrong_total:,} in {images_of})" if mistakes
+             else f"No mistakes in the {images_of}")
     return plot_image_grid(images, captions, title)
 
 
@@ -212,10 +216,20 @@ def plot_samples(data: ReportData, count: int = 18) -> Figure:
                            "Sample predictions (wrong ones in red)", wrong)
 
 
+def measured_on(data: ReportData) -> str:
+    """What a picture shows, for its title: e.g. "test split, 10,000 images, weights of epoch 8"."""
+    count = f"{data.metrics['count']:,} images"
+    split = data.metrics.get("split", "test")
+    which = count if split == "all" else f"{split} split, {count}"
+    return which + (f", weights of epoch {data.kept_epoch}" if data.kept_epoch is not None else "")
+
+
 def plot_per_class(data: ReportData) -> Figure:
-    """Per-class recall (bars) and precision (dots), worst recall at the top."""
+    """Per-class recall (bars) and precision (dots), worst recall at the top; a class without
+    images in the split (a folder with some of the trained classes) has neither and is left out."""
     table = data.metrics["per_class"]
-    order = sorted(range(len(table)), key=lambda i: (-table[i]["recall"], i))   # drawn bottom-up
+    present = [i for i in range(len(table)) if table[i]["support"] > 0]
+    order = sorted(present, key=lambda i: (-table[i]["recall"], i))   # drawn bottom-up
     n = len(order)
     names = [shorten(table[i]["class"], 20) for i in order]
     fig = Figure(figsize=(9, max(3.0, 0.22 * n + 1.6)), dpi=FIGURE_DPI, layout="constrained")
@@ -232,7 +246,9 @@ def plot_per_class(data: ReportData) -> Figure:
     ax.set_xlim(0, 1.0)
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     ax.tick_params(axis="x", labelsize=10)
-    ax.set_title("Per class, weakest at the top", fontsize=12)
+    absent = len(table) - len(present)
+    left_out = f"; {absent} trained class{'es' if absent > 1 else ''} without images left out" if absent else ""
+    ax.set_title(f"Per class, weakest at the top\n{measured_on(data)}{left_out}", fontsize=12)
     fig.legend(handles=[bars, dots, overall], loc="outside lower center", ncols=3, fontsize=10,
                frameon=False)
     ax.grid(axis="x", alpha=0.3)
@@ -303,7 +319,8 @@ def plain_text():
 def render_pictures(data: ReportData) -> dict[str, bytes]:
     """The report's pictures as PNG bytes by file name (curves.png only with a training history)."""
     with plain_text():
-        found = {"confusion_matrix.png": plot_confusion(data.metrics["confusion"], data.class_names),
+        found = {"confusion_matrix.png": plot_confusion(data.metrics["confusion"], data.class_names,
+                                                        measured_on(data)),
                  "misclassified.png": plot_mistakes(data),
                  "per_class.png": plot_per_class(data),
                  "curves.png": plot_curves(data.history, data.kept_epoch)}

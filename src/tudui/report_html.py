@@ -52,12 +52,14 @@ def _card(value: str, label: str) -> str:
 
 
 def _per_class_rows(table: list[dict]) -> str:
-    # The weakest fifth of the classes by F1 is tinted, so the eye finds them in a long table.
-    ranked = sorted(range(len(table)), key=lambda i: table[i]["f1"])
-    weak = set(ranked[:max(1, len(table) // 5)]) if len(table) > 2 else set()
+    # The weakest fifth of the classes by F1 is tinted, so the eye finds them in a long table. A
+    # class without images in the split (some of the trained classes evaluated) shows dashes, unranked.
+    present = [i for i in range(len(table)) if table[i]["support"] > 0]
+    ranked = sorted(present, key=lambda i: table[i]["f1"])
+    weak = set(ranked[:max(1, len(present) // 5)]) if len(present) > 2 else set()
     rows = []
     for i, row in enumerate(table):
-        cells = "".join(f'<td class="num">{percent(row[key])}</td>'
+        cells = "".join(f'<td class="num">{percent(row[key]) if row["support"] else "-"}</td>'
                         for key in ("precision", "recall", "f1", "accuracy"))
         rows.append(f'<tr{" class=weak" if i in weak else ""}><td>{escape(row["class"])}</td>{cells}'
                     f'<td class="num">{row["support"]:,}</td></tr>')

@@ -59,6 +59,23 @@ def test_eval_prints_accuracy_and_every_class(digits_run):
     assert metrics["count"] == 360 and len(metrics["confusion"]) == 10
 
 
+def test_eval_of_a_folder_with_some_of_the_trained_classes(digits_run, tmp_path):
+    spec = build_dataset("digits")
+    counts = {"3": 0, "7": 0}
+    for i in range(len(spec.test)):
+        image, label = spec.test[i]
+        if spec.class_names[label] in counts:
+            counts[spec.class_names[label]] += 1
+            (tmp_path / "new" / spec.class_names[label]).mkdir(parents=True, exist_ok=True)
+            image.save(tmp_path / "new" / spec.class_names[label] / f"{i:03d}.png")
+    result = run_cli("eval", "--weights", str(digits_run.run_dir), "--data", str(tmp_path / "new"), check=True)
+    assert "has 2 of the 10 trained classes ('3', '7')" in result.stderr + result.stdout
+    assert f"{counts['3'] + counts['7']} images, all of them" in result.stdout
+    assert len(re.findall(r"^  \d\s+-  \(no images\)$", result.stdout, re.M)) == 8
+    for digit, count in counts.items():
+        assert re.search(rf"^  {digit}\s+[\d.]+%  \(\d+/{count}\)$", result.stdout, re.M)
+
+
 def test_eval_writes_a_new_report_folder_and_keeps_the_runs_own_report(digits_run):
     run_page = (digits_run.run_dir / "report.html").read_bytes()
     out = run_cli("eval", "--weights", str(digits_run.run_dir), check=True).stdout

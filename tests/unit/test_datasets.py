@@ -127,6 +127,16 @@ def test_a_folder_with_one_class_is_refused(tmp_path):
         build_dataset(str(tmp_path / "solo"))
 
 
+def test_evaluation_may_read_a_folder_of_one_class_but_not_of_none(tmp_path):
+    from tudui.data.sources import read_dataset
+    write_class_folder(tmp_path / "solo", ["only"], 4)
+    spec = read_dataset(str(tmp_path / "solo"), min_classes=1)
+    assert spec.class_names == ["only"] and len(spec.train) == 4
+    (tmp_path / "none" / "empty").mkdir(parents=True)
+    with pytest.raises(TuduiError, match="needs at least one class, each a folder of its images .*; found none"):
+        read_dataset(str(tmp_path / "none"), min_classes=1)
+
+
 def test_a_folder_of_images_without_class_folders_says_so(tmp_path):
     (tmp_path / "flat").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "flat" / "a.png")

@@ -15,6 +15,8 @@ from tudui.rundir import RunDir
 from tudui.runtime import Runtime
 from tudui.weights import WeightsMeta, load_model, save_weights
 
+from helpers import write_class_folder
+
 CLASSES = ("class0", "class1", "class2", "class3")   # the synthetic set's
 
 
@@ -85,9 +87,37 @@ def test_weights_that_record_no_data_set_need_one(tmp_path):
 
 
 def test_classes_other_than_the_weights_are_refused(tmp_path):
-    run = make_run(tmp_path / "run", class_names=("cat", "dog", "fox", "owl"))
-    with pytest.raises(TuduiError, match="differ from the classes the weights were trained on"):
+    run = make_run(tmp_path / "run", class_names=("class0", "dog", "class2", "owl"))
+    with pytest.raises(TuduiError, match=r"synthetic has 2 classes the weights were not trained on: 'class1', "
+                                         r"'class3' \(they know 'class0', 'dog', 'class2', 'owl'\)"):
         tudui.evaluate(run.path)
+
+
+def test_a_data_set_with_some_of_the_trained_classes_is_measured_in_the_trained_numbering(tmp_path):
+    trained = ("extra", "class3", "class0", "class1", "class2")   # the synthetic set's four, another order
+    run = make_run(tmp_path / "run", class_names=trained)
+    metrics = tudui.evaluate(run.path, tta=0)
+    model, meta = load_model(run.best)
+    test = build_dataset("synthetic").test
+    logits = torch.cat([model(x) for x, _ in make_eval_loader(test, meta.preprocess, torch.device("cpu"), 64)])
+    expected = torch.zeros(5, 5, dtype=torch.int64)
+    for label, predicted in zip(test.labels, logits.argmax(dim=1)):
+        expected[trained.index(CLASSES[label]), predicted] += 1
+    assert metrics["class_names"] == list(trained) and metrics["count"] == 64
+    assert metrics["confusion"] == expected.tolist()
+    assert [row["support"] for row in metrics["per_class"]] == [0, 16, 16, 16, 16]
+    assert metrics["accuracy"] == pytest.approx(expected.diag().sum().item() / 64)
+
+
+def test_a_new_folder_with_one_of_the_trained_classes_is_evaluated(tmp_path):
+    write_class_folder(tmp_path / "new", ["ship"], 3)
+    run = make_run(tmp_path / "run", class_names=("cat", "dog", "ship"))
+    metrics = tudui.evaluate(run.path, data=str(tmp_path / "new"))
+    assert metrics["split"] == "all" and metrics["count"] == 3
+    assert [row["support"] for row in metrics["per_class"]] == [0, 0, 3]
+    write_class_folder(tmp_path / "new", ["horse"], 1)
+    with pytest.raises(TuduiError, match=r"has 1 class the weights were not trained on: 'horse'"):
+        tudui.evaluate(run.path, data=str(tmp_path / "new"))
 
 
 def test_a_plain_state_dict_takes_the_class_names_of_the_data_set(tmp_path):

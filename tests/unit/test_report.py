@@ -119,7 +119,33 @@ def test_a_model_without_mistakes_gets_a_picture_that_says_so():
     data = fake_report(3)
     data.probabilities = torch.nn.functional.one_hot(data.targets, 3).float()
     fig = plot_mistakes(data)
-    assert fig.get_suptitle() == "No mistakes on the test split" and not fig.axes
+    assert fig.get_suptitle() == "No mistakes in the 18 test images" and not fig.axes
+
+
+def test_pictures_say_what_was_measured_and_leave_out_classes_without_images():
+    from tudui.report import plot_per_class
+    data = fake_report(4, per_class=5)
+    keep = data.targets != 2                                    # no images of class 2 in this split
+    data.targets, data.probabilities = data.targets[keep], data.probabilities[keep]
+    data.images = [pair for pair, kept in zip(data.images, keep) if kept]
+    confusion = torch.tensor(data.metrics["confusion"])
+    confusion[2] = 0
+    data.metrics.update(split="val", count=int(keep.sum()), confusion=confusion.tolist(),
+                        per_class=per_class_table(confusion.tolist(), data.class_names))
+    data.kept_epoch = 7
+    fig = plot_per_class(data)
+    names = [label.get_text() for label in fig.axes[0].get_yticklabels()]
+    assert sorted(names) == sorted(data.class_names[:2] + data.class_names[3:])
+    assert fig.axes[0].get_title() == ("Per class, weakest at the top\nval split, 15 images, weights of epoch 7; "
+                                       "1 trained class without images left out")
+    confusion_fig = plot_confusion(data.metrics["confusion"], data.class_names, "val split, 15 images")
+    assert confusion_fig.get_suptitle() == "val split, 15 images"
+    page = render_page(data, {})
+    absent = data.class_names[2]
+    dashes = '<td class="num">-</td>' * 4
+    assert f'<tr><td>{absent}</td>{dashes}<td class="num">0</td></tr>' in page
+    data.metrics["split"] = "all"
+    assert plot_mistakes(data).get_suptitle().endswith("in 15 images)")
 
 
 

@@ -80,16 +80,18 @@ def _entries(path: Path, rows: list[list[str]], columns: dict[str, int]) -> tupl
     return entries, ignored
 
 
-def csv_dataset(csv_path: str | Path) -> DatasetSpec:
-    """The images a CSV list names, in the splits its split column gives (or all in train)."""
+def csv_dataset(csv_path: str | Path, min_classes: int = 2) -> DatasetSpec:
+    """The images a CSV list names, in the splits its split column gives (or all in train); with
+    fewer than min_classes labels an error (training needs two, evaluating one)."""
     path = Path(csv_path)
     if not path.is_file():
         raise TuduiError(f"data set not found: {csv_path}")
     rows, columns = _read_rows(path)
     entries, ignored = _entries(path, rows, columns)
     class_names = sorted({label for _, label, _ in entries})
-    if len(class_names) < 2:
-        raise TuduiError(f"{path} needs at least two labels, found {len(class_names)}: {shown(class_names)}")
+    if len(class_names) < min_classes:
+        least = "two labels" if min_classes > 1 else "one label"
+        raise TuduiError(f"{path} needs at least {least}, found {len(class_names)}: {shown(class_names)}")
     lookup = {name: i for i, name in enumerate(class_names)}
     if "split" in columns:
         splits = {name: [(f, lookup[label]) for f, label, split in entries if SPLITS[split] == name]

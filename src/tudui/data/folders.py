@@ -215,16 +215,17 @@ def resolve_folder(path: str | Path, cache_dir: Path) -> Path:
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
 
-def folder(path: str, cache_dir: Path) -> DatasetSpec:
+def folder(path: str, cache_dir: Path, min_classes: int = 2) -> DatasetSpec:
     """An image folder (train/ with val/ and/or test/ beside it, or one folder of class folders),
-    or an archive of one; val is held out of train later when the data has none (hold_out_val)."""
+    or an archive of one; val is held out of train later when the data has none (hold_out_val).
+    Training needs two classes or more (min_classes); evaluating may take a folder of one."""
     try:
-        return _read_folder(resolve_folder(path, cache_dir))
+        return _read_folder(resolve_folder(path, cache_dir), min_classes)
     except OSError as e:   # a folder or file that cannot be listed or read (permissions, a broken disk)
         raise TuduiError(f"cannot read {e.filename or path}: {e.strerror or e}") from None
 
 
-def _read_folder(root: Path) -> DatasetSpec:
+def _read_folder(root: Path, min_classes: int) -> DatasetSpec:
     found = {split: next((root / n for n in names if (root / n).is_dir()), None)
              for split, names in SPLIT_FOLDERS.items()}
     ignored: Counter = Counter()
@@ -240,10 +241,11 @@ def _read_folder(root: Path) -> DatasetSpec:
         class_names = sorted({name for _, name in items})
         splits = {"train": _index(items, class_names, root)}
         layout = f"{root} (one folder of class folders)"
-    if len(class_names) < 2:
+    if len(class_names) < min_classes:
         found = f"found one: {shown(class_names[0])}" if class_names else "found none (images directly in it?)"
-        raise TuduiError(f"{root} needs at least two classes, each a folder of its images "
-                         f"({root}/CLASS/image.jpg); {found}")
+        least = "two classes" if min_classes > 1 else "one class"
+        raise TuduiError(f"{root} needs at least {least}, each a folder of its images ({root}/CLASS/image.jpg); "
+                         f"{found}")
     if ignored:
         log.info("%s: ignored %s", root, dict(ignored))
     return DatasetSpec(**{split: FileImages(items) for split, items in splits.items()}, class_names=class_names,

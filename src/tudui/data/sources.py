@@ -26,8 +26,9 @@ def build_dataset(name: str, data_dir: str = DATA.data_dir, val_split: float = D
 
 
 def read_dataset(name: str, data_dir: str = DATA.data_dir, seed: int = TRAIN.seed,
-                 download: bool = DATA.download) -> DatasetSpec:
-    """The data set a --data value names, with only the splits it comes with."""
+                 download: bool = DATA.download, min_classes: int = 2) -> DatasetSpec:
+    """The data set a --data value names, with only the splits it comes with. A folder or CSV list
+    with fewer than min_classes classes is refused (training needs two; evaluating may take one)."""
     if name in SETS:
         return torchvision_set(name, data_dir, download)
     if name == "digits":
@@ -35,10 +36,10 @@ def read_dataset(name: str, data_dir: str = DATA.data_dir, seed: int = TRAIN.see
     if name == "synthetic":
         return synthetic(seed=seed)
     if name.lower().endswith(".csv"):
-        return csv_dataset(name)
+        return csv_dataset(name, min_classes)
     if not Path(name).exists():
         close = difflib.get_close_matches(name.lower(), BUILTIN_DATASETS, n=1)
         meant = f"; did you mean {close[0]}?" if close else ""
         raise TuduiError(f"data set not found: {name}{meant} (expected a built-in one: {', '.join(BUILTIN_DATASETS)}; "
                          f"or a folder, a .tar/.tar.gz or a .csv list)")
-    return folder(name, cache_root() / "extracted")
+    return folder(name, cache_root() / "extracted", min_classes)

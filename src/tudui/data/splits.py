@@ -42,6 +42,16 @@ def subset(dataset: Dataset, indices: np.ndarray) -> Dataset:
     raise TypeError(f"cannot take a subset of {type(dataset).__name__}")
 
 
+def relabel(dataset: Dataset, new_labels: np.ndarray) -> Dataset:
+    """dataset with each label l replaced by new_labels[l], as the same kind of image set (the
+    classes of another data set's numbering: a folder with some of the trained classes)."""
+    if isinstance(dataset, ArrayImages):
+        return ArrayImages(dataset.images, new_labels[dataset.labels])
+    if isinstance(dataset, FileImages):
+        return FileImages([(path, int(new_labels[label])) for path, label in dataset.samples])
+    raise TypeError(f"cannot relabel {type(dataset).__name__}")
+
+
 def join_images(datasets: list[Dataset]) -> Dataset:
     """Several image sets of one kind as one (every split of a data set, for `eval --split all`)."""
     if all(isinstance(d, FileImages) for d in datasets):
