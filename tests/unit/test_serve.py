@@ -179,8 +179,19 @@ def test_images_that_cannot_be_read_or_are_too_large_are_a_400(weights):
         assert_refused(client.post("/predict", content=b"", headers=headers), 400, "empty")
         assert_refused(client.post("/predict", content=png_header(33, 32), headers=headers), 400,
                        "33 x 32 pixels", "--max-pixels")
-        files = [("file", ("a.png", tiny_png())), ("file", ("notes.png", b"not an image"))]
-        assert_refused(client.post("/predict", files=files), 400, "image 'notes.png'")
+        # Of several images, those that cannot be read get an error each and the others their answer
+        # (as `tudui predict` answers a folder); when none can be read, the request is refused.
+        files = [("file", ("notes.png", b"not an image")), ("file", ("a.png", tiny_png())),
+                 ("file", ("big.png", png_header(33, 32)))]
+        answer = client.post("/predict", files=files)
+        assert answer.status_code == 200, answer.text
+        first, good, big = answer.json()["results"]
+        assert first["name"] == "notes.png" and "not in a format tudui reads" in first["error"]
+        assert "predictions" not in first and "error" not in good
+        assert good["predictions"] == client.post("/predict", content=tiny_png(), headers=headers).json()[
+            "results"][0]["predictions"]
+        assert big["name"] == "big.png" and "33 x 32 pixels" in big["error"]
+        assert_refused(client.post("/predict", files=[files[0], files[2]]), 400, "image 'notes.png'")
         eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"     # Ghostscript's: never offered
         assert_refused(client.post("/predict", content=eps, headers=headers), 400, "not in a format")
     # Pillow's own bomb limits refuse too, from the header alone: above it, and above twice it.

@@ -32,8 +32,10 @@ _ERROR = {"content": {"application/json": {"schema": {
     "type": "object", "properties": {"detail": {"type": "string"}}}}}}
 PREDICT_RESPONSES = {
     200: {"description": 'One result per image, in request order: {"results": [{"name": "dog.png", '
-                         '"predictions": [{"class": "dog", "probability": 0.93}, ...]}]}, top-k best first'},
-    400: {**_ERROR, "description": "an image that cannot be read, or over --max-pixels; a malformed body"},
+                         '"predictions": [{"class": "dog", "probability": 0.93}, ...]}]}, top-k best first; '
+                         'an image of several that cannot be read has {"name": ..., "error": "why"} instead'},
+    400: {**_ERROR, "description": "no image of the request can be read (or each is over --max-pixels); "
+                                   "a malformed body"},
     413: {**_ERROR, "description": "a body over --max-body, or more images than --max-images"},
     415: {**_ERROR, "description": "a Content-Type other than image/*, application/octet-stream or "
                                    "multipart/form-data"},

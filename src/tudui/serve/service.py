@@ -80,24 +80,36 @@ class Service:
         if self.batcher.is_full():      # before reading and decoding what would be refused anyway
             raise busy(f"{self.batcher.waiting} images are waiting for the model already")
         uploads = await read_uploads(body, boundary, self.limits)
-        loop = asyncio.get_running_loop()
-        self.batcher.expect()
+        prepared = await self._prepare_all(uploads)
         try:
-            inputs = await asyncio.gather(*(loop.run_in_executor(self._decoders, self.prepare, upload)
-                                            for upload in uploads))
-        except BaseException:
-            self.batcher.forget()
-            raise
-        try:
-            futures = self.batcher.submit(list(inputs), expected=True)
+            futures = self.batcher.submit([p for p in prepared if not isinstance(p, Refusal)], expected=True)
         except QueueFull as e:
             raise busy(str(e)) from None
         try:
-            answers = await asyncio.gather(*futures)
+            answers = iter(await asyncio.gather(*futures))
         except Exception as e:   # noqa: BLE001 - the batcher logged it; the client gets one line
             raise Refusal(500, f"the model failed on this batch: {type(e).__name__}: {e}") from None
-        return {"results": [{"name": upload.name, "predictions": answer}
-                            for upload, answer in zip(uploads, answers)]}
+        return {"results": [{"name": upload.name, "error": p.detail} if isinstance(p, Refusal)
+                            else {"name": upload.name, "predictions": next(answers)}
+                            for upload, p in zip(uploads, prepared)]}
+
+    async def _prepare_all(self, uploads: list[Upload]) -> list[torch.Tensor | Refusal]:
+        """Each upload's input, or the Refusal saying why it cannot be read (in the decoding threads).
+        The request is refused when none can be read (one image: its own 400), and on any other
+        failure; otherwise the batcher is told to expect the inputs."""
+        loop = asyncio.get_running_loop()
+        self.batcher.expect()
+        try:
+            prepared = await asyncio.gather(*(loop.run_in_executor(self._decoders, self.prepare, upload)
+                                              for upload in uploads), return_exceptions=True)
+            failed = [p for p in prepared if isinstance(p, BaseException)]
+            unexpected = next((p for p in failed if not isinstance(p, Refusal)), None)
+            if unexpected is not None or len(failed) == len(prepared):
+                raise unexpected or failed[0]
+        except BaseException:
+            self.batcher.forget()
+            raise
+        return prepared
 
     def metadata(self) -> dict:
         """What a client needs to know of the model and of the limits in force."""
