@@ -32,6 +32,7 @@ from tudui.data import (
 )
 from tudui.data.loaders import Loaders, sample_inputs
 from tudui.data.tensor_loaders import ProgressiveResize
+from tudui.data.datasets import typical_side
 from tudui.data.validate import drop_unreadable
 from tudui.engine import Hooks, ResumePoint, RunProgress, TrainStep, create_optimizer, create_scheduler
 from tudui.engine.averaging import Lookahead
@@ -52,6 +53,7 @@ from tudui.transfer import (
     check_input_size,
     frozen_at_random,
     trainable_parameters,
+    upscaled,
 )
 from tudui.weights import WeightsMeta
 
@@ -343,8 +345,10 @@ def _announce(parts: Parts) -> None:
             f"follows the clock, and the final test pass comes after")
     if parts.resumed is None:
         say(f"start: {parts.start.start}{_freeze_note(cfg, parts.model)}")
-        if warning := frozen_at_random(cfg, parts.start):
-            parts.warn(warning)
+        for warning in (frozen_at_random(cfg, parts.start),
+                        upscaled(cfg, typical_side(parts.spec.train), parts.preprocess.input_size)):
+            if warning:
+                parts.warn(warning)
     else:   # the weights, optimizer and position come from state.pt, whatever the run first started from
         at, best = parts.start_at, parts.checkpoints
         so_far = f" (best so far: epoch {best.best_epoch})" if best.best_epoch else ""

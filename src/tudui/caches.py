@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tudui.errors import TuduiError
-from tudui.files import atomic_write, cache_root
+from tudui.files import atomic_write, cache_root, human_bytes
 
 try:
     import fcntl
@@ -266,16 +266,6 @@ def prune_once(root: Path | None = None) -> None:
 
 def _entries(count: int) -> str:
     return f"{count} entry" if count == 1 else f"{count} entries"
-
-
-def human_bytes(n: float) -> str:
-    if n < 1000:
-        return f"{n:.0f} B"
-    for unit in ("KB", "MB", "GB", "TB"):
-        n /= 1000
-        if n < 1000 or unit == "TB":
-            break
-    return f"{n:.1f} {unit}"
 
 
 def _why_stale(entry: Entry, max_idle_days: float, now: float) -> str:

@@ -21,7 +21,7 @@ from torch import nn
 from tudui.config import Config
 from tudui.config_files import make_config
 from tudui.errors import TuduiError
-from tudui.files import atomic_write
+from tudui.files import atomic_write, same_file_as
 from tudui.rundir import RunDir
 from tudui.settings import flag_name, shown
 from tudui.weights import FORMAT_VERSION, WeightsMeta, save_weights
@@ -106,7 +106,8 @@ def all_finite(model: nn.Module) -> bool:
 
 class CheckpointHook:
     """After each epoch: weights/last.safetensors, weights/best.safetensors when the monitored val
-    metric improves (every epoch when the run has no val split: best is then the last), and
+    metric improves (every epoch when the run has no val split: best is then the last; a hard link
+    to last where the file system has them, so the two take the room of one), and
     weights/state.pt with everything resuming needs.
 
     extra_state() adds the state of the parts this hook does not own (weight averaging, the
@@ -158,8 +159,8 @@ class CheckpointHook:
         if not self.has_val or (score is not None and score > self.best_score):
             self.best_epoch, self.best_val_accuracy = row["epoch"], row["val_accuracy"]
             self.best_score = score if score is not None else self.best_score
-            if self.writes:
-                save_weights(self.run.best, self.model, meta)
+            if self.writes:   # the file just written, linked: one copy on disk for best and last
+                same_file_as(self.run.best, self.run.last)
         if self.writes:
             self.save_state(row["epoch"])
         self.saved_epoch = row["epoch"]

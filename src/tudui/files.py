@@ -2,10 +2,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from tudui.errors import TuduiError
+
+
+def human_bytes(n: float) -> str:
+    """A size for people: 512 B, 1.5 KB, 537.0 MB, 1.1 GB (powers of 1,000)."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB", "GB", "TB"):
+        n /= 1000
+        if n < 1000 or unit == "TB":
+            break
+    return f"{n:.1f} {unit}"
 
 
 def cache_root() -> Path:
@@ -47,3 +59,14 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def same_file_as(path: Path, source: Path) -> None:
+    """path becomes what source is now, atomically: a hard link where the file system allows one (no
+    second copy on disk; source written again later, by a rename, leaves path as it was), else a copy."""
+    def write(tmp: Path) -> None:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+    atomic_write(path, write)

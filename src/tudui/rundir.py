@@ -99,6 +99,14 @@ class RunDir:
     def state(self) -> Path:
         return self.weights_dir / "state.pt"
 
+    def weights_bytes(self) -> int:
+        """The disk space of weights/, a file of two names (best linked to last) counted once."""
+        sizes = {}
+        for file in self.weights_dir.iterdir():
+            stat = file.stat()
+            sizes[stat.st_dev, stat.st_ino] = stat.st_size
+        return sum(sizes.values())
+
     def lock(self) -> RunLock:
         """Hold the run for this process until the lock is released (or the process ends); a run
         another process holds is a TuduiError naming that process."""

@@ -21,7 +21,10 @@ from tudui.engine import FitOptions, StoppedMidEpoch, fit
 from tudui.engine.distributed import any_across, barrier, shut_down
 from tudui.errors import TuduiError
 from tudui.evaluation import Measured, final_measure, final_report
+from tudui.files import human_bytes
 from tudui.interrupts import StopRequest, TrainingInterrupted
+
+LARGE_WEIGHTS = 100_000_000   # bytes of weights/ from which the end of a run says how much it takes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +150,9 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
     parts.say(summary(result, cfg.train.monitor, has_val=parts.loaders.val is not None))
     parts.say(f"run directory: {run}  (weights/best.safetensors, metrics.csv; "
               f"view with: tensorboard --logdir {cfg.train.project})")
+    if parts.checkpoints.writes and run.state.is_file() and (size := run.weights_bytes()) >= LARGE_WEIGHTS:
+        parts.say(f"{run.weights_dir} takes {human_bytes(size)} of disk, {human_bytes(run.state.stat().st_size)} "
+                  f"of it {run.state.name}, which only --resume needs (to continue or extend this run)")
     if measured is not None and cfg.train.report:
         with _saved_if_stopped(run, split):
             report = final_report(run, split, measured, getattr(parts.spec, split), cfg, parts.tensorboard.writer,

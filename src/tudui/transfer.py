@@ -76,6 +76,22 @@ def frozen_at_random(cfg: Config, start: StartingModel) -> str:
             f"trained (it stays near chance on photos); {learnt} gives it learnt ones")
 
 
+UPSCALE_WARNED = 5   # images this many times smaller than a torchvision model's input, or more, are warned of
+
+
+def upscaled(cfg: Config, side: int | None, input_size: int) -> str:
+    """A warning when the images are much smaller than a torchvision model's own input size (32-px
+    images into a 224-px VGG16), which costs time and adds no detail; "" otherwise, or when the input
+    size was chosen (--input-size)."""
+    if (cfg.model.input_size or side is None or side * UPSCALE_WARNED > input_size
+            or model_entry(cfg.model.arch).family != "torchvision"):
+        return ""
+    smaller = max(64, 2 * side)
+    return (f"the images are about {side} px and {cfg.model.arch} takes {input_size}x{input_size}: each is scaled "
+            f"up {input_size / side:.0f}x, which costs time and adds no detail; --input-size {smaller} takes about "
+            f"{(input_size / smaller) ** 2:.0f}x less compute per image")
+
+
 def _from_weights(cfg: Config, num_classes: int, options: dict, trust_pickle: bool) -> StartingModel:
     name, path = cfg.model.arch, cfg.model.weights
     state, meta = read_any_weights(path, trust_pickle)

@@ -111,3 +111,61 @@ def test_a_larger_epochs_stretches_keeps_or_restarts_the_schedule():
     assert extended_schedule(restarted, 6, 6, "stretch") == ((4, 2), "")
     assert extended_schedule(restarted, 6, 8, "tail")[0] == (4, 2)
     assert extended_schedule(restarted, 6, 8, "stretch")[0] == (4, 4)
+
+
+def test_best_is_a_link_to_last_when_chosen_and_keeps_its_weights_when_last_moves_on(tmp_path, monkeypatch):
+    from tudui.checkpoint import CheckpointHook
+    from tudui.models import create_model
+    from tudui.rundir import RunDir
+    from tudui.data import Preprocess
+    from tudui.weights import WeightsMeta, read_weights
+
+    torch.manual_seed(0)
+    model = create_model("tudui", 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    meta = WeightsMeta(model="tudui", num_classes=3, class_names=("a", "b", "c"), preprocess=Preprocess(input_size=32))
+    run = RunDir(tmp_path / "run")
+    hook = CheckpointHook(run, model, optimizer, scheduler, meta, monitor="val_accuracy", has_val=True)
+
+    def epoch(number: int, accuracy: float) -> dict:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        hook.on_epoch_end({"epoch": number, "val_accuracy": accuracy, "val_loss": 1.0}, None)
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    first = epoch(1, 0.5)
+    assert run.best.stat().st_ino == run.last.stat().st_ino                 # one copy on disk
+    assert run.weights_bytes() == run.last.stat().st_size + run.state.stat().st_size
+    second = epoch(2, 0.4)                                                 # worse: best stays epoch 1
+    best, best_meta = read_weights(run.best)
+    last, _ = read_weights(run.last)
+    assert best_meta.epoch == 1 and all(torch.equal(best[k], first[k]) for k in first)
+    assert all(torch.equal(last[k], second[k]) for k in second)
+    assert run.best.stat().st_ino != run.last.stat().st_ino
+    # Where the file system has no hard links, best is a copy.
+    def no_links(*args):
+        raise OSError("links not supported")
+    monkeypatch.setattr(os, "link", no_links)
+    third = epoch(3, 0.9)
+    best, best_meta = read_weights(run.best)
+    assert best_meta.epoch == 3 and all(torch.equal(best[k], third[k]) for k in third)
+    assert run.best.stat().st_ino != run.last.stat().st_ino
+
+
+def test_the_end_of_a_run_says_how_much_disk_large_weights_take(tmp_path, monkeypatch, capsys):
+    import tudui
+    import tudui.runner
+    from tudui.rundir import RunDir
+
+    tudui.train(data="synthetic", epochs=1, report=False, project=str(tmp_path), name="small")
+    assert "of disk" not in capsys.readouterr().out                        # 1.7 MB: nothing to say
+    monkeypatch.setattr(tudui.runner, "LARGE_WEIGHTS", 1_000_000)
+    tudui.train(data="synthetic", epochs=1, report=False, project=str(tmp_path), name="large")
+    run = RunDir(tmp_path / "large")
+    size = run.last.stat().st_size + run.state.stat().st_size             # best is last, linked
+    assert run.weights_bytes() == size
+    line = next(line for line in capsys.readouterr().out.splitlines() if "of disk" in line)
+    assert line == (f"{run.weights_dir} takes {size / 1e6:.1f} MB of disk, {run.state.stat().st_size / 1e6:.1f} MB "
+                    f"of it state.pt, which only --resume needs (to continue or extend this run)")

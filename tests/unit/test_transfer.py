@@ -49,3 +49,20 @@ def test_the_folder_recipe_is_a_valid_fine_tune_config():
     cfg = make_config(REPO / "configs" / "folder-resnet18.yaml", data="photos")
     assert (cfg.model.arch, cfg.model.pretrained, cfg.train.freeze_epochs) == ("resnet18", True, 1)
     assert cfg.data.dataset == "photos" and cfg.optim.backbone_lr_scale == 0.1
+
+
+def test_images_much_smaller_than_a_torchvision_models_input_are_warned_of(tmp_path):
+    from tudui.data import build_dataset
+    from tudui.data.datasets import typical_side
+    from tudui.transfer import upscaled
+
+    from helpers import write_class_folder
+    folder = build_dataset(str(write_class_folder(tmp_path / "small", ["a", "b"], 3, size=40)))
+    assert typical_side(folder.train) == 40 and typical_side(build_dataset("digits").train) == 8
+    warning = upscaled(make_config(model="resnet18"), 40, 224)
+    assert warning.startswith("the images are about 40 px and resnet18 takes 224x224: each is scaled up 6x")
+    assert warning.endswith("--input-size 80 takes about 8x less compute per image")
+    assert upscaled(make_config(model="resnet18"), 64, 224) == ""             # 3.5x: not worth a word
+    assert upscaled(make_config(model="resnet18", input_size=224), 32, 224) == ""   # chosen: no advice
+    assert upscaled(make_config(model="tudui"), 6, 32) == ""                  # ours take one size
+    assert upscaled(make_config(model="resnet18"), None, 224) == ""

@@ -82,6 +82,23 @@ class FileImages(Dataset):
         return load_image(path), label
 
 
+def typical_side(dataset: Dataset, sample: int = 16) -> int | None:
+    """The median longer side, in pixels, of up to `sample` images spread over dataset (for file
+    images, from their headers only); None when none can be read."""
+    if isinstance(dataset, ArrayImages):
+        return max(dataset.images.shape[1:3]) if len(dataset) else None
+    if not isinstance(dataset, FileImages):
+        return None
+    sides = []
+    for i in np.linspace(0, len(dataset) - 1, min(sample, len(dataset))).astype(int) if len(dataset) else []:
+        try:
+            with Image.open(dataset.samples[i][0]) as image:
+                sides.append(max(image.size))
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    return int(np.median(sides)) if sides else None
+
+
 def files_identity(samples: list[tuple[Path, int]]) -> str:
     """A hash of each (path, label) with the file's size and modification time, in order. The path
     is made absolute by its spelling (os.path.abspath: no call to the disk per file); a file that
