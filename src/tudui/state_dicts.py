@@ -26,6 +26,10 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net")
 
 
+class NotWeights(TuduiError):
+    """A file that torch.load cannot read at all (an image, a text file, a truncated download)."""
+
+
 def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """state with the wrapper prefixes (module., _orig_mod., in any combination) removed from its keys."""
     out: dict[str, torch.Tensor] = {}
@@ -86,7 +90,7 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, t
         # weights_only refuses the classes a pickled object names; other failures mean "not torch".
         needs_class = re.search(r"GLOBAL ([\w.]+)", str(e))
         if needs_class is None:
-            raise TuduiError(f"{path} is not a PyTorch weights file (torch.load cannot read it)") from None
+            raise NotWeights(f"{path} is not a PyTorch weights file (torch.load cannot read it)") from None
         if not trust_pickle:
             raise TuduiError(_pickle_refusal(path, needs_class.group(1))) from None
         log.warning("--trust-pickle: unpickling %s, which runs code stored in the file", path)
@@ -97,10 +101,10 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, t
                              f"(the classes it was saved with must be importable)") from None
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TuduiError(f"{path} is not a PyTorch weights file ({first})") from None
+        raise NotWeights(f"{path} is not a PyTorch weights file ({first})") from None
     except Exception:  # noqa: BLE001 - the restricted unpickler, fed bytes that are not a pickle, can
         # fail in any way (a text file: KeyError); it runs no code, so nothing else can have happened
-        raise TuduiError(f"{path} is not a PyTorch weights file (torch.load cannot read it)") from None
+        raise NotWeights(f"{path} is not a PyTorch weights file (torch.load cannot read it)") from None
     state = strip_prefixes(_as_state_dict(obj, path))
     check_finite(state, str(path))
     return state

@@ -26,6 +26,7 @@ from torchvision.transforms import InterpolationMode
 from tudui._version import __version__
 from tudui.config import HEADS, Config, ModelConfig
 from tudui.config_files import from_dict, to_dict
+from tudui.data.images import IMAGE_EXTENSIONS
 from tudui.data.transforms import Preprocess
 import tudui.exported as exported
 from tudui.errors import TuduiError
@@ -34,7 +35,7 @@ from tudui.models import create_model, model_entry, preprocess_of
 from tudui.models import torchvision as tv
 from tudui.rundir import resolve_weights_path
 from tudui.settings import shown
-from tudui.state_dicts import check_finite, fit_state_dict, read_state_dict
+from tudui.state_dicts import NotWeights, check_finite, fit_state_dict, read_state_dict
 
 FORMAT_VERSION = 1
 META_KEY = "tudui"
@@ -210,6 +211,10 @@ def read_any_weights(path: str | Path, trust_pickle: bool = False) -> tuple[dict
     return read_state_dict(path, trust_pickle), None
 
 
+WEIGHTS_TAKEN = ("--weights takes a run directory, a tudui .safetensors file, an export (.onnx, .pt2, .torchscript) "
+                 "or a PyTorch state_dict file (.pth, .pt) with --model")
+
+
 def load_model(path: str | Path, device: torch.device | str = "cpu", model_name: str | None = None,
                trust_pickle: bool = False, layout: bool = True) -> tuple[nn.Module, WeightsMeta]:
     """The model a weights file describes, with its weights loaded, in eval mode.
@@ -234,8 +239,13 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", model_name:
         fit_state_dict(model, state, str(path), f"model {meta.model!r}")
         if layout and meta.config.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
+    elif Path(path).suffix.lower() in IMAGE_EXTENSIONS:   # predict's arguments swapped, most often
+        raise TuduiError(f"{path} is an image, not weights; {WEIGHTS_TAKEN}")
     else:
-        model, meta = _import_model(path, model_name, trust_pickle)
+        try:
+            model, meta = _import_model(path, model_name, trust_pickle)
+        except NotWeights as e:
+            raise TuduiError(f"{e}; {WEIGHTS_TAKEN}") from None
     return model.to(device).eval(), meta
 
 

@@ -1,6 +1,7 @@
 """`tudui export` as a user runs it: every model family in every format matches the original, and the
 exported file answers `tudui eval` and `tudui predict` as the run's own weights do."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -77,3 +78,16 @@ def test_export_errors_are_one_line(digits_run, tmp_path):
         "damaged.onnx is not a readable ONNX file (DecodeError)")
     result = run_cli("export", str(digits_run.run_dir), "--format", "pt2", "--out", str(tmp_path / "x.onnx"))
     assert result.returncode == 1 and result.stderr.startswith("error: --out must end in .pt2")
+
+
+def test_a_pickled_export_says_how_to_check_it_and_that_command_works(digits_run, tmp_path):
+    out = tmp_path / "digits.torchscript"
+    result = run_cli("export", str(digits_run.run_dir), "--format", "torchscript", "--out", str(out), check=True)
+    hint = re.search(r"check it with  (tudui predict IMAGE --weights \S+ --trust-pickle)", result.stdout)
+    assert hint, result.stdout
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "blank.png")
+    command = hint.group(1).split()[1:]
+    command[command.index("IMAGE")] = str(tmp_path / "blank.png")
+    assert run_cli(*command, check=True).stdout.startswith(str(tmp_path / "blank.png"))
+    refused = run_cli(*[word for word in command if word != "--trust-pickle"])
+    assert refused.returncode == 1 and "pass --trust-pickle if you made it" in refused.stderr
