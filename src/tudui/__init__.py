@@ -37,4 +37,5 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | set(SUBPACKAGES))
+    """The public names only (what `dir(tudui)` shows someone exploring), not the module's plumbing."""
+    return sorted([*__all__, *SUBPACKAGES])

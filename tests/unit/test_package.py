@@ -18,9 +18,10 @@ def test_the_names_are_the_functions_even_after_their_modules_are_imported():
     assert run(code) == "tudui.prediction tudui.evaluation tudui.runner tudui.export True"
 
 
-def test_dir_lists_the_lazy_names():
+def test_dir_lists_the_public_names_and_no_plumbing():
     names = run("import tudui; print(' '.join(dir(tudui)))").split()
     assert {"train", "evaluate", "predict", "export_model", "create_model", "serve", "__version__"} <= set(names)
+    assert not {"_LAZY", "SUBPACKAGES", "importlib", "annotations"} & set(names)
 
 
 def test_a_training_run_loads_scikit_learn_only_to_draw_its_report(tmp_path):
