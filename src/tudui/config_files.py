@@ -186,9 +186,35 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def dump_yaml(config: Config, path: str | Path) -> None:
-    """config as YAML at path, through a temporary file (a failed write leaves the old file whole)."""
-    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    """config as YAML at path, through a temporary file (a failed write leaves the old file whole).
+    A setting at one of its special values (-1 or 0: "auto", "off", "the model's own") says what
+    that value means in a comment, from its help."""
+    lines = []
+    meanings = _special_meanings(config)
+    section = ""
+    for line in yaml.safe_dump(to_dict(config), sort_keys=False).splitlines():
+        if not line.startswith(" "):
+            section = line.rstrip(":")
+        key = line.strip().split(":", 1)[0]
+        setting = line.startswith("  ") and not line.startswith("   ")   # not a long value's continuation
+        meaning = meanings.get((section, key)) if setting else None
+        lines.append(f"{line}  # {meaning}" if meaning else line)
+    text = "\n".join(lines) + "\n"
     atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def _special_meanings(config: Config) -> dict[tuple[str, str], str]:
+    """{(section, key): "-1: pick for the data set", ...} for the settings of config whose value is
+    one their help gives a meaning to, written "(-1: ...)" or "; 0: ..." there."""
+    found = {}
+    for section, f in iter_options():
+        value = getattr(getattr(config, section), f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in (-1, 0):
+            continue
+        said = re.search(rf"(?:\(|; ){int(value)}: ((?:[^;()]|\([^()]*\))*)", f.metadata.get("help", ""))
+        if said:
+            found[section, f.name] = f"{int(value)}: {said.group(1).strip()}"
+    return found
 
 
 def make_config(config_file: str | Path | None = None, **overrides: Any) -> Config:

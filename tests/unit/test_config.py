@@ -26,6 +26,18 @@ def test_resolved_config_file_reads_back_identically(tmp_path):
     assert to_dict(cfg)["optim"]["lr"] == 0.3
 
 
+def test_a_special_value_in_config_yaml_says_what_it_means(tmp_path):
+    cfg = make_config(data="digits", workers=-1, patience=0, translate=3, name="-1: not a setting")
+    dump_yaml(cfg, tmp_path / "config.yaml")
+    lines = (tmp_path / "config.yaml").read_text().splitlines()
+    assert "  workers: -1  # -1: pick for the data set" in lines
+    assert "  patience: 0  # 0: never" in lines
+    assert "  val_split: -1.0  # -1: 0.2 when it has no test split either, none when it has one (cifar10, digits)" \
+        in lines
+    assert "  translate: 3" in lines and "  run_name: '-1: not a setting'" in lines   # ordinary values: no comment
+    assert make_config(tmp_path / "config.yaml") == cfg
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"lr": -1.0}, "--lr"), ({"batch_size": 0}, "--batch-size"), ({"epochs": 0}, "--epochs"),
     ({"optimizer": "rmsprop"}, "--optimizer"), ({"device": "tpu"}, "--device"),
