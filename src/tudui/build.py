@@ -11,13 +11,12 @@ import logging
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
+from tudui.announce import announce
 from tudui.checkpoint import CheckpointHook, EarlyStopping, Resume, restore_training
 from tudui.config import Config
 from tudui.config_files import dump_yaml
@@ -32,58 +31,35 @@ from tudui.data import (
 )
 from tudui.data.loaders import Loaders, sample_inputs
 from tudui.data.tensor_loaders import ProgressiveResize
-from tudui.data.datasets import typical_side
 from tudui.data.validate import drop_unreadable
-from tudui.engine import Hooks, ResumePoint, RunProgress, TrainStep, create_optimizer, create_scheduler
+from tudui.engine import (
+    Hooks,
+    ResumePoint,
+    RunProgress,
+    TrainStep,
+    create_optimizer,
+    create_scheduler,
+)
 from tudui.engine.averaging import Lookahead
-from tudui.engine.distributed import described, from_rank_zero, wrap
-from tudui.engine.optim import describe_optimizer, inverse_frequency, scheduled_rates
+from tudui.engine.distributed import from_rank_zero, wrap
+from tudui.engine.optim import inverse_frequency, scheduled_rates
 from tudui.errors import TuduiError
 from tudui.logging import CSVHook, ProgressHook, TensorBoardHook
-from tudui.models import count_parameters, model_entry, preprocess_of
+from tudui.models import model_entry, preprocess_of
 from tudui.models.fastnet import whiten_bias_schedule
 from tudui.models.torchvision import FrozenBackbone, freeze_backbone
+from tudui.parts import Parts
 from tudui.rundir import RunDir, RunLock
 from tudui.runtime import Runtime, create_runtime, seed_everything
-from tudui.settings import shown
 from tudui.transfer import (
     FreezeSchedule,
     StartingModel,
     build_starting_model,
     check_input_size,
-    frozen_at_random,
-    trainable_parameters,
-    upscaled,
 )
 from tudui.weights import WeightsMeta
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(kw_only=True)
-class Parts:
-    """Everything a training run is made of."""
-    cfg: Config
-    runtime: Runtime
-    run: RunDir
-    resumed: Resume | None          # the saved state a resumed run goes on from
-    start_at: ResumePoint           # where fit starts: epoch and step
-    spec: DatasetSpec
-    skipped_images: list[tuple[str, str]]
-    preprocess: Preprocess          # with the mean and std training normalised by
-    augment: str
-    loaders: Loaders                # train, and val and test where the data has them
-    start: StartingModel            # where the weights came from
-    model: nn.Module                # the plain module: what is saved
-    step: TrainStep                 # its model is the compiled wrapper under --compile
-    averager: Lookahead | None
-    clock: RunProgress
-    checkpoints: CheckpointHook
-    early_stopping: EarlyStopping | None
-    tensorboard: TensorBoardHook | None   # rank 0's; None in the other processes
-    hooks: Hooks
-    say: Callable[[str], None]      # the run's lines: printed, or logged with progress=False
-    warn: Callable[[str], None]
 
 
 def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pickle: bool = False) -> Parts:
@@ -129,7 +105,7 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
                       spec=spec, skipped_images=skipped_images, preprocess=preprocess, augment=augment, loaders=loaders,
                       start=start, model=model, step=step, averager=averager, clock=clock, checkpoints=checkpoints,
                       early_stopping=early_stopping, tensorboard=tensorboard, hooks=hooks, say=say, warn=warn)
-        _announce(parts)
+        announce(parts)
         if resumed is not None:
             restore_training(resumed.state, model, step.optimizer, step.scheduler, averager, step.scaler)
             if resize is not None:
@@ -314,98 +290,3 @@ def _reporters(progress: bool | None) -> tuple[Callable[[str], None], Callable[[
     if progress is False:
         return log.info, log.warning
     return print, lambda message: print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-IMBALANCE_RATIO = 10   # largest class over smallest at which the first lines warn
-
-
-def _announce(parts: Parts) -> None:
-    """The run's first lines: data and its splits, model, where it starts from (and where it resumes)."""
-    cfg, spec, pre, say = parts.cfg, parts.spec, parts.preprocess, parts.say
-    stats = f"mean {_triple(pre.mean)} std {_triple(pre.std)}" if pre.mean else "off"
-    small = cfg.train.progressive_epochs
-    resize = (f"; progressive resizing: {'epoch 1' if small == 1 else f'epochs 1-{small}'} at "
-              f"{cfg.train.progressive_size} px"
-              + (" (that share of the time budget)" if cfg.train.time_budget else "")
-              if cfg.train.progressive_size else "")
-    say(f"data: {spec.source}: {spec.sizes()}, {len(spec.class_names)} classes; augment {parts.augment}{resize}; "
-        f"normalise {stats}")
-    if spec.ignored:
-        say(f"data: ignored {', '.join(f'{n} {what}' + 's' * (n != 1) for what, n in spec.ignored.items())}")
-    _announce_classes(parts)
-    say(f"splits: {_split_roles(spec, cfg.train.monitor)}")
-    resize = f", resize {pre.resize_size} + centre crop" if pre.resize_size else ""
-    say(f"model: {cfg.model.arch} ({count_parameters(parts.model):,} parameters, "
-        f"{pre.input_size}x{pre.input_size} input{resize}) on {described(parts.runtime)}, {parts.runtime.precision}"
-        f"{' (--precision auto)' if cfg.train.precision == 'auto' else ''}; "
-        f"loader: {parts.loaders.kind}; run directory {parts.run}{_taken_note(cfg, parts)}")
-    say(f"optimizer: {describe_optimizer(cfg.optim, parts.step.optimizer, backbone=bool(cfg.train.freeze_epochs))}")
-    if cfg.train.time_budget:
-        say(f"time budget: {cfg.train.time_budget:g} s of training, at most {cfg.train.epochs} epochs; the schedule "
-            f"follows the clock, and the final test pass comes after")
-    if parts.resumed is None:
-        say(f"start: {parts.start.start}{_freeze_note(cfg, parts.model)}")
-        for warning in (frozen_at_random(cfg, parts.start),
-                        upscaled(cfg, typical_side(parts.spec.train), parts.preprocess.input_size)):
-            if warning:
-                parts.warn(warning)
-    else:   # the weights, optimizer and position come from state.pt, whatever the run first started from
-        at, best = parts.start_at, parts.checkpoints
-        so_far = f" (best so far: epoch {best.best_epoch})" if best.best_epoch else ""
-        say(f"start: resuming {parts.run} after epoch {at.epoch}"
-            + (f" and {at.step} steps of epoch {at.epoch + 1}" if at.step else "") + so_far
-            + _freeze_note(cfg, parts.model))
-
-
-def _split_roles(spec: DatasetSpec, monitor: str) -> str:
-    """What each split is for in this run, in words."""
-    if spec.val is None:
-        return ("no val split, so the last epoch is kept; test is measured once, at the end "
-                "(--val-split 0.1 holds a val split out of train to pick the best epoch)")
-    if spec.test is None:
-        return (f"val picks the best epoch (by {monitor}); there is no test split, so the val numbers "
-                f"are the ones that chose: expect a little less on new images")
-    return f"val picks the best epoch (by {monitor}); test is measured once, at the end, on those weights"
-
-
-def _announce_classes(parts: Parts) -> None:
-    """The training images of each class (the fewest and most when there are many), and a warning
-    when the largest class outnumbers the smallest IMBALANCE_RATIO times or more."""
-    names = parts.spec.class_names
-    counts = np.bincount(np.asarray(parts.spec.train.labels), minlength=len(names))
-    order = np.argsort(counts, kind="stable")
-    label = [shown(name)[1:-1][:20] for name in names]   # a class name, short and on one line
-    if len(names) <= 12:
-        listing = ", ".join(f"{label[i]} {counts[i]:,}" for i in range(len(names)))
-    else:
-        listing = (f"{counts[order[0]]:,} ({label[order[0]]}) to {counts[order[-1]]:,} ({label[order[-1]]}), "
-                   f"median {int(np.median(counts)):,}")
-    parts.say(f"classes (train images): {listing}")
-    smallest, largest = counts[order[0]], counts[order[-1]]
-    cfg = parts.cfg
-    if largest >= IMBALANCE_RATIO * max(smallest, 1) and cfg.optim.class_weights == "none" \
-            and cfg.data.sampler == "random":
-        parts.warn(f"the classes are imbalanced ({largest:,} vs {smallest:,} training images): accuracy will "
-                   f"flatter a model that ignores the small ones (balanced accuracy and macro-F1 do not); "
-                   f"--class-weights auto or --sampler balanced let every class count")
-
-
-def _taken_note(cfg: Config, parts: Parts) -> str:
-    """Why the run directory is not the --name asked for: a run of that name exists."""
-    name = cfg.train.run_name
-    if not name or parts.resumed is not None or parts.run.path.name == name:
-        return ""
-    return f" ({Path(cfg.train.project) / name} exists)"
-
-
-def _freeze_note(cfg: Config, model: nn.Module) -> str:
-    if cfg.train.freeze_backbone:
-        return f"; backbone frozen: {trainable_parameters(model):,} parameters train (the head)"
-    if cfg.train.freeze_epochs:
-        return (f"; the head alone trains for {cfg.train.freeze_epochs} epoch(s), then every layer "
-                f"(the backbone at {cfg.optim.backbone_lr_scale:g}x the rate)")
-    return ""
-
-
-def _triple(values) -> str:
-    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"

@@ -12,7 +12,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tudui.build import Parts, build
+from tudui.build import build
 from tudui.checkpoint import Resume, restore_rng, resume_settings
 from tudui.config import Config
 from tudui.config_files import make_config
@@ -23,6 +23,7 @@ from tudui.errors import TuduiError
 from tudui.evaluation import Measured, final_measure, final_report
 from tudui.files import human_bytes
 from tudui.interrupts import StopRequest, TrainingInterrupted
+from tudui.parts import Parts
 
 LARGE_WEIGHTS = 100_000_000   # bytes of weights/ from which the end of a run says how much it takes
 
