@@ -268,6 +268,22 @@ def _entries(count: int) -> str:
     return f"{count} entry" if count == 1 else f"{count} entries"
 
 
+def _decoded(entry: Entry) -> str:
+    """What a decoded copy holds, from its header ("50,000 images at 32 px, "), or ""."""
+    if entry.area != "tensors":
+        return ""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(entry.path), framework="pt") as f:
+            shape = f.get_slice("images").get_shape()
+    except Exception:  # noqa: BLE001 - a damaged or foreign file: listed without it
+        return ""
+    if len(shape) != 4:
+        return ""
+    side = f"{shape[2]} px" if shape[2] == shape[3] else f"{shape[3]}x{shape[2]} px"
+    return f"{shape[0]:,} images at {side}, "
+
+
 def _why_stale(entry: Entry, max_idle_days: float, now: float) -> str:
     if entry.reachable is False:
         return "its source changed or is gone"
@@ -301,7 +317,8 @@ def cache_command(action: str = "list", max_idle_days: float | None = None,
     for e in sorted(large, key=lambda e: -e.last_used):
         why = _why_stale(e, idle, now)
         say(f"  {_when(e, now):>12}  {human_bytes(e.measure_bytes()):>8}  {e.area}/{e.path.name}  "
-            f"from {e.source or '(not recorded: made by an older tudui)'}" + (f"  [can go: {why}]" if why else ""))
+            f"{_decoded(e)}from {e.source or '(not recorded: made by an older tudui)'}"
+            + (f"  [can go: {why}]" if why else ""))
     for area, what in (("checked", "image check"), ("models", "model list")):
         small = [e for e in found if e.area == area]
         if small:

@@ -229,3 +229,15 @@ def test_checking_and_decoding_many_images_says_so_once(root, tmp_path, monkeypa
             decode_to_tensor(files, 8, root / "tensors")
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert said == ["checking 3 images for unreadable files (once)", "decoding 3 images at 8 px into the cache (once)"]
+
+
+def test_the_listing_says_how_many_images_a_decoded_copy_holds_and_at_what_size(root, tmp_path):
+    files = FileImages(write_pngs(tmp_path / "pics", 3))
+    for side in (8, 16):
+        decode_to_tensor(files, side, root / "tensors")
+    make_entry(root, "tensors", "foreign.safetensors", source=tmp_path, size=100)   # not a safetensors file
+    listing = run_cli("cache", check=True).stdout
+    assert f"3 images at 8 px, from {tmp_path / 'pics'}" in listing
+    assert f"3 images at 16 px, from {tmp_path / 'pics'}" in listing
+    foreign = next(line for line in listing.splitlines() if "foreign.safetensors" in line)
+    assert foreign.endswith(f"foreign.safetensors  from {tmp_path}")
