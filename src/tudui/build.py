@@ -276,8 +276,12 @@ def _start_at(resumed: Resume | None, rank: int) -> ResumePoint:
     state = resumed.state
     # The saved partial loss is the sum over every process: one of them carries it on.
     first = rank == 0
+    # partial_seconds: absent from state files written before it was recorded; a value that is no duration: 0.
+    seconds = state.get("partial_seconds", 0.0)
+    seconds = float(seconds) if isinstance(seconds, (int, float)) and 0 <= seconds < math.inf else 0.0
     return ResumePoint(epoch=state["epoch"], step=state["step_in_epoch"],
-                       loss_sum=state["partial_loss"] if first else 0.0, images=state["partial_images"] if first else 0)
+                       loss_sum=state["partial_loss"] if first else 0.0, images=state["partial_images"] if first else 0,
+                       seconds=seconds)
 
 
 def _data_reference(name: str) -> str:

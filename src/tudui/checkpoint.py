@@ -135,11 +135,11 @@ class CheckpointHook:
         return None if value is None else -value if self.monitor.endswith("loss") else value
 
     def save_state(self, epoch: int, step_in_epoch: int = 0, partial_loss: float = 0.0,
-                   partial_images: int = 0) -> None:
+                   partial_images: int = 0, partial_seconds: float = 0.0) -> None:
         """state.pt after `epoch` finished epochs and step_in_epoch steps of the next one."""
         save_state(self.run.state, {
             "format": FORMAT_VERSION, "epoch": epoch, "step_in_epoch": step_in_epoch,
-            "partial_loss": partial_loss, "partial_images": partial_images,
+            "partial_loss": partial_loss, "partial_images": partial_images, "partial_seconds": partial_seconds,
             "best_score": self.best_score, "best_epoch": self.best_epoch,
             "best_val_accuracy": self.best_val_accuracy,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

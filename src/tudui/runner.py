@@ -120,7 +120,7 @@ def run_epochs(parts: Parts) -> list[dict]:
         except StoppedMidEpoch as e:
             at = e.at
             if parts.checkpoints.writes:
-                parts.checkpoints.save_state(at.epoch, at.step, at.loss_sum, at.images)
+                parts.checkpoints.save_state(at.epoch, at.step, at.loss_sum, at.images, at.seconds)
             barrier()   # every process leaves once the state is written
             raise TrainingInterrupted(
                 f"stopped in epoch {at.epoch + 1} after {at.step} of its {len(parts.loaders.train)} steps; "

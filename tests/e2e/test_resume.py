@@ -17,7 +17,7 @@ from tudui.checkpoint import load_state
 from tudui.data import TensorLoader
 from tudui.errors import TuduiError
 from tudui.interrupts import TrainingInterrupted
-from tudui.logging import TensorBoardHook
+from tudui.logging import CSVHook, TensorBoardHook
 from tudui.rundir import RunDir
 from tudui.weights import read_weights
 
@@ -86,6 +86,33 @@ def test_sigterm_saves_and_exits_143(tmp_path, monkeypatch):
         train(tmp_path, data="synthetic", epochs=2, batch_size=32)
     assert stopped.value.exit_code == 143
     assert load_state(tmp_path / "exp" / "weights" / "state.pt")["step_in_epoch"] == 3
+
+
+def test_a_resumed_epochs_seconds_include_the_part_before_the_stop(tmp_path, monkeypatch):
+    signal_at_step(monkeypatch, 3)
+    with pytest.raises(TrainingInterrupted):
+        train(tmp_path, data="synthetic", epochs=1, batch_size=32)
+    monkeypatch.undo()
+    path = tmp_path / "exp" / "weights" / "state.pt"
+    state = load_state(path)
+    assert 0 < state["partial_seconds"] < 60
+    torch.save({**state, "partial_seconds": 1000.0}, path)     # as if the first part had taken 1,000 s
+    rows, write_row = [], CSVHook.on_epoch_end
+    monkeypatch.setattr(CSVHook, "on_epoch_end", lambda self, row, val: (rows.append(row), write_row(self, row, val)))
+    tudui.train(resume=tmp_path / "exp", progress=False, report=False)
+    monkeypatch.undo()
+    with open(tmp_path / "exp" / "metrics.csv", newline="") as f:
+        assert 1000 < float(next(csv.DictReader(f))["seconds"]) < 1060
+    assert 1000 < rows[0]["train_seconds"] < rows[0]["seconds"] < 1060
+    assert rows[0]["images_per_s"] > 10            # the resumed part's own rate, not diluted by the 1,000 s
+    # A state file from before partial_seconds was kept resumes too (that time then is not counted).
+    signal_at_step(monkeypatch, 3)
+    with pytest.raises(TrainingInterrupted):
+        train(tmp_path / "old", data="synthetic", epochs=1, batch_size=32)
+    monkeypatch.undo()
+    path = tmp_path / "old" / "exp" / "weights" / "state.pt"
+    torch.save({k: v for k, v in load_state(path).items() if k != "partial_seconds"}, path)
+    assert tudui.train(resume=tmp_path / "old" / "exp", progress=False, report=False).best_epoch == 1
 
 
 def test_a_second_ctrl_c_during_the_save_does_not_corrupt_it(tmp_path, monkeypatch):

@@ -30,11 +30,12 @@ class FitOptions:
 @dataclass(frozen=True, kw_only=True)
 class ResumePoint:
     """Where training starts: after `epoch` finished epochs and `step` steps of the next, whose
-    losses summed to loss_sum over `images` images."""
+    losses summed to loss_sum over `images` images in `seconds` of training."""
     epoch: int = 0
     step: int = 0
     loss_sum: float = 0.0
     images: int = 0
+    seconds: float = 0.0
 
 
 class StoppedMidEpoch(Exception):
@@ -71,7 +72,8 @@ def fit(step: TrainStep, train_loader, val_loader, options: FitOptions, hooks: H
             train = {**train, "loss_sum": loss_sum, "images": int(images), "loss": loss_sum / max(images, 1)}
         if options.stop is not None and agree(options.stop()):
             raise StoppedMidEpoch(ResumePoint(epoch=epoch - 1, step=resumed.step + train["steps"],
-                                              loss_sum=train["loss_sum"], images=train["images"]))
+                                              loss_sum=train["loss_sum"], images=train["images"],
+                                              seconds=resumed.seconds + train["seconds"]))
         spent = out_of_time is not None and agree(out_of_time())
         last = epoch == options.epochs or spent
         if last:
@@ -84,7 +86,9 @@ def fit(step: TrainStep, train_loader, val_loader, options: FitOptions, hooks: H
                "val_loss": val["loss"] if val else None,
                "val_accuracy": val["accuracy"] if val else None,
                "val_top5": val["top5_accuracy"] if val else None, "lr": train["lr"],
-               "seconds": time.perf_counter() - train["started"], "train_seconds": train["seconds"],
+               # A resumed epoch's times include the part trained before the stop; its rate is this part's.
+               "seconds": resumed.seconds + time.perf_counter() - train["started"],
+               "train_seconds": resumed.seconds + train["seconds"],
                "images_per_s": (train["images"] - resumed.images) / max(train["seconds"], 1e-9),
                "time_budget_spent": spent}
         history.append(row)
