@@ -5,7 +5,9 @@
 # prints the command to run there, naming both folders to carry along.
 #   bash benchmarks/gpu_prepare.sh path/to/cifar10-jpeg.tar.gz [path/to/airbench94_muon.py]
 # The wheels are for CPython 3.12 on x86-64 Linux (the lent machines' Python): FastAPI, uvicorn and
-# python-multipart with what they need beyond what such a machine has (anyio, h11, click, ...).
+# python-multipart with everything they need, so they import on a bare Python 3.12 too (the lent
+# machine's list has anyio, h11, click, ... but not their versions; pydantic wants a recent
+# typing-extensions). Tried: installed as gpu.sh installs them, they import on a CPython 3.12 here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:?the CIFAR-10 copy (cifar10-jpeg.tar.gz)}
@@ -20,7 +22,7 @@ cp "$DATA" .gpu/cifar10-jpeg.tar.gz
 $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
     fastapi starlette pydantic pydantic-core annotated-types typing-inspection opentelemetry-api \
-    importlib-metadata uvicorn python-multipart
+    importlib-metadata zipp uvicorn python-multipart annotated-doc anyio idna h11 click typing-extensions
 du -sh .gpu .whl
 echo "device run: command=\"bash benchmarks/gpu.sh .gpu/cifar10-jpeg.tar.gz${RECORD:+ .gpu/airbench94_muon.py}\"" \
     "carry=[\".gpu\", \".whl\"] timeout_s=590; then at once, while it is warm:" \
