@@ -94,9 +94,9 @@ class Service:
                             for upload, p in zip(uploads, prepared)]}
 
     async def _prepare_all(self, uploads: list[Upload]) -> list[torch.Tensor | Refusal]:
-        """Each upload's input, or the Refusal saying why it cannot be read (in the decoding threads).
-        The request is refused when none can be read (one image: its own 400), and on any other
-        failure; otherwise the batcher is told to expect the inputs."""
+        """Each upload's input, or the Refusal saying why it cannot be read (in the decoding threads;
+        the batcher expects the request meanwhile). The request is refused when none can be read
+        (one image: its own 400) or on any other failure, and the batcher then forgets it."""
         loop = asyncio.get_running_loop()
         self.batcher.expect()
         try:
