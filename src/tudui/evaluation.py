@@ -6,6 +6,7 @@ test-time augmentation, precision) it takes from the settings recorded with the 
 """
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,10 +119,20 @@ def _match_classes(meta: WeightsMeta, spec: DatasetSpec, images, weights: str, d
     unknown = [name for name in spec.class_names if name not in trained]
     if unknown:
         raise TuduiError(f"{data} has {_count(unknown, 'class', 'classes')} the weights were not trained on: "
-                         f"{_listed(unknown)} (they know {_listed(meta.class_names)})")
+                         f"{_listed(unknown)} (they know {_listed(meta.class_names)})"
+                         + _meant(unknown, meta.class_names))
     log.info("%s has %d of the %d trained classes (%s); each image is measured against all %d",
              data, len(spec.class_names), meta.num_classes, _listed(spec.class_names), meta.num_classes)
     return meta, relabel(images, np.array([trained[name] for name in spec.class_names]))
+
+
+def _meant(unknown: list[str], known: list[str]) -> str:
+    """The hint "; did you mean 'cat' for 'Cat'?" for unknown names that differ from a known one
+    by case or a letter or so (cats, Cat), else "" (class1 is not taken for class0)."""
+    by_lower = {name.lower(): name for name in known}
+    pairs = [f"{shown(by_lower[match[0]])} for {shown(name)}" for name in unknown
+             if (match := difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.85))]
+    return f"; did you mean {', '.join(pairs[:5])}?" if pairs else ""
 
 
 def _count(items: list, one: str, many: str) -> str:

@@ -89,7 +89,7 @@ def test_weights_that_record_no_data_set_need_one(tmp_path):
 def test_classes_other_than_the_weights_are_refused(tmp_path):
     run = make_run(tmp_path / "run", class_names=("class0", "dog", "class2", "owl"))
     with pytest.raises(TuduiError, match=r"synthetic has 2 classes the weights were not trained on: 'class1', "
-                                         r"'class3' \(they know 'class0', 'dog', 'class2', 'owl'\)"):
+                                         r"'class3' \(they know 'class0', 'dog', 'class2', 'owl'\)$"):
         tudui.evaluate(run.path)
 
 
@@ -116,8 +116,13 @@ def test_a_new_folder_with_one_of_the_trained_classes_is_evaluated(tmp_path):
     assert metrics["split"] == "all" and metrics["count"] == 3
     assert [row["support"] for row in metrics["per_class"]] == [0, 0, 3]
     write_class_folder(tmp_path / "new", ["horse"], 1)
-    with pytest.raises(TuduiError, match=r"has 1 class the weights were not trained on: 'horse'"):
+    with pytest.raises(TuduiError, match=r"has 1 class the weights were not trained on: 'horse' \(they know "
+                                         r"'cat', 'dog', 'ship'\)$"):
         tudui.evaluate(run.path, data=str(tmp_path / "new"))
+    write_class_folder(tmp_path / "cased", ["Cat", "dogs", "ship"], 1)
+    with pytest.raises(TuduiError, match=r"has 2 classes the weights were not trained on: 'Cat', 'dogs' .*; "
+                                         r"did you mean 'cat' for 'Cat', 'dog' for 'dogs'\?$"):
+        tudui.evaluate(run.path, data=str(tmp_path / "cased"))
 
 
 def test_a_plain_state_dict_takes_the_class_names_of_the_data_set(tmp_path):
