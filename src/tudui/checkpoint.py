@@ -49,8 +49,11 @@ def load_state(path: str | Path) -> dict:
         raise TuduiError(f"training state not found: {path} (a run killed or failed before its first epoch ended has "
                          f"nothing to resume: start it again without --resume)") from None
     except Exception as e:  # the restricted unpickler refuses anything but tensors and plain types
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise TuduiError(f"cannot read training state {path}: {first}") from None
+        # torch's own text goes on for sentences ("This is an internal miniz error. If you are ..."): the first.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:200]
+        raise TuduiError(f"cannot read training state {path} ({first}): the file is damaged, cut short or not "
+                         f"tudui's; the run cannot resume, but its weights can start a new one (tudui train --weights "
+                         f"{path.parent / 'last.safetensors'} ...)") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise TuduiError(f"{path} has training-state format {shown(found)}; this tudui reads format "

@@ -62,8 +62,11 @@ class RunDir:
         if path.name == WEIGHTS_FOLDER or path.suffix:
             raise TuduiError(f"--resume takes a run directory (like runs/exp), got {path}")
         run = cls(path)
+        if not path.is_dir():
+            raise TuduiError(f"no run directory {path} (runs are in runs/ unless --project says otherwise)")
         if not run.config.is_file():
-            raise TuduiError(f"{path} is not a tudui run directory (no config.yaml in it)")
+            weights = f"; its weights can start a new run: --weights {run.last}" if run.last.is_file() else ""
+            raise TuduiError(f"{path} is not a tudui run directory: it has no config.yaml{weights}")
         return run
 
     @classmethod

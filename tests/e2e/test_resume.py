@@ -172,8 +172,13 @@ def test_resuming_with_another_model_or_data_set_is_refused(tmp_path):
         tudui.train(resume=run.run_dir, batch_size=16, epochs=2, progress=False)
     with pytest.raises(TuduiError, match=r"other optimizer settings \(--lr 0.01 -> 0.001\).*--weights .*last"):
         tudui.train(resume=run.run_dir, lr=0.001, epochs=2, progress=False)
-    with pytest.raises(TuduiError, match="not a tudui run directory"):
+    with pytest.raises(TuduiError, match="not a tudui run directory: it has no config.yaml$"):
         tudui.train(resume=tmp_path, epochs=2, progress=False)
+    with pytest.raises(TuduiError, match="no run directory .*nowhere"):
+        tudui.train(resume=tmp_path / "nowhere", epochs=2, progress=False)
+    run.run_dir.joinpath("config.yaml").unlink()
+    with pytest.raises(TuduiError, match=r"no config.yaml; its weights can start a new run: --weights .*last"):
+        tudui.train(resume=run.run_dir, epochs=2, progress=False)
 
 
 def test_best_is_not_overwritten_by_a_worse_model_after_a_resume(tmp_path):

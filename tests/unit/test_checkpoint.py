@@ -42,6 +42,19 @@ def test_a_crafted_pickle_is_refused_and_never_runs(tmp_path):
     assert not marker.exists()
 
 
+
+def test_a_state_file_cut_short_is_one_sentence_and_points_at_the_weights(tmp_path):
+    torch.save({"format": 1, "model": {"w": torch.zeros(1000)}}, tmp_path / "state.pt")
+    data = (tmp_path / "state.pt").read_bytes()
+    (tmp_path / "state.pt").write_bytes(data[:len(data) // 2])
+    with pytest.raises(TuduiError) as error:
+        load_state(tmp_path / "state.pt")
+    message = str(error.value)
+    assert message.startswith(f"cannot read training state {tmp_path / 'state.pt'} (")
+    assert "damaged, cut short or not tudui's" in message and f"--weights {tmp_path / 'last.safetensors'}" in message
+    assert "If you are seeing this error" not in message and "\n" not in message
+
+
 def _good_state() -> dict:
     return {"format": 1, "epoch": 1, "step_in_epoch": 0, "partial_loss": 0.0, "partial_images": 0,
             "best_accuracy": 0.5, "best_epoch": 1, "model": {}, "optimizer": {}, "scheduler": {},
