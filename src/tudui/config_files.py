@@ -61,8 +61,11 @@ def _collect(values: Any) -> dict[str, dict[str, tuple[Any, str]]]:
                 if _flag_only(name, inner):
                     continue
                 if name not in SECTIONS[key].__dataclass_fields__:
-                    hint = _nearest(name, [f.name for f in fields(SECTIONS[key])], prefix=f"{key}.") or \
-                        f"`tudui train --help` lists the settings, and config.yaml of any run shows the {key} section"
+                    home = next((other for other, cls in SECTIONS.items() if name in cls.__dataclass_fields__), None)
+                    hint = (f"{name} belongs in the {home} section ({home}.{name}), or write it without a section"
+                            if home else _nearest(name, [f.name for f in fields(SECTIONS[key])], prefix=f"{key}.")
+                            or f"`tudui train --help` lists the settings, and config.yaml of any run shows the "
+                               f"{key} section")
                     raise TuduiError(f"unknown setting {key}.{shown(name)[1:-1]}; {hint}")
                 put(key, name, inner, f"{key}.{name}")
         elif _flag_only(key, value):
@@ -75,8 +78,10 @@ def _collect(values: Any) -> dict[str, dict[str, tuple[Any, str]]]:
         elif key in SECTIONS:
             raise TuduiError(f"config section {key!r} must be a mapping, got {shown(value)}")
         else:
+            meant = _nearest(key, list(dict.fromkeys([*names, *SECTIONS])))
             raise TuduiError(f"unknown setting {shown(key)} in the config: not a setting (`tudui train "
-                             f"--help` lists them) and not a config section ({', '.join(SECTIONS)})")
+                             f"--help` lists them) and not a config section ({', '.join(SECTIONS)})"
+                             + (f"; {meant}" if meant else ""))
     return given
 
 

@@ -62,6 +62,10 @@ def test_bad_values_are_refused_with_the_flag_named(overrides, message):
     ("optimiser: {lr: 0.1}\n", "unknown setting 'optimiser'"),
     ("optim: {learning_rate: 0.1}\n", "unknown setting optim.learning_rate; `tudui train --help` lists"),
     ("train: {epoch: 3}\n", r"unknown setting train.epoch; did you mean train.epochs\?"),
+    ("train: {lr: 0.1}\n", r"unknown setting train.lr; lr belongs in the optim section \(optim.lr\), or write it "
+                           r"without a section$"),
+    ("epocs: 3\n", r"unknown setting 'epocs' in the config: .*; did you mean epochs\?$"),
+    ("dat: digits\n", r"did you mean data or dataset\?$"),
     ("data: {normalize: 3}\n", "true or false"),
     ("data: [1, 2\n", "not valid YAML"),
     ("- just a list\n", "mapping"),
