@@ -72,7 +72,8 @@ def evaluate_weights(cfg: EvalConfig) -> dict:
              "weights evaluated": resolve_weights_path(cfg.weights), "report folder": out_dir,
              "TensorBoard": f"tensorboard --logdir {out_dir}"}
     from tudui.report import read_history  # matplotlib loads only when a report is made
-    page = ReportPage(out_dir=out_dir, title=f"tudui eval {cfg.weights} ({split} split)", paths=paths,
+    which = "every image" if split == "all" else f"{split} split"
+    page = ReportPage(out_dir=out_dir, title=f"tudui eval {cfg.weights} ({which})", paths=paths,
                       history=read_history(run.metrics) if run else [])
     try:
         metrics, skipped = measure_and_report(model, loader, images, runtime, meta, tta, spec.source, split, page)

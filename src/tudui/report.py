@@ -24,6 +24,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 from PIL import Image
 
 from tudui.files import atomic_write
+from tudui.report_html import images_of
 
 FIGURE_DPI = 100
 PAGE_INCHES = 14.0     # report.html is 1400 px wide: figures up to this width show unscaled
@@ -194,9 +195,9 @@ def plot_mistakes(data: ReportData, limit: int = MISTAKES_SHOWN) -> Figure:
     captions = [f"true: {names[t]}\npredicted: {names[p]}\nprobability {q:.1%}" for _, t, p, q in mistakes]
     wrong_total = int((data.probabilities.argmax(dim=1) != data.targets).sum()) if len(data.targets) else 0
     split = data.metrics.get("split", "test")
-    images_of = f"{len(data.targets):,} {'' if split == 'all' else split + ' '}images"
-    title = (f"The {len(mistakes)} most confident mistakes (of {wrong_total:,} in {images_of})" if mistakes
-             else f"No mistakes in the {images_of}")
+    measured = f"{len(data.targets):,} {images_of(split)}"
+    title = (f"The {len(mistakes)} most confident mistakes (of {wrong_total:,} in {measured})" if mistakes
+             else f"No mistakes in the {measured}")
     return plot_image_grid(images, captions, title)
 
 
@@ -218,8 +219,8 @@ def plot_samples(data: ReportData, count: int = 18) -> Figure:
 
 def measured_on(data: ReportData) -> str:
     """What a picture shows, for its title: e.g. "test split, 10,000 images, weights of epoch 8"."""
-    count = f"{data.metrics['count']:,} images"
     split = data.metrics.get("split", "test")
+    count = f"{data.metrics['count']:,} images"
     which = count if split == "all" else f"{split} split, {count}"
     return which + (f", weights of epoch {data.kept_epoch}" if data.kept_epoch is not None else "")
 

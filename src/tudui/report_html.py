@@ -85,16 +85,22 @@ def _settings(settings: dict) -> str:
     return f'<div class="settings">\n{"".join(tables)}\n</div>'
 
 
+def images_of(split: str) -> str:
+    """How a report names the images measured: "test images", or "images" for a whole data set
+    (`tudui eval --split all`, or a folder without splits)."""
+    return "images" if split == "all" else f"{split} images"
+
+
 def _cards(metrics: dict, split: str, num_classes: int) -> list[str]:
     """The headline numbers, each a card: accuracy, balanced accuracy, macro-F1, top-5, loss, counts."""
-    cards = [_card(percent(metrics["accuracy"]), f"{split} accuracy (top-1)")]
+    cards = [_card(percent(metrics["accuracy"]), f"{'' if split == 'all' else split + ' '}accuracy (top-1)")]
     if "balanced_accuracy" in metrics:
         cards += [_card(percent(metrics["balanced_accuracy"]), "balanced accuracy (mean class recall)"),
                   _card(f"{metrics['macro_f1']:.3f}", "macro-F1")]
     if num_classes > 5:   # with 5 classes or fewer, top-5 is always 100 %
         cards.append(_card(percent(metrics["top5_accuracy"]), "top-5 accuracy"))
     return cards + [_card(f"{metrics['loss']:.4f}", "loss (cross-entropy)"),
-                    _card(f"{metrics['count']:,}", f"{split} images"), _card(f"{num_classes:,}", "classes")]
+                    _card(f"{metrics['count']:,}", images_of(split)), _card(f"{num_classes:,}", "classes")]
 
 
 def render_page(data, pictures: dict[str, bytes]) -> str:
@@ -103,7 +109,7 @@ def render_page(data, pictures: dict[str, bytes]) -> str:
     table = metrics["per_class"]
     split = metrics.get("split", "test")
     cards = _cards(metrics, split, len(data.class_names))
-    weakest = sorted(table, key=lambda row: row["recall"])[:3]
+    weakest = sorted((row for row in table if row["support"]), key=lambda row: row["recall"])[:3]
     weakest_text = ", ".join(f"{row['class']} ({percent(row['recall'])})" for row in weakest)
     sections = {}
     for name, heading, caption in PICTURES:
@@ -114,7 +120,7 @@ def render_page(data, pictures: dict[str, bytes]) -> str:
                               f"{_image(name, pictures[name], heading)}")
     # The table goes under the per-class picture: the two read together.
     sections["per_class.png"] = sections.get("per_class.png", "<h2>Per class</h2>") + f"""
-<p>Accuracy of a class is the share of its {escape(split)} images classified correctly (equal to its recall).
+<p>Accuracy of a class is the share of its {escape(images_of(split))} classified correctly (equal to its recall).
 Tinted rows are the weakest fifth by F1.</p>
 <table>
 <tr><th>class</th><th class="num">precision</th><th class="num">recall</th><th class="num">F1</th>
@@ -122,6 +128,7 @@ Tinted rows are the weakest fifth by F1.</p>
 {_per_class_rows(table)}
 </table>"""
     body = "\n".join(sections[name] for name, _, _ in PICTURES if name in sections)
+    subtitle = f"{metrics.get('data', '')}: {metrics['count']:,} {images_of(split)}, {len(data.class_names)} classes"
     details = [("data", metrics.get("data", "")), ("model", metrics.get("model", "")),
                ("weights from epoch", metrics.get("weights_epoch", "")),
                ("test-time augmentation", metrics.get("tta", 0))]
@@ -135,7 +142,7 @@ Tinted rows are the weakest fifth by F1.</p>
 </head>
 <body>
 <h1>{escape(data.title)}</h1>
-<p class="subtitle">{escape(str(metrics.get("data", "")))}: {metrics['count']:,} {escape(split)} images, {len(data.class_names)} classes</p>
+<p class="subtitle">{escape(subtitle)}</p>
 <div class="cards">
 {"".join(cards)}
 </div>

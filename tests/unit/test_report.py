@@ -144,8 +144,12 @@ def test_pictures_say_what_was_measured_and_leave_out_classes_without_images():
     absent = data.class_names[2]
     dashes = '<td class="num">-</td>' * 4
     assert f'<tr><td>{absent}</td>{dashes}<td class="num">0</td></tr>' in page
-    data.metrics["split"] = "all"
+    weakest = page.split("Weakest classes by recall: ")[1].split("</p>")[0]
+    assert absent not in weakest and weakest.count("(") == 3
+    data.metrics["split"] = "all"            # a whole folder: no split to name
     assert plot_mistakes(data).get_suptitle().endswith("in 15 images)")
+    page = render_page(data, {})
+    assert ": 15 images, 4 classes</p>" in page and "all images" not in page and "all accuracy" not in page
 
 
 
