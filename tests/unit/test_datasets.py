@@ -258,3 +258,12 @@ def test_csv_naming_missing_files_is_one_error(tmp_path):
     _write_csv(tmp_path / "list.csv", [["path", "label"], ["gone.jpg", "a"], ["also_gone.jpg", "b"]])
     with pytest.raises(TuduiError, match=r"lists 2 file\(s\) that do not exist, first .*gone\.jpg \(line 2\)"):
         build_dataset(str(tmp_path / "list.csv"))
+
+
+def test_channel_stats_of_photos_weigh_each_image_alike_whatever_its_size(tmp_path):
+    from tudui.data.datasets import FileImages
+    Image.new("RGB", (3000, 2000), (255, 255, 255)).save(tmp_path / "big.png")     # 6 MP of white
+    Image.new("RGB", (40, 40), (0, 0, 0)).save(tmp_path / "small.png")            # a black thumbnail
+    mean, std = channel_stats(FileImages([(tmp_path / "big.png", 0), (tmp_path / "small.png", 1)]))
+    assert mean == pytest.approx([0.5] * 3, abs=0.01)       # at full size the white photo would give 0.9997
+    assert std == pytest.approx([0.5] * 3, abs=0.01)

@@ -155,8 +155,20 @@ def synthetic(num_classes: int = 4, train_per_class: int = 64, test_per_class: i
                        source=f"synthetic stripes ({num_classes} classes)", in_memory=True)
 
 
+STATS_SIDE = 64   # file images are resized to this square for channel_stats
+
+
+def _stats_pixels(image: Image.Image) -> np.ndarray:
+    """An image's pixels in [0, 1] as (N, 3) float32, resized to STATS_SIDE square: a photo of 12 MP
+    then takes 48 KB, not 290 MB, and counts as much as a thumbnail (at full size it would drown 500)."""
+    if image.size != (STATS_SIDE, STATS_SIDE):
+        image = image.resize((STATS_SIDE, STATS_SIDE), Image.Resampling.BOX)
+    return np.asarray(image, dtype=np.float32).reshape(-1, 3) / 255.0
+
+
 def channel_stats(dataset: Dataset, max_images: int = 500, seed: int = 0) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in [0, 1] of an RGB data set (a seeded sample for big file sets)."""
+    """Per-channel mean and std in [0, 1] of an RGB data set (a seeded sample of up to max_images for
+    file sets, each resized to STATS_SIDE: memory stays bounded and every image counts alike)."""
     if isinstance(dataset, ArrayImages):
         pixels = dataset.images.astype(np.float64) / 255.0
         if pixels.ndim == 3:  # greyscale: the same value on all three channels
@@ -165,7 +177,6 @@ def channel_stats(dataset: Dataset, max_images: int = 500, seed: int = 0) -> tup
     else:
         rng = np.random.default_rng(seed)
         picks = rng.permutation(len(dataset))[:max_images]
-        flat = np.concatenate([np.asarray(dataset[int(i)][0], dtype=np.float64).reshape(-1, 3) / 255.0
-                               for i in picks])
+        flat = np.concatenate([_stats_pixels(dataset[int(i)][0]) for i in picks])
     std = flat.std(axis=0)
     return [round(float(m), 4) for m in flat.mean(axis=0)], [round(float(max(s, 1e-3)), 4) for s in std]
