@@ -267,7 +267,8 @@ class TrainFlags(Settings):
     """Flags of `tudui train` that are not settings of the run: never read from a file, never recorded."""
     config: str = option("YAML settings (flags win over it)", cli={"metavar": "FILE.yaml"}, default="")
     resume: str = option("continue a stopped run where it stopped (its own settings; flags may change them, "
-                       "e.g. a larger --epochs extends a finished run)", cli={"metavar": "RUN_DIR"}, default="")
+                       "e.g. a larger --epochs extends a finished run, but not the model, data set, split, seed, "
+                       "batch size or optimizer settings)", cli={"metavar": "RUN_DIR"}, default="")
     trust_pickle: bool = trust_pickle_option()
     extend: str = option("with --resume and a larger --epochs, the learning-rate schedule: stretch (laid again over "
                          "all the epochs, so a decayed rate rises part of the way back), tail (the old schedule goes "
