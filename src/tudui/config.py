@@ -173,7 +173,8 @@ class TrainConfig(Settings):
                     "2 adds 1-px shifts", rule=one_of(*TTA_LEVELS), cli={"nargs": "?", "const": 1},
                     default=0)
     lookahead: bool = option("lookahead weight averaging, applied at the end", default=False)
-    time_budget: float = option("seconds of training to fit the schedule into (0: run --epochs)",
+    time_budget: float = option("seconds of training to fit the schedule into, in at most --epochs epochs "
+                                "(0: run --epochs)",
                               rule=up_to(0, 1e8), default=0.0)
     whiten_bias_epochs: int = option("fastnet: epochs in which its whitening stem's bias learns, then it "
                                    "is frozen (-1: all)", rule=up_to(-1, 1_000_000), default=-1)

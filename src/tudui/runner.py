@@ -147,6 +147,10 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
     elif history[-1].get("time_budget_spent"):
         parts.say(f"time budget spent: {cfg.train.time_budget:g} s of training ended the run in epoch "
                   f"{history[-1]['epoch']} of at most {cfg.train.epochs}")
+    elif cfg.train.time_budget and history[-1]["epoch"] == cfg.train.epochs:
+        parts.say(f"time budget not spent: the run's {cfg.train.epochs} epochs (--epochs) took "
+                  f"{parts.clock.elapsed():.0f} s of its {cfg.train.time_budget:g} s; a larger --epochs uses "
+                  f"more of it")
     # The numbers first: the report's pictures take seconds to draw and change none of them.
     parts.say(summary(result, cfg.train.monitor, has_val=parts.loaders.val is not None))
     parts.say(f"run directory: {run}  (weights/best.safetensors, metrics.csv; "

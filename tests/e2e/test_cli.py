@@ -218,4 +218,5 @@ def test_the_first_lines_name_the_time_budget_and_the_last_say_when_it_ended_the
     assert f"time budget spent: 2 s of training ended the run in epoch {epochs[-1]} of at most 1000" in cut
     finished = run_cli(*common, "--epochs", "2", "--time-budget", "600", check=True).stdout
     assert "time budget: 600 s of training, at most 2 epochs" in finished and "time budget spent" not in finished
+    assert re.search(r"time budget not spent: the run's 2 epochs \(--epochs\) took \d+ s of its 600 s", finished)
     assert "time budget" not in run_cli(*common, "--epochs", "1", check=True).stdout

@@ -306,3 +306,20 @@ def test_the_optimizer_line_says_what_trains_which_weights_at_which_rate():
     adamw = OptimConfig(optimizer="adamw", lr=1e-3, momentum=0.9, weight_decay=0.05, schedule="cosine")
     assert describe_optimizer(adamw, create_optimizer(adamw, model)) == (
         "AdamW (lr 0.001, weight decay 0.05); cosine schedule")
+
+
+def test_under_a_time_budget_the_clock_follows_whichever_end_comes_first(monkeypatch):
+    import tudui.engine.optim as optim
+    now = {"t": 100.0}
+    monkeypatch.setattr(optim.time, "perf_counter", lambda: now["t"])
+    clock = optim.RunProgress(total_steps=10, time_budget=20.0)
+    clock.start()
+    now["t"] = 105.0                       # a quarter of the budget, but 8 of the 10 steps: the steps lead
+    assert clock(8) == pytest.approx(0.8) and not clock.out_of_time()
+    assert clock(10) == 1.0                # the last epoch ends the schedule with budget left
+    assert not clock.out_of_time()         # ... which does not count as the budget running out
+    now["t"] = 115.0                       # three quarters of the budget, 2 steps: the clock leads
+    assert clock(2) == pytest.approx(0.75)
+    now["t"] = 121.0
+    assert clock(2) == 1.0 and clock.out_of_time()
+    assert optim.RunProgress(total_steps=10)(5) == pytest.approx(0.5)   # no budget: steps alone

@@ -199,7 +199,9 @@ def lr_factor(progress: float, warmup: float, schedule: str, final: float = 0.0)
 
 
 class RunProgress:
-    """How far through the run a step is: by steps, or by wall time under a time budget."""
+    """How far through the run a step is: by steps, or under a time budget by whichever of the
+    two, wall time or steps, is further on (the schedule ends with the budget, or at the last
+    epoch when --epochs comes first)."""
 
     def __init__(self, total_steps: int, time_budget: float = 0.0, elapsed_before: float = 0.0):
         """elapsed_before: seconds of training an interrupted run had already spent."""
@@ -216,12 +218,13 @@ class RunProgress:
         return self.elapsed_before + running
 
     def __call__(self, step: int) -> float:
+        by_steps = min(step / self.total_steps, 1.0)
         if self.time_budget > 0 and self.started is not None:
-            return min(self.elapsed() / self.time_budget, 1.0)
-        return min(step / self.total_steps, 1.0)
+            return max(min(self.elapsed() / self.time_budget, 1.0), by_steps)
+        return by_steps
 
     def out_of_time(self) -> bool:
-        return self.time_budget > 0 and self.started is not None and self(0) >= 1.0
+        return self.time_budget > 0 and self.started is not None and self.elapsed() >= self.time_budget
 
 
 def scheduled_rates(scheduler: torch.optim.lr_scheduler.LambdaLR, step: int) -> list[float]:
