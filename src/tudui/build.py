@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from tudui.announce import announce
-from tudui.checkpoint import CheckpointHook, EarlyStopping, Resume, restore_training
+from tudui.checkpoint import CheckpointHook, EarlyStopping, Resume, check_same_data, restore_training
 from tudui.config import Config
 from tudui.config_files import dump_yaml
 from tudui.data import (
@@ -70,6 +70,9 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
     spec = build_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_split, cfg.train.seed,
                          cfg.data.download)
     spec, skipped_images = drop_unreadable(spec, cfg.data.max_bad_share)
+    fingerprint = spec.fingerprint()
+    if resumed is not None:
+        check_same_data(resumed, fingerprint)
     if cfg.train.patience and spec.val is None:
         raise TuduiError(f"--patience watches the val split, and {spec.source} has none: hold one out with "
                          f"--val-split 0.1")
@@ -100,7 +103,7 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
         say, warn = _reporters(progress if runtime.is_main else False)
         checkpoints, early_stopping, tensorboard, hooks = _hooks(
             cfg, run, model, step, averager, clock, meta, frozen, resumed, progress, lock, loaders.val is not None,
-            runtime.is_main, resize)
+            runtime.is_main, resize, fingerprint)
         parts = Parts(cfg=cfg, runtime=runtime, run=run, resumed=resumed, start_at=_start_at(resumed, runtime.rank),
                       spec=spec, skipped_images=skipped_images, preprocess=preprocess, augment=augment, loaders=loaders,
                       start=start, model=model, step=step, averager=averager, clock=clock, checkpoints=checkpoints,
@@ -235,8 +238,8 @@ def _optimization(cfg: Config, model: nn.Module, frozen: FrozenBackbone | None, 
 def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager: Lookahead | None,
            clock: RunProgress, meta: WeightsMeta, frozen: FrozenBackbone | None, resumed: Resume | None,
            progress: bool | None, lock: RunLock | None, has_val: bool, writes: bool,
-           resize: ProgressiveResize | None) -> tuple[CheckpointHook, EarlyStopping | None, TensorBoardHook | None,
-                                                     Hooks]:
+           resize: ProgressiveResize | None,
+           fingerprint: dict) -> tuple[CheckpointHook, EarlyStopping | None, TensorBoardHook | None, Hooks]:
     """The checkpoint, early-stopping and TensorBoard hooks, and every hook in the order they hear
     each event. Only the process that writes (rank 0) prints and has the writers; every process
     keeps the choice of the best epoch, so that all of them stop early together."""
@@ -248,6 +251,7 @@ def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager
                 "scaler": step.scaler.state_dict() if step.scaler else None, "world_size": step.runtime.world_size,
                 "elapsed": clock.elapsed(), "tensorboard_step": tensorboard.step if tensorboard else 0,
                 "schedule": list(resumed.schedule if resumed is not None else (0, cfg.train.epochs)),
+                "epochs": cfg.train.epochs, "data": fingerprint,   # what a resume checks against
                 "progressive": resize.state_dict() if resize is not None else None}
 
     checkpoints = CheckpointHook(run, model, step.optimizer, step.scheduler, meta, monitor=cfg.train.monitor,

@@ -235,11 +235,56 @@ def resume_settings(resume: str | Path, config: Config | None, config_file, over
         raise TuduiError(f"cannot resume {run} with other optimizer settings ({changed}): "
                          f"its saved state holds the old ones; start a new run from its weights instead: "
                          f" tudui train --config {run.config} --weights {run.last} ...")
+    if before.train.monitor != cfg.train.monitor and state.get("best_val_accuracy") is not None:
+        raise TuduiError(f"cannot resume {run} with a different --monitor ({before.train.monitor} -> "
+                         f"{cfg.train.monitor}): its best epoch so far was chosen by {before.train.monitor}; "
+                         f"start a new run instead")
     if state["epoch"] >= cfg.train.epochs:
         raise TuduiError(f"{run} has finished its {state['epoch']} epochs; pass a larger --epochs "
                          f"to extend it")
-    schedule, extension = extended_schedule(state, before.train.epochs, cfg.train.epochs, extend)
+    _check_not_stopped_early(run, state, cfg)
+    # The epochs the run was started (or last resumed) with: config.yaml may have been edited since,
+    # and an edited length is a longer run like a larger --epochs, not more epochs of the old schedule.
+    planned = state.get("epochs")
+    planned = planned if isinstance(planned, int) and not isinstance(planned, bool) and planned > 0 \
+        else before.train.epochs
+    schedule, extension = extended_schedule(state, planned, cfg.train.epochs, extend)
     return Resume(run=run, state=state, config=cfg, schedule=schedule, extension=extension)
+
+
+def _check_not_stopped_early(run: RunDir, state: dict, cfg: Config) -> None:
+    """A run that --patience stopped would stop again after one more epoch (or more, should that
+    one happen to improve): going on takes a larger patience."""
+    waited = state["epoch"] - state["best_epoch"]
+    if cfg.train.patience and state["best_epoch"] and waited >= cfg.train.patience:
+        raise TuduiError(f"{run} stopped early after epoch {state['epoch']}: its {cfg.train.monitor} had not "
+                         f"improved for {waited} epochs (best in epoch {state['best_epoch']}), which --patience "
+                         f"{cfg.train.patience} stops at; to train on, pass a larger --patience (0: never stop "
+                         f"early)")
+
+
+def check_same_data(resumed: Resume, fingerprint: dict[str, list]) -> None:
+    """Refuse to resume on a data set whose images changed since the run started: the val split
+    would be drawn again (perhaps with images already trained on) and the normalisation measured
+    again. State files from before the fingerprint was kept are let through."""
+    saved = resumed.state.get("data")
+    if not isinstance(saved, dict) or saved == fingerprint:
+        return
+    changes = []
+    for split in ("train", "val", "test"):
+        old, new = saved.get(split), fingerprint.get(split)
+        if old == new:
+            continue
+        if old is None or new is None:
+            changes.append(f"a {split} split it did not have" if old is None else f"no {split} split now")
+        elif old[0] != new[0]:
+            changes.append(f"{split} {old[0]:,} -> {new[0]:,} images")
+        else:
+            changes.append(f"other {split} images, as many")
+    raise TuduiError(f"cannot resume {resumed.run}: its images have changed since it started "
+                     f"({', '.join(changes)}), so the val split and the normalisation would not be the run's; "
+                     f"put the files back, or start a new run from its weights:  tudui train --config "
+                     f"{resumed.run.config} --weights {resumed.run.last}")
 
 
 def extended_schedule(state: dict, old_epochs: int, epochs: int, extend: str) -> tuple[tuple[int, int], str]:

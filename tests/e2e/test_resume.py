@@ -181,6 +181,50 @@ def test_resuming_with_another_model_or_data_set_is_refused(tmp_path):
         tudui.train(resume=run.run_dir, epochs=2, progress=False)
 
 
+def test_a_longer_epochs_written_into_config_yaml_extends_the_run_as_the_flag_does(tmp_path, capsys):
+    settings = dict(data="synthetic", batch_size=32, schedule="cosine", lr=0.02)
+    straight = train(tmp_path / "straight", epochs=3, **settings)
+    short = train(tmp_path / "short", epochs=2, **settings)
+    config = short.run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("epochs: 2", "epochs: 3"))
+    capsys.readouterr()
+    tudui.train(resume=short.run_dir)
+    assert "--epochs 2 -> 3 with --extend stretch" in capsys.readouterr().out
+    rates = [row["lr"] for row in csv.DictReader((short.run_dir / "metrics.csv").open())]
+    # the third epoch at the rate a 3-epoch run has there, not at the finished 2-epoch schedule's 0
+    assert rates[2] == [row["lr"] for row in csv.DictReader((straight.run_dir / "metrics.csv").open())][2]
+    assert float(rates[2]) > 0
+
+
+def test_a_run_that_patience_stopped_is_not_trained_on_unless_patience_grows(tmp_path):
+    run = train(tmp_path, data="synthetic", val_split=0.25, epochs=3, batch_size=32, patience=5)
+    state_path = run.run_dir / "weights" / "state.pt"
+    state = load_state(state_path)
+    state["best_epoch"] = 1                  # as if epochs 2 and 3 had not improved
+    torch.save(state, state_path)
+    with pytest.raises(TuduiError, match=r"stopped early after epoch 3: its val_accuracy had not improved for "
+                                         r"2 epochs \(best in epoch 1\), which --patience 2 stops at; .*larger "
+                                         r"--patience"):
+        tudui.train(resume=run.run_dir, epochs=6, patience=2, progress=False)
+    with pytest.raises(TuduiError, match=r"different --monitor \(val_accuracy -> val_loss\)"):
+        tudui.train(resume=run.run_dir, epochs=6, monitor="val_loss", progress=False)
+    resumed = tudui.train(resume=run.run_dir, epochs=4, patience=3, progress=False)
+    assert [row["epoch"] for row in resumed.history] == [4]
+
+
+def test_resuming_after_the_images_changed_is_refused_until_they_are_back(tmp_path):
+    data = write_class_folder(tmp_path / "data", ["a", "b"], 10)
+    run = train(tmp_path / "runs", data=str(data), val_split=0.2, epochs=1, batch_size=8)
+    extra = data / "a" / "extra.png"
+    extra.write_bytes((data / "a" / "000.png").read_bytes())
+    with pytest.raises(TuduiError, match=r"its images have changed since it started \(train 16 -> 17 images"
+                                         r"(, other val images, as many)?\), so the val split .*--weights"):
+        tudui.train(resume=run.run_dir, epochs=2, progress=False)
+    assert [row["epoch"] for row in csv.DictReader((run.run_dir / "metrics.csv").open())] == ["1"]
+    extra.unlink()
+    assert len(tudui.train(resume=run.run_dir, epochs=2, progress=False).history) == 1
+
+
 def test_best_is_not_overwritten_by_a_worse_model_after_a_resume(tmp_path):
     run = train(tmp_path, data="synthetic", val_split=0.25, epochs=1, batch_size=32)
     state_path = run.run_dir / "weights" / "state.pt"

@@ -41,6 +41,20 @@ class DatasetSpec:
         """{name: images} of the splits it has, in the order train, val, test."""
         return {name: getattr(self, name) for name in SPLITS if getattr(self, name) is not None}
 
+    def fingerprint(self) -> dict[str, list]:
+        """{split: [images, a short hash of which ones]}: what a resumed run checks is unchanged
+        (files by absolute path and label, not by content or time, so a copy touched again is the same)."""
+        prints = {}
+        for name, images in self.splits().items():
+            digest = hashlib.sha256()
+            if isinstance(images, FileImages):
+                for path, label in images.samples:
+                    digest.update(f"{os.path.abspath(path)}|{label}\n".encode())
+            elif getattr(images, "labels", None) is not None:
+                digest.update(np.asarray(images.labels, dtype=np.int64).tobytes())
+            prints[name] = [len(images), digest.hexdigest()[:16]]
+        return prints
+
     def sizes(self) -> str:
         """The split sizes, e.g. "1,000 train / 200 val / 500 test images"."""
         return " / ".join(f"{len(images):,} {name}" for name, images in self.splits().items()) + " images"
