@@ -19,8 +19,8 @@ from tudui.config import Config, EvalConfig
 from tudui.config_files import to_dict
 from tudui.data import DatasetSpec
 from tudui.data.loaders import make_eval_loader
-from tudui.data.sources import read_dataset
-from tudui.data.splits import hold_out_val, join_images, relabel
+from tudui.data.sources import BUILTIN_DATASETS, read_dataset
+from tudui.data.splits import hold_out_val, join_images, relabel, trained_in_val
 from tudui.data.validate import drop_unreadable, readable_images
 from tudui.engine import evaluate as evaluate_model
 from tudui.errors import TuduiError
@@ -94,15 +94,43 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
         whole = cfg.data is not None and raw.val is None and raw.test is None
         split = "all" if whole else "test" if raw.test is not None else "val"
     # Unreadable images are skipped as training skipped them (after the val split is held out, as there).
+    own = _is_training_data(data, meta)
     if split == "all":
         raw, _ = drop_unreadable(raw, trained.data.max_bad_share)
+        if own:
+            held = trained_in_val(raw, trained.data.val_split, trained.data.val_split, trained.train.seed)[1]
+            trained_on = len(raw.train) - held
+            log.warning("warning: %s is the data these weights were trained on: %s of its %s images are training "
+                        "images, which flatter the accuracy; --split val (or test) measures only held-out ones",
+                        data, f"{trained_on:,}", f"{sum(len(d) for d in raw.splits().values()):,}")
         return raw, split, join_images(list(raw.splits().values()))
     val_split = trained.data.val_split if cfg.val_split is None else cfg.val_split
+    if own and split == "val" and raw.val is None and val_split != trained.data.val_split:
+        seen, held = trained_in_val(raw, trained.data.val_split, val_split, trained.train.seed)
+        if seen:
+            log.warning("warning: --val-split %g is not the %s the weights were trained with: %s of the %s images "
+                        "of this val split are training images, which flatter the accuracy; leave --val-split out "
+                        "to measure the run's own val split", val_split, _shown_share(trained.data.val_split),
+                        f"{seen:,}", f"{held:,}")
     spec = hold_out_val(raw, val_split, trained.train.seed)
     images = getattr(spec, split)
     if images is None:
         raise TuduiError(f"{data} has no {split} split (it has {', '.join(spec.splits())}); pass another --split")
     return spec, split, readable_images(images, split, trained.data.max_bad_share)[0]
+
+
+def _is_training_data(data: str, meta: WeightsMeta) -> bool:
+    """Whether data names the data set the weights were trained on (a folder, archive or list by
+    where it is, a built-in set by name)."""
+    if not meta.data:
+        return False
+    if data in BUILTIN_DATASETS or meta.data in BUILTIN_DATASETS:
+        return data == meta.data
+    return Path(data).resolve() == Path(meta.data).resolve()
+
+
+def _shown_share(share: float) -> str:
+    return "automatic share (-1)" if share < 0 else f"{share:g}"
 
 
 def _match_classes(meta: WeightsMeta, spec: DatasetSpec, images, weights: str, data: str):

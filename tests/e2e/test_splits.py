@@ -2,6 +2,7 @@
 early stopping; imbalanced classes seen and handled; eval of what the user points at."""
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -70,6 +71,23 @@ def test_eval_of_a_folder_without_splits_counts_every_image(three_splits, tmp_pa
     assert tudui.evaluate(run.run_dir, split="all")["count"] == 36 + 12 + 15
     with pytest.raises(TuduiError, match="has no test split .*pass another --split"):
         tudui.evaluate(run.run_dir, data=str(whole), split="test")
+
+
+def test_eval_warns_when_what_it_measures_holds_training_images(tmp_path, caplog):
+    data = write_class_folder(tmp_path / "flat", CLASSES, 10)
+    run = tudui.train(data=str(data), epochs=1, val_split=0.2, project=str(tmp_path), progress=False, report=False)
+    other = write_class_folder(tmp_path / "other", CLASSES, 3, seed=5)
+    with caplog.at_level("WARNING", logger="tudui"):
+        assert tudui.evaluate(run.run_dir, split="val")["count"] == 6    # the run's own val split
+        assert tudui.evaluate(run.run_dir, data=str(other))["count"] == 9
+        assert not [r for r in caplog.records if "training images" in r.getMessage()]
+        assert tudui.evaluate(run.run_dir, split="val", val_split=0.5)["count"] == 15
+        said = caplog.records[-1].getMessage()
+        assert re.search(r"--val-split 0.5 is not the 0.2 the weights were trained with: \d+ of the 15 images of "
+                         r"this val split are training images", said), said
+        assert tudui.evaluate(run.run_dir, data=str(data))["count"] == 30
+        said = caplog.records[-1].getMessage()
+        assert "is the data these weights were trained on: 24 of its 30 images are training images" in said
 
 
 def test_early_stopping_ends_a_run_that_stopped_improving_and_composes_with_resume(three_splits, tmp_path):

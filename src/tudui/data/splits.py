@@ -61,6 +61,19 @@ def join_images(datasets: list[Dataset]) -> Dataset:
     raise TypeError("cannot join image sets of different kinds")
 
 
+def _held_positions(spec: DatasetSpec, val_split: float, seed: int) -> set[int]:
+    """Which positions of spec.train hold_out_val moves into val for val_split."""
+    share = (AUTO_VAL_SHARE if spec.test is None else 0.0) if val_split < 0 else val_split
+    return set(split_indices(spec.train.labels, share, seed)[1].tolist()) if share > 0 else set()
+
+
+def trained_in_val(spec: DatasetSpec, trained_split: float, val_split: float, seed: int) -> tuple[int, int]:
+    """(how many of the val images that val_split holds out were training images under
+    trained_split, how many it holds out), for a spec without a val split of its own."""
+    held = _held_positions(spec, val_split, seed)
+    return len(held - _held_positions(spec, trained_split, seed)), len(held)
+
+
 def hold_out_val(spec: DatasetSpec, val_split: float, seed: int) -> DatasetSpec:
     """spec with a val split: its own, or val_split of every training class (-1: AUTO_VAL_SHARE
     when the data has no test split either, none when it has one; 0: none)."""
