@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from pathlib import Path
 
 from PIL import Image
@@ -65,34 +66,44 @@ def find_unreadable(files: FileImages) -> list[tuple[str, str]]:
 def drop_unreadable(spec: DatasetSpec, max_bad_share: float) -> tuple[DatasetSpec, list[tuple[str, str]]]:
     """(spec without its unreadable images, [(path, reason)] skipped); each is warned about.
 
-    More than max_bad_share of a split unreadable stops the run with the list: that many
-    broken files means a wrong folder or a broken copy, not a few bad downloads.
+    More than max_bad_share of the data set (all its splits together) unreadable stops the run
+    with the list: that many broken files means a wrong folder or a broken copy, not a few bad
+    downloads. One bad file is always skipped, unless max_bad_share is 0.
     """
-    skipped: list[tuple[str, str]] = []
-    splits = {}
-    for split, dataset in spec.splits().items():
-        kept, bad = readable_images(dataset, split, max_bad_share)
-        if bad:
-            splits[split] = kept
-            skipped += bad
+    found = {split: find_unreadable(images) for split, images in spec.splits().items()
+             if isinstance(images, FileImages)}
+    skipped = [item for bad in found.values() for item in bad]
+    _check_share(skipped, sum(len(images) for images in spec.splits().values()), "", max_bad_share)
+    splits = {split: _without(getattr(spec, split), bad) for split, bad in found.items() if bad}
     return (dataclasses.replace(spec, **splits) if splits else spec), skipped
 
 
 def readable_images(dataset: Dataset, split: str, max_bad_share: float) -> tuple[Dataset, list[tuple[str, str]]]:
     """(dataset without its unreadable images, [(path, reason)] skipped) for one split, as
-    drop_unreadable does for each (datasets that are not image files pass through)."""
+    drop_unreadable does for a whole data set (datasets that are not image files pass through)."""
     if not isinstance(dataset, FileImages):
         return dataset, []
     bad = find_unreadable(dataset)
-    if not bad:
-        return dataset, []
-    share = len(bad) / len(dataset)
-    if share > max_bad_share:
+    _check_share(bad, len(dataset), f"{split} ", max_bad_share)
+    return (_without(dataset, bad) if bad else dataset), bad
+
+
+def _check_share(bad: list[tuple[str, str]], total: int, which: str, max_bad_share: float) -> None:
+    """Stop with the list when more than max_bad_share of total images are unreadable (one alone
+    passes unless the limit is 0)."""
+    share = len(bad) / max(total, 1)
+    if share > max_bad_share and (len(bad) > 1 or max_bad_share == 0):
         listing = "; ".join(f"{path} ({reason})" for path, reason in bad[:10])
         more = f"; and {len(bad) - 10} more" if len(bad) > 10 else ""
-        raise TuduiError(f"{len(bad)} of {len(dataset)} {split} images are unreadable ({share:.1%}, "
-                         f"more than --max-bad-share {max_bad_share:.0%}): {listing}{more}")
+        enough = math.ceil(share * 1000) / 1000
+        raise TuduiError(f"{len(bad)} of {total:,} {which}images are unreadable ({share:.1%}, more than "
+                         f"--max-bad-share {max_bad_share:g}; --max-bad-share {enough:g} would skip them): "
+                         f"{listing}{more}")
+
+
+def _without(dataset: FileImages, bad: list[tuple[str, str]]) -> FileImages:
+    """dataset less the unreadable files in bad, each warned about."""
     for path, reason in bad:
         log.warning("skipping unreadable image %s: %s", path, reason)
     paths = {path for path, _ in bad}
-    return FileImages([s for s in dataset.samples if str(s[0]) not in paths]), bad
+    return FileImages([s for s in dataset.samples if str(s[0]) not in paths])
