@@ -79,13 +79,14 @@ def test_a_utf8_byte_order_mark_does_not_hide_the_header(tmp_path):
 def test_relative_paths_are_resolved_against_the_csv_folder_not_the_working_directory(tmp_path, monkeypatch):
     a = image(tmp_path / "images" / "a" / "1.png", 10)
     b = image(tmp_path / "images" / "b" / "1.png", 20)
-    write_csv(tmp_path / "lists" / "deep" / "list.csv",
-              "path,label,split\n../../images/a/1.png,a,train\n../../images/b/1.png,b,val\n")
+    b2 = image(tmp_path / "images" / "b" / "2.png", 30)
+    write_csv(tmp_path / "lists" / "deep" / "list.csv", "path,label,split\n../../images/a/1.png,a,train\n"
+              "../../images/b/1.png,b,val\n../../images/b/2.png,b,train\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     spec = read(Path("..") / "lists" / "deep" / "list.csv")
-    assert [p.resolve() for p, _ in spec.train.samples] == [a.resolve()]
+    assert [p.resolve() for p, _ in spec.train.samples] == [a.resolve(), b2.resolve()]
     assert [p.resolve() for p, _ in spec.val.samples] == [b.resolve()]
     assert int(np.asarray(spec.val[0][0])[0, 0, 0]) == 20     # the file really opens from there
 
@@ -94,9 +95,11 @@ def test_absolute_and_home_relative_paths_are_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     a = image(tmp_path / "anywhere" / "a.png")
     b = image(tmp_path / "home" / "pics" / "b.png")
-    write_csv(tmp_path / "lists" / "list.csv", f"path,label,split\n{a},a,train\n~/pics/b.png,b,test\n")
+    write_csv(tmp_path / "lists" / "list.csv", f"path,label,split\n{a},a,train\n~/pics/b.png,a,test\n"
+              f"{a.parent / 'c.png'},b,train\n")
+    image(tmp_path / "anywhere" / "c.png")
     spec = read(tmp_path / "lists" / "list.csv")
-    assert [p for p, _ in spec.train.samples] == [a]
+    assert [p for p, _ in spec.train.samples] == [a, a.parent / "c.png"]
     assert [p.resolve() for p, _ in spec.test.samples] == [b.resolve()]
 
 
@@ -290,3 +293,13 @@ def test_a_list_longer_than_any_real_data_set_is_refused_while_it_is_read(tmp_pa
     write_csv(tmp_path / "list.csv", "".join(f"x{i}.png,a\n" for i in range(50)))
     with pytest.raises(TuduiError, match="has more than 5 rows"):
         read(tmp_path / "list.csv")
+
+
+def test_a_label_without_train_rows_is_refused_with_its_line(tmp_path):
+    for i, name in enumerate(["a.png", "b.png", "c.png", "d.png"]):
+        image(tmp_path / name, i)
+    listing = write_csv(tmp_path / "list.csv",
+                        "path,label,split\na.png,blue,train\nb.png,red,train\nc.png,red,test\nd.png,bleu,test\n")
+    with pytest.raises(TuduiError, match=r"has labels that no train row has: 'bleu' \(line 5, test\); the model "
+                                         r"could never predict them"):
+        csv_dataset(listing)

@@ -47,11 +47,11 @@ def _read_rows(path: Path) -> tuple[list[list[str]], dict[str, int]]:
 
 
 def _entries(path: Path, rows: list[list[str]], columns: dict[str, int]) -> tuple[list, Counter]:
-    """[(image file, label, split or None)] of the rows, and what was ignored; a malformed row, a
+    """[(image file, label, split or None, line)] of the rows, and what was ignored; a malformed row, a
     missing file or a file listed twice is a TuduiError naming its line."""
     base = path.resolve().parent
     ignored: Counter = Counter()
-    entries: list[tuple[Path, str, str | None]] = []
+    entries: list[tuple[Path, str, str | None, str]] = []
     missing: list[str] = []
     seen: dict[Path, str] = {}
     for line, *cells in rows:
@@ -73,11 +73,25 @@ def _entries(path: Path, rows: list[list[str]], columns: dict[str, int]) -> tupl
                              f"belongs in one row")
         else:
             seen[key] = line
-            entries.append((file, cells[columns["label"]], split))
+            entries.append((file, cells[columns["label"]], split, line))
     if missing:
         raise TuduiError(f"{path} lists {len(missing)} file(s) that do not exist, first {missing[0]}; "
                          f"paths are relative to the CSV file's folder")
     return entries, ignored
+
+
+def _check_trained_labels(path: Path, entries: list) -> None:
+    """A label with no train row would be a class the model never sees (often a typo, say 'bleu'
+    for 'blue'): refused with its first line, as a folder's test class without a train folder is."""
+    trained = {label for _, label, split, _ in entries if SPLITS[split] == "train"}
+    first: dict[str, tuple[str, str]] = {}
+    for _, label, split, line in entries:
+        if label not in trained:
+            first.setdefault(label, (line, SPLITS[split]))
+    if first:
+        named = ", ".join(f"{shown(label)} (line {line}, {split})" for label, (line, split) in list(first.items())[:5])
+        raise TuduiError(f"{path} has labels that no train row has: {named}; the model could never predict "
+                         f"them: give each some train rows, or correct the label")
 
 
 def csv_dataset(csv_path: str | Path, min_classes: int = 2) -> DatasetSpec:
@@ -88,19 +102,20 @@ def csv_dataset(csv_path: str | Path, min_classes: int = 2) -> DatasetSpec:
         raise TuduiError(f"data set not found: {csv_path}")
     rows, columns = _read_rows(path)
     entries, ignored = _entries(path, rows, columns)
-    class_names = sorted({label for _, label, _ in entries})
+    class_names = sorted({label for _, label, _, _ in entries})
     if len(class_names) < min_classes:
         least = "two labels" if min_classes > 1 else "one label"
         raise TuduiError(f"{path} needs at least {least}, found {len(class_names)}: {shown(class_names)}")
     lookup = {name: i for i, name in enumerate(class_names)}
     if "split" in columns:
-        splits = {name: [(f, lookup[label]) for f, label, split in entries if SPLITS[split] == name]
+        splits = {name: [(f, lookup[label]) for f, label, split, _ in entries if SPLITS[split] == name]
                   for name in ("train", "val", "test")}
         layout = f"{path} (its split column)"
         if not splits["train"]:
             raise TuduiError(f"{path} has no images in its train split")
+        _check_trained_labels(path, entries)
     else:
-        splits = {"train": [(f, lookup[label]) for f, label, _ in entries]}
+        splits = {"train": [(f, lookup[label]) for f, label, _, _ in entries]}
         layout = f"{path} (no split column)"
     return DatasetSpec(**{name: FileImages(items) for name, items in splits.items() if items},
                        class_names=class_names, kind="folder", source=layout, in_memory=False,
