@@ -261,8 +261,20 @@ def run_predict(args: argparse.Namespace) -> int:
     if cfg.out and not args.json:
         print(f"predictions written to {cfg.out}")
     if failed:
-        print(f"error: {failed} of {len(results)} images could not be read", file=sys.stderr)
+        print(f"error: {_failures(results)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _failures(results: list[dict]) -> str:
+    """What failed among predict's results, counting a folder without images as a folder."""
+    from tudui.prediction import NO_IMAGES
+    empty = [r["path"] for r in results if r.get("error", "").startswith(NO_IMAGES)]
+    images = len(results) - len(empty)
+    unread = sum("error" in r for r in results) - len(empty)
+    said = [f"{unread} of {images} images could not be read"] if unread else []
+    if empty:
+        said.append(f"no images in {', '.join(empty[:3])}{' ...' if len(empty) > 3 else ''}")
+    return "; ".join(said) if images else f"no images to predict ({said[-1]})"
 
 
 def run_export(args: argparse.Namespace) -> int:

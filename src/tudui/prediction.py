@@ -42,6 +42,9 @@ def top_classes(model: nn.Module, batch: torch.Tensor, k: int, tta: int,
             for row_probabilities, row_indices in zip(probabilities.tolist(), indices.tolist())]
 
 
+NO_IMAGES = "no images in folder"   # the error of a folder given without images: not an image that failed
+
+
 def expand_inputs(inputs: Iterable[str | Path | Image.Image]) -> list[Path | Image.Image | dict]:
     """Files and PIL images as given; folders replaced by their image files (sorted, recursive).
 
@@ -57,7 +60,7 @@ def expand_inputs(inputs: Iterable[str | Path | Image.Image]) -> list[Path | Ima
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p)
                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            items += found or [{"path": str(path), "error": f"no images in folder {path}"}]
+            items += found or [{"path": str(path), "error": f"{NO_IMAGES} {path}"}]
         elif path.is_file():
             items.append(path)
         elif path.exists():   # a pipe or a device would block the read, or never end

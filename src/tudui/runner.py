@@ -202,6 +202,9 @@ def summary(result: TrainResult, monitor: str, has_val: bool) -> str:
     """The result in one line, each number named for its split and how the weights were chosen."""
     if has_val:
         val = f" (val accuracy {result.val_accuracy:.2%})" if result.val_accuracy is not None else ""
+        kept = next((row for row in result.history if row["epoch"] == result.best_epoch), {})
+        if monitor == "val_loss" and kept.get("val_loss") is not None:   # the number that chose it
+            val = f" (val loss {kept['val_loss']:.4f})"
         chosen = f"epoch {result.best_epoch}, the best by {monitor}{val}"
     else:
         chosen = f"epoch {result.best_epoch}, the last (no val split to choose by)"

@@ -137,6 +137,7 @@ def test_python_dash_m_and_version():
     (["predict", "/no/such.png", "--weights", "RUN"], "1 of 1 images could not be read"),
     (["predict", "/no/such.png", "--weights", "/no/weights"], "weights not found: /no/weights"),
     (["predict", "BAD_IMAGE", "--weights", "RUN"], "could not be read"),
+    (["predict", "EMPTY", "--weights", "RUN"], "error: no images to predict (no images in "),   # not "1 of 1"
     (["eval", "--weights", "BAD_IMAGE"], "not a readable safetensors"),
     (["eval", "--weights", "RUN", "--out", "BAD_IMAGE"], "is a file"),
     (["predict", "BAD_IMAGE", "--weights", "RUN", "--out", "predictions.txt"], "must end in .csv or .json"),

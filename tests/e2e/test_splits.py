@@ -108,6 +108,8 @@ def test_the_loss_can_be_what_picks_the_best_epoch(three_splits, tmp_path):
                          project=str(tmp_path), progress=False, report=False)
     losses = [row["val_loss"] for row in result.history]
     assert result.best_epoch == 1 + int(np.argmin(losses))
+    from tudui.runner import summary
+    assert f"the best by val_loss (val loss {min(losses):.4f})" in summary(result, "val_loss", has_val=True)
 
 
 def test_imbalanced_classes_are_warned_about_and_class_weights_let_every_class_be_predicted(tmp_path, capsys):
