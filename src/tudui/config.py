@@ -40,7 +40,7 @@ RATE_SCALE = Rule(lambda v: 0 < v <= 1e4, "positive and at most 10000")
 @dataclass(frozen=True, kw_only=True)
 class DataConfig(Settings):
     dataset: str = option("data set: cifar10, cifar100, mnist, fashion-mnist, kmnist, svhn, stl10 (torchvision's, "
-                        "in --data-dir), digits, synthetic, a folder, a .tar/.tar.gz of one, or a .csv list "
+                        "in --data-dir), digits, synthetic, a folder, a .zip or .tar(.gz) of one, or a .csv list "
                         "of path,label rows", flag="--data",
                         rule=Rule(bool, "a data set name or path, not empty"), default="cifar10")
     data_dir: str = option("where torchvision's data sets (cifar10, mnist, ...) are stored or downloaded",

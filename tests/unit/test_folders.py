@@ -2,6 +2,7 @@
 import os
 import tarfile
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,57 @@ from tudui.errors import TuduiError
 from helpers import write_class_folder
 
 
-@pytest.fixture
-def archive(tmp_path):
-    write_class_folder(tmp_path / "src" / "set", ["cat", "dog"], 6)
-    path = tmp_path / "set.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        tar.add(tmp_path / "src" / "set", arcname="set")
+def pack(folder: Path, path: Path) -> Path:
+    """folder packed as path (.zip or a .tar of any compression), under folder's own name."""
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zipped:
+            for file in sorted(folder.rglob("*")):
+                zipped.write(file, Path(folder.name) / file.relative_to(folder))
+    else:
+        with tarfile.open(path, "w:" + {".gz": "gz", ".bz2": "bz2", ".xz": "xz"}.get(path.suffix, "")) as tar:
+            tar.add(folder, arcname=folder.name)
     return path
+
+
+@pytest.fixture(params=["set.tar.gz", "set.zip", "set.tar.bz2", "set.tar.xz"])
+def archive(tmp_path, request):
+    write_class_folder(tmp_path / "src" / "set", ["cat", "dog"], 6)
+    return pack(tmp_path / "src" / "set", tmp_path / request.param)
+
+
+def test_an_archive_of_any_kind_is_read_as_its_folder_and_macos_leftovers_are_skipped(archive, tmp_path,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("TUDUI_CACHE", str(tmp_path / "cache"))
+    spec = build_dataset(str(archive), "unused", 0.25, 0, False)
+    assert spec.class_names == ["cat", "dog"] and len(spec.train) + len(spec.val) == 12
+    # a zip made on a Mac: __MACOSX/ beside the data, ._ files beside each image
+    write_class_folder(tmp_path / "mac" / "set", ["cat", "dog"], 3)
+    (tmp_path / "mac" / "set" / "cat" / "._000.png").write_bytes(b"\x00\x05\x16\x07")
+    (tmp_path / "mac" / "__MACOSX" / "set").mkdir(parents=True)
+    zipped = tmp_path / "mac.zip"
+    with zipfile.ZipFile(zipped, "w") as out:
+        for file in sorted((tmp_path / "mac").rglob("*")):
+            out.write(file, file.relative_to(tmp_path / "mac"))
+    spec = build_dataset(str(zipped), "unused", 0.5, 0, False)
+    assert spec.class_names == ["cat", "dog"] and len(spec.train) + len(spec.val) == 6
+
+
+@pytest.mark.parametrize("name", ["../evil.png", "/etc/evil.png", "a/../../evil.png", "C:/evil.png"])
+def test_a_zip_member_outside_its_folder_is_refused_and_nothing_lands_there(tmp_path, name):
+    zipped = tmp_path / "bad.zip"
+    with zipfile.ZipFile(zipped, "w") as out:
+        out.writestr("set/cat/1.png", b"x")
+        out.writestr(name, b"x")
+    with pytest.raises(TuduiError, match="has a member outside its folder"):
+        extract_archive(zipped, tmp_path / "deep" / "cache")
+    assert not (tmp_path / "deep" / "evil.png").exists() and not (tmp_path / "evil.png").exists()
+    assert list((tmp_path / "deep" / "cache").iterdir()) == []
+
+
+def test_a_damaged_zip_is_one_clear_error(tmp_path):
+    (tmp_path / "cut.zip").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(TuduiError, match="cannot unpack .*cut.zip"):
+        extract_archive(tmp_path / "cut.zip", tmp_path / "cache")
 
 
 def leftovers(cache):

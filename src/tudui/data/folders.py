@@ -1,5 +1,5 @@
 """Image folders as data sets: class folders, train/ + val/ or test/, the course's paired
-`<class>_image/` + `<class>_label/` layout, and .tar/.tar.gz archives of any of them.
+`<class>_image/` + `<class>_label/` layout, and .zip or .tar archives (plain, gz, bz2, xz) of any of them.
 
 Folders as people have them hold hidden files (.DS_Store, ._x.jpg), notes and empty class
 folders: those are skipped and counted in `DatasetSpec.ignored`.
@@ -12,8 +12,9 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zipfile
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tudui import caches
 from tudui.data.datasets import DatasetSpec, FileImages
@@ -64,8 +65,13 @@ MAX_UNPACKED_FILES = 5_000_000
 DISK_MARGIN = 1024 ** 3          # what unpacking leaves free on the cache's disk
 
 
+# The archives --data unpacks: tarfile reads each compression of tar by itself.
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+ARCHIVES = ".zip or .tar(.gz, .bz2, .xz)"
+
+
 def extract_archive(archive: Path, cache_dir: Path) -> Path:
-    """Unpack a .tar/.tar.gz once into cache_dir; later calls reuse it while the file is unchanged.
+    """Unpack a .zip or .tar archive once into cache_dir; later calls reuse it while the file is unchanged.
 
     It unpacks into a folder of its own and renames that into place, so a crash or a second
     process unpacking the same archive at the same time never leaves or uses half a copy; what
@@ -87,14 +93,18 @@ def extract_archive(archive: Path, cache_dir: Path) -> Path:
         raise TuduiError(f"cannot unpack {archive} into {cache_dir}: {e.strerror or e}") from None
     log.info("unpacking %s into the cache (once): %s", archive, target)
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(partial, filter=_CappedFilter(archive, cache_dir))
+        if archive.name.lower().endswith(".zip"):
+            _unzip(archive, partial, _CappedFilter(archive, cache_dir))
+        else:
+            with tarfile.open(archive) as tar:
+                tar.extractall(partial, filter=_CappedFilter(archive, cache_dir))
         try:
             os.replace(partial, target)
         except OSError:
             if not target.is_dir():   # not "another process got there first"
                 raise
-    except (tarfile.TarError, OSError, EOFError) as e:
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as e:
+        # RuntimeError: zipfile's word for an encrypted member; NotImplementedError: a compression it lacks
         raise TuduiError(f"cannot unpack {archive}: {str(e)[:200]}") from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)   # gone already when the rename succeeded
@@ -114,15 +124,33 @@ class _CappedFilter:
 
     def __call__(self, member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
         member = tarfile.data_filter(member, path)
+        self.count(member.size)
+        return member
+
+    def count(self, size: int) -> None:
+        """One more file of size bytes; past a cap, the unpacking stops."""
         self.files += 1
-        self.bytes += member.size
+        self.bytes += size
         if self.files > MAX_UNPACKED_FILES:
             raise TuduiError(f"{self.archive} holds more than {MAX_UNPACKED_FILES:,} files; unpack it "
                              f"yourself and pass the folder")
         if self.bytes > self.max_bytes:
             raise TuduiError(f"{self.archive} unpacks to more than {max(self.max_bytes, 0):,} bytes (the cap, "
                              f"or what its disk has free); unpack it yourself and pass the folder")
-        return member
+
+
+def _unzip(archive: Path, into: Path, caps: _CappedFilter) -> None:
+    """A zip archive's files into the folder into, each counted against the caps first (a member's
+    declared size bounds what zipfile writes of it). A name that would land outside the folder
+    (absolute, a drive, ..) is refused, as tarfile's data filter refuses it."""
+    with zipfile.ZipFile(archive) as zipped:
+        for member in zipped.infolist():
+            parts = PurePosixPath(member.filename.replace("\\", "/")).parts
+            if member.filename.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+                raise TuduiError(f"{archive} has a member outside its folder: {shown(member.filename)}")
+            if not member.is_dir():
+                caps.count(member.file_size)
+                zipped.extract(member, into)
 
 
 def _remove_abandoned_partials(cache_dir: Path) -> None:
@@ -200,14 +228,14 @@ def resolve_folder(path: str | Path, cache_dir: Path) -> Path:
     root = Path(path)
     if not root.exists():
         raise TuduiError(f"data set not found: {path} (expected cifar10, digits, synthetic, "
-                         f"a folder, a .tar/.tar.gz or a .csv list)")
+                         f"a folder, a {ARCHIVES} archive or a .csv list)")
     if root.is_file():
-        if not root.name.endswith((".tar", ".tar.gz", ".tgz")):
-            raise TuduiError(f"{path} is a file, not a folder or a .tar/.tar.gz archive")
+        if not root.name.lower().endswith(ARCHIVE_SUFFIXES):
+            raise TuduiError(f"{path} is a file, not a folder, a {ARCHIVES} archive or a .csv list")
         root = extract_archive(root, cache_dir)
     elif not root.is_dir():
         raise TuduiError(f"{path} is neither a folder nor a file (a device or a socket?); pass a folder, "
-                         f"a .tar/.tar.gz or a .csv list")
+                         f"a {ARCHIVES} archive or a .csv list")
     return _descend(root)
 
 

@@ -41,5 +41,5 @@ def read_dataset(name: str, data_dir: str = DATA.data_dir, seed: int = TRAIN.see
         close = difflib.get_close_matches(name.lower(), BUILTIN_DATASETS, n=1)
         meant = f"; did you mean {close[0]}?" if close else ""
         raise TuduiError(f"data set not found: {name}{meant} (expected a built-in one: {', '.join(BUILTIN_DATASETS)}; "
-                         f"or a folder, a .tar/.tar.gz or a .csv list)")
+                         f"or a folder, a .zip or .tar archive, or a .csv list)")
     return folder(name, cache_root() / "extracted", min_classes)
