@@ -34,7 +34,7 @@ def announce(parts: Parts) -> None:
     say(f"data: {spec.source}: {spec.sizes()}, {len(spec.class_names)} classes; augment {parts.augment}{resize}; "
         f"normalise {stats}")
     if spec.ignored:
-        say(f"data: ignored {', '.join(f'{n} {what}' + 's' * (n != 1) for what, n in spec.ignored.items())}")
+        say(f"data: ignored {spec.ignored_words()}")
     _announce_classes(parts)
     say(f"splits: {_split_roles(spec, cfg.train.monitor)}")
     resize = f", resize {pre.resize_size} + centre crop" if pre.resize_size else ""

@@ -67,12 +67,7 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
     runtime = create_runtime(cfg.train.device, cfg.train.precision, for_training=True)
     _check_distributed(cfg, runtime)
     seed_everything(cfg.train.seed)
-    spec = build_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_split, cfg.train.seed,
-                         cfg.data.download)
-    spec, skipped_images = drop_unreadable(spec, cfg.data.max_bad_share)
-    fingerprint = spec.fingerprint()
-    if resumed is not None:
-        check_same_data(resumed, fingerprint)
+    spec, skipped_images, fingerprint = _data(cfg, resumed)
     if cfg.train.patience and spec.val is None:
         raise TuduiError(f"--patience watches the val split, and {spec.source} has none: hold one out with "
                          f"--val-split 0.1")
@@ -123,6 +118,18 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
         elif lock is not None:
             lock.release()
         raise
+
+
+def _data(cfg: Config, resumed: Resume | None) -> tuple[DatasetSpec, list[tuple[str, str]], dict]:
+    """The data set without its unreadable images, those images, and its fingerprint (which a
+    resumed run's must equal)."""
+    spec = build_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_split, cfg.train.seed,
+                         cfg.data.download)
+    spec, skipped_images = drop_unreadable(spec, cfg.data.max_bad_share)
+    fingerprint = spec.fingerprint()
+    if resumed is not None:
+        check_same_data(resumed, fingerprint)
+    return spec, skipped_images, fingerprint
 
 
 def rate_now(step: TrainStep) -> float:

@@ -224,7 +224,10 @@ def _special_meanings(config: Config) -> dict[tuple[str, str], str]:
 
 def make_config(config_file: str | Path | None = None, **overrides: Any) -> Config:
     """Defaults, then the YAML file, then overrides named like the flags (lr=0.1, data="digits")."""
-    given = _collect(load_yaml(config_file) if config_file else {})
+    try:
+        given = _collect(load_yaml(config_file) if config_file else {})
+    except TuduiError as e:
+        raise _from_file(e, config_file) from None
     names = {option_key(f): (section, f.name) for section, f in iter_options()}
     for key, value in overrides.items():
         if value is None:
@@ -235,4 +238,26 @@ def make_config(config_file: str | Path | None = None, **overrides: Any) -> Conf
         section, name = names[key]
         flag = flag_name(SECTIONS[section].__dataclass_fields__[name])
         given[section][name] = (os.fspath(value) if isinstance(value, os.PathLike) else value, flag)
-    return _build(given)
+    try:
+        return _build(given)
+    except TuduiError as e:
+        raise _from_file(e, config_file, given) from None
+
+
+def _from_file(error: TuduiError, config_file: str | Path | None, given: dict | None = None) -> TuduiError:
+    """error naming the settings file when what it is about came from there: a value's check names
+    the flag (--device must be ...), which the file spelled as its key (device: gpu)."""
+    text = str(error)
+    if not config_file or str(config_file) in text:
+        return error
+    if given is None:   # reading the file: every error is about it
+        return TuduiError(f"{config_file}: {text}")
+    first = text.split(" ", 1)[0]
+    for section, values in given.items():
+        for name, (_, where) in values.items():
+            if where.startswith("--"):
+                continue    # given on the command line
+            flag = flag_name(SECTIONS[section].__dataclass_fields__[name])
+            if first in (where, flag):
+                return TuduiError(f"{config_file}: {where} {text.split(' ', 1)[1]}")
+    return error

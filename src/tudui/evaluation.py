@@ -89,6 +89,8 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
     --data names one without splits of its own, else test, else val (held out as in training)."""
     raw = read_dataset(data, cfg.data_dir or meta.data_dir or trained.data.data_dir, trained.train.seed,
                        cfg.download, min_classes=1)
+    if raw.ignored:
+        log.info("%s: ignored %s", data, raw.ignored_words())
     split = cfg.split
     if split == "auto":
         whole = cfg.data is not None and raw.val is None and raw.test is None

@@ -302,3 +302,20 @@ def test_a_key_that_is_a_mapping_is_one_line(tmp_path):
     path.write_text("? {a: 1}\n: 3\n")
     with pytest.raises(TuduiError, match="a key must be a plain name"):
         make_config(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs: two\n", "epochs must be an int, got 'two'"),
+    ("device: gpu\n", "device must be one of auto, cpu"),
+    ("train:\n  lr: 0.1\n", "unknown setting train.lr; lr belongs in the optim section"),
+    ("optim:\n  lr: -1\n", "optim.lr must be positive")])
+def test_a_bad_value_in_a_settings_file_names_the_file_and_its_key(tmp_path, text, message):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(TuduiError) as error:
+        make_config(path)
+    assert str(error.value).startswith(f"{path}: {message}")
+    # a value given as a flag beside the file names the flag, not the file
+    (tmp_path / "fine.yaml").write_text("lr: 0.1\n")
+    with pytest.raises(TuduiError, match=r"^--device must be one of"):
+        make_config(tmp_path / "fine.yaml", device="gpu")

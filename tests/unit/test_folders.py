@@ -38,6 +38,7 @@ def test_an_archive_of_any_kind_is_read_as_its_folder_and_macos_leftovers_are_sk
     monkeypatch.setenv("TUDUI_CACHE", str(tmp_path / "cache"))
     spec = build_dataset(str(archive), "unused", 0.25, 0, False)
     assert spec.class_names == ["cat", "dog"] and len(spec.train) + len(spec.val) == 12
+    assert spec.source == f"{archive} (one folder of class folders, unpacked in the cache)"   # not the copy
     # a zip made on a Mac: __MACOSX/ beside the data, ._ files beside each image
     write_class_folder(tmp_path / "mac" / "set", ["cat", "dog"], 3)
     (tmp_path / "mac" / "set" / "cat" / "._000.png").write_bytes(b"\x00\x05\x16\x07")

@@ -55,6 +55,10 @@ class DatasetSpec:
             prints[name] = [len(images), digest.hexdigest()[:16]]
         return prints
 
+    def ignored_words(self) -> str:
+        """What was skipped, in words: "1 empty class folder, 3 hidden files"."""
+        return ", ".join(f"{n} {what}" + "s" * (n != 1) for what, n in self.ignored.items())
+
     def sizes(self) -> str:
         """The split sizes, e.g. "1,000 train / 200 val / 500 test images"."""
         return " / ".join(f"{len(images):,} {name}" for name, images in self.splits().items()) + " images"

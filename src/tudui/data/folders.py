@@ -6,6 +6,7 @@ folders: those are skipped and counted in `DatasetSpec.ignored`.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -248,7 +249,12 @@ def folder(path: str, cache_dir: Path, min_classes: int = 2) -> DatasetSpec:
     or an archive of one; val is held out of train later when the data has none (hold_out_val).
     Training needs two classes or more (min_classes); evaluating may take a folder of one."""
     try:
-        return _read_folder(resolve_folder(path, cache_dir), min_classes)
+        root = resolve_folder(path, cache_dir)
+        spec = _read_folder(root, min_classes)
+        if Path(path).is_file():   # an archive: named as the user knows it, not by its copy in the cache
+            layout = spec.source.removeprefix(str(root)).strip(" ()")
+            spec = dataclasses.replace(spec, source=f"{path} ({layout}, unpacked in the cache)")
+        return spec
     except OSError as e:   # a folder or file that cannot be listed or read (permissions, a broken disk)
         raise TuduiError(f"cannot read {e.filename or path}: {e.strerror or e}") from None
 
@@ -274,7 +280,5 @@ def _read_folder(root: Path, min_classes: int) -> DatasetSpec:
         least = "two classes" if min_classes > 1 else "one class"
         raise TuduiError(f"{root} needs at least {least}, each a folder of its images ({root}/CLASS/image.jpg); "
                          f"{found}")
-    if ignored:
-        log.info("%s: ignored %s", root, dict(ignored))
     return DatasetSpec(**{split: FileImages(items) for split, items in splits.items()}, class_names=class_names,
                        kind="folder", source=layout, in_memory=False, ignored=dict(ignored))
