@@ -226,6 +226,7 @@ def resume_settings(resume: str | Path, config: Config | None, config_file, over
                            ("--batch-size", before.data.batch_size, cfg.data.batch_size),
                            ("--seed", before.train.seed, cfg.train.seed)):
         if old != new:
+            old, new = ("auto" if v == -1 and what == "--val-split" else v for v in (old, new))
             raise TuduiError(f"cannot resume {run} with a different {what} ({old} -> {new}); "
                              f"start a new run instead")
     changed = _changes(before.optim, cfg.optim)

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 from matplotlib.colors import PowerNorm
@@ -23,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 from PIL import Image
 
+from tudui.drawing import figure_text
 from tudui.files import atomic_write
 from tudui.report_html import images_of
 
@@ -311,15 +311,9 @@ def png_bytes(fig: Figure) -> bytes:
 
 # ---------------------------------------------------------------- files
 
-def plain_text():
-    """Text drawn as written: a class named "$5 bill" must not be read as mathematics (which
-    fails to draw, or draws something else)."""
-    return matplotlib.rc_context({"text.parse_math": False})
-
-
 def render_pictures(data: ReportData) -> dict[str, bytes]:
     """The report's pictures as PNG bytes by file name (curves.png only with a training history)."""
-    with plain_text():
+    with figure_text(data.class_names):
         found = {"confusion_matrix.png": plot_confusion(data.metrics["confusion"], data.class_names,
                                                         measured_on(data)),
                  "misclassified.png": plot_mistakes(data),
@@ -378,7 +372,7 @@ def write_tensorboard(writer, data: ReportData, pictures: dict[str, bytes] | Non
     for tag, name in (("eval/confusion_matrix", "confusion_matrix.png"),
                       ("eval/most_confident_mistakes", "misclassified.png")):
         writer.add_image(tag, _png_pixels(pictures[name]), dataformats="HWC")
-    with plain_text():
+    with figure_text(data.class_names):
         writer.add_figure("eval/sample_predictions", plot_samples(data), close=False)
     if len(data.class_names) <= MAX_PR_CURVES:
         for k, name in enumerate(data.class_names):

@@ -115,6 +115,16 @@ def test_a_resumed_epochs_seconds_include_the_part_before_the_stop(tmp_path, mon
     assert tudui.train(resume=tmp_path / "old" / "exp", progress=False, report=False).best_epoch == 1
 
 
+def test_a_run_stopped_after_an_epochs_last_step_resumes_with_that_epochs_rate_not_zero(tmp_path, monkeypatch):
+    signal_at_step(monkeypatch, 8)      # synthetic: 256 training images, 8 steps of 32
+    with pytest.raises(TrainingInterrupted):
+        train(tmp_path, data="synthetic", epochs=2, batch_size=32)
+    monkeypatch.undo()
+    assert load_state(tmp_path / "exp" / "weights" / "state.pt")["step_in_epoch"] == 8
+    result = tudui.train(resume=tmp_path / "exp", progress=False, report=False)
+    assert result.history[0]["epoch"] == 1 and result.history[0]["images_per_s"] > 10
+
+
 def test_a_second_ctrl_c_during_the_save_does_not_corrupt_it(tmp_path, monkeypatch):
     import tudui.checkpoint as checkpoint
     signal_at_step(monkeypatch, 3)
@@ -168,6 +178,8 @@ def test_resuming_with_another_model_or_data_set_is_refused(tmp_path):
     assert "ModelConfig" not in str(error.value)   # the setting that changed, not the whole section
     with pytest.raises(TuduiError, match="different data set"):
         tudui.train(resume=run.run_dir, data="digits", epochs=2, progress=False)
+    with pytest.raises(TuduiError, match=r"different --val-split \(auto -> 0.1\)"):   # -1 means auto
+        tudui.train(resume=run.run_dir, val_split=0.1, epochs=2, progress=False)
     with pytest.raises(TuduiError, match=r"different --batch-size \(32 -> 16\)"):
         tudui.train(resume=run.run_dir, batch_size=16, epochs=2, progress=False)
     with pytest.raises(TuduiError, match=r"other optimizer settings \(--lr 0.01 -> 0.001\).*--weights .*last"):

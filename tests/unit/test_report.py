@@ -204,3 +204,19 @@ def test_one_epoch_curves_tick_that_epoch_and_leave_out_a_top5_that_is_always_10
         assert list(ax.get_xticks()) == [1] and ax.get_xlim() == (0.5, 1.5)
     accuracy_ax = fig.axes[1]
     assert [t.get_text() for t in accuracy_ax.get_legend().get_texts()] == ["val top-1", "kept: epoch 1"]
+
+
+def test_characters_no_font_has_are_one_warning_of_ours_not_matplotlibs_per_glyph(caplog, recwarn):
+    import tudui.drawing as drawing
+    data = fake_report(3)
+    data.class_names = ["猫 cat", "\ue000 private", "dog"]   # U+E000: a private-use character, in no font
+    data.metrics["per_class"] = per_class_table(data.metrics["confusion"], data.class_names)
+    drawing._warned.clear()
+    with caplog.at_level("WARNING", logger="tudui"):
+        render_pictures(data)
+        render_pictures(data)   # drawn again (TensorBoard's copy): not said again
+    assert not [w for w in recwarn if "missing from font" in str(w.message)]
+    said = [r.getMessage() for r in caplog.records if "no installed font has" in r.getMessage()]
+    assert len(said) == 1 and "\ue000" in said[0]
+    # the CJK name draws with an installed CJK font, or is named among the missing ones
+    assert ("猫" in said[0]) == (not drawing.installed_fallbacks(True))

@@ -89,13 +89,21 @@ def fit(step: TrainStep, train_loader, val_loader, options: FitOptions, hooks: H
                # A resumed epoch's times include the part trained before the stop; its rate is this part's.
                "seconds": resumed.seconds + time.perf_counter() - train["started"],
                "train_seconds": resumed.seconds + train["seconds"],
-               "images_per_s": (train["images"] - resumed.images) / max(train["seconds"], 1e-9),
+               "images_per_s": _rate(train, resumed),
                "time_budget_spent": spent}
         history.append(row)
         hooks("on_epoch_end", row, val)
         if last or any(reason() for reason in hooks.handlers("stop_reason")):
             break
     return history
+
+
+def _rate(train: dict, resumed: ResumePoint) -> float:
+    """Images per second of this part of the epoch; of the whole epoch when this part trained none
+    (stopped after the epoch's last step, resumed only to evaluate and save it)."""
+    if train["images"] > resumed.images:
+        return (train["images"] - resumed.images) / max(train["seconds"], 1e-9)
+    return train["images"] / max(resumed.seconds + train["seconds"], 1e-9)
 
 
 def _train_epoch(step: TrainStep, train_loader, options: FitOptions, hooks: Hooks, at: ResumePoint,
