@@ -227,8 +227,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics))
         return 0
-    which = "images, all of them" if metrics["split"] == "all" else f"{metrics['split']} images"
-    print(f"{metrics['data']}: {metrics['count']:,} {which}")
+    from tudui.report_html import of_split
+    print(f"{metrics['data']}: {metrics['count']:,} {of_split(metrics['split'])}")
     top5 = f"  top-5 {metrics['top5_accuracy']:.2%}" if len(metrics["class_names"]) > 5 else ""
     print(f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.2%}{top5}  "
           f"balanced accuracy {metrics['balanced_accuracy']:.2%}  macro-F1 {metrics['macro_f1']:.3f}")

@@ -63,8 +63,8 @@ class DataConfig(Settings):
     translate: int = option("pixels of random translation in the crop presets (-1: an eighth of the side)",
                           rule=up_to(-1, 1024), default=-1)
     max_bad_share: float = option("largest share of unreadable images in the data set (all its splits) "
-                                "that is skipped with a warning (0.01: one in a hundred); more stops the run (one bad file "
-                                "is always skipped, unless 0)", rule=within(0, 1, high_included=True),
+                                "that is skipped with a warning (0.01: one in a hundred); more stops the run "
+                                "(one bad file is always skipped, unless 0)", rule=within(0, 1, high_included=True),
                                 default=0.01)
     loader: str = option("tensor: decode once, keep on the device, augment in batches (the photo preset: "
                        "random resized crops of a copy at twice the input size); dataloader: PIL + worker "

@@ -206,7 +206,7 @@ class ReportPage:
 def measure(model: nn.Module, loader, runtime: Runtime, meta: WeightsMeta, tta: int, source: str, split: str,
             keep_outputs: bool = False) -> tuple[dict, object, object]:
     """(metrics, probabilities, targets) of one pass over a split (the last two with keep_outputs)."""
-    from tudui.report import per_class_table
+    from tudui.scores import per_class_table
     raw = evaluate_model(model, loader, runtime.device, meta.num_classes, tta, runtime.amp_dtype,
                          keep_outputs=keep_outputs)
     probabilities, targets = raw.pop("probabilities", None), raw.pop("targets", None)

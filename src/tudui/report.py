@@ -1,6 +1,6 @@
 """What an evaluation looks like: metrics.json, pictures, report.html and TensorBoard.
 
-The numbers come from pure functions (class_metrics, confident_mistakes); each picture is
+The numbers come from scores.py's pure functions (class_metrics, confident_mistakes); each picture is
 a matplotlib Figure built without pyplot, so nothing here touches global plotting state or
 a notebook's own figures; write_report and write_tensorboard are the only parts with I/O.
 """
@@ -24,7 +24,8 @@ from PIL import Image
 
 from tudui.drawing import figure_text
 from tudui.files import atomic_write
-from tudui.report_html import images_of
+from tudui.report_html import of_split
+from tudui.scores import confident_mistakes, present
 
 FIGURE_DPI = 100
 PAGE_INCHES = 14.0     # report.html is 1400 px wide: figures up to this width show unscaled
@@ -47,44 +48,6 @@ class ReportData:
     paths: dict = field(default_factory=dict)      # what is where: run directory, weights, ...
     history: list[dict] = field(default_factory=list)   # metrics.csv rows, for curves.png
     kept_epoch: int | None = None    # the epoch of the weights measured, marked on curves.png
-
-
-# ---------------------------------------------------------------- numbers
-
-def class_metrics(confusion) -> dict[str, list]:
-    """Per-class precision, recall, F1, accuracy and support from a confusion matrix (rows: true).
-
-    A class's accuracy is the share of its images classified correctly (the course's
-    "accuracy for class"), which is its recall. Divisions by zero give 0, as scikit-learn's
-    zero_division=0 does.
-    """
-    cm = np.asarray(confusion, dtype=np.float64)
-    correct = np.diag(cm)
-    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    precision = np.divide(correct, predicted, out=np.zeros_like(correct), where=predicted > 0)
-    recall = np.divide(correct, support, out=np.zeros_like(correct), where=support > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(correct), where=both > 0)
-    return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
-            "accuracy": recall.tolist(), "support": support.astype(int).tolist()}
-
-
-def per_class_table(confusion, class_names: Sequence[str]) -> list[dict]:
-    """One row per class: class, precision, recall, f1, accuracy, support (metrics.json's `per_class`)."""
-    columns = class_metrics(confusion)
-    return [{"class": name, **{key: values[i] for key, values in columns.items()}}
-            for i, name in enumerate(class_names)]
-
-
-def confident_mistakes(probabilities: torch.Tensor, targets: torch.Tensor,
-                       limit: int) -> list[tuple[int, int, int, float]]:
-    """(index, true class, predicted class, probability) of the most confident wrong answers, surest first."""
-    if len(targets) == 0:
-        return []
-    confidence, predicted = probabilities.max(dim=1)
-    wrong = (predicted != targets).nonzero().flatten()
-    order = wrong[confidence[wrong].argsort(descending=True, stable=True)][:limit]
-    return [(int(i), int(targets[i]), int(predicted[i]), float(confidence[i])) for i in order]
 
 
 def read_history(path: Path) -> list[dict]:
@@ -195,7 +158,7 @@ def plot_mistakes(data: ReportData, limit: int = MISTAKES_SHOWN) -> Figure:
     captions = [f"true: {names[t]}\npredicted: {names[p]}\nprobability {q:.1%}" for _, t, p, q in mistakes]
     wrong_total = int((data.probabilities.argmax(dim=1) != data.targets).sum()) if len(data.targets) else 0
     split = data.metrics.get("split", "test")
-    measured = f"{len(data.targets):,} {images_of(split)}"
+    measured = f"{len(data.targets):,} {of_split(split)}"
     title = (f"The {len(mistakes)} most confident mistakes (of {wrong_total:,} in {measured})" if mistakes
              else f"No mistakes in the {measured}")
     return plot_image_grid(images, captions, title)
@@ -229,8 +192,7 @@ def plot_per_class(data: ReportData) -> Figure:
     """Per-class recall (bars) and precision (dots), worst recall at the top; a class without
     images in the split (a folder with some of the trained classes) has neither and is left out."""
     table = data.metrics["per_class"]
-    present = [i for i in range(len(table)) if table[i]["support"] > 0]
-    order = sorted(present, key=lambda i: (-table[i]["recall"], i))   # drawn bottom-up
+    order = sorted(present(table), key=lambda i: (-table[i]["recall"], i))   # drawn bottom-up
     n = len(order)
     names = [shorten(table[i]["class"], 20) for i in order]
     fig = Figure(figsize=(9, max(3.0, 0.22 * n + 1.6)), dpi=FIGURE_DPI, layout="constrained")
@@ -247,7 +209,7 @@ def plot_per_class(data: ReportData) -> Figure:
     ax.set_xlim(0, 1.0)
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     ax.tick_params(axis="x", labelsize=10)
-    absent = len(table) - len(present)
+    absent = len(table) - len(order)
     left_out = f"; {absent} trained class{'es' if absent > 1 else ''} without images left out" if absent else ""
     ax.set_title(f"Per class, weakest at the top\n{measured_on(data)}{left_out}", fontsize=12)
     fig.legend(handles=[bars, dots, overall], loc="outside lower center", ncols=3, fontsize=10,

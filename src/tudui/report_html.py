@@ -4,6 +4,8 @@ from __future__ import annotations
 import base64
 from html import escape
 
+from tudui.scores import present
+
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; color: #1d1d1f;
        max-width: 1400px; margin: 2em auto; padding: 0 1.5em; line-height: 1.45; font-size: 16px; }
@@ -54,9 +56,8 @@ def _card(value: str, label: str) -> str:
 def _per_class_rows(table: list[dict]) -> str:
     # The weakest fifth of the classes by F1 is tinted, so the eye finds them in a long table. A
     # class without images in the split (some of the trained classes evaluated) shows dashes, unranked.
-    present = [i for i in range(len(table)) if table[i]["support"] > 0]
-    ranked = sorted(present, key=lambda i: table[i]["f1"])
-    weak = set(ranked[:max(1, len(present) // 5)]) if len(present) > 2 else set()
+    ranked = sorted(present(table), key=lambda i: table[i]["f1"])
+    weak = set(ranked[:max(1, len(ranked) // 5)]) if len(ranked) > 2 else set()
     rows = []
     for i, row in enumerate(table):
         cells = "".join(f'<td class="num">{percent(row[key]) if row["support"] else "-"}</td>'
@@ -85,22 +86,22 @@ def _settings(settings: dict) -> str:
     return f'<div class="settings">\n{"".join(tables)}\n</div>'
 
 
-def images_of(split: str) -> str:
-    """How a report names the images measured: "test images", or "images" for a whole data set
-    (`tudui eval --split all`, or a folder without splits)."""
-    return "images" if split == "all" else f"{split} images"
+def of_split(split: str, noun: str = "images") -> str:
+    """What was measured, named for its split: "test images", "test accuracy"; for a whole data
+    set (`tudui eval --split all`, or a folder without splits) the noun alone."""
+    return noun if split == "all" else f"{split} {noun}"
 
 
 def _cards(metrics: dict, split: str, num_classes: int) -> list[str]:
     """The headline numbers, each a card: accuracy, balanced accuracy, macro-F1, top-5, loss, counts."""
-    cards = [_card(percent(metrics["accuracy"]), f"{'' if split == 'all' else split + ' '}accuracy (top-1)")]
+    cards = [_card(percent(metrics["accuracy"]), f"{of_split(split, 'accuracy')} (top-1)")]
     if "balanced_accuracy" in metrics:
         cards += [_card(percent(metrics["balanced_accuracy"]), "balanced accuracy (mean class recall)"),
                   _card(f"{metrics['macro_f1']:.3f}", "macro-F1")]
     if num_classes > 5:   # with 5 classes or fewer, top-5 is always 100 %
         cards.append(_card(percent(metrics["top5_accuracy"]), "top-5 accuracy"))
     return cards + [_card(f"{metrics['loss']:.4f}", "loss (cross-entropy)"),
-                    _card(f"{metrics['count']:,}", images_of(split)), _card(f"{num_classes:,}", "classes")]
+                    _card(f"{metrics['count']:,}", of_split(split)), _card(f"{num_classes:,}", "classes")]
 
 
 def render_page(data, pictures: dict[str, bytes]) -> str:
@@ -109,7 +110,7 @@ def render_page(data, pictures: dict[str, bytes]) -> str:
     table = metrics["per_class"]
     split = metrics.get("split", "test")
     cards = _cards(metrics, split, len(data.class_names))
-    weakest = sorted((row for row in table if row["support"]), key=lambda row: row["recall"])[:3]
+    weakest = sorted((table[i] for i in present(table)), key=lambda row: row["recall"])[:3]
     weakest_text = ", ".join(f"{row['class']} ({percent(row['recall'])})" for row in weakest)
     sections = {}
     for name, heading, caption in PICTURES:
@@ -120,7 +121,7 @@ def render_page(data, pictures: dict[str, bytes]) -> str:
                               f"{_image(name, pictures[name], heading)}")
     # The table goes under the per-class picture: the two read together.
     sections["per_class.png"] = sections.get("per_class.png", "<h2>Per class</h2>") + f"""
-<p>Accuracy of a class is the share of its {escape(images_of(split))} classified correctly (equal to its recall).
+<p>Accuracy of a class is the share of its {escape(of_split(split))} classified correctly (equal to its recall).
 Tinted rows are the weakest fifth by F1.</p>
 <table>
 <tr><th>class</th><th class="num">precision</th><th class="num">recall</th><th class="num">F1</th>
@@ -128,7 +129,7 @@ Tinted rows are the weakest fifth by F1.</p>
 {_per_class_rows(table)}
 </table>"""
     body = "\n".join(sections[name] for name, _, _ in PICTURES if name in sections)
-    subtitle = f"{metrics.get('data', '')}: {metrics['count']:,} {images_of(split)}, {len(data.class_names)} classes"
+    subtitle = f"{metrics.get('data', '')}: {metrics['count']:,} {of_split(split)}, {len(data.class_names)} classes"
     details = [("data", metrics.get("data", "")), ("model", metrics.get("model", "")),
                ("weights from epoch", metrics.get("weights_epoch", "")),
                ("test-time augmentation", metrics.get("tta", 0))]

@@ -11,13 +11,11 @@ from sklearn.metrics import precision_recall_fscore_support
 from tudui.report import (
     plot_curves,
     ReportData,
-    class_metrics,
-    confident_mistakes,
-    per_class_table,
     plot_confusion,
     plot_mistakes,
     render_pictures,
 )
+from tudui.scores import class_metrics, confident_mistakes, per_class_table
 from tudui.report_html import render_page
 
 
