@@ -68,7 +68,7 @@ def test_eval_of_a_folder_without_splits_counts_every_image(three_splits, tmp_pa
     whole = write_class_folder(tmp_path / "more", CLASSES, 7, seed=9)
     assert tudui.evaluate(run.run_dir, data=str(whole))["count"] == 21          # not a 20 % holdout of it
     assert tudui.evaluate(run.run_dir, data=str(whole), split="val")["count"] == 3   # asked for: 0.2 held out
-    assert tudui.evaluate(run.run_dir, split="all")["count"] == 36 + 12 + 15
+    assert tudui.evaluate(run.run_dir, split="all")["count"] == 36 + 12 + 15   # warned: 36 are training images
     with pytest.raises(TuduiError, match="has no test split .*pass another --split"):
         tudui.evaluate(run.run_dir, data=str(whole), split="test")
 

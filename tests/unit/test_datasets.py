@@ -267,3 +267,17 @@ def test_channel_stats_of_photos_weigh_each_image_alike_whatever_its_size(tmp_pa
     mean, std = channel_stats(FileImages([(tmp_path / "big.png", 0), (tmp_path / "small.png", 1)]))
     assert mean == pytest.approx([0.5] * 3, abs=0.01)       # at full size the white photo would give 0.9997
     assert std == pytest.approx([0.5] * 3, abs=0.01)
+
+
+def test_trained_in_val_counts_training_images_a_larger_val_split_takes_in():
+    from tudui.data.datasets import ArrayImages, DatasetSpec
+    from tudui.data.splits import hold_out_val, trained_in_val
+    labels = np.repeat(np.arange(2), 20)
+    spec = DatasetSpec(train=ArrayImages(np.zeros((40, 4, 4), np.uint8), labels), class_names=["a", "b"],
+                       kind="synthetic", source="test", in_memory=True)
+    seen, held = trained_in_val(spec, 0.2, 0.5, seed=0)
+    assert held == len(hold_out_val(spec, 0.5, 0).val) == 20 and seen == 20 - 8   # all but the old 8 val images
+    assert trained_in_val(spec, 0.2, 0.2, seed=0) == (0, 8)
+    with_val = DatasetSpec(train=spec.train, val=spec.train, class_names=["a", "b"], kind="synthetic",
+                           source="test", in_memory=True)
+    assert trained_in_val(with_val, 0.2, 0.5, seed=0) == (0, 0)   # its own val split: nothing held out

@@ -62,7 +62,10 @@ def join_images(datasets: list[Dataset]) -> Dataset:
 
 
 def _held_positions(spec: DatasetSpec, val_split: float, seed: int) -> set[int]:
-    """Which positions of spec.train hold_out_val moves into val for val_split."""
+    """Which positions of spec.train hold_out_val moves into val for val_split (none when the
+    data set has a val split of its own)."""
+    if spec.val is not None:
+        return set()
     share = (AUTO_VAL_SHARE if spec.test is None else 0.0) if val_split < 0 else val_split
     return set(split_indices(spec.train.labels, share, seed)[1].tolist()) if share > 0 else set()
 
