@@ -173,10 +173,12 @@ def test_a_folder_with_too_many_broken_images_stops_in_one_line_naming_them(tmp_
     from helpers import write_class_folder
     write_class_folder(tmp_path / "set", ["a", "b"], 5)
     (tmp_path / "set" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (tmp_path / "set" / "b" / "empty.png").write_bytes(b"")
     result = run_cli("train", "--data", str(tmp_path / "set"), "--loader", "dataloader", "--workers", "1",
                      "--epochs", "1", "--no-normalize", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: 1 of 9 train images are unreadable") and "broken.jpg" in result.stderr
+    assert result.stderr.startswith("error: 2 of 12 images are unreadable") and "broken.jpg" in result.stderr
+    assert "empty.png" in result.stderr     # both splits' bad files in the one line
     assert len(result.stderr.strip().splitlines()) == 1
 
 
