@@ -90,7 +90,7 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
     hooks = None
     try:   # from here on, a failure lets go of the run directory (and closes what was opened)
         if runtime.is_main:
-            dump_yaml(cfg, run.config)
+            dump_yaml(_recorded(cfg), run.config)
         meta = WeightsMeta(model=cfg.model.arch, num_classes=len(spec.class_names),
                            class_names=tuple(spec.class_names), preprocess=preprocess,
                            model_options=start.options, config=cfg, start=start.start, pretrained=start.pretrained,
@@ -293,6 +293,16 @@ def _start_at(resumed: Resume | None, rank: int) -> ResumePoint:
     return ResumePoint(epoch=state["epoch"], step=state["step_in_epoch"],
                        loss_sum=state["partial_loss"] if first else 0.0, images=state["partial_images"] if first else 0,
                        seconds=seconds)
+
+
+def _recorded(cfg: Config) -> Config:
+    """cfg as config.yaml keeps it: a data folder, archive or list, and torchvision's data folder, as
+    absolute paths, so that `--config RUN/config.yaml` repeats the run from any folder."""
+    data = cfg.data
+    changes = {"dataset": _data_reference(data.dataset)}
+    if data.dataset in BUILTIN_DATASETS and data.dataset not in ("digits", "synthetic"):
+        changes["data_dir"] = str(Path(data.data_dir).resolve())
+    return dataclasses.replace(cfg, data=dataclasses.replace(data, **changes))
 
 
 def _data_reference(name: str) -> str:

@@ -292,6 +292,7 @@ class EvalConfig(Settings):
     data_dir: str | None = _like(DataConfig, "data_dir", as_trained=True)
     val_split: float | None = _like(DataConfig, "val_split", as_trained=True)
     batch_size: int | None = _like(DataConfig, "batch_size", as_trained=True)
+    max_bad_share: float | None = _like(DataConfig, "max_bad_share", as_trained=True)
     download: bool = _like(DataConfig, "download", as_trained=False)
     device: str = _like(TrainConfig, "device", as_trained=False)
     tta: int | None = _like(TrainConfig, "tta", as_trained=True)

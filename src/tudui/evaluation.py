@@ -96,9 +96,10 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
         whole = cfg.data is not None and raw.val is None and raw.test is None
         split = "all" if whole else "test" if raw.test is not None else "val"
     # Unreadable images are skipped as training skipped them (after the val split is held out, as there).
+    bad_share = trained.data.max_bad_share if cfg.max_bad_share is None else cfg.max_bad_share
     own = _is_training_data(data, meta)
     if split == "all":
-        raw, _ = drop_unreadable(raw, trained.data.max_bad_share)
+        raw, _ = drop_unreadable(raw, bad_share)
         if own:
             held = trained_in_val(raw, trained.data.val_split, trained.data.val_split, trained.train.seed)[1]
             trained_on = len(raw.train) - held
@@ -118,7 +119,7 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
     images = getattr(spec, split)
     if images is None:
         raise TuduiError(f"{data} has no {split} split (it has {', '.join(spec.splits())}); pass another --split")
-    return spec, split, readable_images(images, split, trained.data.max_bad_share)[0]
+    return spec, split, readable_images(images, split, bad_share)[0]
 
 
 def _is_training_data(data: str, meta: WeightsMeta) -> bool:
@@ -249,6 +250,9 @@ def report_on(measured: Measured, loader, images, page: ReportPage) -> tuple[Pat
     pictures = render_pictures(data)
     report = write_report(page.out_dir, data, pictures)
     example = next(iter(loader))[0][:1]
+    from tudui.exported import ExportedModel
+    if isinstance(model, ExportedModel):   # a compiled graph: TensorBoard's tracer cannot draw it
+        model = None
     if page.writer is None:
         from torch.utils.tensorboard import SummaryWriter
         with SummaryWriter(log_dir=str(page.out_dir)) as own_writer:

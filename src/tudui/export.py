@@ -97,7 +97,9 @@ def export_weights(cfg: ExportConfig, say: Callable[[str], None] = lambda line: 
         f"{meta.preprocess.input_size} ({batch}) in, probabilities of {meta.num_classes} classes out")
     say(f"parity on {result.images} images: largest probability difference {result.max_difference:.1e} "
         f"(tolerance {result.tolerance:.0e}), top-1 agreement {result.top1_agreement:.1%}")
-    if cfg.format != "onnx":   # the first `tudui predict --weights` of it would be refused without the flag
+    if cfg.format == "onnx":
+        say(f"check it with  tudui predict IMAGE --weights {out}  (or tudui eval --weights {out})")
+    else:   # the first `tudui predict --weights` of it would be refused without the flag
         say(f"check it with  tudui predict IMAGE --weights {out} --trust-pickle  (loading a {cfg.format} file "
             f"unpickles parts of it: pass --trust-pickle for files you made)")
     return result

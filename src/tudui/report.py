@@ -6,6 +6,7 @@ a notebook's own figures; write_report and write_tensorboard are the only parts 
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -343,7 +344,9 @@ def write_tensorboard(writer, data: ReportData, pictures: dict[str, bytes] | Non
         skipped.append(f"PR curves (one per class is too many past {MAX_PR_CURVES} classes)")
     if model is not None and example is not None:
         try:
-            with warnings.catch_warnings():   # add_graph traces with torch.jit, which warns it is old
+            # add_graph traces with torch.jit, which warns it is old, and prints its failures (with
+            # whole tensors) on stdout, where `tudui eval --json` writes its JSON.
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
                 writer.add_graph(model, example)
         except Exception as e:  # noqa: BLE001 - tracing fails on some models; the rest still counts

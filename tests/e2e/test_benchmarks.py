@@ -17,7 +17,7 @@ from helpers import REPO, write_class_folder
 # Reads the files the record reads, as it reads them, and prints its final rows as it does (with its
 # own `range(200)` of timed runs after one warm-up); its "model" is the nearest class mean.
 STAND_IN = '''
-import sys, time, torch
+import sys, torch
 
 def load(name):
     data = torch.load(f"cifar10/{name}.pt")
@@ -27,12 +27,11 @@ def load(name):
     return images.float().flatten(1), labels
 
 def main(run):
-    start = time.perf_counter()
     (x, y), (tx, ty) = load("train"), load("test")
     assert len(set(y[:10].tolist())) > 1, "the training set is not shuffled"
     means = torch.stack([x[y == k].mean(0) for k in range(3)])
     accuracy = (torch.cdist(tx, means).argmin(1) == ty).float().mean().item()
-    print(f"|  {run}  |  eval  |  0.0  |  {accuracy:.4f}  |  {accuracy:.4f}  |  {time.perf_counter() - start:.4f}  |")
+    print(f"|  {run}  |  eval  |  0.0  |  {accuracy:.4f}  |  {accuracy:.4f}  |  0.0001  |")   # as good as instant: never beaten
     return accuracy
 
 FAIL

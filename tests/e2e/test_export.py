@@ -50,6 +50,7 @@ def test_the_exported_run_answers_eval_and_predict_as_the_run_does(digits_run, t
     out = tmp_path / "digits.onnx"
     result = run_cli("export", str(run), "--out", str(out), check=True)
     assert f"exported {out} (onnx" in result.stdout and "top-1 agreement 100.0%" in result.stdout
+    assert f"check it with  tudui predict IMAGE --weights {out}  (or tudui eval" in result.stdout
     ours = json.loads(run_cli("eval", "--weights", str(run), "--json", "--no-report", check=True).stdout)
     theirs = json.loads(run_cli("eval", "--weights", str(out), "--json", "--no-report", check=True).stdout)
     assert theirs["confusion"] == ours["confusion"] and theirs["count"] == ours["count"]
@@ -66,6 +67,15 @@ def test_the_exported_run_answers_eval_and_predict_as_the_run_does(digits_run, t
         assert [p["class"] for p in e["predictions"]] == [p["class"] for p in g["predictions"]]
         assert np.allclose([p["probability"] for p in e["predictions"]],
                            [p["probability"] for p in g["predictions"]], atol=1e-5)
+
+
+def test_eval_of_an_exported_file_with_a_report_keeps_stdout_for_the_json(digits_run, tmp_path):
+    out = tmp_path / "digits.pt2"
+    run_cli("export", str(digits_run.run_dir), "--format", "pt2", "--out", str(out), check=True)
+    result = run_cli("eval", "--weights", str(out), "--trust-pickle", "--json", "--out", str(tmp_path / "ev"),
+                     check=True)
+    metrics = json.loads(result.stdout)   # nothing but the JSON: TensorBoard's tracer is not let at it
+    assert metrics["count"] > 0 and (tmp_path / "ev" / "report.html").is_file()
 
 
 def test_export_errors_are_one_line(digits_run, tmp_path):

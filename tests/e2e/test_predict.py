@@ -84,4 +84,4 @@ def test_a_missing_path_among_several_is_an_error_line_and_the_others_are_predic
     assert lines[0] == f"{tmp_path / 'nope.png'}: error: image or folder not found: {tmp_path / 'nope.png'}"
     assert lines[-1] == f"{tmp_path / 'empty'}: error: no images in folder {tmp_path / 'empty'}"
     assert len([line for line in lines if "%" in line]) == 6
-    assert "2 of 8 images could not be read" in captured.err
+    assert f"1 of 7 images could not be read; no images in {tmp_path / 'empty'}" in captured.err

@@ -210,3 +210,19 @@ def test_a_second_compiled_run_in_one_process_compiles_nothing_again(tmp_path):
     again = tudui.train(project=str(tmp_path / "again"), **{**common, "seed": 1})
     assert counters["stats"]["unique_graphs"] == graphs
     assert again.history[-1]["train_loss"] != first.history[-1]["train_loss"]   # another seed's run
+
+
+def test_config_yaml_repeats_a_folder_run_from_any_working_folder(tmp_path, monkeypatch):
+    from helpers import write_class_folder
+    write_class_folder(tmp_path / "here" / "data", ["a", "b"], 6)
+    monkeypatch.chdir(tmp_path / "here")
+    first = tudui.train(data="data", epochs=1, project="runs", progress=False, report=False)
+    run_dir = first.run_dir.resolve()
+    config = run_dir / "config.yaml"
+    assert f"dataset: {tmp_path / 'here' / 'data'}" in config.read_text()   # recorded where it is
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again = tudui.train(config_file=config, project="runs", progress=False, report=False)
+    assert again.history[0]["train_loss"] == first.history[0]["train_loss"]
+    resumed = tudui.train(resume=run_dir, epochs=2, data="../here/data", progress=False)
+    assert [row["epoch"] for row in resumed.history] == [2]   # the same folder, spelled relative: no refusal

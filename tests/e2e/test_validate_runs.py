@@ -55,3 +55,13 @@ def test_eval_skips_the_unreadable_images_that_training_skipped(folder_with_bad_
         warned = "\n".join(record.getMessage() for record in caplog.records)
     assert all(name in warned for name in names)    # the whole folder: each broken file named
     assert counts["train"] + counts["val"] == counts["auto"] == 100   # the 100 good images, each once
+
+
+def test_eval_takes_its_own_max_bad_share_and_the_weights_one_by_default(folder_with_bad_images, tmp_path):
+    folder, _ = folder_with_bad_images
+    result = tudui.train(data=str(folder), epochs=1, batch_size=16, max_bad_share=0.1,
+                         project=str(tmp_path / "runs"), progress=False, report=False)
+    assert tudui.evaluate(result.run_dir, data=str(folder))["count"] == 100          # the run's 0.1
+    with pytest.raises(TuduiError, match=r"--max-bad-share 0.039 would skip them"):
+        tudui.evaluate(result.run_dir, data=str(folder), max_bad_share=0.01)
+    assert tudui.evaluate(result.run_dir, data=str(folder), max_bad_share=0.039)["count"] == 100
