@@ -60,7 +60,7 @@ def _per_class_rows(table: list[dict]) -> str:
     weak = set(ranked[:max(1, len(ranked) // 5)]) if len(ranked) > 2 else set()
     rows = []
     for i, row in enumerate(table):
-        cells = "".join(f'<td class="num">{percent(row[key]) if row["support"] else "-"}</td>'
+        cells = "".join(f'<td class="num">{"-" if row[key] is None else percent(row[key])}</td>'
                         for key in ("precision", "recall", "f1", "accuracy"))
         rows.append(f'<tr{" class=weak" if i in weak else ""}><td>{escape(row["class"])}</td>{cells}'
                     f'<td class="num">{row["support"]:,}</td></tr>')
@@ -110,7 +110,8 @@ def render_page(data, pictures: dict[str, bytes]) -> str:
     table = metrics["per_class"]
     split = metrics.get("split", "test")
     cards = _cards(metrics, split, len(data.class_names))
-    weakest = sorted((table[i] for i in present(table)), key=lambda row: row["recall"])[:3]
+    shown = present(table)   # up to 3, and never every class: of 3 classes, the weakest two
+    weakest = sorted((table[i] for i in shown), key=lambda row: row["recall"])[:min(3, max(1, len(shown) - 1))]
     weakest_text = ", ".join(f"{row['class']} ({percent(row['recall'])})" for row in weakest)
     sections = {}
     for name, heading, caption in PICTURES:
@@ -147,7 +148,7 @@ Tinted rows are the weakest fifth by F1.</p>
 <div class="cards">
 {"".join(cards)}
 </div>
-<p>Weakest classes by recall: {escape(weakest_text)}.</p>
+<p>Weakest {"class" if len(weakest) == 1 else "classes"} by recall: {escape(weakest_text)}.</p>
 {body}
 <h2>Evaluation</h2>
 <table>

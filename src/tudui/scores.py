@@ -15,7 +15,9 @@ def class_metrics(confusion) -> dict[str, list]:
 
     A class's accuracy is the share of its images classified correctly (the course's
     "accuracy for class"), which is its recall. Divisions by zero give 0, as scikit-learn's
-    zero_division=0 does.
+    zero_division=0 does, except for a class without images in what was measured: its recall,
+    accuracy and F1 are None (not measured, not 0 %), and so is its precision unless some image
+    was predicted as it (then 0: every such answer was wrong).
     """
     cm = np.asarray(confusion, dtype=np.float64)
     correct = np.diag(cm)
@@ -24,8 +26,13 @@ def class_metrics(confusion) -> dict[str, list]:
     recall = np.divide(correct, support, out=np.zeros_like(correct), where=support > 0)
     both = precision + recall
     f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(correct), where=both > 0)
-    return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
-            "accuracy": recall.tolist(), "support": support.astype(int).tolist()}
+    absent = support == 0
+
+    def listed(values: np.ndarray, unknown: np.ndarray) -> list[float | None]:
+        return [None if gone else float(v) for v, gone in zip(values, unknown)]
+
+    return {"precision": listed(precision, absent & (predicted == 0)), "recall": listed(recall, absent),
+            "f1": listed(f1, absent), "accuracy": listed(recall, absent), "support": support.astype(int).tolist()}
 
 
 def per_class_table(confusion, class_names: Sequence[str]) -> list[dict]:

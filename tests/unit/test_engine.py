@@ -37,6 +37,9 @@ def test_evaluate_counts_agree_with_each_other():
     assert math.isclose(metrics["accuracy"], confusion.diag().sum().item() / 7)
     assert metrics["per_class_accuracy"] == [1.0, 2 / 3, 0.5]
     assert confusion[1, 2] == 1 and confusion[2, 0] == 1
+    # no images of class 2, one predicted as it: its accuracy is not measured (None), not 0 %
+    without = evaluate(Fixed(), [(inputs[:3], torch.tensor([0, 1, 1]))], torch.device("cpu"), num_classes=3)
+    assert without["per_class_accuracy"] == [1.0, 0.5, None]
 
 
 class Scores(nn.Module):

@@ -140,10 +140,14 @@ def test_pictures_say_what_was_measured_and_leave_out_classes_without_images():
     assert confusion_fig.get_suptitle() == "val split, 15 images"
     page = render_page(data, {})
     absent = data.class_names[2]
-    dashes = '<td class="num">-</td>' * 4
-    assert f'<tr><td>{absent}</td>{dashes}<td class="num">0</td></tr>' in page
+    # recall, F1 and accuracy not measured; precision 0 % when images were predicted as it (all wrongly)
+    predicted_as = sum(row[2] for row in data.metrics["confusion"])
+    precision = '<td class="num">0.00%</td>' if predicted_as else '<td class="num">-</td>'
+    dashes = '<td class="num">-</td>' * 3
+    assert f'<tr><td>{absent}</td>{precision}{dashes}<td class="num">0</td></tr>' in page
+    assert data.metrics["per_class"][2]["recall"] is None and data.metrics["per_class"][2]["support"] == 0
     weakest = page.split("Weakest classes by recall: ")[1].split("</p>")[0]
-    assert absent not in weakest and weakest.count("(") == 3
+    assert absent not in weakest and weakest.count("(") == 2    # of the 3 classes with images, never all
     data.metrics["split"] = "all"            # a whole folder: no split to name
     assert plot_mistakes(data).get_suptitle().endswith("in 15 images)")
     page = render_page(data, {})

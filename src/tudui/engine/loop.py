@@ -181,12 +181,13 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_class
                                        confusion.double().flatten()]).to(device))
         total_loss, count, top_k_correct = totals[0].item(), int(totals[1].item()), int(totals[2].item())
         confusion = totals[3:].round().long().view(num_classes, num_classes).cpu()
-    per_class_total = confusion.sum(dim=1).clamp(min=1)
     metrics = {"loss": total_loss / max(count, 1),
                "accuracy": confusion.diag().sum().item() / max(count, 1),
                "top5_accuracy": int(top_k_correct) / max(count, 1),
                **class_balanced(confusion),
-               "per_class_accuracy": (confusion.diag().double() / per_class_total).tolist(),
+               # None for a class without images here: not measured, rather than 0 %
+               "per_class_accuracy": [None if total == 0 else correct / total for correct, total in
+                                      zip(confusion.diag().tolist(), confusion.sum(dim=1).tolist())],
                "confusion": confusion.tolist(),
                "count": count}
     if keep_outputs:
