@@ -196,7 +196,8 @@ class TrainConfig(Settings):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(0 <= self.freeze_epochs < self.epochs,
-               f"--freeze-epochs must be 0 or more and below --epochs ({self.epochs}), got {self.freeze_epochs}")
+               f"--freeze-epochs must be 0 or more and below --epochs ({self.epochs}), got {self.freeze_epochs}: "
+               f"a larger --epochs, or --freeze-epochs 0, leaves epochs for the whole model")
         if self.progressive_size:
             check(self.progressive_size >= 8, f"--progressive-size must be 0 (off) or at least 8 pixels, got "
                                               f"{self.progressive_size}")

@@ -151,14 +151,27 @@ class RunLock:
     close = release
 
 
+def _listable(folder: Path) -> bool:
+    try:
+        next(folder.iterdir(), None)
+        return True
+    except OSError:
+        return False
+
+
 def resolve_weights_path(path: str | Path) -> Path:
-    """A weights file, or a run directory (its weights/best.safetensors)."""
+    """A weights file, or a run directory (its weights/best.safetensors), or a run's weights folder."""
     path = Path(path)
     if path.is_dir():
         best = RunDir(path).best
+        if not best.is_file() and (path / BEST).is_file():   # the run's weights/ folder itself
+            best = path / BEST
         if not best.is_file():
-            raise TuduiError(f"{path} is a folder without {WEIGHTS_FOLDER}/{BEST}; "
-                             f"pass a run directory or a .safetensors file")
+            runs = sorted(p.name for p in path.iterdir() if (RunDir(p).best).is_file()) if _listable(path) else []
+            inside = (f"; the runs in it: {', '.join(runs[:8])}{' ...' if len(runs) > 8 else ''} (pass one, "
+                      f"e.g. {path / runs[0]})") if runs else ""
+            raise TuduiError(f"{path} is a folder without {WEIGHTS_FOLDER}/{BEST}; pass a run directory, or "
+                             f"a weights file (.safetensors, .pth, or an export){inside}")
         return best
     if not path.exists():
         raise TuduiError(f"weights not found: {path}")

@@ -67,3 +67,19 @@ def test_a_usage_mistake_is_one_line_naming_the_flag_meant_and_exit_2(argv, said
         cli.main(argv)
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and err.count("\n") == 1 and said in err, err
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["prdict", "x.png"], "invalid choice: 'prdict' (choose from"),
+    (["predict", "x.png", "--wieghts", "runs"], "required: --weights (--wieghts is not a flag: did you mean --weights?)"),
+    (["eval", "runs/exp"], "required: --weights (give the run as --weights runs/exp)"),
+    (["export", "runs/exp", "--weights", "runs/exp"], "tudui export takes the run or weights file as its first argument"),
+    (["serve", "--weights", "runs/exp"], "tudui serve takes the run or weights file as its first argument"),
+])
+def test_a_misspelled_command_or_flag_gets_the_word_meant_and_exit_2(argv, hint, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and hint in err and err.count("\n") == 1
+    if argv[0] == "prdict":
+        assert "did you mean predict?" in err

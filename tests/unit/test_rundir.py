@@ -73,3 +73,16 @@ def test_a_run_is_written_by_one_process_at_a_time(tmp_path):
         run.lock()
     held.release()
     run.lock().close()                                   # free again once released
+
+
+def test_weights_path_takes_a_runs_weights_folder_and_names_the_runs_of_a_project_folder(tmp_path):
+    from tudui.rundir import resolve_weights_path
+    for name in ("exp", "exp2"):
+        (tmp_path / "runs" / name / "weights").mkdir(parents=True)
+        (tmp_path / "runs" / name / "weights" / "best.safetensors").write_bytes(b"x")
+    assert resolve_weights_path(tmp_path / "runs" / "exp") == tmp_path / "runs" / "exp" / "weights" / "best.safetensors"
+    assert resolve_weights_path(tmp_path / "runs" / "exp2" / "weights") == \
+        tmp_path / "runs" / "exp2" / "weights" / "best.safetensors"
+    with pytest.raises(TuduiError, match=r"runs is a folder without weights/best.safetensors; .*the runs in it: "
+                                         r"exp, exp2 \(pass one, e.g. .*exp\)"):
+        resolve_weights_path(tmp_path / "runs")

@@ -178,7 +178,7 @@ def test_pretrained_offline_says_which_file_where_and_how_to_train_without(tmp_p
         create_model("resnet18", num_classes=2, pretrained=True)
     message = str(err.value)
     assert "resnet18-f37072fd.pth" in message and str(tmp_path / "hub" / "checkpoints") in message
-    assert "--weights-file" in message and "without --pretrained" in message and "\n" not in message
+    assert "--weights-file" in message and "(--no-pretrained)" in message and "\n" not in message
 
 
 def test_a_weights_file_for_another_model_names_the_keys(tmp_path):

@@ -208,7 +208,8 @@ def pretrained_file(name: str, weights_file: str = "") -> tuple[Path, str]:
             raise TuduiError(f"--weights-file not found: {path}")
         return path, str(weights) if weights is not None else "weights file"
     if weights is None:
-        raise TuduiError(f"torchvision has no pretrained weights for {name}; train without --pretrained")
+        raise TuduiError(f"torchvision has no pretrained weights for {name}; train from random initial weights "
+                         f"(--no-pretrained)")
     path = hub_path(weights)
     if not path.is_file():
         log.info("downloading %s to %s", weights.url, path)
@@ -219,8 +220,8 @@ def pretrained_file(name: str, weights_file: str = "") -> tuple[Path, str]:
             raise TuduiError(
                 f"no pretrained weights for {name} here: {path.name} is not in {path.parent} and "
                 f"downloading {weights.url} failed ({reason[0] if reason else type(e).__name__}); "
-                f"put that file in {path.parent}/ (or pass --weights-file PATH), or train "
-                f"without --pretrained (random initial weights)") from None
+                f"put that file in {path.parent}/ (or pass --weights-file PATH), or train from random "
+                f"initial weights (--no-pretrained)") from None
     return path, str(weights)
 
 
