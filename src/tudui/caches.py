@@ -327,6 +327,7 @@ def cache_command(action: str = "list", max_idle_days: float | None = None,
     can_go = [e for e in found if stale(e, idle, now)]
     if can_go:
         say(f"{len(can_go)} of them ({human_bytes(sum(e.measure_bytes() for e in can_go))}) can go: "
-            f"`tudui cache --prune` removes them; `tudui cache --clear` removes everything")
+            f"`tudui cache --prune{'' if idle == MAX_IDLE_DAYS else f' --max-idle-days {idle:g}'}` removes them; "
+            f"`tudui cache --clear` removes everything")
     elif found:
         say("nothing unused; `tudui cache --clear` removes everything (the next runs unpack and decode again)")

@@ -58,6 +58,9 @@ def evaluate_weights(cfg: EvalConfig) -> dict:
     data = cfg.data or meta.data
     if not data:
         raise TuduiError(f"{cfg.weights} does not record its data set; pass --data")
+    if cfg.data is None and data not in BUILTIN_DATASETS and not Path(data).exists():
+        raise TuduiError(f"{cfg.weights} was trained on {data}, which is not there any more; pass --data with "
+                         f"where it is now")
     spec, split, images = _split_to_evaluate(cfg, data, trained, meta)
     meta, images = _match_classes(meta, spec, images, cfg.weights, data)
     loader = make_eval_loader(images, meta.preprocess, device, cfg.batch_size or trained.data.batch_size,

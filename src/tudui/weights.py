@@ -211,8 +211,8 @@ def read_any_weights(path: str | Path, trust_pickle: bool = False) -> tuple[dict
     return read_state_dict(path, trust_pickle), None
 
 
-WEIGHTS_TAKEN = ("--weights takes a run directory, a tudui .safetensors file, an export (.onnx, .pt2, .torchscript) "
-                 "or a PyTorch state_dict file (.pth, .pt) with --model")
+WEIGHTS_TAKEN = ("weights are a run directory, a tudui .safetensors file, an export (.onnx, .pt2, .torchscript) "
+                 "or a PyTorch state_dict file (.pth, .pt; with --model)")
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu", model_name: str | None = None,

@@ -130,3 +130,12 @@ def test_imbalanced_classes_are_warned_about_and_class_weights_let_every_class_b
     predicted = np.asarray(tudui.evaluate(weighted.best_weights, split="all")["confusion"]).sum(axis=0)
     assert (predicted > 0).all(), predicted
     assert "balanced_accuracy" in weighted.final and "macro_f1" in weighted.final
+
+
+def test_eval_of_a_run_whose_data_moved_asks_for_data(tmp_path):
+    data = write_class_folder(tmp_path / "flat", CLASSES, 5)
+    run = tudui.train(data=str(data), epochs=1, project=str(tmp_path), progress=False, report=False)
+    data.rename(tmp_path / "moved")
+    with pytest.raises(TuduiError, match=r"was trained on .*flat, which is not there any more; pass --data"):
+        tudui.evaluate(run.run_dir)
+    assert tudui.evaluate(run.run_dir, data=str(tmp_path / "moved"), split="val")["count"] == 3

@@ -203,7 +203,10 @@ def test_tudui_cache_lists_prunes_and_clears(root, tmp_path):
     lines = {word: line for line in listing.splitlines() for word in line.split() if word.startswith("tensors/")}
     assert "[can go: its source changed or is gone]" in lines["tensors/gone.safetensors"]
     assert "can go" not in lines["tensors/kept.safetensors"] and f"from {tmp_path}" in lines["tensors/kept.safetensors"]
-    assert "1 image check" in listing and "1 of them (2.0 MB) can go" in listing
+    assert "1 image check" in listing and "1 of them (2.0 MB) can go: `tudui cache --prune` removes" in listing
+    said = []   # with another idle limit, the command that removes them names it too
+    caches.cache_command("list", 0, say=said.append)
+    assert "3 of them (3.0 MB) can go: `tudui cache --prune --max-idle-days 0` removes them" in said[-1]
     pruned = run_cli("cache", "--prune", check=True).stdout
     assert pruned.startswith("removed 1 entry (2.0 MB)") and "2 left" in pruned
     cleared = run_cli("cache", "--clear", check=True).stdout

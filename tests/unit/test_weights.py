@@ -227,9 +227,9 @@ def test_a_model_trained_channels_last_is_loaded_channels_last_except_for_export
 def test_a_weights_argument_that_is_no_weights_says_what_it_takes(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "seven.png")
     (tmp_path / "metrics.json").write_text('{"accuracy": 0.9}')
-    with pytest.raises(TuduiError, match=r"seven.png is an image, not weights; --weights takes a run directory, "
+    with pytest.raises(TuduiError, match=r"seven.png is an image, not weights; weights are a run directory, "
                                          r"a tudui .safetensors file, an export \(.onnx, .pt2, .torchscript\)"):
         load_model(tmp_path / "seven.png")
     with pytest.raises(TuduiError, match=r"metrics.json is not a PyTorch weights file \(torch.load cannot read it\); "
-                                         r"--weights takes a run directory"):
+                                         r"weights are a run directory"):
         load_model(tmp_path / "metrics.json", model_name="tudui")
