@@ -110,7 +110,8 @@ class _Parser(argparse.ArgumentParser):
     argv: list[str] = []   # the command line being parsed, for the hints (set by main)
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}{_hint(message, _Parser.argv, self.prog)} (see `{self.prog} --help`)\n")
+        hint = _hint(message, _Parser.argv, self.prog)
+        self.exit(2, f"{self.prog}: error: {message}{hint} (see `{self.prog} --help`)\n")
 
 
 def _hint(message: str, argv: list[str], prog: str) -> str:

@@ -37,6 +37,10 @@ RATE_SCALE = Rule(lambda v: 0 < v <= 1e4, "positive and at most 10000")
 
 # ---------------------------------------------------------------- training
 
+# Pillow's limit on an image's pixels (Image.MAX_IMAGE_PIXELS, a guard against decompression bombs,
+# which tudui keeps): serve's own limit can only be lower. Written out so settings need no Pillow.
+PILLOW_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+
 @dataclass(frozen=True, kw_only=True)
 class DataConfig(Settings):
     dataset: str = option("data set: cifar10, cifar100, mnist, fashion-mnist, kmnist, svhn, stl10 (torchvision's, "
@@ -365,8 +369,9 @@ class ServeConfig(Settings):
     max_body: int = option("largest request body in bytes (413 above it; the rest is not read)",
                            rule=up_to(1, 1 << 31), default=16 * 1024 * 1024)
     max_images: int = option("most images in one request (413 above it)", rule=up_to(1, 1024), default=16)
-    max_pixels: int = option("largest image in pixels, width x height (400 above it, refused before decoding)",
-                             rule=up_to(1, 1 << 31), default=40_000_000)
+    max_pixels: int = option("largest image in pixels, width x height (400 above it, refused before decoding; "
+                             f"at most Pillow's own limit, {PILLOW_PIXELS:,})",
+                             rule=up_to(1, PILLOW_PIXELS), default=40_000_000)
     max_queue: int = option("most images waiting for the model (503 with Retry-After above it)",
                             rule=up_to(1, 1_000_000), default=256)
     decode_workers: int = option("threads that decode uploaded images", rule=up_to(1, 256), default=2)

@@ -71,9 +71,11 @@ def test_a_usage_mistake_is_one_line_naming_the_flag_meant_and_exit_2(argv, said
 
 @pytest.mark.parametrize("argv, hint", [
     (["prdict", "x.png"], "invalid choice: 'prdict' (choose from"),
-    (["predict", "x.png", "--wieghts", "runs"], "required: --weights (--wieghts is not a flag: did you mean --weights?)"),
+    (["predict", "x.png", "--wieghts", "runs"],
+     "required: --weights (--wieghts is not a flag: did you mean --weights?)"),
     (["eval", "runs/exp"], "required: --weights (give the run as --weights runs/exp)"),
-    (["export", "runs/exp", "--weights", "runs/exp"], "tudui export takes the run or weights file as its first argument"),
+    (["export", "runs/exp", "--weights", "runs/exp"],
+     "tudui export takes the run or weights file as its first argument"),
     (["serve", "--weights", "runs/exp"], "tudui serve takes the run or weights file as its first argument"),
 ])
 def test_a_misspelled_command_or_flag_gets_the_word_meant_and_exit_2(argv, hint, capsys):

@@ -1,4 +1,6 @@
 """tudui.prediction's pieces: the inputs it expands and the tables it writes."""
+import pytest
+
 from tudui.prediction import expand_inputs
 
 
@@ -34,3 +36,24 @@ def test_a_pipe_or_a_dangling_link_is_an_error_result_not_a_read_that_never_ends
     items = expand_inputs([tmp_path / "pipe.png", tmp_path / "dangling.png"])
     assert items[0]["error"] == f"{tmp_path / 'pipe.png'} is not a regular file"
     assert items[1]["error"].startswith("image or folder not found")
+
+
+@pytest.mark.parametrize("side", [10_000, 30_000])   # above Pillow's limit, and above twice it (its error)
+def test_an_image_over_the_pixel_limit_is_refused_in_our_words_either_way(tmp_path, side):
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    from tudui.data.images import load_image
+    from tudui.errors import TuduiError
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path = tmp_path / "bomb.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    with pytest.raises(TuduiError) as error:
+        load_image(path)
+    limit = Image.MAX_IMAGE_PIXELS
+    assert str(error.value) == f"cannot read image {path}: larger than Pillow's limit of {limit:,} pixels"

@@ -195,10 +195,13 @@ def test_images_that_cannot_be_read_or_are_too_large_are_a_400(weights):
         eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"     # Ghostscript's: never offered
         assert_refused(client.post("/predict", content=eps, headers=headers), 400, "not in a format")
     # Pillow's own bomb limits refuse too, from the header alone: above it, and above twice it.
-    with running(create_app(weights, max_pixels=1 << 31)) as url, httpx.Client(base_url=url) as client:
+    from tudui.config import PILLOW_PIXELS
+    with running(create_app(weights, max_pixels=PILLOW_PIXELS)) as url, httpx.Client(base_url=url) as client:
         for side in (10_000, 30_000):
             assert_refused(client.post("/predict", content=png_header(side, side), headers=headers), 400,
-                           "Pillow's limit")
+                           f"more pixels than the limit of {PILLOW_PIXELS:,} (--max-pixels), and than Pillow's")
+    with pytest.raises(TuduiError, match="--max-pixels must be"):   # above Pillow's: it would not be the limit
+        create_app(weights, max_pixels=PILLOW_PIXELS + 1)
 
 
 def test_wrong_content_types_are_a_415(weights):

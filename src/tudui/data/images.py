@@ -64,13 +64,13 @@ def load_image(path: str | Path) -> Image.Image:
             return to_rgb(image)
     except FileNotFoundError:
         raise TuduiError(f"image not found: {path}") from None
-    except Image.DecompressionBombWarning:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):   # above twice the limit: the error
         raise TuduiError(f"cannot read image {path}: larger than Pillow's limit of "
                          f"{Image.MAX_IMAGE_PIXELS:,} pixels") from None
     except UnidentifiedImageError:   # Pillow's own words name the file a second time
         raise TuduiError(f"cannot read image {path}: not in an image format Pillow reads (JPEG, PNG, "
                          f"BMP, GIF, TIFF, WebP, ...)") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, ValueError) as e:
         raise TuduiError(f"cannot read image {path}: {e}") from None
 
 

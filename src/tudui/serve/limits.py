@@ -190,8 +190,8 @@ def decode_image(upload: Upload, max_pixels: int) -> Image.Image:
     except Refusal:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise Refusal(400, f"{upload.label} has more pixels than Pillow's limit of "
-                           f"{Image.MAX_IMAGE_PIXELS:,}") from None
+        raise Refusal(400, f"{upload.label} has more pixels than the limit of {max_pixels:,} (--max-pixels), and "
+                           f"than Pillow's own of {Image.MAX_IMAGE_PIXELS:,}") from None
     except UnidentifiedImageError:
         raise Refusal(400, f"{upload.label} is not in a format tudui reads "
                            f"({', '.join(IMAGE_FORMATS)})") from None
