@@ -16,7 +16,7 @@ from tudui.engine.distributed import described
 from tudui.engine.optim import describe_optimizer
 from tudui.models import count_parameters
 from tudui.parts import Parts
-from tudui.settings import shown
+from tudui.settings import counted, shown
 from tudui.transfer import frozen_at_random, trainable_parameters, upscaled
 
 IMBALANCE_RATIO = 10   # largest class over smallest at which the first lines warn
@@ -105,7 +105,7 @@ def _freeze_note(cfg: Config, model: nn.Module) -> str:
     if cfg.train.freeze_backbone:
         return f"; backbone frozen: {trainable_parameters(model):,} parameters train (the head)"
     if cfg.train.freeze_epochs:
-        return (f"; the head alone trains for {cfg.train.freeze_epochs} epoch(s), then every layer "
+        return (f"; the head alone trains for {counted(cfg.train.freeze_epochs, 'epoch')}, then every layer "
                 f"(the backbone at {cfg.optim.backbone_lr_scale:g}x the rate)")
     return ""
 

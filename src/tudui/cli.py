@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = commands.add_parser("predict", help="class probabilities for images or folders",
                              description="Predict the class of each image (folders are searched).",
                              epilog=PREDICT_EXAMPLES, formatter_class=formatter)
-    pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
+                    help="image files, or folders of them (searched through, hidden files left out)")
     _add_settings(pr, "predict settings", PredictConfig)
     pr.add_argument("--json", action="store_true", help="print the predictions as JSON")
 
@@ -297,7 +298,8 @@ def _failures(results: list[dict]) -> str:
     empty = [r["path"] for r in results if r.get("error", "").startswith(NO_IMAGES)]
     images = len(results) - len(empty)
     unread = sum("error" in r for r in results) - len(empty)
-    said = [f"{unread} of {images} images could not be read"] if unread else []
+    said = ([f"{unread} of {images} images could not be read" if images > 1 else "the image could not be read"]
+            if unread else [])
     if empty:
         said.append(f"no images in {', '.join(empty[:3])}{' ...' if len(empty) > 3 else ''}")
     return "; ".join(said) if images else f"no images to predict ({said[-1]})"

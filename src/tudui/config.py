@@ -151,7 +151,7 @@ class TrainConfig(Settings):
                      default=0)
     device: str = option("auto, cpu, cuda, cuda:N (one GPU of several) or mps (auto: cuda, then mps, then cpu; "
                          "under torchrun each process takes the GPU of its local rank)", rule=DEVICE,
-                       default="auto")
+                       cli={"metavar": "DEVICE"}, default="auto")
     project: str = option("folder that holds the run directories", default="runs")
     run_name: str = option("run directory name (default: exp, exp2, ...; a name taken already gets 2, 3, ...)",
                            flag="--name",
@@ -252,8 +252,9 @@ def _like(section: type, name: str, *, as_trained: bool) -> Any:
 
 
 def _weights_to_use() -> Any:
-    return option("a .safetensors file, a run directory, or a state_dict .pth with --model", kind=str,
-                cli={"required": True})
+    return option("a run directory, a .safetensors file, an export (.onnx, .pt2, .torchscript), or a "
+                  "state_dict .pth with --model", kind=str,
+                cli={"required": True, "metavar": "RUN_OR_FILE"})
 
 
 def trust_pickle_option() -> Any:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -11,12 +12,15 @@ from PIL import Image
 from torch import nn
 
 from tudui.config import PredictConfig
-from tudui.data.images import is_image_file, load_image, to_rgb
+from tudui.data.images import IMAGE_EXTENSIONS, is_image_file, load_image, to_rgb
 from tudui.engine.loop import predict_logits
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
 from tudui.runtime import inference_device
+from tudui.settings import counted
 from tudui.weights import load_model
+
+log = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = (".csv", ".json")
 
@@ -58,8 +62,12 @@ def expand_inputs(inputs: Iterable[str | Path | Image.Image]) -> list[Path | Ima
             continue
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p)
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            files = [p for p in path.rglob("*") if p.is_file()
+                     and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+            found = sorted(p for p in files if is_image_file(p))
+            if len(files) > len(found):   # said, as training counts what it skips
+                log.info("%s: left out %s whose names are not of images (%s)", path,
+                         counted(len(files) - len(found), "file"), ", ".join(sorted(IMAGE_EXTENSIONS)))
             items += found or [{"path": str(path), "error": f"{NO_IMAGES} {path}"}]
         elif path.is_file():
             items.append(path)

@@ -24,6 +24,7 @@ from tudui.evaluation import Measured, final_measure, final_report
 from tudui.files import human_bytes
 from tudui.interrupts import StopRequest, TrainingInterrupted
 from tudui.parts import Parts
+from tudui.settings import counted
 
 LARGE_WEIGHTS = 100_000_000   # bytes of weights/ from which the end of a run says how much it takes
 
@@ -166,7 +167,9 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
             result = dataclasses.replace(result, report=report)
             parts.say(f"report: {report}  (confusion matrix, mistakes, curves; open it in a browser)")
     if parts.skipped_images:
-        parts.warn(f"{len(parts.skipped_images)} unreadable image(s) were skipped (named in the warnings above)")
+        skipped = len(parts.skipped_images)
+        parts.warn(f"{counted(skipped, 'unreadable image')} {'was' if skipped == 1 else 'were'} skipped (named in the "
+                   f"warnings above)")
     return result
 
 

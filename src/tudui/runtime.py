@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from tudui.errors import TuduiError
+from tudui.settings import counted
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,7 +62,7 @@ def resolve_device(name: str) -> torch.device:
     if (match := re.fullmatch(r"cuda:(\d+)", name)) is not None:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if int(match.group(1)) >= count:
-            raise TuduiError(f"--device {name} was asked for, but PyTorch sees {count} CUDA GPU(s) here "
+            raise TuduiError(f"--device {name} was asked for, but PyTorch sees {counted(count, 'CUDA GPU')} here "
                              f"(numbered from 0; use --device auto or cpu)")
     if name == "cuda" and not torch.cuda.is_available():
         raise TuduiError("--device cuda was asked for, but PyTorch sees no CUDA GPU here "
@@ -171,7 +172,8 @@ def join_process_group(device: str | torch.device, rank: int, world_size: int, l
     if use_cuda:
         if not torch.cuda.is_available() or local_rank >= torch.cuda.device_count():
             raise TuduiError(f"rank {rank} is local rank {local_rank}, but PyTorch sees "
-                             f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} CUDA GPU(s) here; "
+                             f"{counted(torch.cuda.device_count() if torch.cuda.is_available() else 0, 'CUDA GPU')} "
+                             f"here; "
                              f"start at most one process per GPU (--nproc-per-node)")
         resolved = torch.device("cuda", local_rank)
         torch.cuda.set_device(resolved)

@@ -34,6 +34,11 @@ def up_to(low: float, high: float) -> Rule:
     return Rule(lambda v: low <= v <= high, f"between {low} and {high}")
 
 
+def counted(n: int, one: str, many: str = "") -> str:
+    """n with its noun: "1 epoch", "3 epochs" (many: the plural when it is not one + "s")."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
 def shown_path(path: Any) -> str:
     """A path for a message: as it is when short, else its last SHOWN_CHARS characters (the file's
     name matters more than the folders above it); control characters escaped."""

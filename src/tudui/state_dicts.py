@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from tudui.errors import TuduiError
+from tudui.settings import counted
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,8 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
     shapes = [k for k in expected if tuple(expected[k].shape) != tuple(state[k].shape)]
     if shapes:
         k = shapes[0]
-        raise TuduiError(f"weights {source} do not fit {what}: {len(shapes)} tensor(s) differ in shape, "
+        verb = "differs" if len(shapes) == 1 else "differ"
+        raise TuduiError(f"weights {source} do not fit {what}: {counted(len(shapes), 'tensor')} {verb} in shape, "
                          f"first {k} ({tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} "
                          f"in the model; was it built for another class count or input size?)")
     model.load_state_dict(state)

@@ -17,7 +17,7 @@ def test_training_skips_unreadable_images_naming_each_and_counts_them(folder_wit
     warned = "\n".join(record.getMessage() for record in caplog.records)
     for name in names:
         assert f"skipping unreadable image {folder}" in warned and name in warned
-    assert "4 unreadable image(s) were skipped" in warned
+    assert "4 unreadable images were skipped" in warned
     assert result.final is not None and result.final_split == "val"
 
 

@@ -145,7 +145,7 @@ def test_missing_files_are_counted_and_the_first_is_named_with_its_line(tmp_path
     with pytest.raises(TuduiError) as error:
         read(tmp_path / "list.csv")
     message = str(error.value)
-    assert "lists 2 file(s) that do not exist" in message
+    assert "lists 2 files that do not exist" in message
     assert "/sub/gone.png (line 5)" in message          # the path's end: where it looked, for which file
     assert "relative to the CSV file's folder" in message
 

@@ -4,13 +4,16 @@ import pytest
 from tudui.prediction import expand_inputs
 
 
-def test_missing_inputs_and_empty_folders_become_error_results_in_place(tmp_path):
+def test_missing_inputs_and_empty_folders_become_error_results_in_place(tmp_path, caplog):
     (tmp_path / "empty").mkdir()
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "b.png").write_bytes(b"")
     (tmp_path / "photos" / "a.jpg").write_bytes(b"")
     (tmp_path / "photos" / ".hidden.png").write_bytes(b"")
-    items = expand_inputs([tmp_path / "nope.png", tmp_path / "photos", tmp_path / "empty"])
+    (tmp_path / "photos" / "notes.txt").write_bytes(b"")
+    with caplog.at_level("INFO", logger="tudui"):
+        items = expand_inputs([tmp_path / "nope.png", tmp_path / "photos", tmp_path / "empty"])
+    assert f"{tmp_path / 'photos'}: left out 1 file whose names are not of images" in caplog.text   # not .hidden
     assert items[0] == {"path": str(tmp_path / "nope.png"),
                         "error": f"image or folder not found: {tmp_path / 'nope.png'}"}
     assert items[1:3] == [tmp_path / "photos" / "a.jpg", tmp_path / "photos" / "b.png"]

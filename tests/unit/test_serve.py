@@ -466,3 +466,8 @@ def test_create_app_says_what_is_wrong_with_its_arguments(weights, tmp_path, mon
     monkeypatch.setitem(__import__("sys").modules, "fastapi", None)    # as if FastAPI were not installed
     with pytest.raises(TuduiError, match=r'pip install "tudui\[serve\]"'):
         create_app(weights)
+
+
+def test_topk_is_at_most_the_number_of_classes(weights):
+    app = create_app(weights)   # the default topk 5, a model of 4 classes
+    assert app.state.service.topk == len(CLASSES) == 4 and app.description.startswith("Top-4 classes")

@@ -14,7 +14,7 @@ from pathlib import Path
 from tudui.data.datasets import DatasetSpec, FileImages
 from tudui.data.images import IMAGE_EXTENSIONS
 from tudui.errors import TuduiError
-from tudui.settings import shown, shown_path
+from tudui.settings import counted, shown, shown_path
 
 MAX_ROWS = 20_000_000   # ImageNet-21k has 14 million images; more is not a list a person made
 SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -75,7 +75,8 @@ def _entries(path: Path, rows: list[list[str]], columns: dict[str, int]) -> tupl
             seen[key] = line
             entries.append((file, cells[columns["label"]], split, line))
     if missing:
-        raise TuduiError(f"{path} lists {len(missing)} file(s) that do not exist, first {missing[0]}; "
+        raise TuduiError(f"{path} lists {counted(len(missing), 'file')} that {'does' if len(missing) == 1 else 'do'} "
+                         f"not exist, first {missing[0]}; "
                          f"paths are relative to the CSV file's folder")
     return entries, ignored
 

@@ -67,7 +67,7 @@ def build_app(cfg: ServeConfig) -> FastAPI:
         await asyncio.to_thread(service.stop)
 
     app = FastAPI(title="tudui serve", version=__version__, lifespan=lifespan,
-                  description=f"Top-{cfg.topk} classes of images from a {service.meta.model} model "
+                  description=f"Top-{service.topk} classes of images from a {service.meta.model} model "
                               f"({service.meta.num_classes} classes), with dynamic batching.")
     app.state.service = service
     app.add_exception_handler(Refusal, refused)

@@ -41,6 +41,7 @@ class Service:
         self.device = resolve_device(cfg.device)
         self.model, self.meta = load_model(cfg.weights, self.device, cfg.model or None, cfg.trust_pickle)
         self.tta = self.meta.config.train.tta if cfg.tta is None else cfg.tta
+        self.topk = min(cfg.topk, self.meta.num_classes)   # a 3-class model answers its 3, not a "top 5"
         self.transform = self.meta.preprocess.eval_transform()
         self.limits = Limits(cfg.max_body, cfg.max_images, cfg.max_pixels)
         self.batcher = Batcher(self.run_batch, cfg.max_batch, cfg.batch_timeout / 1000, cfg.max_queue)
@@ -65,7 +66,7 @@ class Service:
 
     def run_batch(self, inputs: list[torch.Tensor]) -> list[list[dict]]:
         """The top-k classes of each input, best first (in the batcher's worker thread)."""
-        return top_classes(self.model, torch.stack(inputs).to(self.device), self.cfg.topk, self.tta,
+        return top_classes(self.model, torch.stack(inputs).to(self.device), self.topk, self.tta,
                            self.meta.class_names)
 
     def prepare(self, upload: Upload) -> torch.Tensor:
@@ -121,7 +122,7 @@ class Service:
             "weights": Path(cfg.weights).name,    # the name only: the server's folders are its own business
             "epoch": meta.epoch, "val_accuracy": meta.val_accuracy,
             "trained_with": meta.tudui_version, "tudui_version": __version__,
-            "settings": {"topk": cfg.topk, "max_batch": cfg.max_batch, "batch_timeout_ms": cfg.batch_timeout,
+            "settings": {"topk": self.topk, "max_batch": cfg.max_batch, "batch_timeout_ms": cfg.batch_timeout,
                          "max_body": cfg.max_body, "max_images": cfg.max_images, "max_pixels": cfg.max_pixels,
                          "max_queue": cfg.max_queue, "decode_workers": cfg.decode_workers}}
 
