@@ -186,6 +186,9 @@ def eval_output_dir(weights: str | Path, out: str) -> Path:
         path = Path(out)
         if path.exists() and not path.is_dir():
             raise TuduiError(f"--out {path} is a file; give a folder for the report")
+        if not path.exists() and path.suffix.lower() in (".html", ".htm", ".json", ".csv"):
+            raise TuduiError(f"--out names the report's folder (report.html, metrics.json and the pictures go in "
+                             f"it), not a file: give a folder such as {path.with_suffix('')}")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -77,6 +77,9 @@ def test_a_bare_weights_file_gets_its_eval_folder_beside_it(tmp_path):
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(TuduiError, match="is a file; give a folder"):
         eval_output_dir(run.best, str(tmp_path / "a-file"))
+    with pytest.raises(TuduiError, match=r"names the report's folder .*not a file: give a folder such as .*mine$"):
+        eval_output_dir(run.best, str(tmp_path / "mine.html"))
+    assert not (tmp_path / "mine.html").exists()
 
 
 def test_weights_that_record_no_data_set_need_one(tmp_path):

@@ -26,7 +26,8 @@ def serve(cfg: ServeConfig) -> None:
     names = ", ".join(meta.class_names[:SHOWN_CLASSES]) + (", ..." if meta.num_classes > SHOWN_CLASSES else "")
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     print(f"tudui serve: http://{host}:{port}/  {meta.model}, {meta.num_classes} classes ({names}); "
-          f"POST /predict, API docs at /docs; Ctrl-C to stop", flush=True)
+          f"POST /predict, API docs at /docs (its script from a CDN; offline: /openapi.json); Ctrl-C to stop",
+          flush=True)
     # uvicorn's own log lines are left to warnings and errors: the line above says where it is.
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, server_header=False))
     with signals_end_quietly():
