@@ -256,7 +256,7 @@ def test_csv_split_column_and_a_headerless_list(tmp_path):
 
 def test_csv_naming_missing_files_is_one_error(tmp_path):
     _write_csv(tmp_path / "list.csv", [["path", "label"], ["gone.jpg", "a"], ["also_gone.jpg", "b"]])
-    with pytest.raises(TuduiError, match=r"lists 2 file\(s\) that do not exist, first .*gone\.jpg \(line 2\)"):
+    with pytest.raises(TuduiError, match=r"lists 2 files that do not exist, first .*gone\.jpg \(line 2\)"):
         build_dataset(str(tmp_path / "list.csv"))
 
 
