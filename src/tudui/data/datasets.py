@@ -42,14 +42,18 @@ class DatasetSpec:
         return {name: getattr(self, name) for name in SPLITS if getattr(self, name) is not None}
 
     def fingerprint(self) -> dict[str, list]:
-        """{split: [images, a short hash of which ones]}: what a resumed run checks is unchanged
-        (files by absolute path and label, not by content or time, so a copy touched again is the same)."""
+        """{split: [images, a short hash of which ones]}: what a resumed run checks is unchanged.
+        Files count by path within the data set's folder and label, not by content or time, so a
+        copy touched again, a folder moved, or an archive unpacked again is the same."""
+        files = [os.path.abspath(path) for images in self.splits().values() if isinstance(images, FileImages)
+                 for path, _ in images.samples]
+        root = os.path.commonpath(files) if files else ""
         prints = {}
         for name, images in self.splits().items():
             digest = hashlib.sha256()
             if isinstance(images, FileImages):
                 for path, label in images.samples:
-                    digest.update(f"{os.path.abspath(path)}|{label}\n".encode())
+                    digest.update(f"{os.path.relpath(os.path.abspath(path), root)}|{label}\n".encode())
             elif getattr(images, "labels", None) is not None:
                 digest.update(np.asarray(images.labels, dtype=np.int64).tobytes())
             prints[name] = [len(images), digest.hexdigest()[:16]]
