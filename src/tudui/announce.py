@@ -44,8 +44,9 @@ def announce(parts: Parts) -> None:
         f"loader: {parts.loaders.kind}; run directory {parts.run}{_taken_note(cfg, parts)}")
     say(f"optimizer: {describe_optimizer(cfg.optim, parts.step.optimizer, backbone=bool(cfg.train.freeze_epochs))}")
     if cfg.train.time_budget:
-        say(f"time budget: {cfg.train.time_budget:g} s of training, at most {cfg.train.epochs} epochs (--epochs); the "
-            f"schedule follows the clock, or the epochs if they end first; the final test pass comes after")
+        say(f"time budget: {cfg.train.time_budget:g} s of training, at most {counted(cfg.train.epochs, 'epoch')} "
+            f"(--epochs); the schedule follows the clock, or the epochs if they end first; the final test pass "
+            f"comes after")
     if parts.resumed is None:
         say(f"start: {parts.start.start}{_freeze_note(cfg, parts.model)}")
         for warning in (frozen_at_random(cfg, parts.start),

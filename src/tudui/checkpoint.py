@@ -260,14 +260,15 @@ def _where(dataset: str) -> str:
 
 
 def _check_not_stopped_early(run: RunDir, state: dict, cfg: Config) -> None:
-    """A run that --patience stopped would stop again after one more epoch (or more, should that
-    one happen to improve): going on takes a larger patience."""
+    """A run whose --patience has run out (one that stopped early, or one given a smaller
+    patience now) would stop after one more epoch, or more should that one improve by chance:
+    going on takes a larger patience."""
     waited = state["epoch"] - state["best_epoch"]
     if cfg.train.patience and state["best_epoch"] and waited >= cfg.train.patience:
-        raise TuduiError(f"{run} stopped early after epoch {state['epoch']}: its {cfg.train.monitor} had not "
-                         f"improved for {waited} epochs (best in epoch {state['best_epoch']}), which --patience "
-                         f"{cfg.train.patience} stops at; to train on, pass a larger --patience (0: never stop "
-                         f"early)")
+        raise TuduiError(f"{run} has gone {waited} epochs, to epoch {state['epoch']}, without its "
+                         f"{cfg.train.monitor} improving (best in epoch {state['best_epoch']}): --patience "
+                         f"{cfg.train.patience} would stop it again; to train on, pass a larger --patience (0: "
+                         f"never stop early)")
 
 
 def check_same_data(resumed: Resume, fingerprint: dict[str, list]) -> None:

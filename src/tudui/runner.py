@@ -149,7 +149,7 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
         parts.say(f"time budget spent: {cfg.train.time_budget:g} s of training ended the run in epoch "
                   f"{history[-1]['epoch']} of at most {cfg.train.epochs}")
     elif cfg.train.time_budget and history[-1]["epoch"] == cfg.train.epochs:
-        parts.say(f"time budget not spent: the run's {cfg.train.epochs} epochs (--epochs) took "
+        parts.say(f"time budget not spent: the run's {counted(cfg.train.epochs, 'epoch')} (--epochs) took "
                   f"{parts.clock.elapsed():.0f} s of its {cfg.train.time_budget:g} s; a larger --epochs uses "
                   f"more of it")
     # The numbers first: the report's pictures take seconds to draw and change none of them.

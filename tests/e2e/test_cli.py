@@ -134,7 +134,7 @@ def test_python_dash_m_and_version():
     (["train", "--data", "digits", "--model", "nope"], "unknown model 'nope'"),
     (["train", "--data", "cifar10", "--data-dir", "EMPTY", "--no-download"], "--data digits"),
     (["eval", "--weights", "/no/such/weights.safetensors"], "weights not found"),
-    (["predict", "/no/such.png", "--weights", "RUN"], "1 of 1 images could not be read"),
+    (["predict", "/no/such.png", "--weights", "RUN"], "error: the image could not be read"),
     (["predict", "/no/such.png", "--weights", "/no/weights"], "weights not found: /no/weights"),
     (["predict", "BAD_IMAGE", "--weights", "RUN"], "could not be read"),
     (["predict", "EMPTY", "--weights", "RUN"], "error: no images to predict (no images in "),   # not "1 of 1"

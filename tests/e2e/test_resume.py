@@ -214,8 +214,8 @@ def test_a_run_that_patience_stopped_is_not_trained_on_unless_patience_grows(tmp
     state = load_state(state_path)
     state["best_epoch"] = 1                  # as if epochs 2 and 3 had not improved
     torch.save(state, state_path)
-    with pytest.raises(TuduiError, match=r"stopped early after epoch 3: its val_accuracy had not improved for "
-                                         r"2 epochs \(best in epoch 1\), which --patience 2 stops at; .*larger "
+    with pytest.raises(TuduiError, match=r"has gone 2 epochs, to epoch 3, without its val_accuracy improving "
+                                         r"\(best in epoch 1\): --patience 2 would stop it again; .*larger "
                                          r"--patience"):
         tudui.train(resume=run.run_dir, epochs=6, patience=2, progress=False)
     with pytest.raises(TuduiError, match=r"different --monitor \(val_accuracy -> val_loss\)"):

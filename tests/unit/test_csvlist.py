@@ -303,3 +303,4 @@ def test_a_label_without_train_rows_is_refused_with_its_line(tmp_path):
     with pytest.raises(TuduiError, match=r"has labels that no train row has: 'bleu' \(line 5, test\); the model "
                                          r"could never predict them"):
         csv_dataset(listing)
+    assert csv_dataset(listing, min_classes=1).class_names == ["bleu", "blue", "red"]   # eval: measured as named

@@ -325,4 +325,7 @@ def test_under_a_time_budget_the_clock_follows_whichever_end_comes_first(monkeyp
     assert clock(2) == pytest.approx(0.75)
     now["t"] = 121.0
     assert clock(2) == 1.0 and clock.out_of_time()
+    clock.stop()                            # training over: the final test pass is not training time
+    now["t"] = 500.0
+    assert clock.elapsed() == pytest.approx(21.0)
     assert optim.RunProgress(total_steps=10)(5) == pytest.approx(0.5)   # no budget: steps alone

@@ -153,3 +153,17 @@ def test_the_scan_lists_what_a_walk_lists_in_the_same_order(tmp_path):
                 and p.suffix.lower() in folders.IMAGE_EXTENSIONS]
     assert found == expected and len(found) == 6
     assert ignored == {"hidden file": 2, "non-image file": 1}
+
+
+@pytest.mark.parametrize("name", ["set.tar.gz", "set.zip", "set.tar.xz"])   # compressed: checked
+def test_an_archive_damaged_in_the_middle_is_one_clear_error_and_nothing_is_kept(tmp_path, name):
+    write_class_folder(tmp_path / "src" / "set", ["cat", "dog"], 30, seed=3)
+    path = pack(tmp_path / "src" / "set", tmp_path / name)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 300] = bytes(b ^ 0x5A for b in data[middle:middle + 300])
+    path.write_bytes(bytes(data))
+    with pytest.raises(TuduiError, match=f"cannot unpack {path}: ") as error:
+        extract_archive(path, tmp_path / "cache")
+    assert "\n" not in str(error.value)
+    assert [p for p in (tmp_path / "cache").iterdir()] == []   # no half copy taken for the whole

@@ -29,3 +29,32 @@ def test_images_over_the_pixel_limit_are_refused_without_decoding(tmp_path, monk
     with pytest.raises(TuduiError, match="limit of"):
         tudui.data.datasets.load_image(path)
     assert decoded == []
+
+
+def test_the_cached_check_names_files_as_this_data_set_spells_them(tmp_path, monkeypatch):
+    from helpers import write_class_folder
+    from tudui.data.datasets import FileImages
+    from tudui.data.validate import find_unreadable
+    monkeypatch.setenv("TUDUI_CACHE", str(tmp_path / "cache"))
+    write_class_folder(tmp_path / "d" / "cat", ["x"], 3)
+    (tmp_path / "d" / "cat" / "x" / "bad.png").write_text("no picture")
+    files = sorted((tmp_path / "d" / "cat" / "x").iterdir())
+    monkeypatch.chdir(tmp_path)
+    relative = FileImages([(p.relative_to(tmp_path), 0) for p in files])
+    absolute = FileImages([(p, 0) for p in files])
+    assert [path for path, _ in find_unreadable(relative)] == ["d/cat/x/bad.png"]
+    assert [path for path, _ in find_unreadable(absolute)] == [str(tmp_path / "d/cat/x/bad.png")]   # from the cache
+
+
+def test_a_split_that_skipping_would_empty_is_refused(tmp_path, monkeypatch):
+    from helpers import write_class_folder
+    from tudui.data import build_dataset
+    from tudui.data.validate import drop_unreadable
+    monkeypatch.setenv("TUDUI_CACHE", str(tmp_path / "cache"))
+    write_class_folder(tmp_path / "d" / "train", ["a", "b"], 40)
+    for name in ("a", "b"):
+        (tmp_path / "d" / "test" / name).mkdir(parents=True)
+        (tmp_path / "d" / "test" / name / "0.png").write_text("no picture")
+    spec = build_dataset(str(tmp_path / "d"), "unused", -1, 0, False)
+    with pytest.raises(TuduiError, match="every image of the test split is unreadable .*left empty"):
+        drop_unreadable(spec, 0.05)

@@ -44,7 +44,7 @@ class DatasetSpec:
     def fingerprint(self) -> dict[str, list]:
         """{split: [images, a short hash of which ones]}: what a resumed run checks is unchanged.
         Files count by path within the data set's folder and label, not by content or time, so a
-        copy touched again, a folder moved, or an archive unpacked again is the same."""
+        copy touched again, or an archive unpacked again, is the same."""
         files = [os.path.abspath(path) for images in self.splits().values() if isinstance(images, FileImages)
                  for path, _ in images.samples]
         root = os.path.commonpath(files) if files else ""

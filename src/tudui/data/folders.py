@@ -9,11 +9,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import lzma
 import os
 import shutil
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
@@ -99,14 +101,18 @@ def extract_archive(archive: Path, cache_dir: Path) -> Path:
         else:
             with tarfile.open(archive) as tar:
                 tar.extractall(partial, filter=_CappedFilter(archive, cache_dir))
+                _check_ended(tar, archive)
         try:
             os.replace(partial, target)
         except OSError:
             if not target.is_dir():   # not "another process got there first"
                 raise
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as e:
-        # RuntimeError: zipfile's word for an encrypted member; NotImplementedError: a compression it lacks
-        raise TuduiError(f"cannot unpack {archive}: {str(e)[:200]}") from None
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError,
+            zlib.error, lzma.LZMAError) as e:
+        # RuntimeError: zipfile's word for an encrypted member; NotImplementedError: a compression it lacks;
+        # zlib's and lzma's errors: a damaged compressed member of a zip
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TuduiError(f"cannot unpack {archive}: {first[:200]}; the file is damaged or not an archive") from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)   # gone already when the rename succeeded
     caches.note_use(target, source, stat)
@@ -138,6 +144,16 @@ class _CappedFilter:
         if self.bytes > self.max_bytes:
             raise TuduiError(f"{self.archive} unpacks to more than {max(self.max_bytes, 0):,} bytes (the cap, "
                              f"or what its disk has free); unpack it yourself and pass the folder")
+
+
+def _check_ended(tar: tarfile.TarFile, archive: Path) -> None:
+    """Read what tarfile left after the members it unpacked: only zero blocks may follow. tarfile
+    takes a damaged header for the archive's end, and a compressed stream is checked (its CRC)
+    only when read to its end."""
+    while chunk := tar.fileobj.read(1 << 20):
+        if chunk.strip(b"\0"):
+            raise TuduiError(f"cannot unpack {archive}: it is damaged after its first {len(tar.getmembers()):,} "
+                             f"members (what follows is not a tar member)")
 
 
 def _unzip(archive: Path, into: Path, caps: _CappedFilter) -> None:

@@ -41,18 +41,20 @@ def check_image(path: Path) -> str | None:
 
 
 def find_unreadable(files: FileImages) -> list[tuple[str, str]]:
-    """[(path, reason)] for the files that cannot be decoded; cached per set of files."""
-    cached = cache_root() / "checked" / f"{files_key(files, 'check-v1')}.json"
+    """[(path, reason)] for the files that cannot be decoded, each path spelled as in files;
+    cached per set of files (by position in the list: the same files may be spelled otherwise,
+    relative or absolute, the next time)."""
+    cached = cache_root() / "checked" / f"{files_key(files, 'check-v2')}.json"
     if cached.is_file():
         try:
-            bad = [tuple(item) for item in json.loads(cached.read_text())]
+            found = [(files.samples[int(i)][0], str(reason)) for i, reason in json.loads(cached.read_text())]
             caches.touch(cached)
-            return bad
-        except (OSError, ValueError):
+            return [(str(path), reason) for path, reason in found]
+        except (OSError, ValueError, TypeError, IndexError):
             pass
     if len(files.samples) >= caches.SAY_FROM_FILES:
         log.info("checking %s images for unreadable files (once)", f"{len(files.samples):,}")
-    bad = [(str(path), reason) for path, _ in files.samples if (reason := check_image(path)) is not None]
+    bad = [(i, reason) for i, (path, _) in enumerate(files.samples) if (reason := check_image(path)) is not None]
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(cached, lambda tmp: tmp.write_text(json.dumps(bad)))
@@ -60,7 +62,7 @@ def find_unreadable(files: FileImages) -> list[tuple[str, str]]:
         log.warning("could not cache the image check (%s)", e)
     else:
         caches.prune_once()
-    return bad
+    return [(str(files.samples[i][0]), reason) for i, reason in bad]
 
 
 def drop_unreadable(spec: DatasetSpec, max_bad_share: float) -> tuple[DatasetSpec, list[tuple[str, str]]]:
@@ -74,6 +76,10 @@ def drop_unreadable(spec: DatasetSpec, max_bad_share: float) -> tuple[DatasetSpe
              if isinstance(images, FileImages)}
     skipped = [item for bad in found.values() for item in bad]
     _check_share(skipped, sum(len(images) for images in spec.splits().values()), "", max_bad_share)
+    for split, bad in found.items():
+        if bad and len(bad) == len(getattr(spec, split)):
+            raise TuduiError(f"every image of the {split} split is unreadable ({_listed(bad)}); it would be left "
+                             f"empty")
     splits = {split: _without(getattr(spec, split), bad) for split, bad in found.items() if bad}
     return (dataclasses.replace(spec, **splits) if splits else spec), skipped
 
@@ -93,12 +99,17 @@ def _check_share(bad: list[tuple[str, str]], total: int, which: str, max_bad_sha
     passes unless the limit is 0)."""
     share = len(bad) / max(total, 1)
     if share > max_bad_share and (len(bad) > 1 or max_bad_share == 0):
-        listing = "; ".join(f"{path} ({reason})" for path, reason in bad[:10])
-        more = f"; and {len(bad) - 10} more" if len(bad) > 10 else ""
         enough = math.ceil(share * 1000) / 1000
         raise TuduiError(f"{len(bad)} of {total:,} {which}images are unreadable ({share:.1%}, more than "
                          f"--max-bad-share {max_bad_share:g}; --max-bad-share {enough:g} would skip them): "
-                         f"{listing}{more}")
+                         f"{_listed(bad)}")
+    if bad and len(bad) == total:
+        raise TuduiError(f"every one of the {which}images is unreadable: {_listed(bad)}")
+
+
+def _listed(bad: list[tuple[str, str]]) -> str:
+    more = f"; and {len(bad) - 10} more" if len(bad) > 10 else ""
+    return "; ".join(f"{path} ({reason})" for path, reason in bad[:10]) + more
 
 
 def _without(dataset: FileImages, bad: list[tuple[str, str]]) -> FileImages:

@@ -95,6 +95,8 @@ def fit(step: TrainStep, train_loader, val_loader, options: FitOptions, hooks: H
         hooks("on_epoch_end", row, val)
         if last or any(reason() for reason in hooks.handlers("stop_reason")):
             break
+    if options.clock is not None:
+        options.clock.stop()
     return history
 
 

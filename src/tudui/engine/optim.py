@@ -208,13 +208,20 @@ class RunProgress:
         self.total_steps, self.time_budget = max(total_steps, 1), time_budget
         self.elapsed_before = elapsed_before
         self.started: float | None = None
+        self.stopped: float | None = None
 
     def start(self) -> None:
         if self.started is None:
             self.started = time.perf_counter()
 
+    def stop(self) -> None:
+        """Training has ended: the clock stands (the final test pass is not training time)."""
+        if self.started is not None and self.stopped is None:
+            self.stopped = time.perf_counter()
+
     def elapsed(self) -> float:
-        running = time.perf_counter() - self.started if self.started is not None else 0.0
+        now = self.stopped if self.stopped is not None else time.perf_counter()
+        running = now - self.started if self.started is not None else 0.0
         return self.elapsed_before + running
 
     def __call__(self, step: int) -> float:
