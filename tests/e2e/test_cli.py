@@ -216,7 +216,7 @@ def test_the_first_lines_name_the_time_budget_and_the_last_say_when_it_ended_the
     cut = run_cli(*common, "--epochs", "1000", "--time-budget", "2", check=True).stdout
     epochs = re.findall(r"^epoch\s+(\d+)/1000", cut, re.M)
     assert 1 <= len(epochs) < 1000
-    assert "time budget: 2 s of training, at most 1000 epochs" in cut
+    assert "time budget: 2 s of training, at most 1,000 epochs" in cut
     assert "\noptimizer: SGD (lr 0.01, momentum 0.9, weight decay 0.0005); cosine schedule\n" in cut
     assert f"time budget spent: 2 s of training ended the run in epoch {epochs[-1]} of at most 1000" in cut
     finished = run_cli(*common, "--epochs", "2", "--time-budget", "600", check=True).stdout
