@@ -30,6 +30,7 @@ from tudui.data import (
     resolve_augment,
 )
 from tudui.data.loaders import Loaders, sample_inputs
+from tudui.data.sources import data_reference
 from tudui.data.tensor_loaders import ProgressiveResize
 from tudui.data.validate import drop_unreadable
 from tudui.engine import (
@@ -94,7 +95,7 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
         meta = WeightsMeta(model=cfg.model.arch, num_classes=len(spec.class_names),
                            class_names=tuple(spec.class_names), preprocess=preprocess,
                            model_options=start.options, config=cfg, start=start.start, pretrained=start.pretrained,
-                           data=_data_reference(cfg.data.dataset), data_dir=str(Path(cfg.data.data_dir).resolve()))
+                           data=data_reference(cfg.data.dataset), data_dir=str(Path(cfg.data.data_dir).resolve()))
         say, warn = _reporters(progress if runtime.is_main else False)
         checkpoints, early_stopping, tensorboard, hooks = _hooks(
             cfg, run, model, step, averager, clock, meta, frozen, resumed, progress, lock, loaders.val is not None,
@@ -299,15 +300,12 @@ def _recorded(cfg: Config) -> Config:
     """cfg as config.yaml keeps it: a data folder, archive or list, and torchvision's data folder, as
     absolute paths, so that `--config RUN/config.yaml` repeats the run from any folder."""
     data = cfg.data
-    changes = {"dataset": _data_reference(data.dataset)}
+    changes = {"dataset": data_reference(data.dataset)}
     if data.dataset in BUILTIN_DATASETS and data.dataset not in ("digits", "synthetic"):
         changes["data_dir"] = str(Path(data.data_dir).resolve())
     return dataclasses.replace(cfg, data=dataclasses.replace(data, **changes))
 
 
-def _data_reference(name: str) -> str:
-    """--data as recorded in the weights: folders as absolute paths, so eval works from anywhere."""
-    return name if name in BUILTIN_DATASETS else str(Path(name).resolve())
 
 
 def _reporters(progress: bool | None) -> tuple[Callable[[str], None], Callable[[str], None]]:

@@ -20,6 +20,7 @@ from torch import nn
 
 from tudui.config import Config
 from tudui.config_files import make_config
+from tudui.data.sources import data_reference
 from tudui.errors import TuduiError
 from tudui.files import atomic_write, same_file_as
 from tudui.rundir import RunDir
@@ -220,7 +221,7 @@ def resume_settings(resume: str | Path, config: Config | None, config_file, over
     model_changes = _changes(before.model, cfg.model)
     if model_changes:
         raise TuduiError(f"cannot resume {run} with a different model ({model_changes}); start a new run instead")
-    for what, old, new in (("data set", _where(before.data.dataset), _where(cfg.data.dataset)),
+    for what, old, new in (("data set", data_reference(before.data.dataset), data_reference(cfg.data.dataset)),
                            ("--val-split", before.data.val_split, cfg.data.val_split),
                            # the saved step counts and the schedule are in steps of this batch size
                            ("--batch-size", before.data.batch_size, cfg.data.batch_size),
@@ -251,12 +252,6 @@ def resume_settings(resume: str | Path, config: Config | None, config_file, over
         else before.train.epochs
     schedule, extension = extended_schedule(state, planned, cfg.train.epochs, extend)
     return Resume(run=run, state=state, config=cfg, schedule=schedule, extension=extension)
-
-
-def _where(dataset: str) -> str:
-    """A --data value as config.yaml records it: a path absolute (it may have been typed relative
-    when resuming), a built-in set by name."""
-    return str(Path(dataset).resolve()) if Path(dataset).exists() else dataset
 
 
 def _check_not_stopped_early(run: RunDir, state: dict, cfg: Config) -> None:

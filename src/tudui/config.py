@@ -41,6 +41,7 @@ RATE_SCALE = Rule(lambda v: 0 < v <= 1e4, "positive and at most 10000")
 # which tudui keeps): serve's own limit can only be lower. Written out so settings need no Pillow.
 PILLOW_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 
+
 @dataclass(frozen=True, kw_only=True)
 class DataConfig(Settings):
     dataset: str = option("data set: cifar10, cifar100, mnist, fashion-mnist, kmnist, svhn, stl10 (torchvision's, "

@@ -19,8 +19,8 @@ from tudui.config import Config, EvalConfig
 from tudui.config_files import to_dict
 from tudui.data import DatasetSpec
 from tudui.data.loaders import make_eval_loader
-from tudui.data.sources import BUILTIN_DATASETS, read_dataset
-from tudui.data.splits import hold_out_val, join_images, relabel, trained_in_val
+from tudui.data.sources import BUILTIN_DATASETS, data_reference, read_dataset
+from tudui.data.splits import held_out_positions, hold_out_val, join_images, relabel, trained_in_val
 from tudui.data.validate import drop_unreadable, readable_images
 from tudui.engine import evaluate as evaluate_model
 from tudui.errors import TuduiError
@@ -104,8 +104,7 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
     if split == "all":
         raw, _ = drop_unreadable(raw, bad_share)
         if own:
-            held = trained_in_val(raw, trained.data.val_split, trained.data.val_split, trained.train.seed)[1]
-            trained_on = len(raw.train) - held
+            trained_on = len(raw.train) - len(held_out_positions(raw, trained.data.val_split, trained.train.seed))
             log.warning("warning: %s is the data these weights were trained on: %s of its %s images are training "
                         "images, which flatter the accuracy; --split val (or test) measures only held-out ones",
                         data, f"{trained_on:,}", f"{sum(len(d) for d in raw.splits().values()):,}")
@@ -128,11 +127,7 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
 def _is_training_data(data: str, meta: WeightsMeta) -> bool:
     """Whether data names the data set the weights were trained on (a folder, archive or list by
     where it is, a built-in set by name)."""
-    if not meta.data:
-        return False
-    if data in BUILTIN_DATASETS or meta.data in BUILTIN_DATASETS:
-        return data == meta.data
-    return Path(data).resolve() == Path(meta.data).resolve()
+    return bool(meta.data) and data_reference(data) == data_reference(meta.data)
 
 
 def _shown_share(share: float) -> str:

@@ -151,14 +151,6 @@ class RunLock:
     close = release
 
 
-def _listable(folder: Path) -> bool:
-    try:
-        next(folder.iterdir(), None)
-        return True
-    except OSError:
-        return False
-
-
 def resolve_weights_path(path: str | Path) -> Path:
     """A weights file, or a run directory (its weights/best.safetensors), or a run's weights folder."""
     path = Path(path)
@@ -167,7 +159,10 @@ def resolve_weights_path(path: str | Path) -> Path:
         if not best.is_file() and (path / BEST).is_file():   # the run's weights/ folder itself
             best = path / BEST
         if not best.is_file():
-            runs = sorted(p.name for p in path.iterdir() if (RunDir(p).best).is_file()) if _listable(path) else []
+            try:
+                runs = sorted(p.name for p in path.iterdir() if RunDir(p).best.is_file())
+            except OSError:   # a folder that cannot be listed: no runs to name
+                runs = []
             inside = (f"; the runs in it: {', '.join(runs[:8])}{' ...' if len(runs) > 8 else ''} (pass one, "
                       f"e.g. {path / runs[0]})") if runs else ""
             raise TuduiError(f"{path} is a folder without {WEIGHTS_FOLDER}/{BEST}; pass a run directory, or "

@@ -20,6 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from tudui.data.images import load_image
+from tudui.settings import counted
 
 SPLITS = ("train", "val", "test")
 
@@ -61,7 +62,7 @@ class DatasetSpec:
 
     def ignored_words(self) -> str:
         """What was skipped, in words: "1 empty class folder, 3 hidden files"."""
-        return ", ".join(f"{n} {what}" + "s" * (n != 1) for what, n in self.ignored.items())
+        return ", ".join(counted(n, what) for what, n in self.ignored.items())
 
     def sizes(self) -> str:
         """The split sizes, e.g. "1,000 train / 200 val / 500 test images"."""

@@ -6,7 +6,6 @@ folders: those are skipped and counted in `DatasetSpec.ignored`.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import lzma
@@ -265,17 +264,15 @@ def folder(path: str, cache_dir: Path, min_classes: int = 2) -> DatasetSpec:
     or an archive of one; val is held out of train later when the data has none (hold_out_val).
     Training needs two classes or more (min_classes); evaluating may take a folder of one."""
     try:
-        root = resolve_folder(path, cache_dir)
-        spec = _read_folder(root, min_classes)
-        if Path(path).is_file():   # an archive: named as the user knows it, not by its copy in the cache
-            layout = spec.source.removeprefix(str(root)).strip(" ()")
-            spec = dataclasses.replace(spec, source=f"{path} ({layout}, unpacked in the cache)")
-        return spec
+        # An archive is named as the user knows it, not by its copy in the cache.
+        archive = path if Path(path).is_file() else None
+        return _read_folder(resolve_folder(path, cache_dir), min_classes, archive)
     except OSError as e:   # a folder or file that cannot be listed or read (permissions, a broken disk)
         raise TuduiError(f"cannot read {e.filename or path}: {e.strerror or e}") from None
 
 
-def _read_folder(root: Path, min_classes: int) -> DatasetSpec:
+def _read_folder(root: Path, min_classes: int, archive: str | None = None) -> DatasetSpec:
+    """The data set in root; archive: the archive root was unpacked from, which its source names."""
     found = {split: next((root / n for n in names if (root / n).is_dir()), None)
              for split, names in SPLIT_FOLDERS.items()}
     ignored: Counter = Counter()
@@ -285,16 +282,17 @@ def _read_folder(root: Path, min_classes: int) -> DatasetSpec:
         splits = {split: _index(_scan_split(folder, ignored) if split != "train" else train_items,
                                 class_names, folder)
                   for split, folder in found.items() if folder is not None}
-        layout = f"{root} ({' and '.join(folder.name + '/' for folder in found.values() if folder is not None)})"
+        layout = " and ".join(folder.name + "/" for folder in found.values() if folder is not None)
     else:
         items = _scan_split(root, ignored)
         class_names = sorted({name for _, name in items})
         splits = {"train": _index(items, class_names, root)}
-        layout = f"{root} (one folder of class folders)"
+        layout = "one folder of class folders"
     if len(class_names) < min_classes:
         found = f"found one: {shown(class_names[0])}" if class_names else "found none (images directly in it?)"
         least = "two classes" if min_classes > 1 else "one class"
         raise TuduiError(f"{root} needs at least {least}, each a folder of its images ({root}/CLASS/image.jpg); "
                          f"{found}")
+    source = f"{root} ({layout})" if archive is None else f"{archive} ({layout}, unpacked in the cache)"
     return DatasetSpec(**{split: FileImages(items) for split, items in splits.items()}, class_names=class_names,
-                       kind="folder", source=layout, in_memory=False, ignored=dict(ignored))
+                       kind="folder", source=source, in_memory=False, ignored=dict(ignored))

@@ -19,6 +19,13 @@ DATA, TRAIN = DataConfig(), TrainConfig()   # the defaults of the settings below
 BUILTIN_DATASETS = ("digits", "synthetic", *SETS)
 
 
+def data_reference(name: str) -> str:
+    """A --data value as runs record it: a built-in set by name, a folder, archive or list as its
+    absolute path (so that eval, --config RUN/config.yaml and --resume find it from anywhere, and
+    two spellings of one path compare equal)."""
+    return name if name in BUILTIN_DATASETS else str(Path(name).resolve())
+
+
 def build_dataset(name: str, data_dir: str = DATA.data_dir, val_split: float = DATA.val_split,
                   seed: int = TRAIN.seed, download: bool = DATA.download) -> DatasetSpec:
     """The data set a --data value names (see DataConfig.dataset), with its val split."""

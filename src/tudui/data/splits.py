@@ -61,7 +61,7 @@ def join_images(datasets: list[Dataset]) -> Dataset:
     raise TypeError("cannot join image sets of different kinds")
 
 
-def _held_positions(spec: DatasetSpec, val_split: float, seed: int) -> set[int]:
+def held_out_positions(spec: DatasetSpec, val_split: float, seed: int) -> set[int]:
     """Which positions of spec.train hold_out_val moves into val for val_split (none when the
     data set has a val split of its own)."""
     if spec.val is not None:
@@ -73,8 +73,8 @@ def _held_positions(spec: DatasetSpec, val_split: float, seed: int) -> set[int]:
 def trained_in_val(spec: DatasetSpec, trained_split: float, val_split: float, seed: int) -> tuple[int, int]:
     """(how many of the val images that val_split holds out were training images under
     trained_split, how many it holds out), for a spec without a val split of its own."""
-    held = _held_positions(spec, val_split, seed)
-    return len(held - _held_positions(spec, trained_split, seed)), len(held)
+    held = held_out_positions(spec, val_split, seed)
+    return len(held - held_out_positions(spec, trained_split, seed)), len(held)
 
 
 def hold_out_val(spec: DatasetSpec, val_split: float, seed: int) -> DatasetSpec:
