@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
-import re
 import json
 import logging
 import os
@@ -16,6 +14,7 @@ from tudui.config import SECTIONS, EvalConfig, ExportConfig, PredictConfig, Serv
 from tudui.errors import TuduiError
 from tudui.interrupts import TrainingInterrupted
 from tudui.settings import flag_name, option_key, value_type
+from tudui.usage import Parser, unrecognized
 
 TRAIN_EXAMPLES = """examples:
   tudui train --data digits                      # the embedded data set, no download, ~1 min on a CPU
@@ -103,55 +102,8 @@ def _given(cls: type, args: argparse.Namespace) -> dict:
     return {name: value for name, value in values.items() if value is not None}
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse's parser, with a usage mistake said in one line (argparse prints the whole usage
-    first, dozens of lines for train) and argparse's exit status 2."""
-
-    argv: list[str] = []   # the command line being parsed, for the hints (set by main)
-
-    def error(self, message: str):
-        hint = _hint(message, _Parser.argv, self.prog)
-        self.exit(2, f"{self.prog}: error: {message}{hint} (see `{self.prog} --help`)\n")
-
-
-def _hint(message: str, argv: list[str], prog: str) -> str:
-    """The word meant, for argparse's own messages: a misspelled command, or a misspelled flag
-    that argparse then reports as a missing required one."""
-    choice = re.match(r"argument COMMAND: invalid choice: '(.*?)' \(choose from (.*)\)", message)
-    if choice:
-        meant = difflib.get_close_matches(choice.group(1), re.findall(r"'?([\w-]+)'?", choice.group(2)), n=1)
-        return f"; did you mean {meant[0]}?" if meant else ""
-    required = re.match(r"the following arguments are required: (.*)", message)
-    if required:
-        flags = [flag for flag in required.group(1).split(", ") if flag.startswith("--")]
-        for word in argv:
-            name = word.split("=", 1)[0]
-            meant = difflib.get_close_matches(name, flags, n=1, cutoff=0.7) if name.startswith("--") else []
-            if meant and name not in flags:
-                return f" ({name} is not a flag: did you mean {meant[0]}?)"
-        if prog == "tudui eval" and len(argv) > 1 and not argv[1].startswith("-"):   # `tudui eval runs/exp`
-            return f" (give the run as --weights {argv[1]})"
-    return ""
-
-
-def _unrecognized(extra: list[str], parser: argparse.ArgumentParser) -> str:
-    """The message for arguments parser does not know, with the flag meant when one is misspelled."""
-    message = f"unrecognized arguments: {' '.join(extra)}"
-    flags = list(parser._option_string_actions)   # noqa: SLF001 - argparse keeps its flags only there
-    if "--weights" in extra and "--weights" not in flags:   # export and serve take it as their argument
-        return f"{message}; {parser.prog} takes the run or weights file as its first argument: {parser.prog} RUN"
-    for word in extra:
-        if word.startswith("--"):
-            name = word.split("=", 1)[0]
-            dashed = name.replace("_", "-")
-            meant = [dashed] if dashed in flags else difflib.get_close_matches(name, flags, n=1, cutoff=0.7)
-            if meant:
-                return f"{message}; did you mean {meant[0]}?"
-    return message
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="tudui", description="Train, evaluate and use image classifiers with PyTorch.",
         epilog="run `tudui COMMAND --help` for each command's settings and examples")
     parser.add_argument("--version", action="version", version=f"tudui {__version__}")
@@ -369,11 +321,11 @@ def show_log_lines() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    _Parser.argv = argv
+    Parser.argv = argv
     args, extra = build_parser().parse_known_args(argv)
     if extra:   # said by the command's parser, which knows its flags
         command = args.parsers[args.command]
-        command.error(_unrecognized(extra, command))
+        command.error(unrecognized(extra, command))
     show_log_lines()
     try:
         if args.command == "train":
