@@ -1,5 +1,6 @@
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -329,3 +330,22 @@ def test_under_a_time_budget_the_clock_follows_whichever_end_comes_first(monkeyp
     now["t"] = 500.0
     assert clock.elapsed() == pytest.approx(21.0)
     assert optim.RunProgress(total_steps=10)(5) == pytest.approx(0.5)   # no budget: steps alone
+
+
+def test_balanced_accuracy_and_macro_f1_agree_with_scikit_learn():
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+    generator = torch.Generator().manual_seed(1)
+    table = torch.randn(60, 5, generator=generator)
+    # class 4 has no images but is predicted now and then: it counts in neither mean
+    targets = torch.randint(0, 4, (60,), generator=generator)
+    inputs = torch.arange(60).float().view(-1, 1, 1, 1)
+    metrics = evaluate(Scores(table), [(inputs, targets)], torch.device("cpu"), num_classes=5)
+    predicted = table.argmax(dim=1).numpy()
+    assert (predicted == 4).any()
+    with warnings.catch_warnings():  # scikit-learn notes the predicted class 4 that has no images
+        warnings.simplefilter("ignore", UserWarning)
+        expected = balanced_accuracy_score(targets.numpy(), predicted)
+    assert math.isclose(metrics["balanced_accuracy"], expected)
+    assert math.isclose(metrics["macro_f1"], f1_score(targets.numpy(), predicted, labels=[0, 1, 2, 3],
+                                                      average="macro", zero_division=0))
+    assert metrics["per_class_accuracy"][4] is None

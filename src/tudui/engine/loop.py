@@ -13,6 +13,7 @@ from tudui.data.transforms import tta_views
 from tudui.engine.distributed import sum_across
 from tudui.engine.hooks import Hooks
 from tudui.runtime import Runtime, autocast
+from tudui.scores import class_metrics
 
 
 @dataclass(kw_only=True)
@@ -130,20 +131,18 @@ def predict_logits(model: nn.Module, inputs: torch.Tensor, tta: int = 0,
     return logits
 
 
-def class_balanced(confusion: torch.Tensor) -> dict[str, float]:
-    """Balanced accuracy (the mean recall of the classes present) and macro-F1 (the mean F1 of the
-    classes present), from a confusion matrix whose rows are the true classes. Each class counts
-    the same, however many images it has: accuracy alone flatters a model that ignores a rare class."""
-    confusion = confusion.double()
-    correct, support, predicted = confusion.diag(), confusion.sum(dim=1), confusion.sum(dim=0)
-    present = support > 0
-    recall = correct / support.clamp(min=1)
-    precision = correct / predicted.clamp(min=1)
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12),
-                     torch.zeros_like(recall))
-    if not bool(present.any()):
-        return {"balanced_accuracy": 0.0, "macro_f1": 0.0}
-    return {"balanced_accuracy": float(recall[present].mean()), "macro_f1": float(f1[present].mean())}
+def class_balanced(confusion: torch.Tensor) -> dict:
+    """Balanced accuracy (the mean recall of the classes present), macro-F1 (the mean F1 of the
+    classes present) and each class's accuracy (None for a class without images here: not
+    measured, rather than 0 %), from a confusion matrix whose rows are the true classes. Each
+    class counts the same, however many images it has: accuracy alone flatters a model that
+    ignores a rare class."""
+    columns = class_metrics(confusion.cpu().numpy())
+    recall = [value for value in columns["recall"] if value is not None]
+    f1 = [value for value in columns["f1"] if value is not None]
+    return {"balanced_accuracy": sum(recall) / len(recall) if recall else 0.0,
+            "macro_f1": sum(f1) / len(f1) if f1 else 0.0,
+            "per_class_accuracy": columns["accuracy"]}
 
 
 @torch.no_grad()
@@ -185,9 +184,6 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_class
                "accuracy": confusion.diag().sum().item() / max(count, 1),
                "top5_accuracy": int(top_k_correct) / max(count, 1),
                **class_balanced(confusion),
-               # None for a class without images here: not measured, rather than 0 %
-               "per_class_accuracy": [None if total == 0 else correct / total for correct, total in
-                                      zip(confusion.diag().tolist(), confusion.sum(dim=1).tolist())],
                "confusion": confusion.tolist(),
                "count": count}
     if keep_outputs:
