@@ -58,3 +58,7 @@ def test_a_split_that_skipping_would_empty_is_refused(tmp_path, monkeypatch):
     spec = build_dataset(str(tmp_path / "d"), "unused", -1, 0, False)
     with pytest.raises(TuduiError, match="every image of the test split is unreadable .*left empty"):
         drop_unreadable(spec, 0.05)
+    # eval's one split: the same refusal, even where the share allows the files to be skipped
+    from tudui.data.validate import readable_images
+    with pytest.raises(TuduiError, match="every image of the test split is unreadable .*left empty"):
+        readable_images(spec.test, "test", 1.0)

@@ -77,9 +77,7 @@ def drop_unreadable(spec: DatasetSpec, max_bad_share: float) -> tuple[DatasetSpe
     skipped = [item for bad in found.values() for item in bad]
     _check_share(skipped, sum(len(images) for images in spec.splits().values()), "", max_bad_share)
     for split, bad in found.items():
-        if bad and len(bad) == len(getattr(spec, split)):
-            raise TuduiError(f"every image of the {split} split is unreadable ({_listed(bad)}); it would be left "
-                             f"empty")
+        _check_left(bad, len(getattr(spec, split)), f"{split} split")
     splits = {split: _without(getattr(spec, split), bad) for split, bad in found.items() if bad}
     return (dataclasses.replace(spec, **splits) if splits else spec), skipped
 
@@ -91,6 +89,7 @@ def readable_images(dataset: Dataset, split: str, max_bad_share: float) -> tuple
         return dataset, []
     bad = find_unreadable(dataset)
     _check_share(bad, len(dataset), f"{split} ", max_bad_share)
+    _check_left(bad, len(dataset), f"{split} split")
     return (_without(dataset, bad) if bad else dataset), bad
 
 
@@ -103,8 +102,12 @@ def _check_share(bad: list[tuple[str, str]], total: int, which: str, max_bad_sha
         raise TuduiError(f"{len(bad)} of {total:,} {which}images are unreadable ({share:.1%}, more than "
                          f"--max-bad-share {max_bad_share:g}; --max-bad-share {enough:g} would skip them): "
                          f"{_listed(bad)}")
+
+
+def _check_left(bad: list[tuple[str, str]], total: int, which: str) -> None:
+    """Stop when skipping bad would leave no image of `which` (a split) to train or measure on."""
     if bad and len(bad) == total:
-        raise TuduiError(f"every one of the {which}images is unreadable: {_listed(bad)}")
+        raise TuduiError(f"every image of the {which} is unreadable ({_listed(bad)}); it would be left empty")
 
 
 def _listed(bad: list[tuple[str, str]]) -> str:
