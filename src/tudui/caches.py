@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tudui.errors import TuduiError
+from tudui.errors import SettingError, TuduiError
 from tudui.files import atomic_write, cache_root, human_bytes
 
 try:
@@ -302,7 +302,7 @@ def cache_command(action: str = "list", max_idle_days: float | None = None,
     them ("clear")."""
     idle = MAX_IDLE_DAYS if max_idle_days is None else max_idle_days
     if not (0 <= idle < float("inf")):
-        raise TuduiError(f"--max-idle-days must be a number of days from 0 up, got {max_idle_days}")
+        raise SettingError(f"--max-idle-days must be a number of days from 0 up, got {max_idle_days}")
     root = cache_root()
     if action in ("prune", "clear"):
         count, freed = prune(root, everything=action == "clear", max_idle_days=idle)

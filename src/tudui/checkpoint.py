@@ -21,7 +21,7 @@ from torch import nn
 from tudui.config import Config
 from tudui.config_files import make_config
 from tudui.data.sources import data_reference
-from tudui.errors import TuduiError
+from tudui.errors import SettingError, TuduiError
 from tudui.files import atomic_write, same_file_as
 from tudui.rundir import RunDir
 from tudui.settings import flag_name, shown
@@ -213,7 +213,7 @@ def resume_settings(resume: str | Path, config: Config | None, config_file, over
     """
     run = RunDir.open(resume)
     if config is not None or config_file is not None:
-        raise TuduiError("--resume continues with the run's own config.yaml; change settings with "
+        raise SettingError("--resume continues with the run's own config.yaml; change settings with "
                          "flags instead of --config")
     state = load_state(run.state)
     before = make_config(run.config)

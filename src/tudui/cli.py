@@ -11,7 +11,7 @@ from dataclasses import MISSING, fields
 
 from tudui._version import __version__
 from tudui.config import SECTIONS, EvalConfig, ExportConfig, PredictConfig, ServeConfig, TrainFlags, iter_options
-from tudui.errors import TuduiError
+from tudui.errors import SettingError, TuduiError
 from tudui.interrupts import TrainingInterrupted
 from tudui.settings import flag_name, option_key, value_type
 from tudui.usage import Parser, unrecognized
@@ -335,6 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":   # every process stopped together: one of them says so
             print(f"interrupted: {e}", file=sys.stderr)
         return e.exit_code
+    except SettingError as e:   # a usage mistake, said the way argparse says its own
+        prog = args.parsers[args.command].prog
+        print(f"{prog}: error: {one_line(e)} (see `{prog} --help`)", file=sys.stderr)
+        return 2
     except TuduiError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from tudui.config import SECTIONS, Config, iter_options
-from tudui.errors import TuduiError
+from tudui.errors import SettingError, TuduiError
 from tudui.files import atomic_write
 from tudui.settings import SHOWN_CHARS, flag_name, option_key, shown, value_type
 
@@ -43,14 +43,14 @@ def _setting_names() -> dict[str, tuple[str, str]]:
 def _collect(values: Any) -> dict[str, dict[str, tuple[Any, str]]]:
     """{section: {field: (value, where it was given)}} from a mapping of sections and/or flat settings."""
     if not isinstance(values, dict):
-        raise TuduiError("a config file must be a mapping of settings (epochs: 3) or of sections "
+        raise SettingError("a config file must be a mapping of settings (epochs: 3) or of sections "
                          f"({', '.join(SECTIONS)})")
     names = _setting_names()
     given: dict[str, dict[str, tuple[Any, str]]] = {section: {} for section in SECTIONS}
 
     def put(section: str, name: str, value: Any, where: str) -> None:
         if name in given[section]:
-            raise TuduiError(f"{where} is set twice in the config (also as {given[section][name][1]})")
+            raise SettingError(f"{where} is set twice in the config (also as {given[section][name][1]})")
         given[section][name] = (value, where)
 
     for key, value in values.items():
@@ -66,20 +66,20 @@ def _collect(values: Any) -> dict[str, dict[str, tuple[Any, str]]]:
                             if home else _nearest(name, [f.name for f in fields(SECTIONS[key])], prefix=f"{key}.")
                             or f"`tudui train --help` lists the settings, and config.yaml of any run shows the "
                                f"{key} section")
-                    raise TuduiError(f"unknown setting {key}.{shown(name)[1:-1]}; {hint}")
+                    raise SettingError(f"unknown setting {key}.{shown(name)[1:-1]}; {hint}")
                 put(key, name, inner, f"{key}.{name}")
         elif _flag_only(key, value):
             continue
         elif key in names and isinstance(value, dict):
-            raise TuduiError(f"{key!r} is not a config section (they are {', '.join(SECTIONS)}); as a "
+            raise SettingError(f"{key!r} is not a config section (they are {', '.join(SECTIONS)}); as a "
                              f"setting it takes one value, got {shown(value)}")
         elif key in names:
             put(*names[key], value, key)
         elif key in SECTIONS:
-            raise TuduiError(f"config section {key!r} must be a mapping, got {shown(value)}")
+            raise SettingError(f"config section {key!r} must be a mapping, got {shown(value)}")
         else:
             meant = _nearest(key, list(dict.fromkeys([*names, *SECTIONS])))
-            raise TuduiError(f"unknown setting {shown(key)} in the config: not a setting (`tudui train "
+            raise SettingError(f"unknown setting {shown(key)} in the config: not a setting (`tudui train "
                              f"--help` lists them) and not a config section ({', '.join(SECTIONS)})"
                              + (f"; {meant}" if meant else ""))
     return given
@@ -98,7 +98,7 @@ def _flag_only(name: str, value: Any) -> bool:
         return False
     if value is False:
         return True
-    raise TuduiError(f"{name} cannot be switched on in a settings file (a shared file could then run "
+    raise SettingError(f"{name} cannot be switched on in a settings file (a shared file could then run "
                      f"code from a weights file); pass {FLAG_ONLY[name]} on the command line instead")
 
 
@@ -127,7 +127,7 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
     if kind is bool:
         if isinstance(value, bool):
             return value
-        raise TuduiError(f"{where} must be true or false, got {shown(value)}")
+        raise SettingError(f"{where} must be true or false, got {shown(value)}")
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if kind is float and isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
@@ -137,7 +137,7 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
     if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
     article = "an" if kind is int else "a"
-    raise TuduiError(f"{where} must be {article} {kind.__name__}, got {shown(value)}")
+    raise SettingError(f"{where} must be {article} {kind.__name__}, got {shown(value)}")
 
 
 class _SettingsLoader(yaml.SafeLoader):
@@ -169,24 +169,24 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """A settings file's mapping; any file that cannot be one is a TuduiError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise TuduiError(f"config file not found: {path}")
+        raise SettingError(f"config file not found: {path}")
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
-            raise TuduiError(f"config file {path} is {path.stat().st_size:,} bytes; a settings file is "
+            raise SettingError(f"config file {path} is {path.stat().st_size:,} bytes; a settings file is "
                              f"under {MAX_FILE_BYTES:,}")
         text = path.read_bytes().decode("utf-8")
         values = yaml.load(text, Loader=_SettingsLoader)  # noqa: S506 (a SafeLoader, stricter still)
     except UnicodeDecodeError:
-        raise TuduiError(f"config file {path} is not a text file (it is not UTF-8)") from None
+        raise SettingError(f"config file {path} is not a text file (it is not UTF-8)") from None
     except OSError as e:
-        raise TuduiError(f"cannot read config file {path}: {e.strerror or e}") from None
+        raise SettingError(f"cannot read config file {path}: {e.strerror or e}") from None
     except yaml.MarkedYAMLError as e:
         where = f" (line {e.problem_mark.line + 1})" if e.problem_mark is not None else ""
-        raise TuduiError(f"config file {path} is not valid YAML: {e.problem or e.context}{where}") from None
+        raise SettingError(f"config file {path} is not valid YAML: {e.problem or e.context}{where}") from None
     except RecursionError:
-        raise TuduiError(f"config file {path} is not valid YAML for settings: nested too deeply") from None
+        raise SettingError(f"config file {path} is not valid YAML for settings: nested too deeply") from None
     except (yaml.YAMLError, ValueError) as e:   # ValueError: a number too long to be one
-        raise TuduiError(f"config file {path} is not valid YAML: {str(e).splitlines()[0][:SHOWN_CHARS]}") from None
+        raise SettingError(f"config file {path} is not valid YAML: {str(e).splitlines()[0][:SHOWN_CHARS]}") from None
     return values if values is not None else {}
 
 
@@ -234,7 +234,7 @@ def make_config(config_file: str | Path | None = None, **overrides: Any) -> Conf
             continue
         if key not in names:
             hint = _nearest(str(key), list(names)) or "`tudui train --help` lists the settings"
-            raise TuduiError(f"unknown setting {shown(key)}; {hint}")
+            raise SettingError(f"unknown setting {shown(key)}; {hint}")
         section, name = names[key]
         flag = flag_name(SECTIONS[section].__dataclass_fields__[name])
         given[section][name] = (os.fspath(value) if isinstance(value, os.PathLike) else value, flag)
@@ -251,7 +251,7 @@ def _from_file(error: TuduiError, config_file: str | Path | None, given: dict | 
     if not config_file or str(config_file) in text:
         return error
     if given is None:   # reading the file: every error is about it
-        return TuduiError(f"{config_file}: {text}")
+        return type(error)(f"{config_file}: {text}")
     first = text.split(" ", 1)[0]
     for section, values in given.items():
         for name, (_, where) in values.items():
@@ -259,5 +259,5 @@ def _from_file(error: TuduiError, config_file: str | Path | None, given: dict | 
                 continue    # given on the command line
             flag = flag_name(SECTIONS[section].__dataclass_fields__[name])
             if first in (where, flag):
-                return TuduiError(f"{config_file}: {where} {text.split(' ', 1)[1]}")
+                return type(error)(f"{config_file}: {where} {text.split(' ', 1)[1]}")
     return error

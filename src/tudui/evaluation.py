@@ -23,7 +23,7 @@ from tudui.data.sources import BUILTIN_DATASETS, data_reference, read_dataset
 from tudui.data.splits import held_out_positions, hold_out_val, join_images, relabel, trained_in_val
 from tudui.data.validate import drop_unreadable, readable_images
 from tudui.engine import evaluate as evaluate_model
-from tudui.errors import TuduiError
+from tudui.errors import SettingError, TuduiError
 from tudui.rundir import RunDir, create_numbered, resolve_weights_path
 from tudui.runtime import Runtime, create_runtime, resolve_device
 from tudui.settings import shown
@@ -182,7 +182,7 @@ def eval_output_dir(weights: str | Path, out: str) -> Path:
         if path.exists() and not path.is_dir():
             raise TuduiError(f"--out {path} is a file; give a folder for the report")
         if not path.exists() and path.suffix.lower() in (".html", ".htm", ".json", ".csv"):
-            raise TuduiError(f"--out names the report's folder (report.html, metrics.json and the pictures go in "
+            raise SettingError(f"--out names the report's folder (report.html, metrics.json and the pictures go in "
                              f"it), not a file: give a folder such as {path.with_suffix('')}")
         try:
             path.mkdir(parents=True, exist_ok=True)

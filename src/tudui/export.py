@@ -25,7 +25,7 @@ from torch import nn
 
 import tudui.exported as exported
 from tudui.config import ExportConfig
-from tudui.errors import TuduiError
+from tudui.errors import SettingError, TuduiError
 from tudui.rundir import resolve_weights_path
 from tudui.settings import shown_path
 from tudui.weights import WeightsMeta, load_model
@@ -111,7 +111,7 @@ def _output_path(cfg: ExportConfig) -> Path:
     if cfg.out:
         out = Path(cfg.out)
         if out.suffix.lower() != suffix:
-            raise TuduiError(f"--out must end in {suffix} for --format {cfg.format} (tudui eval and predict "
+            raise SettingError(f"--out must end in {suffix} for --format {cfg.format} (tudui eval and predict "
                              f"recognise the format by it), got {shown_path(out.name)}")
     else:
         if not Path(cfg.weights).exists():

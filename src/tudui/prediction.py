@@ -14,7 +14,7 @@ from torch import nn
 from tudui.config import PredictConfig
 from tudui.data.images import IMAGE_EXTENSIONS, is_image_file, load_image, to_rgb
 from tudui.engine.loop import predict_logits
-from tudui.errors import TuduiError
+from tudui.errors import SettingError, TuduiError
 from tudui.files import atomic_write
 from tudui.runtime import inference_device
 from tudui.settings import counted
@@ -133,7 +133,7 @@ def check_output_path(path: str | Path) -> Path:
     """path, if predictions can be written there (.csv or .json in an existing folder)."""
     path = Path(path)
     if path.suffix.lower() not in OUTPUT_FORMATS:
-        raise TuduiError(f"--out must end in .csv or .json, got {path.name!r}")
+        raise SettingError(f"--out must end in .csv or .json, got {path.name!r}")
     if not path.parent.is_dir():
         raise TuduiError(f"--out {path}: folder {path.parent} does not exist")
     if path.is_dir():

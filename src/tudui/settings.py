@@ -3,26 +3,34 @@ values quoted short in messages. config.py declares the settings themselves with
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from tudui.errors import TuduiError
+from tudui.errors import SettingError
 
 SHOWN_CHARS = 60             # how much of a bad value an error message quotes
 
 
 @dataclass(frozen=True)
 class Rule:
-    """What a setting's value must be: a test, and the words for it in the error message."""
+    """What a setting's value must be: a test, and the words for it in the error message (options:
+    the values allowed, when they can be listed, for a "did you mean")."""
     test: Callable[[Any], bool]
     says: str
+    options: tuple = ()
+
+    def message(self, flag: str, value: Any) -> str:
+        meant = (difflib.get_close_matches(value, [str(o) for o in self.options], n=1)
+                 if isinstance(value, str) else [])
+        return f"{flag} must be {self.says}, got {shown(value)}" + (f"; did you mean {meant[0]}?" if meant else "")
 
 
 def one_of(*options: Any) -> Rule:
-    return Rule(lambda v: v in options, "one of " + ", ".join(str(o) for o in options))
+    return Rule(lambda v: v in options, "one of " + ", ".join(str(o) for o in options), options)
 
 
 def within(low: float, high: float, *, high_included: bool = False) -> Rule:
@@ -61,7 +69,7 @@ def option(help: str, *, flag: str | None = None, rule: Rule | None = None, kind
 
 def check(ok: bool, message: str) -> None:
     if not ok:
-        raise TuduiError(message)
+        raise SettingError(message)
 
 
 class Settings:
@@ -73,10 +81,10 @@ class Settings:
             if isinstance(value, os.PathLike) and value_type(f) is str:  # Path objects from Python
                 object.__setattr__(self, f.name, value := os.fspath(value))
             if isinstance(value, float) and not math.isfinite(value):
-                raise TuduiError(f"{flag_name(f)} must be a finite number, got {value}")
+                raise SettingError(f"{flag_name(f)} must be a finite number, got {value}")
             rule = f.metadata.get("rule")
             if rule is not None and value is not None and not rule.test(value):
-                raise TuduiError(f"{flag_name(f)} must be {rule.says}, got {shown(value)}")
+                raise SettingError(rule.message(flag_name(f), value))
 
 
 def flag_name(f: dataclasses.Field) -> str:

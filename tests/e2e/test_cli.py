@@ -127,35 +127,53 @@ def test_python_dash_m_and_version():
     assert run_cli("--version", check=True).stdout.startswith("tudui ")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--data", "/no/such/dir"], "data set not found"),
-    (["train", "--data", "digits", "--lr", "-3"], "--lr must be positive"),
-    (["train", "--config", "/no/such.yaml"], "config file not found"),
-    (["train", "--data", "digits", "--model", "nope"], "unknown model 'nope'"),
-    (["train", "--data", "cifar10", "--data-dir", "EMPTY", "--no-download"], "--data digits"),
-    (["eval", "--weights", "/no/such/weights.safetensors"], "weights not found"),
-    (["predict", "/no/such.png", "--weights", "RUN"], "error: the image could not be read"),
-    (["predict", "/no/such.png", "--weights", "/no/weights"], "weights not found: /no/weights"),
-    (["predict", "BAD_IMAGE", "--weights", "RUN"], "could not be read"),
-    (["predict", "EMPTY", "--weights", "RUN"], "error: no images to predict (no images in "),   # not "1 of 1"
-    (["eval", "--weights", "BAD_IMAGE"], "not a readable safetensors"),
-    (["eval", "--weights", "RUN", "--out", "BAD_IMAGE"], "is a file"),
-    (["predict", "BAD_IMAGE", "--weights", "RUN", "--out", "predictions.txt"], "must end in .csv or .json"),
+@pytest.mark.parametrize("args, message, status", [
+    # a setting that cannot be is a usage mistake (argparse's status 2); what goes wrong later exits with 1
+    (["train", "--data", "/no/such/dir"], "data set not found", 1),
+    (["train", "--data", "digits", "--lr", "-3"], "--lr must be positive", 2),
+    (["train", "--config", "/no/such.yaml"], "config file not found", 2),
+    (["train", "--data", "digits", "--model", "nope"], "unknown model 'nope'", 1),
+    (["train", "--data", "cifar10", "--data-dir", "EMPTY", "--no-download"], "--data digits", 1),
+    (["eval", "--weights", "/no/such/weights.safetensors"], "weights not found", 1),
+    (["predict", "/no/such.png", "--weights", "RUN"], "error: the image could not be read", 1),
+    (["predict", "/no/such.png", "--weights", "/no/weights"], "weights not found: /no/weights", 1),
+    (["predict", "BAD_IMAGE", "--weights", "RUN"], "could not be read", 1),
+    (["predict", "EMPTY", "--weights", "RUN"], "error: no images to predict (no images in ", 1),   # not "1 of 1"
+    (["eval", "--weights", "BAD_IMAGE"], "not a readable safetensors", 1),
+    (["eval", "--weights", "RUN", "--out", "BAD_IMAGE"], "is a file", 1),
+    (["predict", "BAD_IMAGE", "--weights", "RUN", "--out", "predictions.txt"], "must end in .csv or .json", 2),
 ])
-def test_user_errors_are_one_line_and_a_nonzero_exit(args, message, tmp_path, digits_run):
+def test_user_errors_are_one_line_and_a_nonzero_exit(args, message, status, tmp_path, digits_run, capsys,
+                                                     monkeypatch):
+    from tudui import cli
     (tmp_path / "bad.safetensors").write_text("<html>")
     substitutions = {"EMPTY": str(tmp_path), "RUN": str(digits_run.run_dir),
                      "BAD_IMAGE": str(tmp_path / "bad.safetensors")}
-    result = run_cli(*[substitutions.get(a, a) for a in args], cwd=tmp_path)
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
-    assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+    monkeypatch.chdir(tmp_path)
+    # in this process (main catches what a subprocess would print as a traceback: "unexpected ...")
+    assert cli.main([substitutions.get(a, a) for a in args]) == status
+    err = capsys.readouterr().err
+    assert message in err and "unexpected" not in err
+    assert len([line for line in err.splitlines() if re.match(r"(tudui \w+: )?error: ", line)]) == 1
 
 
 def test_bad_flag_type_is_a_usage_error():
     result = run_cli("train", "--epochs", "many")
     assert result.returncode == 2 and "invalid int value" in result.stderr
+
+
+def test_a_value_outside_its_rule_is_a_usage_error_from_a_flag_or_a_file(tmp_path, capsys):
+    from tudui import cli
+    assert cli.main(["train", "--optimizer", "mun"]) == 2
+    assert capsys.readouterr().err == ("tudui train: error: --optimizer must be one of sgd, adamw, muon, got 'mun'; "
+                                       "did you mean muon? (see `tudui train --help`)\n")
+    (tmp_path / "c.yaml").write_text("optim:\n  schedule: cosin\n")
+    assert cli.main(["train", "--config", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tudui train: error: {tmp_path / 'c.yaml'}: optim.schedule must be one of") and \
+        "did you mean cosine?" in err
+    assert cli.main(["eval", "--weights", "w.safetensors", "--tta", "9"]) == 2
+    assert capsys.readouterr().err.startswith("tudui eval: error: --tta must be")
 
 
 @pytest.mark.skipif(not CIFAR_COPY.exists(), reason=CIFAR_SKIP)

@@ -87,7 +87,7 @@ def test_export_errors_are_one_line(digits_run, tmp_path):
     assert result.stderr.startswith("error: ") and result.stderr.strip().endswith(
         "damaged.onnx is not a readable ONNX file (DecodeError)")
     result = run_cli("export", str(digits_run.run_dir), "--format", "pt2", "--out", str(tmp_path / "x.onnx"))
-    assert result.returncode == 1 and result.stderr.startswith("error: --out must end in .pt2")
+    assert result.returncode == 2 and result.stderr.startswith("tudui export: error: --out must end in .pt2")
 
 
 def test_a_pickled_export_says_how_to_check_it_and_that_command_works(digits_run, tmp_path):

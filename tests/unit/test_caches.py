@@ -213,7 +213,8 @@ def test_tudui_cache_lists_prunes_and_clears(root, tmp_path):
     assert cleared.startswith("removed 2 entries") and "0 left" in cleared
     assert caches.entries(root) == []
     bad = run_cli("cache", "--prune", "--max-idle-days", "-1")
-    assert bad.returncode == 1 and bad.stderr.startswith("error: --max-idle-days") and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.startswith("tudui cache: error: --max-idle-days")
+    assert "Traceback" not in bad.stderr
 
 
 def test_the_idle_limit_must_be_a_number_of_days(root):
