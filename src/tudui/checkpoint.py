@@ -20,7 +20,7 @@ from torch import nn
 
 from tudui.config import Config
 from tudui.config_files import make_config
-from tudui.data.sources import data_reference
+from tudui.data.sources import BUILTIN_DATASETS, data_reference
 from tudui.errors import SettingError, TuduiError
 from tudui.files import atomic_write, same_file_as
 from tudui.rundir import RunDir
@@ -221,8 +221,8 @@ def resume_settings(resume: str | Path, config: Config | None, config_file, over
     model_changes = _changes(before.model, cfg.model)
     if model_changes:
         raise TuduiError(f"cannot resume {run} with a different model ({model_changes}); start a new run instead")
-    for what, old, new in (("data set", data_reference(before.data.dataset), data_reference(cfg.data.dataset)),
-                           ("--val-split", before.data.val_split, cfg.data.val_split),
+    _check_data_place(run, state, before.data.dataset, cfg.data.dataset)
+    for what, old, new in (("--val-split", before.data.val_split, cfg.data.val_split),
                            # the saved step counts and the schedule are in steps of this batch size
                            ("--batch-size", before.data.batch_size, cfg.data.batch_size),
                            ("--seed", before.train.seed, cfg.train.seed)):
@@ -252,6 +252,23 @@ def resume_settings(resume: str | Path, config: Config | None, config_file, over
         else before.train.epochs
     schedule, extension = extended_schedule(state, planned, cfg.train.epochs, extend)
     return Resume(run=run, state=state, config=cfg, schedule=schedule, extension=extension)
+
+
+def _check_data_place(run: RunDir, state: dict, old: str, new: str) -> None:
+    """A resumed run trains on its own data set. A folder, archive or list that moved may be given
+    by its new place (--data) when state.pt holds the images' fingerprint, which check_same_data
+    then compares; without one (state files from before it), or for another built-in set, no."""
+    old, new = data_reference(old), data_reference(new)
+    fingerprinted = isinstance(state.get("data"), dict)
+    is_path = old not in BUILTIN_DATASETS
+    if old == new:
+        if is_path and not Path(old).exists():
+            where = ("if it moved, give its new place with --data (its images must be the same)" if fingerprinted
+                     else "put it back there")
+            raise TuduiError(f"cannot resume {run}: its data set {old} is not there any more; {where}")
+        return
+    if not (fingerprinted and is_path and new not in BUILTIN_DATASETS):
+        raise TuduiError(f"cannot resume {run} with a different data set ({old} -> {new}); start a new run instead")
 
 
 def _check_not_stopped_early(run: RunDir, state: dict, cfg: Config) -> None:

@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+import yaml
 
 import tudui
 from tudui.checkpoint import load_state
@@ -235,6 +236,16 @@ def test_resuming_after_the_images_changed_is_refused_until_they_are_back(tmp_pa
     assert [row["epoch"] for row in csv.DictReader((run.run_dir / "metrics.csv").open())] == ["1"]
     extra.unlink()
     assert len(tudui.train(resume=run.run_dir, epochs=2, progress=False).history) == 1
+    # moved: refused where it was, resumed where it is now (the same images), and recorded there
+    moved = data.rename(tmp_path / "elsewhere")
+    with pytest.raises(TuduiError, match=r"its data set .*data is not there any more; if it moved, give its new "
+                                         r"place with --data"):
+        tudui.train(resume=run.run_dir, epochs=3, progress=False)
+    assert len(tudui.train(resume=run.run_dir, data=str(moved), epochs=3, progress=False).history) == 1
+    assert yaml.safe_load((run.run_dir / "config.yaml").read_text())["data"]["dataset"] == str(moved)
+    other = write_class_folder(tmp_path / "other", ["a", "b"], 11)
+    with pytest.raises(TuduiError, match=r"its images have changed since it started \(train"):
+        tudui.train(resume=run.run_dir, data=str(other), epochs=4, progress=False)
 
 
 def test_best_is_not_overwritten_by_a_worse_model_after_a_resume(tmp_path):
