@@ -51,6 +51,22 @@ def test_an_archive_of_any_kind_is_read_as_its_folder_and_macos_leftovers_are_sk
     assert spec.class_names == ["cat", "dog"] and len(spec.train) + len(spec.val) == 6
 
 
+def test_a_bad_file_in_an_archive_is_named_by_the_archive_and_its_member(tmp_path, monkeypatch, caplog):
+    from tudui.data.validate import drop_unreadable
+    monkeypatch.setenv("TUDUI_CACHE", str(tmp_path / "cache"))
+    write_class_folder(tmp_path / "src" / "set", ["cat", "dog"], 30)
+    (tmp_path / "src" / "set" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    archive = pack(tmp_path / "src" / "set", tmp_path / "set.zip")
+    spec = build_dataset(str(archive), "unused", 0.5, 0, False)
+    with caplog.at_level("WARNING", logger="tudui"):
+        kept, skipped = drop_unreadable(spec, 0.05)
+    assert len(kept.train) + len(kept.val) == 60 and len(skipped) == 1
+    assert f"skipping unreadable image {archive}: set/dog/broken.jpg:" in caplog.text
+    assert "cache" not in caplog.text
+    with pytest.raises(TuduiError, match=f"{archive}: set/dog/broken.jpg \\("):
+        drop_unreadable(spec, 0)
+
+
 @pytest.mark.parametrize("name", ["../evil.png", "/etc/evil.png", "a/../../evil.png", "C:/evil.png"])
 def test_a_zip_member_outside_its_folder_is_refused_and_nothing_lands_there(tmp_path, name):
     zipped = tmp_path / "bad.zip"

@@ -72,6 +72,20 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".ta
 ARCHIVES = ".zip or .tar(.gz, .bz2, .xz)"
 
 
+# The folders this process unpacked (or found unpacked) archives into, and those archives: a
+# file's messages name it as the user knows it, "archive: member", not by its place in the cache.
+_UNPACKED: dict[Path, Path] = {}
+
+
+def as_given(path: str | Path) -> str:
+    """path as the user knows it: a file unpacked from an archive as "ARCHIVE: member/path"."""
+    path = Path(path)
+    for folder, archive in _UNPACKED.items():
+        if path.is_relative_to(folder):
+            return f"{archive}: {path.relative_to(folder).as_posix()}"
+    return str(path)
+
+
 def extract_archive(archive: Path, cache_dir: Path) -> Path:
     """Unpack a .zip or .tar archive once into cache_dir; later calls reuse it while the file is unchanged.
 
@@ -86,6 +100,7 @@ def extract_archive(archive: Path, cache_dir: Path) -> Path:
         caches.note_use(target, source, stamp=stat)
         caches.hold(target)
         if target.is_dir():   # not removed by another process just before the hold
+            _UNPACKED[target] = archive
             return target
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +132,7 @@ def extract_archive(archive: Path, cache_dir: Path) -> Path:
     caches.note_use(target, source, stat)
     caches.hold(target)
     caches.prune_once(cache_dir.parent)
+    _UNPACKED[target] = archive
     return target
 
 

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from tudui import caches
 from tudui.data.cache import files_key
 from tudui.data.datasets import DatasetSpec, FileImages
+from tudui.data.folders import as_given
 from tudui.data.images import open_image
 from tudui.errors import TuduiError
 from tudui.files import atomic_write, cache_root
@@ -36,7 +37,9 @@ def check_image(path: Path) -> str | None:
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         return f"larger than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels (a possible decompression bomb)"
     except Exception as e:  # Pillow raises many types for broken files (OSError, SyntaxError, ...)
-        return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        # the message names the file already: not again (and not by its place in the cache)
+        text = str(e).replace(f" {str(path)!r}", "").strip()
+        return f"{type(e).__name__}: {text}" if text else type(e).__name__
     return None
 
 
@@ -44,7 +47,7 @@ def find_unreadable(files: FileImages) -> list[tuple[str, str]]:
     """[(path, reason)] for the files that cannot be decoded, each path spelled as in files;
     cached per set of files (by position in the list: the same files may be spelled otherwise,
     relative or absolute, the next time)."""
-    cached = cache_root() / "checked" / f"{files_key(files, 'check-v2')}.json"
+    cached = cache_root() / "checked" / f"{files_key(files, 'check-v3')}.json"
     if cached.is_file():
         try:
             found = [(files.samples[int(i)][0], str(reason)) for i, reason in json.loads(cached.read_text())]
@@ -112,12 +115,12 @@ def _check_left(bad: list[tuple[str, str]], total: int, which: str) -> None:
 
 def _listed(bad: list[tuple[str, str]]) -> str:
     more = f"; and {len(bad) - 10} more" if len(bad) > 10 else ""
-    return "; ".join(f"{path} ({reason})" for path, reason in bad[:10]) + more
+    return "; ".join(f"{as_given(path)} ({reason})" for path, reason in bad[:10]) + more
 
 
 def _without(dataset: FileImages, bad: list[tuple[str, str]]) -> FileImages:
     """dataset less the unreadable files in bad, each warned about."""
     for path, reason in bad:
-        log.warning("skipping unreadable image %s: %s", path, reason)
+        log.warning("skipping unreadable image %s: %s", as_given(path), reason)
     paths = {path for path, _ in bad}
     return FileImages([s for s in dataset.samples if str(s[0]) not in paths])
