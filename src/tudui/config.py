@@ -342,7 +342,8 @@ class ExportConfig(Settings):
                       cli={"metavar": "FILE"}, default="")
     batch: str = option("the batch dimension of the exported graph: dynamic, or a fixed size N",
                         rule=BATCH_SHAPE, default="dynamic")
-    half: bool = option("export in float16 (half the size, faster on GPUs; checked against the float32 original with a tolerance of 2e-2)",
+    half: bool = option("export in float16 (half the size, faster on GPUs; checked against the float32 original "
+                        "with a tolerance of 2e-2)",
                         default=False)
     pixels: str = option("what the graph takes: uint8 (0-255, as images are stored) or float (0-1); either "
                          "way RGB, N x 3 x H x W at the trained input size, normalised inside the graph",

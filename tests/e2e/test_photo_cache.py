@@ -21,7 +21,8 @@ def write_photos(root, classes=("a", "b", "c"), per_class=8, size=(200, 150), se
 def test_photos_train_on_the_resized_crop_tensor_path_and_eval_agrees(tmp_path, capsys):
     folder = write_photos(tmp_path / "photos")
     # fastnet: its whitening is initialised from the loader's samples, as whole images at 96 px
-    result = tudui.train(data=str(folder), model="fastnet", widths="16,32,32", input_size=96, epochs=1, batch_size=8, val_split=0.25,
+    result = tudui.train(data=str(folder), model="fastnet", widths="16,32,32", input_size=96, epochs=1, batch_size=8,
+                         val_split=0.25,
                          project=str(tmp_path / "runs"), progress=None, report=False)
     first_lines = capsys.readouterr().out.splitlines()[:6]
     assert any("augment resized-crop-flip" in line for line in first_lines)

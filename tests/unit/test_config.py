@@ -245,7 +245,8 @@ def test_files_that_cannot_be_settings_are_one_short_error(tmp_path, content, me
     assert len(str(error.value)) < 250 and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("text", ["augment: " + "x" * 100_000, "x" * 100_000 + ": 1", "epochs: [" + "1, " * 30_000 + "1]"])
+@pytest.mark.parametrize("text", ["augment: " + "x" * 100_000, "x" * 100_000 + ": 1",
+                                  "epochs: [" + "1, " * 30_000 + "1]"])
 def test_error_messages_quote_only_the_start_of_a_long_value(tmp_path, text):
     path = tmp_path / "long.yaml"
     path.write_text(text + "\n")
@@ -258,7 +259,8 @@ def test_error_messages_quote_only_the_start_of_a_long_value(tmp_path, text):
     ({"lr": float("inf")}, "--lr must be a finite number"), ({"momentum": float("nan")}, "--momentum must be a finite"),
     ({"weight_decay": float("inf")}, "--weight-decay must be a finite"), ({"seed": -1}, "--seed must be between 0"),
     ({"seed": 2 ** 40}, "--seed must be between 0"), ({"epochs": 10 ** 23}, "--epochs must be between 1"),
-    ({"lr": 1e308}, "--lr must be positive and at most 1000"), ({"batch_size": 10 ** 9}, "--batch-size must be between"),
+    ({"lr": 1e308}, "--lr must be positive and at most 1000"),
+    ({"batch_size": 10 ** 9}, "--batch-size must be between"),
     ({"input_size": 200_000}, "--input-size must be 0"), ({"workers": 10_000}, "--workers must be between"),
 ])
 def test_numbers_out_of_any_sensible_range_are_refused_with_the_flag_named(overrides, message):

@@ -247,7 +247,8 @@ def test_each_links_to_the_other_at_its_top_and_the_relative_links_work():
 
     en_targets = {t for _, t in en_links if relative(t) and t != ZH.name}
     zh_targets = {t for _, t in zh_links if relative(t) and t != EN.name}
-    assert en_targets <= zh_targets, f"{HINT}\nlinks of {EN.name} missing in {ZH.name}: {sorted(en_targets - zh_targets)}"
+    missing = sorted(en_targets - zh_targets)
+    assert en_targets <= zh_targets, f"{HINT}\nlinks of {EN.name} missing in {ZH.name}: {missing}"
     broken = [f"{ZH.name} line {line}: {target}" for line, target in zh_links
               if relative(target) and not (ZH.parent / target.split("#")[0]).exists()]
     assert not broken, "relative links that lead nowhere:\n" + "\n".join(broken)

@@ -183,8 +183,9 @@ def test_deeply_nested_metadata_is_refused_without_a_recursion_error(tmp_path):
 @pytest.mark.parametrize("change, field", [
     ({"num_classes": 10 ** 12, "class_names": ["a"] * 3}, "num_classes"), ({"input_size": 200_000}, "input_size"),
     ({"resize_size": 10 ** 9}, "resize_size"), ({"interpolation": "magic"}, "interpolation"),
-    ({"mean": [0.5, 0.5]}, "mean"), ({"std": [0.5, 0.0, 0.5]}, "std"), ({"model_options": {"evil": 1}}, "model_options"),
-    ({"model_options": {"widths": "9" * 500}}, "model_options"), ({"class_names": ["a", "b", "x" * 5000]}, "class_names"),
+    ({"mean": [0.5, 0.5]}, "mean"), ({"std": [0.5, 0.0, 0.5]}, "std"),
+    ({"model_options": {"evil": 1}}, "model_options"), ({"model_options": {"widths": "9" * 500}}, "model_options"),
+    ({"class_names": ["a", "b", "x" * 5000]}, "class_names"),
     ({"epoch": -3}, "epoch"), ({"val_accuracy": 7.5}, "val_accuracy"),
 ])
 def test_metadata_that_would_make_tudui_allocate_or_misbehave_is_refused_naming_the_field(tmp_path, change, field):

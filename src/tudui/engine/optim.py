@@ -70,7 +70,8 @@ def describe_optimizer(cfg: OptimConfig, optimizer: torch.optim.Optimizer, backb
         line = (f"Muon for the {count(True):,} weights of the conv filters (lr {cfg.muon_lr:g}, momentum "
                 f"{cfg.muon_momentum:g}, {cfg.muon_steps} Newton-Schulz steps); SGD for the other "
                 f"{count(False):,} ({settings})")
-    return line + f"; {cfg.schedule} schedule" + (f", warm-up {cfg.warmup_epochs:g} epochs" if cfg.warmup_epochs else "")
+    warmup = f", warm-up {cfg.warmup_epochs:g} epochs" if cfg.warmup_epochs else ""
+    return line + f"; {cfg.schedule} schedule" + warmup
 
 
 def inverse_frequency(labels, num_classes: int) -> torch.Tensor:

@@ -36,7 +36,8 @@ SIZE_ARGUMENT = {"vit_": "image_size", "maxvit_": "input_size"}
 # Models with auxiliary classifiers: their ImageNet weights include them, tudui trains without.
 AUX_MODULES = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
 # DenseNet's published weights use old layer names ("norm.1"); torchvision renames them on load.
-DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$")
+DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+                              r"([12]\.(?:weight|bias|running_mean|running_var))$")
 
 
 @functools.cache
