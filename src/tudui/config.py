@@ -111,8 +111,8 @@ class OptimConfig(Settings):
     optimizer: str = option("optimizer: sgd, adamw, or muon (Muon for convolution filters, SGD with the "
                           "settings below for the rest)", flag="--optimizer", rule=one_of(*OPTIMIZERS),
                           default="sgd")
-    lr: float = option("peak learning rate (default: 0.01 for sgd, 0.001 for adamw)",
-                     rule=Rule(lambda v: 0 <= v <= 1000, "positive and at most 1000"), default=0.0)
+    lr: float = option("peak learning rate (default: 0.01 for sgd and muon, 0.001 for adamw)",
+                     rule=Rule(lambda v: 0 < v <= 1000, "positive and at most 1000"), kind=float, default=None)
     momentum: float = option("SGD momentum", rule=within(0, 1), default=0.9)
     nesterov: bool = option("use Nesterov momentum with SGD", default=False)
     weight_decay: float = option("weight decay", rule=up_to(0, 1e4), default=5e-4)
@@ -141,7 +141,7 @@ class OptimConfig(Settings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.lr == 0:  # 0 means "the optimizer's usual value"; resolved here so it is recorded
+        if self.lr is None:  # not given: the optimizer's usual value, resolved here so that it is recorded
             object.__setattr__(self, "lr", 1e-3 if self.optimizer == "adamw" else 0.01)
 
 

@@ -49,6 +49,24 @@ def _pickle_refusal(path: Path, what: str) -> str:
             f"and pass the new file, or pass --trust-pickle if you made the file yourself")
 
 
+def _unpickle_failure(path: Path, error: Exception) -> str:
+    """Why a whole pickled model did not load, and what to do: a pickle names the module that
+    defined its model's class (the course's `from model import *`: model.py), which must be
+    importable here."""
+    first = (str(error).splitlines() or [""])[0]
+    said = f"cannot unpickle {path}: {type(error).__name__}: {first}"
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        module = error.name.split(".")[0]
+        return (f"{said}. Its model's class was defined in {module}.py: run tudui in the folder that holds "
+                f"{module}.py, with that folder on Python's path (PYTHONPATH=. tudui ...)")
+    where = re.search(r"Can't get attribute '(\w+)' on <module '[\w.]*__main__'", first)
+    if where:
+        return (f"{said}. Its model's class {where.group(1)} was defined in the script that saved it: "
+                f"move the class into a module of its own (model.py), or save model.state_dict() "
+                f"from that script and pass that file")
+    return f"{said} (the classes it was saved with must be importable)"
+
+
 def _as_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, nn.Module):
         return obj.state_dict()
@@ -98,8 +116,7 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, t
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # noqa: BLE001  (unpickling runs the file's code: it can raise anything)
-            raise TuduiError(f"cannot unpickle {path}: {type(e).__name__}: {str(e).splitlines()[0]} "
-                             f"(the classes it was saved with must be importable)") from None
+            raise TuduiError(_unpickle_failure(path, e)) from None
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise NotWeights(f"{path} is not a PyTorch weights file ({first})") from None

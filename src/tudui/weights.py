@@ -316,7 +316,8 @@ def _import_model(path: str | Path, model_name: str | None, trust_pickle: bool) 
     state = read_state_dict(path, trust_pickle)   # first: a file that is no state_dict says so
     if not model_name:
         raise TuduiError(f"{path} is a plain PyTorch weights file, which does not say which model it "
-                         f"is for; pass --model NAME (e.g. --model vgg16)")
+                         f"is for; pass --model NAME (--model tudui for the course's net; `tudui models` "
+                         f"lists the others)")
     fit = model_for_state_dict(model_name, state, {}, str(path))
     weights = tv.default_weights(model_name) if model_entry(model_name).family == "torchvision" else None
     categories = list(weights.meta.get("categories", [])) if weights is not None else []

@@ -70,6 +70,28 @@ def test_trust_pickle_loads_a_whole_model_with_a_warning(tmp_path, caplog):
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("where", ["model.py", "the script"])
+def test_an_unpicklable_model_says_where_its_class_must_come_from(tmp_path, where):
+    import subprocess
+    import sys
+    net = "import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n" \
+          "        self.fc = torch.nn.Linear(2, 2)\n"
+    if where == "model.py":   # the course: model.py holds the class, train.py does `from model import *`
+        (tmp_path / "coursemodel.py").write_text(net)
+        script = "import torch\nfrom coursemodel import *\ntorch.save(Net(), 'whole.pth')\n"
+    else:
+        script = net + "torch.save(Net(), 'whole.pth')\n"
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True)
+    with pytest.raises(TuduiError) as err:
+        read_state_dict(tmp_path / "whole.pth", trust_pickle=True)
+    message = str(err.value)
+    if where == "model.py":
+        assert "defined in coursemodel.py: run tudui in the folder that holds coursemodel.py" in message
+        assert "PYTHONPATH=." in message
+    else:
+        assert "class Net was defined in the script that saved it" in message and "state_dict()" in message
+
+
 # "hello" sends torch's restricted unpickler to a memo it never filled (a KeyError, once).
 @pytest.mark.parametrize("content", [b"<html>", b"hello", b"notes\n", bytes(range(256)) * 4])
 @pytest.mark.parametrize("model_name", [None, "tudui"])
