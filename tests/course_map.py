@@ -9,7 +9,7 @@ from helpers import REPO
 COURSE = REPO / "docs" / "course.md"
 COURSE_ZH = REPO / "docs" / "course.zh-CN.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
-CODE_LINE = re.compile(r"^Code: (.+)$", re.M)
+CODE_LINE = re.compile(r"^(?:Code: |代码：)(.+)$", re.M)   # 代码：in the Chinese page
 
 
 def code_blocks(path: Path) -> list[tuple[str, str]]:
