@@ -19,7 +19,7 @@ from tudui.usage import Parser, unrecognized
 TRAIN_EXAMPLES = """examples:
   tudui train --data digits                      # the embedded data set, no download, ~1 min on a CPU
   tudui train                                    # CIFAR-10 (downloaded to ./data when missing)
-  tudui train --config configs/seed.yaml         # the course's recipe exactly
+  tudui train --config seed                      # the course's recipe exactly (tudui's own configs/seed.yaml)
   tudui train --data path/to/folder --model tudui_relu --epochs 30 --lr 0.05
   tudui train --data photos/ --model resnet18 --pretrained --freeze-epochs 1    # transfer learning
   tudui train --data photos/ --model vgg16 --weights vgg16_method2.pth --head append

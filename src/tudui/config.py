@@ -274,7 +274,9 @@ def _model_of_state_dict() -> Any:
 @dataclass(frozen=True, kw_only=True)
 class TrainFlags(Settings):
     """Flags of `tudui train` that are not settings of the run: never read from a file, never recorded."""
-    config: str = option("YAML settings (flags win over it)", cli={"metavar": "FILE.yaml"}, default="")
+    config: str = option("YAML settings (flags win over it): a file, or one of tudui's own recipes by name "
+                         "(seed, cifar10-fast, cifar10-cpu, cifar10-cpu-10min, folder-resnet18)",
+                         cli={"metavar": "FILE.yaml"}, default="")
     resume: str = option("continue a stopped run where it stopped (its own settings; flags may change them, "
                        "e.g. a larger --epochs extends a finished run, but not the model, data set, split, seed, "
                        "batch size or optimizer settings)", cli={"metavar": "RUN_DIR"}, default="")

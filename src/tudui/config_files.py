@@ -165,11 +165,35 @@ class _SettingsLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+# The recipes that come with tudui (seed, cifar10-fast, ...), which --config takes by name anywhere.
+BUILTIN_CONFIGS = Path(__file__).with_name("configs")
+
+
+def builtin_configs() -> list[str]:
+    return sorted(path.stem for path in BUILTIN_CONFIGS.glob("*.yaml"))
+
+
+def config_path(name: str | Path) -> Path:
+    """The settings file --config names: a file here, else one of tudui's own recipes by its name
+    (seed, seed.yaml, or configs/seed.yaml as the repository's README spells it)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    parts = path.parts
+    if len(parts) == 1 or (len(parts) == 2 and parts[0] == "configs"):
+        builtin = BUILTIN_CONFIGS / (path.name if path.suffix in (".yaml", ".yml") else path.name + ".yaml")
+        if builtin.with_suffix(".yaml").is_file():
+            return builtin.with_suffix(".yaml")
+    return path
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """A settings file's mapping; any file that cannot be one is a TuduiError naming it."""
-    path = Path(path)
+    """A settings file's mapping (a file, or one of tudui's own recipes by name); any file that
+    cannot be one is a TuduiError naming it."""
+    path = config_path(path)
     if not path.is_file():
-        raise SettingError(f"config file not found: {path}")
+        raise SettingError(f"config file not found: {path} (tudui's own, which --config takes by name from "
+                           f"anywhere: {', '.join(builtin_configs())})")
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise SettingError(f"config file {path} is {path.stat().st_size:,} bytes; a settings file is "

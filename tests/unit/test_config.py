@@ -78,8 +78,26 @@ def test_bad_config_files_are_refused_with_the_reason(tmp_path, text, message):
 
 
 def test_missing_config_file_is_named(tmp_path):
-    with pytest.raises(TuduiError, match="config file not found"):
+    with pytest.raises(TuduiError, match=r"config file not found: .*nope.yaml \(tudui's own, .*: cifar10-cpu, .*seed\)"):
         make_config(tmp_path / "nope.yaml")
+
+
+def test_tudui_s_own_recipes_are_taken_by_name_from_any_folder_and_a_file_here_comes_first(tmp_path, monkeypatch):
+    from helpers import REPO
+    monkeypatch.chdir(tmp_path)
+    own = make_config(REPO / "configs" / "seed.yaml")
+    for name in ("seed", "seed.yaml", "configs/seed.yaml"):
+        assert make_config(name) == own
+    (tmp_path / "seed.yaml").write_text("epochs: 3\n")
+    assert make_config("seed.yaml").train.epochs == 3 and make_config("seed").train.epochs == 10
+    with pytest.raises(TuduiError, match="config file not found"):   # a path elsewhere is only that path
+        make_config("other/seed.yaml")
+    from dataclasses import fields
+
+    from tudui.config import TrainFlags
+    from tudui.config_files import builtin_configs
+    said = next(f for f in fields(TrainFlags) if f.name == "config").metadata["help"]
+    assert len(builtin_configs()) >= 5 and all(name in said for name in builtin_configs())   # --help names them all
 
 
 def test_seed_recipe_is_the_course_recipe():
