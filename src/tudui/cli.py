@@ -17,7 +17,7 @@ from tudui.settings import flag_name, option_key, value_type
 from tudui.usage import Parser, unrecognized
 
 TRAIN_EXAMPLES = """examples:
-  tudui train --data digits                      # the embedded data set, no download, ~1 min on a CPU
+  tudui train --data digits                      # the embedded data set, no download, ~15 s on a CPU
   tudui train                                    # CIFAR-10 (downloaded to ./data when missing)
   tudui train --config seed                      # the course's recipe exactly (tudui's own configs/seed.yaml)
   tudui train --data path/to/folder --model tudui_relu --epochs 30 --lr 0.05
