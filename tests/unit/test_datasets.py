@@ -175,6 +175,18 @@ def test_cifar10_offline_says_what_is_missing_and_how_to_run_offline(tmp_path, m
     assert "\n" not in message
 
 
+def test_the_course_s_dataset_folder_is_named_as_the_torchvision_set_it_holds(tmp_path):
+    # the course: torchvision.datasets.CIFAR10(root="./dataset", download=True), its batches damaged here
+    (tmp_path / "dataset" / "cifar-10-batches-py").mkdir(parents=True)
+    (tmp_path / "dataset" / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"cut short")
+    with pytest.raises(TuduiError, match=r"found none .*; it holds torchvision's CIFAR-10 \(cifar-10-batches-py/\): "
+                                         r"train on that with --data cifar10 --data-dir .*dataset$"):
+        build_dataset(str(tmp_path / "dataset"))
+    with pytest.raises(TuduiError, match=r"CIFAR-10 is not whole in .*cifar-10-batches-py \(files missing or "
+                                         r"damaged\) and download turned off"):
+        build_dataset("cifar10", data_dir=str(tmp_path / "dataset"), download=False)
+
+
 def test_channel_stats_of_arrays_and_files(split_folder):
     spec = build_dataset(str(split_folder))
     mean, std = channel_stats(spec.train)

@@ -83,6 +83,10 @@ def test_a_damaged_zip_is_one_clear_error(tmp_path):
     (tmp_path / "cut.zip").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(TuduiError, match="cannot unpack .*cut.zip"):
         extract_archive(tmp_path / "cut.zip", tmp_path / "cache")
+    (tmp_path / "not.tar.gz").write_bytes(b"not a gzip at all")   # tarfile's reason ends in ":", its list cut off
+    with pytest.raises(TuduiError, match=r"cannot unpack .*not.tar.gz: file could not be opened successfully; the "
+                                         r"file is damaged"):
+        extract_archive(tmp_path / "not.tar.gz", tmp_path / "cache")
 
 
 def leftovers(cache):

@@ -125,7 +125,7 @@ def extract_archive(archive: Path, cache_dir: Path) -> Path:
             zlib.error, lzma.LZMAError) as e:
         # RuntimeError: zipfile's word for an encrypted member; NotImplementedError: a compression it lacks;
         # zlib's and lzma's errors: a damaged compressed member of a zip
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(":")
         raise TuduiError(f"cannot unpack {archive}: {first[:200]}; the file is damaged or not an archive") from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)   # gone already when the rename succeeded

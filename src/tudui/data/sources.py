@@ -49,4 +49,12 @@ def read_dataset(name: str, data_dir: str = DATA.data_dir, seed: int = TRAIN.see
         meant = f"; did you mean {close[0]}?" if close else ""
         raise TuduiError(f"data set not found: {name}{meant} (expected a built-in one: {', '.join(BUILTIN_DATASETS)}; "
                          f"or a folder, a .zip or .tar archive, or a .csv list)")
-    return folder(name, cache_root() / "extracted", min_classes)
+    try:
+        return folder(name, cache_root() / "extracted", min_classes)
+    except TuduiError as e:
+        # the course's `root="./dataset"`: torchvision's own files of a set, not class folders
+        held = [key for key, info in SETS.items() if info.folder != "." and (Path(name) / info.folder).is_dir()]
+        if held:
+            raise TuduiError(f"{e}; it holds torchvision's {SETS[held[0]].title} ({SETS[held[0]].folder}/): train on "
+                             f"that with --data {held[0]} --data-dir {name}") from None
+        raise

@@ -61,8 +61,11 @@ def torchvision_set(name: str, data_dir: str, download: bool) -> DatasetSpec:
     except Exception as e:  # network errors, missing files, bad checksums: all mean "not here"
         reason = "download turned off (--no-download)" if not download else \
             f"download failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else 'no detail'})"
+        there = root / info.folder
+        state = (f"is not whole in {there} (files missing or damaged)" if info.folder != "." and there.is_dir()
+                 else f"is not in {there}")
         raise TuduiError(
-            f"{info.title} is not in {root / info.folder} and {reason}; download {info.files} from {info.url} "
+            f"{info.title} {state} and {reason}; download {info.files} from {info.url} "
             f"into {root}/ (unpack an archive there) or pass --data-dir, or run offline with --data digits") from None
     images, labels = _arrays(train)
     return DatasetSpec(train=ArrayImages(images, labels), test=ArrayImages(*_arrays(test)),
