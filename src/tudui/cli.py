@@ -295,6 +295,15 @@ def one_line(error: TuduiError) -> str:
     return text
 
 
+class _Said(logging.Formatter):
+    """A log line as the CLI prints it: the message, with "warning: " in front of a warning (as
+    the lines the commands print themselves have)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"warning: {text}" if record.levelno >= logging.WARNING else text
+
+
 class _StderrNow(logging.StreamHandler):
     """Writes to whatever sys.stderr is when a line comes (tests and redirections replace it)."""
 
@@ -314,7 +323,7 @@ def show_log_lines() -> None:
     logger = logging.getLogger("tudui")
     if not any(isinstance(handler, _StderrNow) for handler in logger.handlers):
         handler = _StderrNow()
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(_Said("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 

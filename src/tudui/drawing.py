@@ -74,7 +74,7 @@ def figure_text(texts: Iterable[str] = ()) -> Iterator[None]:
             _warned.add(found.group(1))
             missing.append(found.group(1))
     if missing:
-        log.warning("warning: the pictures show boxes for characters no installed font has (%s); "
+        log.warning("the pictures show boxes for characters no installed font has (%s); "
                     "a font such as Noto Sans CJK, once installed, is used for them", _shown(missing))
 
 

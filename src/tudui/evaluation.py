@@ -105,7 +105,7 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
         raw, _ = drop_unreadable(raw, bad_share)
         if own:
             trained_on = len(raw.train) - len(held_out_positions(raw, trained.data.val_split, trained.train.seed))
-            log.warning("warning: %s is the data these weights were trained on: %s of its %s images are training "
+            log.warning("%s is the data these weights were trained on: %s of its %s images are training "
                         "images, which flatter the accuracy; --split val (or test) measures only held-out ones",
                         data, f"{trained_on:,}", f"{sum(len(d) for d in raw.splits().values()):,}")
         return raw, split, join_images(list(raw.splits().values()))
@@ -113,7 +113,7 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
     if own and split == "val" and raw.val is None and val_split != trained.data.val_split:
         seen, held = trained_in_val(raw, trained.data.val_split, val_split, trained.train.seed)
         if seen:
-            log.warning("warning: --val-split %g is not the %s the weights were trained with: %s of the %s images "
+            log.warning("--val-split %g is not the %s the weights were trained with: %s of the %s images "
                         "of this val split are training images, which flatter the accuracy; leave --val-split out "
                         "to measure the run's own val split", val_split, _shown_share(trained.data.val_split),
                         f"{seen:,}", f"{held:,}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from tudui.models import torchvision as tv
 from tudui.rundir import resolve_weights_path
 from tudui.settings import shown
 from tudui.state_dicts import NotWeights, check_finite, fit_state_dict, read_state_dict
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 META_KEY = "tudui"
@@ -232,9 +235,14 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", model_name:
     if not Path(path).exists():
         raise TuduiError(f"weights not found: {path}")
     if exported.is_exported(path) and Path(path).is_file():
+        if model_name:
+            log.warning("--model %s is not used: %s is an exported model, which holds its own graph", model_name, path)
         return load_exported(path, torch.device(device), trust_pickle)
     if is_tudui_weights(path):
         state, meta = read_weights(path)
+        if model_name and model_name != meta.model:
+            log.warning("--model %s is not used: %s holds tudui weights of a %s model, which say so themselves "
+                        "(--model is for a plain state_dict .pth)", model_name, path, meta.model)
         model = create_model(meta.model, num_classes=meta.num_classes, **meta.model_options)
         fit_state_dict(model, state, str(path), f"model {meta.model!r}")
         if layout and meta.config.train.channels_last:

@@ -47,7 +47,7 @@ def test_the_command_line_shows_tudui_log_lines_on_stderr_once(capsys):
         logging.getLogger("tudui.data.cache").warning("decode cache x is unreadable; decoding again")
         logging.getLogger("tudui.data.cache").debug("not for users")
         assert capsys.readouterr() == ("", "unpacking a.tar.gz into the cache (once)\n"
-                                           "decode cache x is unreadable; decoding again\n")
+                                           "warning: decode cache x is unreadable; decoding again\n")
     finally:
         logger.handlers[:] = handlers
         logger.setLevel(level)

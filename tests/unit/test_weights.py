@@ -133,6 +133,15 @@ def test_a_run_directory_stands_for_its_best_weights(tmp_path):
         read_weights(tmp_path)
 
 
+def test_a_model_name_that_tudui_weights_overrule_is_warned_about(tmp_path, caplog):
+    save_weights(tmp_path / "w.safetensors", create_model("tudui", 3), META)
+    with caplog.at_level("WARNING", logger="tudui"):
+        assert load_model(tmp_path / "w.safetensors", model_name="tudui")[1].model == "tudui"
+        assert caplog.text == ""                                    # the same name: nothing to say
+        assert load_model(tmp_path / "w.safetensors", model_name="vgg16")[1].model == "tudui"
+    assert "--model vgg16 is not used: " in caplog.text and "weights of a tudui model" in caplog.text
+
+
 def test_the_metadata_reads_back_equal_with_the_settings_of_the_run(tmp_path):
     from tudui.config_files import make_config
     cfg = make_config(data="digits", model="tudui_relu", lr=0.3, optimizer="adamw", name="mine", tta=2)
