@@ -201,8 +201,9 @@ def plot_per_class(data: ReportData) -> Figure:
     y = np.arange(n)
     bars = ax.barh(y, [table[i]["recall"] for i in order], color="#4a90c2",
                    label="recall (accuracy of the class)")
-    dots, = ax.plot([table[i]["precision"] for i in order], y, "o", color="#e07b00", markersize=5,
-                    label="precision", clip_on=False)
+    # no dot for a class nothing was predicted as: its precision (0/0) is not measured
+    dots, = ax.plot([np.nan if table[i]["precision"] is None else table[i]["precision"] for i in order], y, "o",
+                    color="#e07b00", markersize=5, label="precision", clip_on=False)
     overall = ax.axvline(data.metrics["accuracy"], color="black", linestyle="--", linewidth=1,
                          label=f"overall accuracy {data.metrics['accuracy']:.1%}")
     ax.set_yticks(y, names, fontsize=10 if n <= 30 else 8)

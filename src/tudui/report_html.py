@@ -30,8 +30,8 @@ PICTURES = (("confusion_matrix.png", "Confusion matrix",
              ("The images the model got wrong with the highest probability: often label errors "
               "or classes that look alike.")),
             ("per_class.png", "Per class", ("Recall (the share of a class's images found) and precision "
-                                            "(the share of a class's predictions that were right), "
-                                            "weakest class first.")),
+                                            "(the share of a class's predictions that were right; no dot "
+                                            "when nothing was predicted as it), weakest class first.")),
             ("curves.png", "Training curves", "Loss, val accuracy and learning rate per epoch (val picks the "
                                               "best epoch; the numbers above measure its weights)."))
 

@@ -14,10 +14,10 @@ def class_metrics(confusion) -> dict[str, list]:
     """Per-class precision, recall, F1, accuracy and support from a confusion matrix (rows: true).
 
     A class's accuracy is the share of its images classified correctly (the course's
-    "accuracy for class"), which is its recall. Divisions by zero give 0, as scikit-learn's
-    zero_division=0 does, except for a class without images in what was measured: its recall,
-    accuracy and F1 are None (not measured, not 0 %), and so is its precision unless some image
-    was predicted as it (then 0: every such answer was wrong).
+    "accuracy for class"), which is its recall. What a division by zero would give is None (not
+    measured, rather than 0 %): the precision of a class nothing was predicted as, and the recall,
+    accuracy and F1 of a class without images in what was measured. A class with images that was
+    never predicted has F1 0 (its recall is 0), as scikit-learn's zero_division=0 gives.
     """
     cm = np.asarray(confusion, dtype=np.float64)
     correct = np.diag(cm)
@@ -31,7 +31,7 @@ def class_metrics(confusion) -> dict[str, list]:
     def listed(values: np.ndarray, unknown: np.ndarray) -> list[float | None]:
         return [None if gone else float(v) for v, gone in zip(values, unknown)]
 
-    return {"precision": listed(precision, absent & (predicted == 0)), "recall": listed(recall, absent),
+    return {"precision": listed(precision, predicted == 0), "recall": listed(recall, absent),
             "f1": listed(f1, absent), "accuracy": listed(recall, absent), "support": support.astype(int).tolist()}
 
 

@@ -47,11 +47,13 @@ def test_class_metrics_agree_with_scikit_learn():
     ours = class_metrics(confusion)
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=range(5),
                                                                      zero_division=0)
-    np.testing.assert_allclose(ours["precision"], precision)
+    # class 4's precision (0/0) is not measured: None where scikit-learn's zero_division puts 0
+    assert ours["precision"][4] is None
+    np.testing.assert_allclose(ours["precision"][:4], precision[:4])
     np.testing.assert_allclose(ours["recall"], recall)
-    np.testing.assert_allclose(ours["f1"], f1)
+    np.testing.assert_allclose(ours["f1"], f1)                # its F1 is 0 all the same: recall 0
     assert ours["support"] == support.tolist()
-    assert ours["precision"][4] == 0.0 and ours["accuracy"] == ours["recall"]
+    assert ours["accuracy"] == ours["recall"]
 
 
 def test_confident_mistakes_are_wrong_and_surest_first():
@@ -222,3 +224,20 @@ def test_characters_no_font_has_are_one_warning_of_ours_not_matplotlibs_per_glyp
     assert len(said) == 1 and "\ue000" in said[0]
     # the CJK name draws with an installed CJK font, or is named among the missing ones
     assert ("猫" in said[0]) == (not drawing.installed_fallbacks(True))
+
+
+def test_a_class_never_predicted_has_no_precision_dot_and_a_dash_in_the_table():
+    from tudui.report import plot_per_class
+    data = fake_report(3, per_class=5)
+    predicted = data.probabilities.argmax(dim=1)
+    data.probabilities[predicted == 1] = torch.tensor([0.6, 0.1, 0.3])   # nothing is predicted as class 1
+    confusion = torch.zeros(3, 3, dtype=torch.int64)
+    for t, p in zip(data.targets.tolist(), data.probabilities.argmax(dim=1).tolist()):
+        confusion[t, p] += 1
+    data.metrics.update(confusion=confusion.tolist(), per_class=per_class_table(confusion.tolist(), data.class_names))
+    assert data.metrics["per_class"][1]["precision"] is None and data.metrics["per_class"][1]["recall"] == 0.0
+    fig = plot_per_class(data)
+    dots = fig.axes[0].lines[0].get_xdata()
+    assert int(np.isnan(np.asarray(dots, dtype=float)).sum()) == 1
+    page = render_page(data, {})
+    assert f'<td>{data.class_names[1]}</td><td class="num">-</td><td class="num">0.00%</td>' in page
