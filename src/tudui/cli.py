@@ -230,6 +230,8 @@ def run_predict(args: argparse.Namespace) -> int:
     failed = sum("error" in r for r in results)
     if args.json:
         print(json.dumps(results, indent=1))
+    elif len(results) == 1 and failed:   # one image that failed: one line, its reason (naming it)
+        print(f"error: {results[0]['error']}", file=sys.stderr)
     else:
         for r in results:
             if "error" in r:
@@ -239,7 +241,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 print(f"{r['path']}: {shown}")
     if cfg.out and not args.json:
         print(f"predictions written to {cfg.out}")
-    if failed:
+    if failed and (len(results) > 1 or args.json):
         print(f"error: {_failures(results)}", file=sys.stderr)
     return 1 if failed else 0
 

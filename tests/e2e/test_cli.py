@@ -135,10 +135,10 @@ def test_python_dash_m_and_version():
     (["train", "--data", "digits", "--model", "nope"], "unknown model 'nope'", 1),
     (["train", "--data", "cifar10", "--data-dir", "EMPTY", "--no-download"], "--data digits", 1),
     (["eval", "--weights", "/no/such/weights.safetensors"], "weights not found", 1),
-    (["predict", "/no/such.png", "--weights", "RUN"], "error: the image could not be read", 1),
+    (["predict", "/no/such.png", "--weights", "RUN"], "error: image or folder not found: /no/such.png", 1),
     (["predict", "/no/such.png", "--weights", "/no/weights"], "weights not found: /no/weights", 1),
-    (["predict", "BAD_IMAGE", "--weights", "RUN"], "could not be read", 1),
-    (["predict", "EMPTY", "--weights", "RUN"], "error: no images to predict (no images in ", 1),   # not "1 of 1"
+    (["predict", "BAD_IMAGE", "--weights", "RUN"], "error: cannot read image ", 1),
+    (["predict", "EMPTY", "--weights", "RUN"], "error: no images in folder ", 1),
     (["eval", "--weights", "BAD_IMAGE"], "not a readable safetensors", 1),
     (["eval", "--weights", "RUN", "--out", "BAD_IMAGE"], "is a file", 1),
     (["predict", "BAD_IMAGE", "--weights", "RUN", "--out", "predictions.txt"], "must end in .csv or .json", 2),
