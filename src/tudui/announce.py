@@ -16,7 +16,7 @@ from tudui.engine.distributed import described
 from tudui.engine.optim import describe_optimizer
 from tudui.models import count_parameters
 from tudui.parts import Parts
-from tudui.settings import counted, shown
+from tudui.settings import clipped, counted, shown
 from tudui.transfer import frozen_at_random, trainable_parameters, upscaled
 
 IMBALANCE_RATIO = 10   # largest class over smallest at which the first lines warn
@@ -72,19 +72,25 @@ def _split_roles(spec: DatasetSpec, monitor: str) -> str:
     return f"val picks the best epoch (by {monitor}); test is measured once, at the end, on those weights"
 
 
+def class_listing(names: list[str], counts: np.ndarray) -> str:
+    """Each class with its image count; past 12 classes, the fewest and the most, and the median."""
+    order = np.argsort(counts, kind="stable")
+    label = [clipped(shown(name)[1:-1], 20) for name in names]   # a class name, short and on one line
+    if len(names) <= 12:
+        return ", ".join(f"{label[i]} {counts[i]:,}" for i in range(len(names)))
+    if counts[order[0]] == counts[order[-1]]:
+        return f"{counts[0]:,} each"
+    return (f"{counts[order[0]]:,} ({label[order[0]]}) to {counts[order[-1]]:,} ({label[order[-1]]}), "
+            f"median {int(np.median(counts)):,}")
+
+
 def _announce_classes(parts: Parts) -> None:
     """The training images of each class (the fewest and most when there are many), and a warning
     when the largest class outnumbers the smallest IMBALANCE_RATIO times or more."""
     names = parts.spec.class_names
     counts = np.bincount(np.asarray(parts.spec.train.labels), minlength=len(names))
+    parts.say(f"classes (train images): {class_listing(names, counts)}")
     order = np.argsort(counts, kind="stable")
-    label = [shown(name)[1:-1][:20] for name in names]   # a class name, short and on one line
-    if len(names) <= 12:
-        listing = ", ".join(f"{label[i]} {counts[i]:,}" for i in range(len(names)))
-    else:
-        listing = (f"{counts[order[0]]:,} ({label[order[0]]}) to {counts[order[-1]]:,} ({label[order[-1]]}), "
-                   f"median {int(np.median(counts)):,}")
-    parts.say(f"classes (train images): {listing}")
     smallest, largest = counts[order[0]], counts[order[-1]]
     cfg = parts.cfg
     if largest >= IMBALANCE_RATIO * max(smallest, 1) and cfg.optim.class_weights == "none" \

@@ -13,7 +13,7 @@ from tudui._version import __version__
 from tudui.config import SECTIONS, EvalConfig, ExportConfig, PredictConfig, ServeConfig, TrainFlags, iter_options
 from tudui.errors import SettingError, TuduiError
 from tudui.interrupts import TrainingInterrupted
-from tudui.settings import flag_name, option_key, value_type
+from tudui.settings import columns, flag_name, option_key, padded, value_type
 from tudui.usage import Parser, unrecognized
 
 TRAIN_EXAMPLES = """examples:
@@ -212,12 +212,12 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.2%}{top5}  "
           f"balanced accuracy {metrics['balanced_accuracy']:.2%}  macro-F1 {metrics['macro_f1']:.3f}")
     names = metrics["class_names"]
-    width = max(len(name) for name in names)
+    width = max(columns(name) for name in names)
     for i, name in enumerate(names):
         row = metrics["confusion"][i]
         found = (f"{metrics['per_class_accuracy'][i]:7.2%}  ({row[i]}/{sum(row)})" if sum(row)
                  else "      -  (no images)")
-        print(f"  {name:<{width}}  {found}")
+        print(f"  {padded(name, width)}  {found}")
     if "report" in metrics:
         print(f"report: {metrics['report']}  (open it in a browser; pictures and metrics.json beside it)")
     return 0

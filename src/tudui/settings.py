@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import math
 import os
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -52,6 +53,25 @@ def shown_path(path: Any) -> str:
     name matters more than the folders above it); control characters escaped."""
     text = repr(str(path))[1:-1]
     return text if len(text) <= SHOWN_CHARS else "..." + text[-SHOWN_CHARS:]
+
+
+def columns(text: str) -> int:
+    """How many terminal columns text takes: Chinese, Japanese and Korean characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+
+
+def clipped(text: str, width: int) -> str:
+    """text in at most width terminal columns, cut with "…" when it is longer."""
+    if columns(text) <= width:
+        return text
+    while columns(text) > width - 1:
+        text = text[:-1]
+    return text + "…"
+
+
+def padded(text: str, width: int) -> str:
+    """text followed by the spaces that make it width terminal columns wide (a table's column)."""
+    return text + " " * max(0, width - columns(text))
 
 
 def shown(value: Any) -> str:

@@ -339,3 +339,22 @@ def test_a_bad_value_in_a_settings_file_names_the_file_and_its_key(tmp_path, tex
     (tmp_path / "fine.yaml").write_text("lr: 0.1\n")
     with pytest.raises(TuduiError, match=r"^--device must be one of"):
         make_config(tmp_path / "fine.yaml", device="gpu")
+
+
+def test_terminal_text_counts_wide_characters_as_two_columns():
+    from tudui.settings import clipped, columns, padded
+    assert columns("cat") == 3 and columns("猫") == 2 and columns("零号_zero") == 9
+    assert padded("猫", 4) == "猫  " and padded("cat", 4) == "cat " and padded("toolong", 4) == "toolong"
+    assert clipped("cat", 20) == "cat"
+    cut = clipped("二二二二二二二二二二二二_long", 20)
+    assert cut.endswith("…") and columns(cut) <= 20 and cut.startswith("二二二")
+
+
+def test_the_class_listing_names_each_class_or_the_extremes_past_twelve():
+    import numpy as np
+
+    from tudui.announce import class_listing
+    assert class_listing(["cat", "二二二二二二二二二二二二_long"], np.array([3, 1200])) == "cat 3, 二二二二二二二二二… 1,200"
+    many = [f"c{i}" for i in range(20)]
+    assert class_listing(many, np.full(20, 12)) == "12 each"
+    assert class_listing(many, np.arange(20) + 5) == "5 (c0) to 24 (c19), median 14"
