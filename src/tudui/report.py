@@ -264,6 +264,8 @@ def plot_curves(history: list[dict], kept_epoch: int | None = None) -> Figure | 
     loss_ax.legend(fontsize=10)
     if evaluated:
         accuracy_ax.legend(fontsize=10)
+        low, high = accuracy_ax.get_ylim()   # matplotlib's margin would run a flat 100 % up to 104
+        accuracy_ax.set_ylim(max(low, 0), min(high, 100.5))
     return fig
 
 

@@ -210,6 +210,15 @@ def test_one_epoch_curves_tick_that_epoch_and_leave_out_a_top5_that_is_always_10
     assert [t.get_text() for t in accuracy_ax.get_legend().get_texts()] == ["val top-1", "kept: epoch 1"]
 
 
+def test_the_accuracy_axis_stays_within_0_and_100_percent():
+    perfect = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 0.5 / e, "val_accuracy": 1.0, "val_top5": 1.0,
+                "lr": 0.1} for e in (1, 2)]
+    low, high = plot_curves(perfect, kept_epoch=1).axes[1].get_ylim()
+    assert high <= 100.5 and low < 100
+    nothing = [{**row, "val_accuracy": 0.0} for row in perfect]
+    assert plot_curves(nothing, kept_epoch=1).axes[1].get_ylim()[0] >= 0
+
+
 def test_characters_no_font_has_are_one_warning_of_ours_not_matplotlibs_per_glyph(caplog, recwarn):
     import tudui.drawing as drawing
     data = fake_report(3)
