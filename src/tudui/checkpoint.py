@@ -116,19 +116,21 @@ class CheckpointHook:
 
     extra_state() adds the state of the parts this hook does not own (weight averaging, the
     loss scaler, the time-budget clock, TensorBoard's step). Weights that are not finite are
-    never saved: "last" and "best" stay the last good ones.
+    never saved: "last" and "best" stay the last good ones. Epochs that tie on the monitored
+    metric (a small val split: 100 % twice) are told apart by the other one: the lower val loss,
+    or the higher val accuracy.
     """
 
     def __init__(self, run: RunDir, model: nn.Module, optimizer, scheduler, meta: WeightsMeta, *,
                  monitor: str, has_val: bool, best_score: float = -math.inf, best_epoch: int = 0,
-                 best_val_accuracy: float | None = None, extra_state: Callable[[], dict] | None = None,
-                 writes: bool = True):
+                 best_val_accuracy: float | None = None, best_tiebreak: float = -math.inf,
+                 extra_state: Callable[[], dict] | None = None, writes: bool = True):
         self.run, self.writes = run, writes   # writes: False in all processes but rank 0
         if writes:
             run.weights_dir.mkdir(parents=True, exist_ok=True)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.meta, self.monitor, self.has_val = meta, monitor, has_val
-        self.best_score, self.best_epoch = best_score, best_epoch
+        self.best_score, self.best_epoch, self.best_tiebreak = best_score, best_epoch, best_tiebreak
         self.best_val_accuracy = best_val_accuracy   # the kept epoch's, whatever --monitor is
         self.extra_state = extra_state
         self.saved_epoch: int | None = None
@@ -138,13 +140,19 @@ class CheckpointHook:
         value = row[self.monitor]
         return None if value is None else -value if self.monitor.endswith("loss") else value
 
+    def tiebreak(self, row: dict) -> float:
+        """The other val metric as a score, higher is better: what decides between epochs of equal score."""
+        other = "val_loss" if self.monitor == "val_accuracy" else "val_accuracy"
+        value = row.get(other)
+        return -math.inf if value is None else -value if other.endswith("loss") else value
+
     def save_state(self, epoch: int, step_in_epoch: int = 0, partial_loss: float = 0.0,
                    partial_images: int = 0, partial_seconds: float = 0.0) -> None:
         """state.pt after `epoch` finished epochs and step_in_epoch steps of the next one."""
         save_state(self.run.state, {
             "format": FORMAT_VERSION, "epoch": epoch, "step_in_epoch": step_in_epoch,
             "partial_loss": partial_loss, "partial_images": partial_images, "partial_seconds": partial_seconds,
-            "best_score": self.best_score, "best_epoch": self.best_epoch,
+            "best_score": self.best_score, "best_epoch": self.best_epoch, "best_tiebreak": self.best_tiebreak,
             "best_val_accuracy": self.best_val_accuracy,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "rng": capture_rng(),
@@ -159,10 +167,13 @@ class CheckpointHook:
                                    val_loss=row["val_loss"])
         if self.writes:
             save_weights(self.run.last, self.model, meta)
-        score = self.score(row)
-        if not self.has_val or (score is not None and score > self.best_score):
+        score, tiebreak = self.score(row), self.tiebreak(row)
+        better = score is not None and (score > self.best_score or
+                                        (score == self.best_score and tiebreak > self.best_tiebreak))
+        if not self.has_val or better:
             self.best_epoch, self.best_val_accuracy = row["epoch"], row["val_accuracy"]
             self.best_score = score if score is not None else self.best_score
+            self.best_tiebreak = tiebreak
             if self.writes:   # the file just written, linked: one copy on disk for best and last
                 same_file_as(self.run.best, self.run.last)
         if self.writes:

@@ -167,6 +167,33 @@ def test_best_is_a_link_to_last_when_chosen_and_keeps_its_weights_when_last_move
     assert run.best.stat().st_ino != run.last.stat().st_ino
 
 
+@pytest.mark.parametrize("monitor", ["val_accuracy", "val_loss"])
+def test_epochs_that_tie_on_the_monitored_metric_are_told_apart_by_the_other(tmp_path, monitor):
+    from tudui.checkpoint import CheckpointHook, load_state
+    from tudui.data import Preprocess
+    from tudui.models import create_model
+    from tudui.rundir import RunDir
+    from tudui.weights import WeightsMeta
+
+    model = create_model("tudui", 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    meta = WeightsMeta(model="tudui", num_classes=3, class_names=("a", "b", "c"), preprocess=Preprocess(input_size=32))
+    run = RunDir(tmp_path / "run")
+    hook = CheckpointHook(run, model, optimizer, scheduler, meta, monitor=monitor, has_val=True)
+    # epoch 2 ties epoch 1 on the monitored metric and is better on the other; epoch 3 ties and is worse
+    rows = {"val_accuracy": [(1.0, 0.5), (1.0, 0.4), (1.0, 0.45)], "val_loss": [(0.5, 0.3), (0.6, 0.3), (0.4, 0.3)]}
+    for epoch, (accuracy, loss) in enumerate(rows[monitor], start=1):
+        hook.on_epoch_end({"epoch": epoch, "val_accuracy": accuracy, "val_loss": loss}, None)
+    assert hook.best_epoch == 2
+    saved = load_state(run.state)
+    assert saved["best_epoch"] == 2 and saved["best_tiebreak"] == hook.best_tiebreak
+    again = CheckpointHook(run, model, optimizer, scheduler, meta, monitor=monitor, has_val=True,
+                           best_score=saved["best_score"], best_epoch=2, best_tiebreak=saved["best_tiebreak"])
+    again.on_epoch_end({"epoch": 4, "val_accuracy": rows[monitor][2][0], "val_loss": rows[monitor][2][1]}, None)
+    assert again.best_epoch == 2                                 # resumed, the saved tie-break still counts
+
+
 def test_the_end_of_a_run_says_how_much_disk_large_weights_take(tmp_path, monkeypatch, capsys):
     import tudui
     import tudui.runner
