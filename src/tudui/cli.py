@@ -333,6 +333,9 @@ def show_log_lines() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     Parser.argv = argv
+    if not argv:   # `tudui` alone: what it can do, rather than "COMMAND is required"
+        build_parser().print_help()
+        return 0
     args, extra = build_parser().parse_known_args(argv)
     if extra:   # said by the command's parser, which knows its flags
         command = args.parsers[args.command]

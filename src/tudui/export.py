@@ -26,7 +26,7 @@ from torch import nn
 import tudui.exported as exported
 from tudui.config import ExportConfig
 from tudui.errors import SettingError, TuduiError
-from tudui.rundir import resolve_weights_path
+from tudui.rundir import resolve_weights_path, weights_not_found
 from tudui.settings import shown_path
 from tudui.weights import WeightsMeta, load_model
 
@@ -115,7 +115,7 @@ def _output_path(cfg: ExportConfig) -> Path:
                              f"recognise the format by it), got {shown_path(out.name)}")
     else:
         if not Path(cfg.weights).exists():
-            raise TuduiError(f"weights not found: {cfg.weights}")
+            raise weights_not_found(cfg.weights)
         source = resolve_weights_path(cfg.weights) if Path(cfg.weights).is_dir() else Path(cfg.weights)
         out = source.with_suffix(suffix)
     if not out.parent.is_dir():

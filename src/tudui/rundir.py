@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,5 +170,17 @@ def resolve_weights_path(path: str | Path) -> Path:
                              f"a weights file (.safetensors, .pth, or an export){inside}")
         return best
     if not path.exists():
-        raise TuduiError(f"weights not found: {path}")
+        raise weights_not_found(path)
     return path
+
+
+def weights_not_found(path: str | Path) -> TuduiError:
+    """"weights not found", with the file or folder beside it that the name was meant to be, when
+    one is close (best.safetensor: best.safetensors)."""
+    path = Path(path)
+    try:
+        beside = [p.name for p in path.parent.iterdir()] if path.parent.is_dir() else []
+    except OSError:
+        beside = []
+    meant = difflib.get_close_matches(path.name, beside, n=1, cutoff=0.75)
+    return TuduiError(f"weights not found: {path}" + (f"; did you mean {path.parent / meant[0]}?" if meant else ""))

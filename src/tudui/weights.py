@@ -34,7 +34,7 @@ from tudui.errors import TuduiError
 from tudui.files import atomic_write
 from tudui.models import create_model, model_entry, preprocess_of
 from tudui.models import torchvision as tv
-from tudui.rundir import resolve_weights_path
+from tudui.rundir import resolve_weights_path, weights_not_found
 from tudui.settings import shown
 from tudui.state_dicts import NotWeights, check_finite, fit_state_dict, read_state_dict
 
@@ -233,7 +233,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", model_name:
     file runs its graph (see tudui.exported); its metadata says so in `exported`.
     """
     if not Path(path).exists():
-        raise TuduiError(f"weights not found: {path}")
+        raise weights_not_found(path)
     if exported.is_exported(path) and Path(path).is_file():
         if model_name:
             log.warning("--model %s is not used: %s is an exported model, which holds its own graph", model_name, path)

@@ -127,6 +127,13 @@ def test_python_dash_m_and_version():
     assert run_cli("--version", check=True).stdout.startswith("tudui ")
 
 
+def test_tudui_alone_prints_its_help(capsys):
+    from tudui import cli
+    assert cli.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tudui") and "train" in out and "predict" in out
+
+
 @pytest.mark.parametrize("args, message, status", [
     # a setting that cannot be is a usage mistake (argparse's status 2); what goes wrong later exits with 1
     (["train", "--data", "/no/such/dir"], "data set not found", 1),

@@ -243,3 +243,8 @@ def test_a_weights_argument_that_is_no_weights_says_what_it_takes(tmp_path):
     with pytest.raises(TuduiError, match=r"metrics.json is not a PyTorch weights file \(torch.load cannot read it\); "
                                          r"weights are a run directory"):
         load_model(tmp_path / "metrics.json", model_name="tudui")
+    save_weights(tmp_path / "best.safetensors", create_model("tudui", 3), META)
+    with pytest.raises(TuduiError, match=r"weights not found: .*best.safetensor; did you mean .*best.safetensors\?$"):
+        load_model(tmp_path / "best.safetensor")
+    with pytest.raises(TuduiError, match=r"weights not found: .*elsewhere.safetensors$"):   # nothing close
+        load_model(tmp_path / "elsewhere.safetensors")
