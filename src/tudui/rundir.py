@@ -182,5 +182,5 @@ def weights_not_found(path: str | Path) -> TuduiError:
         beside = [p.name for p in path.parent.iterdir()] if path.parent.is_dir() else []
     except OSError:
         beside = []
-    meant = difflib.get_close_matches(path.name, beside, n=1, cutoff=0.75)
+    meant = difflib.get_close_matches(path.name, beside, n=1, cutoff=0.85)
     return TuduiError(f"weights not found: {path}" + (f"; did you mean {path.parent / meant[0]}?" if meant else ""))
