@@ -27,6 +27,7 @@ from tudui.drawing import figure_text
 from tudui.files import atomic_write
 from tudui.report_html import of_split
 from tudui.scores import confident_mistakes, present
+from tudui.settings import clipped, columns
 
 FIGURE_DPI = 100
 PAGE_INCHES = 14.0     # report.html is 1400 px wide: figures up to this width show unscaled
@@ -61,7 +62,8 @@ def read_history(path: Path) -> list[dict]:
 
 
 def shorten(name: str, width: int) -> str:
-    return name if len(name) <= width else name[:width - 1] + "…"
+    """name in at most width columns (a Chinese, Japanese or Korean character takes two)."""
+    return clipped(name, width)
 
 
 # ---------------------------------------------------------------- figures
@@ -72,7 +74,8 @@ def _thin_ticks(ax, labels: Sequence[str], axis_inches: float, which: str) -> No
     ticks = list(range(0, len(labels), step))
     names = [labels[i] for i in ticks]
     if which == "x":
-        upright = max(len(name) for name in names) <= 3   # digits read best unturned
+        # digits read best unturned; a name wider than the room between two ticks is turned
+        upright = max(columns(name) for name in names) * 0.08 <= 0.9 * axis_inches * step / len(labels)
         ax.set_xticks(ticks, names, rotation=0 if upright else 90, fontsize=8 if len(labels) > 20 else 10)
     else:
         ax.set_yticks(ticks, names, fontsize=8 if len(labels) > 20 else 10)
@@ -90,7 +93,7 @@ def plot_confusion(confusion, class_names: Sequence[str], about: str = "") -> Fi
     shares = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
     n = len(class_names)
     labels = [shorten(name, 16) for name in class_names]
-    margin = 0.09 * max(len(label) for label in labels) + 1.0   # room for the class names
+    margin = 0.09 * max(columns(label) for label in labels) + 1.0   # room for the class names
     show_values = n <= VALUES_SHOWN
     if show_values:   # two matrices in the page's width
         side = max(4.5, min(0.45 * n + 1.0, (PAGE_INCHES - 0.3) / 2 - margin))
