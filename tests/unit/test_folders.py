@@ -187,3 +187,34 @@ def test_an_archive_damaged_in_the_middle_is_one_clear_error_and_nothing_is_kept
         extract_archive(path, tmp_path / "cache")
     assert "\n" not in str(error.value)
     assert [p for p in (tmp_path / "cache").iterdir()] == []   # no half copy taken for the whole
+
+
+@pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE])
+def test_a_tar_with_a_link_is_refused_before_anything_of_it_is_written(tmp_path, kind):
+    import io
+    target = tmp_path / "victim.txt"
+    target.write_text("the user's own file")
+    archive = tmp_path / "photos.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        link = tarfile.TarInfo("set/cat/escape")
+        link.type, link.linkname = kind, str(target) if kind == tarfile.SYMTYPE else "set/cat/0.png"
+        tar.addfile(link)
+        data = tarfile.TarInfo("set/cat/escape")   # written through the link, were it made
+        data.size = 6
+        tar.addfile(data, io.BytesIO(b"pwned!"))
+    with pytest.raises(TuduiError, match=r"photos.tar.gz holds a link \(set/cat/escape\); .*unpack it yourself"):
+        extract_archive(archive, tmp_path / "cache")
+    assert target.read_text() == "the user's own file"
+    assert not list((tmp_path / "cache").rglob("escape"))
+
+
+def test_what_follows_a_tar_s_members_is_read_only_so_far(tmp_path, monkeypatch):
+    import gzip
+    write_class_folder(tmp_path / "src" / "set", ["cat", "dog"], 2)
+    plain = pack(tmp_path / "src" / "set", tmp_path / "set.tar")
+    monkeypatch.setattr(folders, "MAX_TRAILING", 4 << 20)
+    padded = tmp_path / "padded.tar.gz"
+    padded.write_bytes(gzip.compress(plain.read_bytes() + bytes(8 << 20)))   # 8 MiB of zeros compress to KBs
+    with pytest.raises(TuduiError, match=r"more than 4 MiB follow the end of its members"):
+        extract_archive(padded, tmp_path / "cache")
+    assert extract_archive(plain, tmp_path / "cache").is_dir()   # tar's own padding is fine

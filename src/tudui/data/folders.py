@@ -22,7 +22,7 @@ from tudui import caches
 from tudui.data.datasets import DatasetSpec, FileImages
 from tudui.data.images import IMAGE_EXTENSIONS, is_image_file
 from tudui.errors import TuduiError
-from tudui.settings import shown
+from tudui.settings import shown, shown_path
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +137,21 @@ def extract_archive(archive: Path, cache_dir: Path) -> Path:
 
 
 class _CappedFilter:
-    """tarfile's "data" filter (no absolute paths, no links out of the folder, no devices), and a
-    running count of files and bytes that stops the unpacking past the caps."""
+    """tarfile's "data" filter (no absolute paths, no links out of the folder, no devices), no links
+    at all, and a running count of files and bytes that stops the unpacking past the caps.
+
+    An image data set needs no links, and the data filter alone has been got round with them
+    (CVE-2025-4517 and others, fixed only in Python 3.10.18, 3.11.13, 3.12.11, 3.13.4): a link
+    member, symbolic or hard, is refused before anything of it is written."""
 
     def __init__(self, archive: Path, cache_dir: Path):
         self.archive, self.files, self.bytes = archive, 0, 0
         self.max_bytes = min(MAX_UNPACKED_BYTES, shutil.disk_usage(cache_dir).free - DISK_MARGIN)
 
     def __call__(self, member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        if member.issym() or member.islnk():
+            raise TuduiError(f"{self.archive} holds a link ({shown_path(member.name)}); an image data set needs "
+                             f"none, and tudui unpacks no links: unpack it yourself and pass the folder")
         member = tarfile.data_filter(member, path)
         self.count(member.size)
         return member
@@ -161,11 +168,20 @@ class _CappedFilter:
                              f"or what its disk has free); unpack it yourself and pass the folder")
 
 
+MAX_TRAILING = 64 << 20   # bytes after the last tar member (tar pads with at most a record of zeros)
+
+
 def _check_ended(tar: tarfile.TarFile, archive: Path) -> None:
     """Read what tarfile left after the members it unpacked: only zero blocks may follow. tarfile
     takes a damaged header for the archive's end, and a compressed stream is checked (its CRC)
-    only when read to its end."""
+    only when read to its end. What follows is read up to MAX_TRAILING bytes: zeros compress a
+    million-fold (bzip2), and a small archive could keep tudui reading them for hours."""
+    read = 0
     while chunk := tar.fileobj.read(1 << 20):
+        read += len(chunk)
+        if read > MAX_TRAILING:
+            raise TuduiError(f"cannot unpack {archive}: more than {MAX_TRAILING >> 20} MiB follow the end of its "
+                             f"members; the file is damaged or not an image archive")
         if chunk.strip(b"\0"):
             raise TuduiError(f"cannot unpack {archive}: it is damaged after its first {len(tar.getmembers()):,} "
                              f"members (what follows is not a tar member)")
