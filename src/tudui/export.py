@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ def export_weights(cfg: ExportConfig, say: Callable[[str], None] = lambda line: 
     reference = Deployable(model, meta, cfg.pixels).eval()
     deployable = _half_copy(model, meta, cfg.pixels) if cfg.half else reference
     images = parity_images(cfg.check_images, meta.preprocess.input_size)
-    tmp = out.with_name(f".{out.stem}.partial{out.suffix}")   # torch.export.load wants the .pt2 suffix
+    tmp = _partial_file(out)
     try:
         WRITERS[cfg.format](deployable, _example(images, info), tmp, info, meta.to_json())
         tolerance = TOLERANCE[info.dtype] if cfg.tolerance is None else cfg.tolerance
@@ -103,6 +104,18 @@ def export_weights(cfg: ExportConfig, say: Callable[[str], None] = lambda line: 
         say(f"check it with  tudui predict IMAGE --weights {out} --trust-pickle  (loading a {cfg.format} file "
             f"unpickles parts of it: pass --trust-pickle for files you made)")
     return result
+
+
+def _partial_file(out: Path) -> Path:
+    """A new file beside out to export into before the parity check: made new (O_EXCL, under a
+    name nobody can guess), so a link planted there is never written through; out's suffix, which
+    torch.export.load wants."""
+    try:
+        handle, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.partial-", suffix=out.suffix)
+    except OSError as e:
+        raise TuduiError(f"cannot write beside {out}: {e.strerror or e}") from None
+    os.close(handle)
+    return Path(name)
 
 
 def _output_path(cfg: ExportConfig) -> Path:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,10 +32,18 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
     A crash mid-write leaves the old file whole and no partial file under the final name;
     a full disk, an unwritable folder or any error of the library that writes is a TuduiError
-    naming the file.
+    naming the file. The temporary file is made new (O_EXCL, under a name nobody can guess), so a
+    link planted in the folder is never written through.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-",
+                                        suffix=path.suffix)
+        os.close(handle)
+    except OSError as e:
+        raise TuduiError(f"cannot write {path}: {e.strerror or e}; the previous file, if any, "
+                         "is unchanged") from None
+    tmp = Path(name)
     try:
         write(tmp)
         # Some writers (safetensors) create 0600 files; give the usual umask-based mode instead.
@@ -65,6 +74,7 @@ def same_file_as(path: Path, source: Path) -> None:
     """path becomes what source is now, atomically: a hard link where the file system allows one (no
     second copy on disk; source written again later, by a rename, leaves path as it was), else a copy."""
     def write(tmp: Path) -> None:
+        tmp.unlink()   # atomic_write made it; the link takes its (unguessable) name
         try:
             os.link(source, tmp)
         except OSError:

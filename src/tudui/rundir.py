@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -114,10 +115,18 @@ class RunDir:
     def lock(self) -> RunLock:
         """Hold the run for this process until the lock is released (or the process ends); a run
         another process holds is a TuduiError naming that process."""
-        try:
-            handle = open(self.path / ".lock", "a+")
+        lock = self.path / ".lock"
+        try:   # never through a link (a run directory from elsewhere may hold one), never a pipe
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0),
+                         0o644)
         except OSError as e:
-            raise TuduiError(f"cannot lock the run directory {self}: {e.strerror or e}") from None
+            why = "it is a link" if lock.is_symlink() else e.strerror or e
+            raise TuduiError(f"cannot lock the run directory {self}: {lock.name} cannot be opened ({why}); "
+                             f"remove it if no tudui process is writing the run") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise TuduiError(f"cannot lock the run directory {self}: {lock.name} is not a plain file; remove it")
+        handle = os.fdopen(fd, "r+")
         if fcntl is not None:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

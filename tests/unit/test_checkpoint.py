@@ -209,3 +209,15 @@ def test_the_end_of_a_run_says_how_much_disk_large_weights_take(tmp_path, monkey
     line = next(line for line in capsys.readouterr().out.splitlines() if "of disk" in line)
     assert line == (f"{run.weights_dir} takes {size / 1e6:.1f} MB of disk, {run.state.stat().st_size / 1e6:.1f} MB "
                     f"of it state.pt, which only --resume needs (to continue or extend this run)")
+
+
+def test_a_link_planted_where_the_temporary_file_used_to_go_is_not_written_through(tmp_path):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("the user's own file")
+    target = tmp_path / "run" / "config.yaml"
+    target.parent.mkdir()
+    for pid in {os.getpid(), *range(1, 200)}:   # the old names were .NAME.tmp-PID
+        os.symlink(victim, target.with_name(f".config.yaml.tmp-{pid}"))
+    atomic_write(target, lambda tmp: tmp.write_text("epochs: 2\n"))
+    assert victim.read_text() == "the user's own file"
+    assert target.read_text() == "epochs: 2\n" and not target.is_symlink()

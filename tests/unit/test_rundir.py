@@ -86,3 +86,21 @@ def test_weights_path_takes_a_runs_weights_folder_and_names_the_runs_of_a_projec
     with pytest.raises(TuduiError, match=r"runs is a folder without weights/best.safetensors; .*the runs in it: "
                                          r"exp, exp2 \(pass one, e.g. .*exp\)"):
         resolve_weights_path(tmp_path / "runs")
+
+
+def test_a_lock_that_is_a_link_or_a_pipe_is_refused_and_its_target_untouched(tmp_path):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("the user's own file")
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    os.symlink(victim, run.path / ".lock")
+    with pytest.raises(TuduiError, match=r"cannot lock the run directory .*\.lock cannot be opened \(it is a link\)"):
+        run.lock()
+    assert victim.read_text() == "the user's own file"
+    (run.path / ".lock").unlink()
+    os.mkfifo(run.path / ".lock")
+    with pytest.raises(TuduiError, match=r"\.lock is not a plain file"):
+        run.lock()
+    (run.path / ".lock").unlink()
+    run.lock().release()                                   # a plain lock file works as before
+    assert (run.path / ".lock").read_text().strip() == str(os.getpid())
