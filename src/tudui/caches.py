@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -163,12 +164,20 @@ def _reachable(fields: dict) -> bool | None:
     return True
 
 
+# What tudui itself writes in each area: anything else there is not an entry, and is never removed.
+ENTRY_NAMES = {"extracted": re.compile(r"[^/]+-[0-9a-f]{12}"), "tensors": re.compile(r"[^/]+\.safetensors"),
+               "checked": re.compile(r"[^/]+\.json"), "models": re.compile(r"listing-[0-9a-f]+\.txt")}
+
+
 def entries(root: Path | None = None, areas: tuple[str, ...] = AREAS) -> list[Entry]:
     """Every entry of the cache folder (of those areas), oldest use first (records, locks and
-    half-written files aside)."""
+    half-written files aside). An entry is what tudui writes there (ENTRY_NAMES; an unpacked
+    archive may also be a folder with its record); an area that is a link is not looked into."""
     root = root or cache_root()
     found = []
     for area in areas:
+        if (root / area).is_symlink():
+            continue
         try:
             names = sorted(os.listdir(root / area))
         except OSError:
@@ -177,6 +186,8 @@ def entries(root: Path | None = None, areas: tuple[str, ...] = AREAS) -> list[En
             if name.startswith(".") or name.endswith(RECORD):
                 continue
             path = root / area / name
+            if not (ENTRY_NAMES[area].fullmatch(name) or (area == "extracted" and record_path(path).is_file())):
+                continue
             fields, used = _read_record(path)
             try:
                 mtime = path.stat().st_mtime
@@ -248,12 +259,24 @@ def prune(root: Path | None = None, everything: bool = False,
     return count, freed
 
 
+def others_in(root: Path) -> list[str]:
+    """What the folder root holds besides tudui's cache areas: a folder that holds anything else
+    ($TUDUI_CACHE set to a project's folder) is not pruned or cleared, whatever its areas hold."""
+    try:
+        return sorted(name for name in os.listdir(root) if name not in AREAS and not name.startswith("."))
+    except OSError:
+        return []
+
+
 def prune_once(root: Path | None = None) -> None:
     """Prune the cache folder root (cache_root()) the first time this process adds an entry to it."""
     root = root or cache_root()
     if root in _pruned:
         return
     _pruned.add(root)
+    if others_in(root):
+        log.debug("cache %s not pruned: it holds more than tudui's cache", root)
+        return
     try:
         count, freed = prune(root)
     except OSError as e:
@@ -305,6 +328,11 @@ def cache_command(action: str = "list", max_idle_days: float | None = None,
         raise SettingError(f"--max-idle-days must be a number of days from 0 up, got {max_idle_days}")
     root = cache_root()
     if action in ("prune", "clear"):
+        others = others_in(root)
+        if others:
+            raise TuduiError(f"{root} holds more than tudui's cache ({', '.join(others[:5])}"
+                             f"{' ...' if len(others) > 5 else ''}), so tudui removes nothing from it; point "
+                             f"TUDUI_CACHE at a folder of its own")
         count, freed = prune(root, everything=action == "clear", max_idle_days=idle)
         left = entries(root)
         say(f"removed {_entries(count)} ({human_bytes(freed)}) from {root}; "

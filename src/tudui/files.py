@@ -24,7 +24,8 @@ def human_bytes(n: float) -> str:
 def cache_root() -> Path:
     """Where tudui keeps what it can make again: unpacked archives, decoded tensors, image checks,
     the model list."""
-    return Path(os.environ.get("TUDUI_CACHE", Path.home() / ".cache" / "tudui"))
+    # an empty TUDUI_CACHE (`TUDUI_CACHE= tudui ...`) is no folder: it would be the current one
+    return Path(os.environ.get("TUDUI_CACHE") or Path.home() / ".cache" / "tudui")
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -245,3 +245,34 @@ def test_the_listing_says_how_many_images_a_decoded_copy_holds_and_at_what_size(
     assert f"3 images at 16 px, from {tmp_path / 'pics'}" in listing
     foreign = next(line for line in listing.splitlines() if "foreign.safetensors" in line)
     assert foreign.endswith(f"foreign.safetensors  from {tmp_path}")
+
+
+def test_files_tudui_did_not_make_are_never_entries_and_a_linked_area_is_not_looked_into(root, tmp_path):
+    kept = make_entry(root, "tensors", "t.safetensors", source=tmp_path)
+    for area, name in (("models", "resnet_final.pth"), ("checked", "todo.txt"), ("extracted", "holiday")):
+        (root / area).mkdir(parents=True, exist_ok=True)
+        (root / area / name).write_text("the user's own")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "photo.json").write_text("the user's own")
+    os.symlink(outside, root / "checked2")
+    (root / "checked").rename(root / "checked.real")
+    os.symlink(outside, root / "checked")
+    assert names(root) == ["tensors/t.safetensors"]
+    assert caches.prune(root, everything=True)[0] == 1 and not kept.exists()
+    assert (root / "models" / "resnet_final.pth").exists() and (root / "extracted" / "holiday").exists()
+    assert (outside / "photo.json").exists()
+
+
+def test_a_cache_folder_that_holds_other_things_is_never_pruned_or_cleared(root, tmp_path, monkeypatch):
+    entry = make_entry(root, "tensors", "t.safetensors", source=tmp_path / "gone")   # stale: its source is gone
+    (root / "data" / "cat").mkdir(parents=True)            # TUDUI_CACHE set to a project's folder
+    caches._pruned.discard(root)
+    caches.prune_once(root)
+    assert entry.exists()
+    with pytest.raises(TuduiError, match=r"holds more than tudui's cache \(data\), so tudui removes nothing"):
+        caches.cache_command("clear", say=lambda line: None)
+    assert entry.exists()
+    monkeypatch.setenv("TUDUI_CACHE", "")                  # empty: the default folder, not the current one
+    from tudui.files import cache_root
+    assert cache_root() == Path.home() / ".cache" / "tudui"
