@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import math
 import os
+import reprlib
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -74,9 +75,23 @@ def padded(text: str, width: int) -> str:
     return text + " " * max(0, width - columns(text))
 
 
+# A container's repr, bounded however the value nests: a list that holds itself twice, 40 deep,
+# is a few hundred bytes of pickle and 2**40 elements of repr.
+_SHORT = reprlib.Repr()   # (keywords only from Python 3.12)
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxlong, _SHORT.maxother = 3, SHOWN_CHARS, 40, SHOWN_CHARS
+_SHORT.maxtuple = _SHORT.maxlist = _SHORT.maxarray = _SHORT.maxdict = _SHORT.maxset = _SHORT.maxfrozenset = \
+    _SHORT.maxdeque = 6
+
+
 def shown(value: Any) -> str:
-    """repr(value), cut to SHOWN_CHARS: an error message never quotes a whole hostile value."""
-    text = repr(value)
+    """repr(value), cut to SHOWN_CHARS: an error message never quotes a whole hostile value (nor
+    works out the whole repr of one)."""
+    if isinstance(value, (str, bytes, float, bool, type(None))):
+        text = repr(value)
+    elif isinstance(value, int):
+        text = repr(value) if value.bit_length() < 200 else f"a number of {value.bit_length():,} bits"
+    else:
+        text = _SHORT.repr(value)
     return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + f"... ({len(text):,} characters)"
 
 

@@ -358,3 +358,16 @@ def test_the_class_listing_names_each_class_or_the_extremes_past_twelve():
     many = [f"c{i}" for i in range(20)]
     assert class_listing(many, np.full(20, 12)) == "12 each"
     assert class_listing(many, np.arange(20) + 5) == "5 (c0) to 24 (c19), median 14"
+
+
+def test_shown_quotes_a_value_that_nests_itself_without_working_out_its_whole_repr():
+    import time
+
+    from tudui.settings import SHOWN_CHARS, shown
+    bomb = []
+    for _ in range(40):                      # a few hundred bytes of pickle, 2**40 elements of repr
+        bomb = [bomb, bomb]
+    began = time.perf_counter()
+    text = shown(bomb)
+    assert time.perf_counter() - began < 1 and text.startswith("[[[") and len(text) < SHOWN_CHARS + 30
+    assert shown(10 ** 5000) == "a number of 16,610 bits" and shown(12) == "12"
