@@ -87,6 +87,10 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
     model, frozen = _prepare_model(cfg, start, preprocess, loaders.train, runtime)
     step, clock, averager = _optimization(cfg, model, frozen, spec, len(loaders.train), runtime, resumed)
     resize = _progressive(cfg, model, preprocess, loaders, clock)
+    if resumed is not None:   # before the run directory is written to: a state that does not fit changes nothing
+        restore_training(resumed.state, model, step.optimizer, step.scheduler, averager, step.scaler)
+        if resize is not None:
+            resize.load_state_dict(resumed.state.get("progressive"))
     run, lock = _hold_run_dir(cfg, runtime, resumed)
     hooks = None
     try:   # from here on, a failure lets go of the run directory (and closes what was opened)
@@ -106,9 +110,6 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
                       early_stopping=early_stopping, tensorboard=tensorboard, hooks=hooks, say=say, warn=warn)
         announce(parts)
         if resumed is not None:
-            restore_training(resumed.state, model, step.optimizer, step.scheduler, averager, step.scaler)
-            if resize is not None:
-                resize.load_state_dict(resumed.state.get("progressive"))
             if resumed.extension:
                 say(f"schedule: {resumed.extension}; the learning rate goes on from {rate_now(step):.3g} "
                     f"(--extend stretch, tail or restart chooses)")

@@ -25,6 +25,7 @@ from tudui.errors import SettingError, TuduiError
 from tudui.files import atomic_write, same_file_as
 from tudui.rundir import RunDir
 from tudui.settings import flag_name, shown
+from tudui.state_dicts import check_tensors_hold_their_data
 from tudui.weights import FORMAT_VERSION, WeightsMeta, save_weights
 
 
@@ -44,6 +45,8 @@ def load_state(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
         raise TuduiError(f"{path} is a folder, not a training state file")
+    if path.exists() and not path.is_file():   # a pipe or a device would be read forever
+        raise TuduiError(f"{path} is not a plain file, so not a training state file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -67,6 +70,8 @@ def load_state(path: str | Path) -> dict:
             raise TuduiError(f"{path} is damaged: {key} is {'missing' if value is None else shown(value)}")
     if not {"python", "numpy", "torch"} <= set(state["rng"]):
         raise TuduiError(f"{path} is damaged: its random states are incomplete")
+    check_tensors_hold_their_data({"model": state["model"], "optimizer": state["optimizer"],
+                                   "averager": state.get("averager")}, str(path))
     return state
 
 
@@ -337,9 +342,26 @@ def extended_schedule(state: dict, old_epochs: int, epochs: int, extend: str) ->
                                              f"schedule is laid again over epochs {window[0] + 1}-{epochs}")
 
 
+def _check_optimizer_shapes(saved: dict, optimizer) -> None:
+    """Each saved per-parameter buffer (momentum, Adam's averages) has its parameter's shape: one of
+    another shape would fail at the first step, after the resume had begun."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    buffers = saved.get("state") if isinstance(saved, dict) else None
+    for index, values in (buffers.items() if isinstance(buffers, dict) else ()):
+        if not (isinstance(index, int) and 0 <= index < len(params) and isinstance(values, dict)):
+            raise TuduiError(f"the saved optimizer state does not fit this run (parameter {shown(index)}); the "
+                             f"state file is damaged or from another run")
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != params[index].shape:
+                raise TuduiError(f"the saved optimizer state does not fit this run ({shown(name)} of parameter "
+                                 f"{index} has the shape {tuple(value.shape)}, the parameter "
+                                 f"{tuple(params[index].shape)}); the state file is damaged or from another run")
+
+
 def restore_training(state: dict, model: nn.Module, optimizer, scheduler, averager, scaler) -> None:
     """Put a saved training state back into freshly built parts (the random state comes last);
     a state that does not fit them is a TuduiError."""
+    _check_optimizer_shapes(state["optimizer"], optimizer)
     try:
         missing, unexpected = model.load_state_dict(state["model"], strict=False)
         if missing or unexpected:

@@ -67,7 +67,9 @@ def _unpickle_failure(path: Path, error: Exception) -> str:
     return f"{said} (the classes it was saved with must be importable)"
 
 
-def _as_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
+def _as_state_dict(obj: object, path: Path, depth: int = 0) -> dict[str, torch.Tensor]:
+    if depth > len(NESTED_KEYS):   # {"model": {"model": ...}}, or a dict that holds itself
+        raise TuduiError(f"{path} nests its weights too deeply to be a checkpoint")
     if isinstance(obj, nn.Module):
         return obj.state_dict()
     if isinstance(obj, Mapping):
@@ -77,7 +79,7 @@ def _as_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
         for key in NESTED_KEYS:
             inner = obj.get(key)
             if isinstance(inner, (Mapping, nn.Module)) and inner:
-                return _as_state_dict(inner, path)
+                return _as_state_dict(inner, path, depth + 1)
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if tensors and len(tensors) == len(obj) and all(isinstance(k, str) for k in tensors):
             return dict(tensors)
@@ -124,8 +126,30 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, t
         # fail in any way (a text file: KeyError); it runs no code, so nothing else can have happened
         raise NotWeights(f"{path} is not a PyTorch weights file (torch.load cannot read it)") from None
     state = strip_prefixes(_as_state_dict(obj, path))
+    check_tensors_hold_their_data(state, str(path))
     check_finite(state, str(path))
     return state
+
+
+def check_tensors_hold_their_data(tensors, source: str) -> None:
+    """A TuduiError naming the first tensor (of a mapping, or nested in dicts and lists) whose shape
+    is larger than the data stored for it: one number saved "expanded" to billions of elements
+    (stride 0) takes bytes in the file and gigabytes once anything computes with it."""
+    stack, seen = [("", tensors)], set()
+    while stack:
+        where, value = stack.pop()
+        if id(value) in seen:   # a structure that holds itself is walked once
+            continue
+        seen.add(id(value))
+        if isinstance(value, torch.Tensor):
+            if value.numel() * value.element_size() > value.untyped_storage().nbytes():
+                raise TuduiError(f"{source}: {where or 'a tensor'} has the shape {tuple(value.shape)} but holds "
+                                 f"{value.untyped_storage().nbytes():,} bytes of data; the file is damaged or "
+                                 f"crafted")
+        elif isinstance(value, Mapping):
+            stack.extend((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
 
 
 def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:

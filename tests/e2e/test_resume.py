@@ -357,3 +357,28 @@ def test_a_run_without_a_training_state_says_there_is_nothing_to_resume(tmp_path
     (run.run_dir / "weights" / "state.pt").unlink()   # as a run killed in its first epoch leaves it
     with pytest.raises(TuduiError, match="training state not found: .*state.pt .*start it again without --resume"):
         tudui.train(resume=run.run_dir, epochs=2, progress=False)
+
+
+def test_a_tampered_state_file_is_refused_before_the_run_changes(tmp_path):
+    run = train(tmp_path, data="synthetic", epochs=1, batch_size=32)
+    state_path = run.run_dir / "weights" / "state.pt"
+    good = state_path.read_bytes()
+    before = {name: (run.run_dir / name).read_bytes() for name in ("config.yaml", "metrics.csv")}
+    state = load_state(state_path)
+    first = next(iter(state["optimizer"]["state"]))
+    for tamper, message in ((lambda b: torch.zeros(1).expand(10 ** 9), r"holds 4 bytes of data"),
+                            (lambda b: torch.zeros(7), r"momentum_buffer' of parameter 0 has the shape \(7,\)")):
+        changed = load_state(state_path) if state_path.read_bytes() == good else torch.load(state_path)
+        changed["optimizer"]["state"][first]["momentum_buffer"] = tamper(None)
+        torch.save(changed, state_path)
+        with pytest.raises(TuduiError, match=message):
+            tudui.train(resume=run.run_dir, epochs=2, progress=False, report=False)
+        assert {name: (run.run_dir / name).read_bytes() for name in before} == before
+        state_path.write_bytes(good)
+    state_path.unlink()
+    os.mkfifo(state_path)                                  # would be read forever
+    with pytest.raises(TuduiError, match="is not a plain file"):
+        tudui.train(resume=run.run_dir, epochs=2, progress=False, report=False)
+    state_path.unlink()
+    state_path.write_bytes(good)
+    assert len(tudui.train(resume=run.run_dir, epochs=2, progress=False, report=False).history) == 1

@@ -120,3 +120,19 @@ def test_a_state_dict_without_its_model_name_is_refused(tmp_path):
         load_model(tmp_path / "w.pth")
 
 
+
+
+def test_a_tensor_larger_than_its_data_or_a_checkpoint_that_holds_itself_is_refused_at_once(tmp_path):
+    import time
+    state = create_model("tudui", num_classes=10).state_dict()
+    state["model.0.weight"] = torch.zeros(1).expand(2_000_000_000)     # 4 bytes in the file, 8 GB if computed on
+    torch.save(state, tmp_path / "expanded.pth")
+    began = time.perf_counter()
+    with pytest.raises(TuduiError, match=r"model.0.weight has the shape \(2000000000,\) but holds 4 bytes of data"):
+        read_state_dict(tmp_path / "expanded.pth")
+    assert time.perf_counter() - began < 5
+    looped = {}
+    looped["model"] = looped
+    torch.save(looped, tmp_path / "selfref.pth")
+    with pytest.raises(TuduiError, match="nests its weights too deeply"):
+        read_state_dict(tmp_path / "selfref.pth")
