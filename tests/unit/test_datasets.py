@@ -158,7 +158,7 @@ def test_16_bit_images_are_scaled_not_clamped():
 
 def test_unreadable_image_is_named_once_with_the_reason(tmp_path):
     (tmp_path / "x.jpg").write_text("<html>")
-    with pytest.raises(TuduiError, match="x.jpg: not in an image format Pillow reads") as error:
+    with pytest.raises(TuduiError, match="x.jpg: not in an image format tudui reads") as error:
         load_image(tmp_path / "x.jpg")
     assert str(error.value).count("x.jpg") == 1
 
@@ -293,3 +293,18 @@ def test_trained_in_val_counts_training_images_a_larger_val_split_takes_in():
     with_val = DatasetSpec(train=spec.train, val=spec.train, class_names=["a", "b"], kind="synthetic",
                            source="test", in_memory=True)
     assert trained_in_val(with_val, 0.2, 0.5, seed=0) == (0, 0)   # its own val split: nothing held out
+
+
+def test_only_the_formats_of_image_files_are_decoded_whatever_a_file_is_called(tmp_path):
+    from tudui.data.validate import check_image
+    eps = tmp_path / "holiday.png"   # PostScript, which Pillow would hand to Ghostscript
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 0 moveto showpage\n")
+    with pytest.raises(TuduiError, match="not in an image format tudui reads"):
+        load_image(eps)
+    assert check_image(eps) is not None
+    Image.new("RGB", (4, 4)).save(tmp_path / "sgi.png", format="SGI")   # a format Pillow reads, not for data sets
+    with pytest.raises(TuduiError, match="not in an image format tudui reads"):
+        load_image(tmp_path / "sgi.png")
+    for suffix in (".webp", ".tif", ".gif", ".bmp", ".ppm", ".jpg"):
+        Image.new("RGB", (4, 4)).save(tmp_path / f"ok{suffix}")
+        assert load_image(tmp_path / f"ok{suffix}").size == (4, 4)

@@ -14,6 +14,9 @@ from tudui.errors import TuduiError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm", ".pbm"}
+# The Pillow formats of those files, the only ones tudui decodes, whatever a file's name says:
+# Pillow's others are not for image data sets, and one of them (EPS) hands the file to Ghostscript.
+IMAGE_FORMATS = ("BMP", "GIF", "JPEG", "PNG", "PPM", "TIFF", "WEBP")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -39,9 +42,9 @@ _OPENING = threading.Lock()
 
 
 @contextlib.contextmanager
-def open_image(source: str | Path | BinaryIO, formats: tuple[str, ...] | None = None):
-    """Image.open (of a path or a file object, in one of formats when given) with Pillow's pixel
-    limit as a hard refusal (DecompressionBombWarning raised), safe in several threads at once.
+def open_image(source: str | Path | BinaryIO, formats: tuple[str, ...] = IMAGE_FORMATS):
+    """Image.open (of a path or a file object, in one of formats) with Pillow's pixel limit as a
+    hard refusal (DecompressionBombWarning raised), safe in several threads at once.
 
     Pillow only warns between its limit and twice it, and raises above; both are refusals
     here, decided from the header (in Image.open) before any pixel is decoded.
@@ -68,8 +71,8 @@ def load_image(path: str | Path) -> Image.Image:
         raise TuduiError(f"cannot read image {path}: larger than Pillow's limit of "
                          f"{Image.MAX_IMAGE_PIXELS:,} pixels") from None
     except UnidentifiedImageError:   # Pillow's own words name the file a second time
-        raise TuduiError(f"cannot read image {path}: not in an image format Pillow reads (JPEG, PNG, "
-                         f"BMP, GIF, TIFF, WebP, ...)") from None
+        raise TuduiError(f"cannot read image {path}: not in an image format tudui reads (JPEG, PNG, "
+                         f"BMP, GIF, TIFF, WebP, PPM)") from None
     except (OSError, ValueError) as e:
         raise TuduiError(f"cannot read image {path}: {e}") from None
 

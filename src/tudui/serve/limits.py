@@ -15,11 +15,8 @@ from PIL import Image, UnidentifiedImageError
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-from tudui.data.images import open_image, to_rgb
+from tudui.data.images import IMAGE_FORMATS, open_image, to_rgb
 
-# The formats of tudui's image files (data.images.IMAGE_EXTENSIONS); Pillow's others (EPS runs
-# Ghostscript, for one) are not offered to strangers.
-IMAGE_FORMATS = ("BMP", "GIF", "JPEG", "PNG", "PPM", "TIFF", "WEBP")
 RAW_TYPES = ("application/octet-stream",)
 MAX_NAME = 255
 
