@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from tudui.data.images import load_image
+from tudui.data.images import IMAGE_FORMATS, load_image
 from tudui.settings import counted
 
 SPLITS = ("train", "val", "test")
@@ -115,7 +115,7 @@ def typical_side(dataset: Dataset, sample: int = 16) -> int | None:
     sides = []
     for i in np.linspace(0, len(dataset) - 1, min(sample, len(dataset))).astype(int) if len(dataset) else []:
         try:
-            with Image.open(dataset.samples[i][0]) as image:
+            with Image.open(dataset.samples[i][0], formats=IMAGE_FORMATS) as image:
                 sides.append(max(image.size))
         except (OSError, ValueError, Image.DecompressionBombError):
             continue
