@@ -13,7 +13,7 @@ from tudui._version import __version__
 from tudui.config import SECTIONS, EvalConfig, ExportConfig, PredictConfig, ServeConfig, TrainFlags, iter_options
 from tudui.errors import SettingError, TuduiError
 from tudui.interrupts import TrainingInterrupted
-from tudui.settings import columns, flag_name, option_key, padded, value_type
+from tudui.settings import columns, flag_name, option_key, padded, shown_path, value_type
 from tudui.usage import Parser, unrecognized
 
 TRAIN_EXAMPLES = """examples:
@@ -366,6 +366,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError):
             pass
         return 141
+    except OSError as e:   # what the files or the system refused (a name too long, no permission): not a bug
+        if args.debug:
+            raise
+        about = f": {shown_path(e.filename)}" if e.filename else ""
+        said = e.strerror or (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        print(f"error: {said}{about}", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         if args.debug:
             raise

@@ -24,6 +24,15 @@ def test_debug_shows_the_whole_traceback(monkeypatch):
         cli.main(["--debug", "models"])
 
 
+def test_what_the_file_system_refuses_is_one_line_naming_the_file_not_a_bug_report(tmp_path, capsys):
+    name = "a" * 300                                       # longer than a file name may be
+    assert cli.main(["eval", "--weights", str(tmp_path / name)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: File name too long: ...aaa") and "unexpected" not in err and err.count("\n") == 1
+    assert cli.main(["train", "--data", name]) == 1
+    assert capsys.readouterr().err.startswith("error: File name too long")
+
+
 def test_a_reader_that_went_away_ends_the_command_quietly(monkeypatch, capsys):
     def closed_pipe(args):
         raise BrokenPipeError(32, "Broken pipe")
