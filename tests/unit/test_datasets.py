@@ -89,6 +89,13 @@ def test_paired_layout_names_a_missing_label_file(tmp_path):
         Image.new("RGB", (4, 4)).save(tmp_path / f"{name}_image" / "x.png")
     with pytest.raises(TuduiError, match="no label file"):
         build_dataset(str(tmp_path))
+    (tmp_path / "ants_label" / "x.txt").write_bytes(b"ants\xff")
+    (tmp_path / "bees_label" / "x.txt").write_text("bees")
+    with pytest.raises(TuduiError, match=r"ants_label/x.txt is not UTF-8 text"):
+        build_dataset(str(tmp_path))
+    (tmp_path / "ants_label" / "x.txt").write_text("ants" * 1000)
+    with pytest.raises(TuduiError, match=r"ants_label/x.txt is over 1,000 bytes; a label is one line"):
+        build_dataset(str(tmp_path))
 
 
 def test_tar_gz_archive_is_unpacked_once_and_reused(split_folder, tmp_path):
@@ -270,6 +277,9 @@ def test_csv_naming_missing_files_is_one_error(tmp_path):
     _write_csv(tmp_path / "list.csv", [["path", "label"], ["gone.jpg", "a"], ["also_gone.jpg", "b"]])
     with pytest.raises(TuduiError, match=r"lists 2 files that do not exist, first .*gone\.jpg \(line 2\)"):
         build_dataset(str(tmp_path / "list.csv"))
+    _write_csv(tmp_path / "home.csv", [["path", "label"], ["~nobody_here_at_all/a.jpg", "a"]])
+    with pytest.raises(TuduiError, match=r"home.csv line 2: '~nobody_here_at_all/a.jpg' names a home folder"):
+        build_dataset(str(tmp_path / "home.csv"))
 
 
 def test_channel_stats_of_photos_weigh_each_image_alike_whatever_its_size(tmp_path):

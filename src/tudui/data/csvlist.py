@@ -58,7 +58,11 @@ def _entries(path: Path, rows: list[list[str]], columns: dict[str, int]) -> tupl
         if len(cells) <= max(columns.values()) or not cells[columns["path"]] or not cells[columns["label"]]:
             raise TuduiError(f"{path} line {line}: expected path,label{',split' if 'split' in columns else ''}, "
                              f"got {shown(','.join(cells))}")
-        file = Path(cells[columns["path"]]).expanduser()
+        try:
+            file = Path(cells[columns["path"]]).expanduser()
+        except RuntimeError:   # ~someone who has no home here
+            raise TuduiError(f"{path} line {line}: {shown(cells[columns['path']])} names a home folder that "
+                             f"is not here") from None
         file = file if file.is_absolute() else base / file
         split = cells[columns["split"]].lower() if "split" in columns else None
         if split is not None and split not in SPLITS:

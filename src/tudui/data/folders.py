@@ -67,6 +67,8 @@ MAX_UNPACKED_FILES = 5_000_000
 DISK_MARGIN = 1024 ** 3          # what unpacking leaves free on the cache's disk
 
 
+MAX_LABEL_BYTES = 1000   # a label file of the course's paired layout: one class name
+
 # The archives --data unpacks: tarfile reads each compression of tar by itself.
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 ARCHIVES = ".zip or .tar(.gz, .bz2, .xz)"
@@ -250,7 +252,15 @@ def _scan_split(folder: Path, ignored: Counter | None = None) -> list[tuple[Path
                 label_file = label_dir / (path.stem + ".txt")
                 if not label_file.is_file():
                     raise TuduiError(f"image {path} has no label file {label_file}")
-                label = label_file.read_text().strip()
+                with open(label_file, "rb") as f:   # a label is a line: read no more than a line's worth
+                    raw = f.read(MAX_LABEL_BYTES + 1)
+                try:
+                    label = raw.decode("utf-8").strip()
+                except UnicodeDecodeError:
+                    raise TuduiError(f"label file {label_file} is not UTF-8 text") from None
+                if len(raw) > MAX_LABEL_BYTES:
+                    raise TuduiError(f"label file {label_file} is over {MAX_LABEL_BYTES:,} bytes; a label is "
+                                     f"one line")
                 if not label:
                     raise TuduiError(f"label file {label_file} is empty")
                 items.append((path, label))
