@@ -70,6 +70,9 @@ def load_state(path: str | Path) -> dict:
             raise TuduiError(f"{path} is damaged: {key} is {'missing' if value is None else shown(value)}")
     if not {"python", "numpy", "torch"} <= set(state["rng"]):
         raise TuduiError(f"{path} is damaged: its random states are incomplete")
+    for key, fits in OPTIONAL_FIELDS.items():   # absent from older files; when there, what they must be
+        if key in state and not fits(state[key]):
+            raise TuduiError(f"{path} is damaged: {key} is {shown(state[key])}")
     check_tensors_hold_their_data({"model": state["model"], "optimizer": state["optimizer"],
                                    "averager": state.get("averager")}, str(path))
     return state
@@ -79,6 +82,32 @@ def load_state(path: str | Path) -> dict:
 STATE_FIELDS = {"epoch": int, "step_in_epoch": int, "partial_loss": (int, float), "partial_images": int,
                 "best_score": (int, float), "best_epoch": int, "model": dict, "optimizer": dict,
                 "scheduler": dict, "rng": dict}
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 53
+
+
+def _amount(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf
+
+
+def _fingerprint(value) -> bool:
+    return value is None or (isinstance(value, dict) and all(
+        split in ("train", "val", "test") and (print_ is None or (
+            isinstance(print_, (list, tuple)) and len(print_) == 2 and _count(print_[0])
+            and isinstance(print_[1], str))) for split, print_ in value.items()))
+
+
+# What the fields that later versions added must be, when a state file has them (build reads them).
+OPTIONAL_FIELDS = {
+    "elapsed": _amount, "partial_seconds": _amount, "tensorboard_step": _count, "epochs": _count,
+    "world_size": lambda v: _count(v) and v >= 1,
+    "schedule": lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_count(x) for x in v),
+    "best_tiebreak": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "data": _fingerprint, "progressive": lambda v: v is None or isinstance(v, dict),
+    "averager": lambda v: v is None or isinstance(v, dict), "scaler": lambda v: v is None or isinstance(v, dict),
+}
 
 
 def capture_rng() -> dict:

@@ -375,6 +375,14 @@ def test_a_tampered_state_file_is_refused_before_the_run_changes(tmp_path):
             tudui.train(resume=run.run_dir, epochs=2, progress=False, report=False)
         assert {name: (run.run_dir / name).read_bytes() for name in before} == before
         state_path.write_bytes(good)
+    for key, value in (("elapsed", "x"), ("schedule", [0]), ("data", {"train": 5})):   # were errors mid-run
+        changed = torch.load(state_path)
+        changed[key] = value
+        torch.save(changed, state_path)
+        with pytest.raises(TuduiError, match=rf"state.pt is damaged: {key} is "):
+            tudui.train(resume=run.run_dir, epochs=2, progress=False, report=False)
+        assert {name: (run.run_dir / name).read_bytes() for name in before} == before
+        state_path.write_bytes(good)
     state_path.unlink()
     os.mkfifo(state_path)                                  # would be read forever
     with pytest.raises(TuduiError, match="is not a plain file"):
