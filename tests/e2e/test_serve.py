@@ -114,8 +114,18 @@ def test_tudui_serve_answers_and_on_sigterm_answers_the_request_in_flight_then_e
     assert "Traceback" not in err
 
 
-def test_ctrl_c_stops_it_with_exit_0(trained):
-    with tudui_serve(trained[0]) as (process, _):
+def test_past_max_connections_it_answers_503_and_ctrl_c_stops_it_with_exit_0(trained):
+    with tudui_serve(trained[0], "--max-connections", "2") as (process, url):
+        port = int(url.rsplit(":", 1)[1])
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        for conn in idle:                                  # half a request head each, then nothing
+            conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        time.sleep(0.5)
+        assert httpx.get(url + "/health", timeout=10).status_code == 503
+        for conn in idle:
+            conn.close()
+        time.sleep(0.5)
+        assert httpx.get(url + "/health", timeout=10).status_code == 200
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         assert "Traceback" not in process.communicate()[1]

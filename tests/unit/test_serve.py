@@ -351,6 +351,23 @@ def test_a_slow_client_does_not_hold_up_the_others(weights, images):
     assert max(quick_done) < slow_done - 0.3          # all five answered while the slow one was sending
 
 
+def test_a_body_that_does_not_arrive_in_time_is_a_408(weights, images):
+    import socket
+    from urllib.parse import urlsplit
+    data = images[0].read_bytes()
+    with running(create_app(weights, read_timeout=0.5)) as url:
+        where = urlsplit(url)
+        with socket.create_connection((where.hostname, where.port), timeout=10) as client:
+            client.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                           f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:100])   # and then nothing
+            began = time.monotonic()
+            answer = b""
+            while b"}" not in answer and (chunk := client.recv(4096)):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s (--read-timeout)" in answer
+    assert time.monotonic() - began < 5
+
+
 def test_a_lone_request_does_not_wait_for_the_batch_timeout(weights, images):
     with running(create_app(weights, batch_timeout=2000)) as url, httpx.Client(base_url=url) as client:
         raw_post(client, images[0])                       # the first request starts the threads

@@ -29,7 +29,10 @@ def serve(cfg: ServeConfig) -> None:
           f"POST /predict, API docs at /docs (its script from a CDN; offline: /openapi.json); Ctrl-C to stop",
           flush=True)
     # uvicorn's own log lines are left to warnings and errors: the line above says where it is.
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, server_header=False))
+    # limit_concurrency: past it uvicorn answers 503 at once, so slow or idle clients cannot use up
+    # the process's open files (accept() then fails in a loop) or hold max_body each without bound.
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, server_header=False,
+                                           limit_concurrency=cfg.max_connections, timeout_keep_alive=5))
     with signals_end_quietly():
         server.run(sockets=[listener])
 

@@ -80,7 +80,11 @@ class Service:
         check_declared_length(headers.get("content-length"), self.cfg.max_body)
         if self.batcher.is_full():      # before reading and decoding what would be refused anyway
             raise busy(f"{self.batcher.waiting} images are waiting for the model already")
-        uploads = await read_uploads(body, boundary, self.limits)
+        try:
+            uploads = await asyncio.wait_for(read_uploads(body, boundary, self.limits), self.cfg.read_timeout)
+        except asyncio.TimeoutError:
+            raise Refusal(408, f"the request body did not arrive within {self.cfg.read_timeout:g} s "
+                               f"(--read-timeout)") from None
         prepared = await self._prepare_all(uploads)
         try:
             futures = self.batcher.submit([p for p in prepared if not isinstance(p, Refusal)], expected=True)
