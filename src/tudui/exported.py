@@ -8,13 +8,16 @@ probabilities, whose softmax is the probabilities again), so the same loaders, t
 augmentation and metrics apply. The metadata is two JSON entries: `tudui`, the same record as
 in a .safetensors header, and `tudui_export`, how the graph was exported (EXPORT_SCHEMA).
 
-ONNX files are data (a graph of standard operators) and load freely in onnxruntime. .pt2 and
+ONNX files are data (a graph of standard operators) and load in onnxruntime without unpickling
+anything; a graph that a classifier never is (control flow, computed allocations: _check_onnx_graph)
+is refused first, since running it could take any time or memory. .pt2 and
 TorchScript files unpickle parts of themselves when loaded, which can run code from the file,
 so they load only with trust_pickle, as whole pickled models do.
 """
 from __future__ import annotations
 
 import json
+import math
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -32,6 +35,11 @@ EXPORT_KEY = "tudui_export"
 EXTRA_FILES = {META_KEY: "tudui.json", EXPORT_KEY: "tudui_export.json"}   # pt2 / TorchScript entries
 MAX_METADATA = 16 * 1024 * 1024    # bytes of JSON read from a file's metadata
 MAX_ONNX_BYTES = 2 * 1024 ** 3     # protobuf's own ceiling for one file
+# What a classifier's graph never needs and a crafted one uses to run for ever or allocate without
+# bound: control flow (its bodies are graphs of their own), and tensors made to a size it computes.
+REFUSED_OPS = {"Loop", "Scan", "If", "ConstantOfShape", "Range", "Tile", "SequenceConstruct", "SequenceInsert",
+               "SplitToSequence", "ConcatFromSequence"}
+MAX_ONNX_ELEMENTS = 1 << 28        # of any tensor the graph holds or makes, for one image (fixed sizes)
 
 
 @dataclass(frozen=True)
@@ -125,7 +133,37 @@ def _read_onnx(path: Path, data: bytes | None = None):
         # External data names other files to read; a file from elsewhere could name any file here.
         raise TuduiError(f"{shown_path(path)} keeps weights in other files (ONNX external data); tudui reads "
                          f"self-contained ONNX files only")
+    _check_onnx_graph(model, path)
     return model
+
+
+def _check_onnx_graph(model, path: Path) -> None:
+    """Refuse a graph that an image classifier exported by tudui never is: one with control flow or
+    computed allocation (REFUSED_OPS, or any operator from outside the standard set), or one where
+    shape inference finds a tensor of more than MAX_ONNX_ELEMENTS per image."""
+    onnx = _needs("onnx")
+    for node in model.graph.node:
+        if node.op_type in REFUSED_OPS or node.domain not in ("", "ai.onnx"):
+            raise TuduiError(f"{shown_path(path)} has a {shown(node.op_type)} operator, which no image "
+                             f"classifier tudui exports has; tudui does not run it")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # noqa: BLE001 - a graph shape inference cannot follow: onnxruntime says more
+        return
+    def sizes(value) -> list[int | None]:   # None: a size decided when it runs (the batch, mostly)
+        if hasattr(value, "dims"):          # an initializer
+            return [int(d) for d in value.dims]
+        return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+    inputs = [sizes(value) for value in inferred.input]
+    batch = inputs[0][0] if inputs and inputs[0] and inputs[0][0] else 1   # a fixed batch of N images
+    for value in [*inferred.value_info, *inferred.output, *inferred.initializer]:
+        dims = sizes(value)
+        elements = math.prod(d for d in dims if d)
+        if dims and dims[0] == batch:
+            elements //= batch
+        if elements > MAX_ONNX_ELEMENTS:
+            raise TuduiError(f"{shown_path(path)} makes a tensor of {elements:,} elements per image "
+                             f"({shown(value.name)}); tudui does not run it")
 
 
 def _onnx_metadata(model, path: Path) -> dict[str, str]:

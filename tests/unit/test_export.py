@@ -174,3 +174,31 @@ def test_export_info_round_trip_and_bounds():
         with pytest.raises(TuduiError, match="damaged export metadata"):
             exported.ExportInfo.from_json(bad, "x")
     assert dataclasses.replace(info, batch=None).to_json().count('"dynamic"') == 1
+
+
+def test_an_onnx_graph_with_control_flow_or_a_huge_tensor_is_refused_before_it_runs(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tudui.exported import _check_onnx_graph
+
+    def graph(nodes, inits, out_shape):
+        inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 32, 32])
+        out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, out_shape)
+        return helper.make_model(helper.make_graph(nodes, "g", [inp], [out], initializer=inits),
+                                 opset_imports=[helper.make_opsetid("", 17)])
+    body = helper.make_graph([helper.make_node("Identity", ["c_in"], ["c_out"])], "body",
+                             [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                              helper.make_tensor_value_info("c_in", TensorProto.BOOL, [])],
+                             [helper.make_tensor_value_info("c_out", TensorProto.BOOL, [])])
+    trip, cond = numpy_helper.from_array(np.array(10 ** 12), "trip"), numpy_helper.from_array(np.array(True), "cond")
+    looping = graph([helper.make_node("Loop", ["trip", "cond"], ["probs"], body=body)], [trip, cond], [1, 10])
+    with pytest.raises(TuduiError, match=r"has a 'Loop' operator, which no image classifier tudui exports has"):
+        _check_onnx_graph(looping, tmp_path / "loop.onnx")
+    one = numpy_helper.from_array(np.zeros(1, np.float32), "one")
+    shape = numpy_helper.from_array(np.array([250_000_000, 10], np.int64), "shape")   # 10 GB from a few bytes
+    growing = graph([helper.make_node("Expand", ["one", "shape"], ["probs"])], [one, shape], [250_000_000, 10])
+    with pytest.raises(TuduiError, match=r"makes a tensor of 2,500,000,000 elements per image"):
+        _check_onnx_graph(growing, tmp_path / "alloc.onnx")
+    assert onnx.checker.check_model(growing) is None   # a valid graph: refused for what it would do
