@@ -171,7 +171,14 @@ def _listed(keys: list[str], limit: int = 4) -> str:
 def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, what: str) -> None:
     """Load state into model exactly, or raise TuduiError naming the missing, unexpected and
     differently shaped keys (source: the file, what: the model, both for the message)."""
-    expected = model.state_dict()
+    check_fits(model.state_dict(), state, source, what)
+    model.load_state_dict(state)
+
+
+def check_fits(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str,
+               what: str) -> None:
+    """fit_state_dict's check alone: expected may be a model's state_dict on the "meta" device,
+    so that weights that do not fit are refused before the model takes any memory."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -184,7 +191,6 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
         raise TuduiError(f"weights {source} do not fit {what}: {counted(len(shapes), 'tensor')} {verb} in shape, "
                          f"first {k} ({tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} "
                          f"in the model; was it built for another class count or input size?)")
-    model.load_state_dict(state)
 
 
 def transfer_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], skip: tuple[str, ...],

@@ -36,7 +36,7 @@ from tudui.models import create_model, model_entry, preprocess_of
 from tudui.models import torchvision as tv
 from tudui.rundir import resolve_weights_path, weights_not_found
 from tudui.settings import shown
-from tudui.state_dicts import NotWeights, check_finite, fit_state_dict, read_state_dict
+from tudui.state_dicts import NotWeights, check_finite, check_fits, fit_state_dict, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +240,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", model_name:
         return load_exported(path, torch.device(device), trust_pickle)
     if is_tudui_weights(path):
         state, meta = read_weights(path)
+        _check_before_building(meta, state, str(path))
         if model_name and model_name != meta.model:
             log.warning("--model %s is not used: %s holds tudui weights of a %s model, which say so themselves "
                         "(--model is for a plain state_dict .pth)", model_name, path, meta.model)
@@ -255,6 +256,21 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", model_name:
         except NotWeights as e:
             raise TuduiError(f"{e}; {WEIGHTS_TAKEN}") from None
     return model.to(device).eval(), meta
+
+
+def _check_before_building(meta: "WeightsMeta", state: dict, source: str) -> None:
+    """Refuse weights that do not fit the model their metadata names before that model is built:
+    the metadata could name a model of billions of parameters for a file of a few tensors. The
+    model is laid out on the "meta" device (shapes, no memory); one that cannot be is checked
+    when built, as before."""
+    try:
+        with torch.device("meta"):
+            skeleton = create_model(meta.model, num_classes=meta.num_classes, **meta.model_options)
+    except TuduiError:
+        raise
+    except Exception:  # noqa: BLE001 - a model whose construction needs real numbers: checked once built
+        return
+    check_fits(skeleton.state_dict(), state, source, f"model {meta.model!r}")
 
 
 def load_exported(path: str | Path, device: torch.device, trust_pickle: bool = False) -> tuple[nn.Module,

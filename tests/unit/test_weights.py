@@ -248,3 +248,14 @@ def test_a_weights_argument_that_is_no_weights_says_what_it_takes(tmp_path):
         load_model(tmp_path / "best.safetensor")
     with pytest.raises(TuduiError, match=r"weights not found: .*elsewhere.safetensors$"):   # nothing close
         load_model(tmp_path / "elsewhere.safetensors")
+
+
+def test_weights_whose_metadata_names_a_huge_model_are_refused_before_it_is_built(tmp_path):
+    import dataclasses
+    import time
+    meta = dataclasses.replace(META, model="vit_h_14", num_classes=3)    # 630M parameters, 2.5 GB to build
+    save_weights(tmp_path / "w.safetensors", create_model("tudui", 3), meta)
+    began = time.perf_counter()
+    with pytest.raises(TuduiError, match=r"do not fit model 'vit_h_14': missing keys"):
+        load_model(tmp_path / "w.safetensors")
+    assert time.perf_counter() - began < 5
