@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from tudui.errors import TuduiError
-from tudui.settings import counted
+from tudui.settings import counted, shown
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,21 @@ def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+# What a pickle names that is no model's class but a way to run programs or code: such a file is
+# an attack, not a model to convert.
+RUNS_PROGRAMS = {"os", "posix", "nt", "subprocess", "builtins", "__builtin__", "sys", "shutil", "socket", "runpy",
+                 "importlib", "pty", "ctypes", "webbrowser", "code", "codecs", "pickle", "marshal", "types"}
+
+
 def _pickle_refusal(path: Path, what: str) -> str:
+    if what.split(".")[0] in RUNS_PROGRAMS:
+        return (f"{path} is not a model: its pickle calls {shown(what)[1:-1]}, which runs programs or code; "
+                f"tudui does not load it (do not load it anywhere)")
+    code = (f"import torch; m = torch.load({str(path)!r}, weights_only=False); "
+            f"torch.save(m.state_dict(), {str(path.with_suffix('')) + '_state_dict.pth'!r})")
     return (f"{path} holds a whole pickled model ({what}, saved by torch.save(model, ...)), not a state_dict; "
             f"loading it would run code stored in the file (pickle), so tudui does not. Convert it "
-            f"once, where you trust the file: python -c \"import torch; m = torch.load('{path}', "
-            f"weights_only=False); torch.save(m.state_dict(), '{path.with_suffix('')}_state_dict.pth')\" "
+            f"once, where you trust the file: python -c {shlex.quote(code)} "
             f"and pass the new file, or pass --trust-pickle if you made the file yourself")
 
 
@@ -112,7 +123,7 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, t
         needs_class = re.search(r"GLOBAL ([\w.]+)", str(e))
         if needs_class is None:
             raise NotWeights(f"{path} is not a PyTorch weights file (torch.load cannot read it)") from None
-        if not trust_pickle:
+        if not trust_pickle or needs_class.group(1).split(".")[0] in RUNS_PROGRAMS:   # the latter: never
             raise TuduiError(_pickle_refusal(path, needs_class.group(1))) from None
         log.warning("--trust-pickle: unpickling %s, which runs code stored in the file", path)
         try:

@@ -136,3 +136,26 @@ def test_a_tensor_larger_than_its_data_or_a_checkpoint_that_holds_itself_is_refu
     torch.save(looped, tmp_path / "selfref.pth")
     with pytest.raises(TuduiError, match="nests its weights too deeply"):
         read_state_dict(tmp_path / "selfref.pth")
+
+
+class RunsAProgram:
+    def __reduce__(self):
+        import os
+        return (os.system, ("echo pwned",))
+
+
+def test_a_pickle_that_runs_a_program_is_never_loaded_and_the_conversion_command_quotes_the_name(tmp_path):
+    path = tmp_path / "x'); print('injected'); ('.pth"
+    torch.save({"model": RunsAProgram()}, path)
+    for trust in (False, True):
+        with pytest.raises(TuduiError, match=r"is not a model: its pickle calls (posix|os|nt)\.system, which runs "
+                                             r"programs or code"):
+            read_state_dict(path, trust_pickle=trust)
+    import shlex
+    named = tmp_path / "it's mine.pth"
+    torch.save(create_model("tudui", num_classes=10), named)
+    with pytest.raises(TuduiError) as err:
+        read_state_dict(named)
+    command = str(err.value).split("python -c ", 1)[1].split(" and pass the new file")[0]
+    code = shlex.split(command)[0]                           # one shell word, whatever the file is called
+    assert code.startswith("import torch; m = torch.load(") and repr(str(named)) in code
