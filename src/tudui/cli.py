@@ -211,7 +211,7 @@ def run_eval(args: argparse.Namespace) -> int:
     top5 = f"  top-5 {metrics['top5_accuracy']:.2%}" if len(metrics["class_names"]) > 5 else ""
     print(f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.2%}{top5}  "
           f"balanced accuracy {metrics['balanced_accuracy']:.2%}  macro-F1 {metrics['macro_f1']:.3f}")
-    names = metrics["class_names"]
+    names = [repr(name)[1:-1] for name in metrics["class_names"]]   # a name's control characters escaped
     width = max(columns(name) for name in names)
     for i, name in enumerate(names):
         row = metrics["confusion"][i]

@@ -156,8 +156,9 @@ class TrainConfig(Settings):
     project: str = option("folder that holds the run directories", default="runs")
     run_name: str = option("run directory name (default: exp, exp2, ...; a name taken already gets 2, 3, ...)",
                            flag="--name",
-                           rule=Rule(lambda v: "/" not in v and "\\" not in v,
-                                     "a directory name, not a path (use --project for the parent)"),
+                           rule=Rule(lambda v: "/" not in v and "\\" not in v and v.isprintable(),
+                                     "a directory name, not a path (use --project for the parent), of "
+                                     "printable characters"),
                            default="")
     log_every: int = option("log the training loss to TensorBoard every N steps", rule=up_to(1, 1 << 30),
                           default=20)

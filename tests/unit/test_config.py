@@ -78,7 +78,8 @@ def test_bad_config_files_are_refused_with_the_reason(tmp_path, text, message):
 
 
 def test_missing_config_file_is_named(tmp_path):
-    with pytest.raises(TuduiError, match=r"config file not found: .*nope.yaml \(tudui's own, .*: cifar10-cpu, .*seed\)"):
+    with pytest.raises(TuduiError,
+                       match=r"config file not found: .*nope.yaml \(tudui's own, .*: cifar10-cpu, .*seed\)"):
         make_config(tmp_path / "nope.yaml")
 
 
@@ -354,7 +355,8 @@ def test_the_class_listing_names_each_class_or_the_extremes_past_twelve():
     import numpy as np
 
     from tudui.announce import class_listing
-    assert class_listing(["cat", "二二二二二二二二二二二二_long"], np.array([3, 1200])) == "cat 3, 二二二二二二二二二… 1,200"
+    listed = class_listing(["cat", "二二二二二二二二二二二二_long"], np.array([3, 1200]))
+    assert listed == "cat 3, 二二二二二二二二二… 1,200"
     many = [f"c{i}" for i in range(20)]
     assert class_listing(many, np.full(20, 12)) == "12 each"
     assert class_listing(many, np.arange(20) + 5) == "5 (c0) to 24 (c19), median 14"

@@ -13,6 +13,7 @@ from tudui.data.splits import hold_out_val
 from tudui.data.torchvision_sets import SETS, torchvision_set
 from tudui.errors import TuduiError
 from tudui.files import cache_root
+from tudui.settings import shown_path
 
 DATA, TRAIN = DataConfig(), TrainConfig()   # the defaults of the settings below
 # --data values that name a data set rather than a path
@@ -47,8 +48,8 @@ def read_dataset(name: str, data_dir: str = DATA.data_dir, seed: int = TRAIN.see
     if not Path(name).exists():
         close = difflib.get_close_matches(name.lower(), BUILTIN_DATASETS, n=1)
         meant = f"; did you mean {close[0]}?" if close else ""
-        raise TuduiError(f"data set not found: {name}{meant} (expected a built-in one: {', '.join(BUILTIN_DATASETS)}; "
-                         f"or a folder, a .zip or .tar archive, or a .csv list)")
+        raise TuduiError(f"data set not found: {shown_path(name)}{meant} (expected a built-in one: "
+                         f"{', '.join(BUILTIN_DATASETS)}; or a folder, a .zip or .tar archive, or a .csv list)")
     try:
         return folder(name, cache_root() / "extracted", min_classes)
     except TuduiError as e:
