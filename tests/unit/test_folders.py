@@ -218,3 +218,12 @@ def test_what_follows_a_tar_s_members_is_read_only_so_far(tmp_path, monkeypatch)
     with pytest.raises(TuduiError, match=r"more than 4 MiB follow the end of its members"):
         extract_archive(padded, tmp_path / "cache")
     assert extract_archive(plain, tmp_path / "cache").is_dir()   # tar's own padding is fine
+
+
+def test_an_archive_of_one_class_is_named_as_the_archive_and_its_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUDUI_CACHE", str(tmp_path / "cache"))
+    write_class_folder(tmp_path / "src" / "set", ["cat"], 3)
+    archive = pack(tmp_path / "src" / "set", tmp_path / "one.tar.gz")
+    with pytest.raises(TuduiError, match=rf"^{archive}: set needs at least two classes, each a folder of its images "
+                                         rf"\({archive}: set/CLASS/image.jpg\); found one: 'cat'$"):
+        build_dataset(str(archive))

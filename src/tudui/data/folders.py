@@ -84,7 +84,8 @@ def as_given(path: str | Path) -> str:
     path = Path(path)
     for folder, archive in _UNPACKED.items():
         if path.is_relative_to(folder):
-            return f"{archive}: {path.relative_to(folder).as_posix()}"
+            inside = path.relative_to(folder).as_posix()
+            return str(archive) if inside == "." else f"{archive}: {inside}"
     return str(path)
 
 
@@ -333,8 +334,8 @@ def _read_folder(root: Path, min_classes: int, archive: str | None = None) -> Da
     if len(class_names) < min_classes:
         found = f"found one: {shown(class_names[0])}" if class_names else "found none (images directly in it?)"
         least = "two classes" if min_classes > 1 else "one class"
-        raise TuduiError(f"{root} needs at least {least}, each a folder of its images ({root}/CLASS/image.jpg); "
-                         f"{found}")
+        raise TuduiError(f"{as_given(root)} needs at least {least}, each a folder of its images "
+                         f"({as_given(root / 'CLASS' / 'image.jpg')}); {found}")
     source = f"{root} ({layout})" if archive is None else f"{archive} ({layout}, unpacked in the cache)"
     return DatasetSpec(**{split: FileImages(items) for split, items in splits.items()}, class_names=class_names,
                        kind="folder", source=source, in_memory=False, ignored=dict(ignored))
