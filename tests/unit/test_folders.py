@@ -105,6 +105,11 @@ def test_an_archive_over_the_byte_cap_stops_and_leaves_nothing_behind(archive, t
     with pytest.raises(TuduiError, match="unpacks to more than 2,000 bytes"):
         extract_archive(archive, tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []
+    monkeypatch.setattr(folders, "MAX_UNPACKED_BYTES", 1 << 40)   # the disk is what is short
+    monkeypatch.setattr(folders, "DISK_MARGIN", folders.shutil.disk_usage(tmp_path).free - 1000)
+    with pytest.raises(TuduiError, match=r"does not fit in the cache: its disk has .* free and tudui leaves .* of a "
+                                         r"disk free; free some space, or point TUDUI_CACHE at another disk"):
+        extract_archive(archive, tmp_path / "cache")
 
 
 def test_two_unpackings_of_one_archive_at_once_both_get_the_whole_copy(archive, tmp_path):

@@ -22,6 +22,7 @@ from tudui import caches
 from tudui.data.datasets import DatasetSpec, FileImages
 from tudui.data.images import IMAGE_EXTENSIONS, is_image_file
 from tudui.errors import TuduiError
+from tudui.files import human_bytes
 from tudui.settings import shown, shown_path
 
 log = logging.getLogger(__name__)
@@ -167,8 +168,13 @@ class _CappedFilter:
             raise TuduiError(f"{self.archive} holds more than {MAX_UNPACKED_FILES:,} files; unpack it "
                              f"yourself and pass the folder")
         if self.bytes > self.max_bytes:
-            raise TuduiError(f"{self.archive} unpacks to more than {max(self.max_bytes, 0):,} bytes (the cap, "
-                             f"or what its disk has free); unpack it yourself and pass the folder")
+            if self.max_bytes < MAX_UNPACKED_BYTES:   # the disk, not the cap
+                free = human_bytes(max(self.max_bytes + DISK_MARGIN, 0))
+                raise TuduiError(f"{self.archive} does not fit in the cache: its disk has {free} free and tudui "
+                                 f"leaves {human_bytes(DISK_MARGIN)} of a disk free; free some space, or point "
+                                 f"TUDUI_CACHE at another disk")
+            raise TuduiError(f"{self.archive} unpacks to more than {MAX_UNPACKED_BYTES:,} bytes (the cap); "
+                             f"unpack it yourself and pass the folder")
 
 
 MAX_TRAILING = 64 << 20   # bytes after the last tar member (tar pads with at most a record of zeros)
