@@ -106,7 +106,8 @@ def test_an_archive_over_the_byte_cap_stops_and_leaves_nothing_behind(archive, t
         extract_archive(archive, tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []
     monkeypatch.setattr(folders, "MAX_UNPACKED_BYTES", 1 << 40)   # the disk is what is short
-    monkeypatch.setattr(folders, "DISK_MARGIN", folders.shutil.disk_usage(tmp_path).free - 1000)
+    monkeypatch.setattr(folders.shutil, "disk_usage", lambda path: folders.shutil._ntuple_diskusage(
+        total=1 << 40, used=(1 << 40) - folders.DISK_MARGIN - 500, free=folders.DISK_MARGIN + 500))
     with pytest.raises(TuduiError, match=r"does not fit in the cache: its disk has .* free and tudui leaves .* of a "
                                          r"disk free; free some space, or point TUDUI_CACHE at another disk"):
         extract_archive(archive, tmp_path / "cache")
