@@ -277,6 +277,9 @@ def test_csv_naming_missing_files_is_one_error(tmp_path):
     _write_csv(tmp_path / "list.csv", [["path", "label"], ["gone.jpg", "a"], ["also_gone.jpg", "b"]])
     with pytest.raises(TuduiError, match=r"lists 2 files that do not exist, first .*gone\.jpg \(line 2\)"):
         build_dataset(str(tmp_path / "list.csv"))
+    _write_csv(tmp_path / "wide.csv", [["path", "label"], ["a.jpg", "a", *[""] * 1000]])
+    with pytest.raises(TuduiError, match=r"wide.csv has more than 64 cells in line 2"):
+        build_dataset(str(tmp_path / "wide.csv"))
     _write_csv(tmp_path / "home.csv", [["path", "label"], ["~nobody_here_at_all/a.jpg", "a"]])
     with pytest.raises(TuduiError, match=r"home.csv line 2: '~nobody_here_at_all/a.jpg' names a home folder"):
         build_dataset(str(tmp_path / "home.csv"))

@@ -17,6 +17,7 @@ from tudui.errors import TuduiError
 from tudui.settings import counted, shown, shown_path
 
 MAX_ROWS = 20_000_000   # ImageNet-21k has 14 million images; more is not a list a person made
+MAX_CELLS = 64          # in one row: path, label, split and what a spreadsheet keeps beside them
 SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
@@ -30,6 +31,9 @@ def _read_rows(path: Path) -> tuple[list[list[str]], dict[str, int]]:
             for row in reader:   # a quoted cell may span lines: a row starts after the last one ended
                 if len(rows) > MAX_ROWS:
                     raise TuduiError(f"the CSV list {path} has more than {MAX_ROWS:,} rows; split the data set")
+                if len(row) > MAX_CELLS:   # every cell is kept until the columns are known
+                    raise TuduiError(f"the CSV list {path} has more than {MAX_CELLS} cells in line "
+                                     f"{first_line}; it needs path,label (and split) columns")
                 if any(cell.strip() for cell in row):
                     rows.append((first_line, [cell.strip() for cell in row]))
                 first_line = reader.line_num + 1
