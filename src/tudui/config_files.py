@@ -165,6 +165,19 @@ class _SettingsLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _no_sixties(constructor):
+    """YAML 1.1 reads 190:20:30 as a number in base 60 (685,230): a setting takes it as the text it
+    looks like (and refuses it where it wants a number)."""
+    def construct(loader, node):
+        text = loader.construct_scalar(node)
+        return text if ":" in text else constructor(loader, node)
+    return construct
+
+
+_SettingsLoader.add_constructor("tag:yaml.org,2002:int", _no_sixties(yaml.SafeLoader.construct_yaml_int))
+_SettingsLoader.add_constructor("tag:yaml.org,2002:float", _no_sixties(yaml.SafeLoader.construct_yaml_float))
+
+
 # The recipes that come with tudui (seed, cifar10-fast, ...), which --config takes by name anywhere.
 BUILTIN_CONFIGS = Path(__file__).with_name("configs")
 

@@ -142,11 +142,18 @@ def test_numbers_in_exponent_form_are_numbers_in_a_settings_file(tmp_path, writt
     assert cfg.optim.lr == pytest.approx(value) and cfg.optim.weight_decay == pytest.approx(value)
 
 
-@pytest.mark.parametrize("written", ["1e", "e5", "1e-3x", "1,5e3", "0x1p3"])
+@pytest.mark.parametrize("written", ["1e", "e5", "1e-3x", "1,5e3", "0x1p3", "1:30.5"])
 def test_text_that_only_looks_like_a_number_is_still_refused(tmp_path, written):
     path = tmp_path / "bad.yaml"
     path.write_text(f"lr: {written}\n")
     with pytest.raises(TuduiError, match="lr must be a float"):
+        make_config(path)
+
+
+def test_a_number_in_base_sixty_is_the_text_it_looks_like(tmp_path):
+    path = tmp_path / "sixty.yaml"
+    path.write_text("epochs: 190:20:30\n")                 # YAML 1.1: 685,230
+    with pytest.raises(TuduiError, match=r"epochs must be an int, got '190:20:30'"):
         make_config(path)
 
 
