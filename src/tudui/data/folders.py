@@ -205,8 +205,8 @@ def _unzip(archive: Path, into: Path, caps: _CappedFilter) -> None:
             parts = PurePosixPath(member.filename.replace("\\", "/")).parts
             if member.filename.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
                 raise TuduiError(f"{archive} has a member outside its folder: {shown(member.filename)}")
+            caps.count(0 if member.is_dir() else member.file_size)   # folders count against the file cap too
             if not member.is_dir():
-                caps.count(member.file_size)
                 zipped.extract(member, into)
 
 
