@@ -254,6 +254,8 @@ def test_more_images_than_max_images_are_a_413(weights):
         two = [("file", (f"{i}.png", tiny_png(), "image/png")) for i in range(2)]
         assert client.post("/predict", files=two).status_code == 200
         assert_refused(client.post("/predict", files=two + two[:1]), 413, "more than 2 images", "--max-images")
+        fields = {f"note{i}": "x" for i in range(100)}        # parts that are no images count too, past a few
+        assert_refused(client.post("/predict", files=two, data=fields), 413, "more than 66 parts", "--max-images")
 
 
 @pytest.fixture

@@ -103,8 +103,12 @@ class MultipartImages:
     """python-multipart's MultipartParser with callbacks that keep the image parts in memory.
 
     A part is an image when it carries a filename or an image (or octet-stream) Content-Type;
-    other fields are skipped. The (max_images + 1)-th image stops the parse with a 413.
+    other fields are skipped. The (max_images + 1)-th image stops the parse with a 413, and so
+    does a part past max_images + EXTRA_PARTS of any kind (200,000 tiny text fields kept the
+    event loop parsing for seconds).
     """
+
+    EXTRA_PARTS = 64
 
     def __init__(self, boundary: bytes, max_images: int):
         self.max_images = max_images
@@ -112,9 +116,10 @@ class MultipartImages:
         self._headers: dict[str, bytes] = {}
         self._field, self._value = bytearray(), bytearray()
         self._current: Upload | None = None    # None inside a part that is not an image
+        self._parts = 0
         try:
             self._parser = MultipartParser(boundary, {
-                "on_part_begin": self._headers.clear,
+                "on_part_begin": self._part_begin,
                 "on_header_field": lambda data, start, end: self._field.extend(data[start:end]),
                 "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
                 "on_header_end": self._header_end,
@@ -138,6 +143,13 @@ class MultipartImages:
             raise Refusal(400, "no image in the multipart body: send files as its parts "
                                "(curl -F file=@dog.png ...)")
         return self.uploads
+
+    def _part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > self.max_images + self.EXTRA_PARTS:
+            raise Refusal(413, f"more than {self.max_images + self.EXTRA_PARTS} parts in the multipart body "
+                               f"(--max-images {self.max_images}, and a few other fields)")
+        self._headers.clear()
 
     def _header_end(self) -> None:
         self._headers[self._field.decode("latin-1").lower()] = bytes(self._value)
