@@ -323,6 +323,9 @@ class PredictConfig(Settings):
     device: str = _like(TrainConfig, "device", as_trained=False)
     tta: int | None = _like(TrainConfig, "tta", as_trained=True)
     model: str = _model_of_state_dict()
+    classes: str = option("the class names of weights that do not carry them (a plain state_dict .pth), in "
+                          "the order of the model's outputs: comma-separated (cat,dog), or cifar10",
+                          cli={"metavar": "NAMES"}, default="")
     trust_pickle: bool = trust_pickle_option()
     out: str = option("also write the predictions to FILE.csv or FILE.json", cli={"metavar": "FILE"},
                     default="")

@@ -18,7 +18,7 @@ from tudui.errors import SettingError, TuduiError
 from tudui.files import atomic_write
 from tudui.runtime import inference_device
 from tudui.settings import counted
-from tudui.weights import load_model
+from tudui.weights import load_model, with_class_names
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,8 @@ def predict_images(inputs: str | Path | Image.Image | Sequence, cfg: PredictConf
         inputs = [inputs]
     device = inference_device(cfg.device)
     net, meta = load_model(cfg.weights, device, cfg.model or None, cfg.trust_pickle)
+    if cfg.classes:
+        meta = _named(meta, cfg.classes)
     tta = meta.config.train.tta if cfg.tta is None else cfg.tta
     batch_size = cfg.batch_size or meta.config.data.batch_size
     transform = meta.preprocess.eval_transform()
@@ -127,6 +129,24 @@ def predict_images(inputs: str | Path | Image.Image | Sequence, cfg: PredictConf
     if cfg.out:
         write_predictions(results, cfg.out)
     return results
+
+
+# The classes of CIFAR-10 in the order of its labels (the course's data set): --classes cifar10.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _named(meta, classes: str):
+    """meta with the class names --classes gives, for a plain state_dict (whose classes are numbers)."""
+    if not meta.imported:
+        log.warning("--classes is not used: these weights name their own classes (%s, ...)",
+                    ", ".join(meta.class_names[:3]))
+        return meta
+    names = list(CIFAR10_CLASSES) if classes.strip().lower() == "cifar10" else \
+        [name.strip() for name in classes.split(",")]
+    if len(names) != meta.num_classes or not all(names):
+        raise TuduiError(f"--classes gives {len(names)} names, and the model has {meta.num_classes} outputs: "
+                         f"give one name for each, in order, separated by commas")
+    return with_class_names(meta, names)
 
 
 def check_output_path(path: str | Path) -> Path:

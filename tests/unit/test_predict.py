@@ -60,3 +60,35 @@ def test_an_image_over_the_pixel_limit_is_refused_in_our_words_either_way(tmp_pa
         load_image(path)
     limit = Image.MAX_IMAGE_PIXELS
     assert str(error.value) == f"cannot read image {path}: larger than Pillow's limit of {limit:,} pixels"
+
+
+def test_classes_name_the_outputs_of_a_plain_state_dict_and_only_of_one(tmp_path, caplog):
+    import torch
+    from PIL import Image
+
+    from tudui.config import PredictConfig
+    from tudui.errors import TuduiError
+    from tudui.models import create_model
+    from tudui.prediction import CIFAR10_CLASSES, predict_images
+    from tudui.weights import WeightsMeta, save_weights
+    from tudui.data import Preprocess
+    model = create_model("tudui", num_classes=10)
+    torch.save(model.state_dict(), tmp_path / "tudui_29.pth")          # the course's own file
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
+    numbered = predict_images(tmp_path / "red.png", PredictConfig(weights=str(tmp_path / "tudui_29.pth"),
+                                                                  model="tudui", topk=10))
+    named = predict_images(tmp_path / "red.png", PredictConfig(weights=str(tmp_path / "tudui_29.pth"),
+                                                               model="tudui", topk=10, classes="cifar10"))
+    assert [p["class"] for p in named[0]["predictions"]] == \
+        [CIFAR10_CLASSES[int(p["class"])] for p in numbered[0]["predictions"]]
+    assert [p["probability"] for p in named[0]["predictions"]] == [p["probability"] for p in numbered[0]["predictions"]]
+    with pytest.raises(TuduiError, match="--classes gives 2 names, and the model has 10 outputs"):
+        predict_images(tmp_path / "red.png", PredictConfig(weights=str(tmp_path / "tudui_29.pth"), model="tudui",
+                                                           classes="cat,dog"))
+    meta = WeightsMeta(model="tudui", num_classes=10, class_names=tuple("abcdefghij"),
+                       preprocess=Preprocess(input_size=32))
+    save_weights(tmp_path / "own.safetensors", model, meta)
+    with caplog.at_level("WARNING", logger="tudui"):
+        own = predict_images(tmp_path / "red.png", PredictConfig(weights=str(tmp_path / "own.safetensors"),
+                                                                 classes="cifar10"))
+    assert own[0]["predictions"][0]["class"] in "abcdefghij" and "--classes is not used" in caplog.text
