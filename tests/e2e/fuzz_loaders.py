@@ -1,4 +1,5 @@
-"""Feed mutated weights headers, exported files, settings files and CSV lists to tudui's readers and the CLI.
+"""Feed mutated weights headers, exported files, training states, settings files and CSV lists to tudui's
+readers and the CLI.
 
     python fuzz_loaders.py WORK_DIR SEED CASES_PER_KIND MEMORY_GIB
 
@@ -26,6 +27,7 @@ import numpy as np  # noqa: E402  (after the cap: what they allocate counts)
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from tudui.checkpoint import FORMAT_VERSION, capture_rng, load_state  # noqa: E402
 from tudui.cli import main  # noqa: E402
 from tudui.config_files import make_config  # noqa: E402
 from tudui.data.csvlist import csv_dataset  # noqa: E402
@@ -197,6 +199,33 @@ def csv_cases() -> None:
 
 # ---------------------------------------------------------------- the CLI, on a few of them
 
+# ---------------------------------------------------------------- training states (state.pt)
+
+def state_cases() -> None:
+    model = create_model("tudui", 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.zeros(2, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    base = {"format": FORMAT_VERSION, "epoch": 1, "step_in_epoch": 0, "partial_loss": 0.0, "partial_images": 0,
+            "best_score": 0.5, "best_epoch": 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": {}, "rng": capture_rng(), "elapsed": 1.5, "schedule": [0, 3], "epochs": 3,
+            "data": {"train": [10, "abc"], "test": [5, "def"]}, "tensorboard_step": 4, "world_size": 1}
+    for case in range(CASES):
+        state = {key: (mutate_value(value) if rng.random() < 0.15 else value) for key, value in base.items()}
+        roll = rng.random()
+        if roll < 0.2:   # a tensor whose shape is far larger than its data
+            key = rng.choice(list(base["model"]))
+            state["model"] = {**base["model"], key: torch.zeros(1).expand(rng.choice([10 ** 6, 10 ** 9, 2 ** 40]))}
+        elif roll < 0.35:   # a structure that holds itself, in a field the loader quotes or walks
+            loop: list = []
+            for _ in range(40):
+                loop = [loop, loop]
+            state[rng.choice(["epoch", "format", "elapsed", "schedule", "data", "optimizer"])] = loop
+        path = WORK / f"state{case}.pt"
+        torch.save(state, path)
+        check("state", case, lambda: load_state(path))
+
+
 def cli_cases() -> None:
     image = WORK / "a0.png"
     for case in range(min(CASES, 40)):
@@ -218,8 +247,9 @@ weights_cases(WORK / "good.safetensors")
 exported_cases(WORK / "good.safetensors")
 settings_cases()
 csv_cases()
+state_cases()
 cli_cases()
 torch.set_num_threads(1)
 for failure in failures[:20]:
     print("FAILURE", failure)
-print(json.dumps({"cases": 4 * CASES + min(CASES, 40), "failures": len(failures)}))
+print(json.dumps({"cases": 5 * CASES + min(CASES, 40), "failures": len(failures)}))

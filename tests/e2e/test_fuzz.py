@@ -1,4 +1,5 @@
-"""Hundreds of mutated weights headers, exported files, settings files and CSV lists: each loads or is one line."""
+"""Hundreds of mutated weights headers, exported files, training states, settings files and CSV lists: each
+loads or is one line."""
 import json
 import os
 import subprocess
