@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from tudui.announce import announce
-from tudui.checkpoint import CheckpointHook, EarlyStopping, Resume, check_same_data, restore_training
+from tudui.checkpoint import CheckpointHook, EarlyStopping
 from tudui.config import Config
 from tudui.config_files import dump_yaml
 from tudui.data import (
@@ -50,6 +50,7 @@ from tudui.models import model_entry, preprocess_of
 from tudui.models.fastnet import whiten_bias_schedule
 from tudui.models.torchvision import FrozenBackbone, freeze_backbone
 from tudui.parts import Parts
+from tudui.resume import Resume, check_same_data, restore_training
 from tudui.rundir import RunDir, RunLock
 from tudui.runtime import Runtime, create_runtime, seed_everything
 from tudui.transfer import (

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from tudui.checkpoint import CheckpointHook, EarlyStopping, Resume
+from tudui.checkpoint import CheckpointHook, EarlyStopping
 from tudui.config import Config
 from tudui.data import DatasetSpec, Preprocess
 from tudui.data.loaders import Loaders
 from tudui.engine import Hooks, ResumePoint, RunProgress, TrainStep
 from tudui.engine.averaging import Lookahead
 from tudui.logging import TensorBoardHook
+from tudui.resume import Resume
 from tudui.rundir import RunDir
 from tudui.runtime import Runtime
 from tudui.transfer import StartingModel

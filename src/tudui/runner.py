@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tudui.build import build
-from tudui.checkpoint import Resume, restore_rng, resume_settings
+from tudui.checkpoint import restore_rng
 from tudui.config import Config
 from tudui.config_files import make_config
 from tudui.data.loaders import make_eval_loader
@@ -24,6 +24,7 @@ from tudui.evaluation import Measured, final_measure, final_report
 from tudui.files import human_bytes
 from tudui.interrupts import StopRequest, TrainingInterrupted
 from tudui.parts import Parts
+from tudui.resume import Resume, resume_settings
 from tudui.settings import counted
 
 LARGE_WEIGHTS = 100_000_000   # bytes of weights/ from which the end of a run says how much it takes

@@ -73,7 +73,8 @@ def test_a_state_file_missing_or_mistyping_what_resume_needs_is_one_clear_error(
 def test_a_saved_state_that_does_not_fit_the_parts_is_one_error_not_a_traceback():
     from torch import nn
 
-    from tudui.checkpoint import restore_rng, restore_training
+    from tudui.checkpoint import restore_rng
+    from tudui.resume import restore_training
     model = nn.Linear(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
@@ -113,7 +114,7 @@ def test_continuing_metrics_csv_keeps_the_epochs_before_the_resume_point(tmp_pat
 
 
 def test_a_larger_epochs_stretches_keeps_or_restarts_the_schedule():
-    from tudui.checkpoint import extended_schedule
+    from tudui.resume import extended_schedule
     finished = {"epoch": 4}
     assert extended_schedule(finished, 4, 4, "restart") == ((0, 4), "")    # not extended: nothing changes
     assert extended_schedule(finished, 4, 6, "stretch")[0] == (0, 6)

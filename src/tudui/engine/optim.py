@@ -246,7 +246,7 @@ def create_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, steps_p
     """A per-step schedule over the whole run (stepped after every optimizer step), or over
     window = (first epoch, epochs) of it: before the window the rate is the schedule's start (0
     with a warm-up), after it the schedule's end (a resumed run that was extended; see
-    checkpoint.extended_schedule)."""
+    resume.extended_schedule)."""
     progress = progress or RunProgress(steps_per_epoch * epochs)
     start, length = window or (0, epochs)
     # Warm-up is given in epochs; as a share of the run it is the same under a time budget.
