@@ -34,9 +34,8 @@ from PIL import Image
 
 from common import git_commit, machine
 from tudui.models import create_model, preprocess_of
+from tudui.prediction import CIFAR10_CLASSES as CLASSES
 from tudui.weights import WeightsMeta, save_weights
-
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def make_weights(model: str, folder: Path) -> Path:

@@ -268,7 +268,7 @@ def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager
                                  has_val=has_val, best_score=state.get("best_score", -math.inf),
                                  best_epoch=state.get("best_epoch", 0), writes=writes,
                                  best_val_accuracy=state.get("best_val_accuracy"), extra_state=extra_state,
-                                 best_tiebreak=_saved_number(state.get("best_tiebreak")))
+                                 best_tiebreak=state.get("best_tiebreak", -math.inf))
     early_stopping = EarlyStopping(checkpoints, cfg.train.patience) if cfg.train.patience else None
     hooks = [
         ProgressHook(bar=progress, has_val=has_val) if progress is not False and writes else None,
@@ -297,13 +297,6 @@ def _start_at(resumed: Resume | None, rank: int) -> ResumePoint:
     return ResumePoint(epoch=state["epoch"], step=state["step_in_epoch"],
                        loss_sum=state["partial_loss"] if first else 0.0, images=state["partial_images"] if first else 0,
                        seconds=seconds)
-
-
-def _saved_number(value) -> float:
-    """A number state.pt holds, or -inf where it has none (a file from before it was kept) or
-    something else."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    return float(value) if ok else -math.inf
 
 
 def _recorded(cfg: Config) -> Config:

@@ -94,7 +94,7 @@ OPTIONAL_FIELDS = {
     "elapsed": _amount, "partial_seconds": _amount, "tensorboard_step": _count, "epochs": _count,
     "world_size": lambda v: _count(v) and v >= 1,
     "schedule": lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_count(x) for x in v),
-    "best_tiebreak": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "best_tiebreak": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v),
     "data": _fingerprint, "progressive": lambda v: v is None or isinstance(v, dict),
     "averager": lambda v: v is None or isinstance(v, dict), "scaler": lambda v: v is None or isinstance(v, dict),
 }

@@ -375,7 +375,8 @@ def test_a_tampered_state_file_is_refused_before_the_run_changes(tmp_path):
             tudui.train(resume=run.run_dir, epochs=2, progress=False, report=False)
         assert {name: (run.run_dir / name).read_bytes() for name in before} == before
         state_path.write_bytes(good)
-    for key, value in (("elapsed", "x"), ("schedule", [0]), ("data", {"train": 5})):   # were errors mid-run
+    for key, value in (("elapsed", "x"), ("schedule", [0]), ("data", {"train": 5}),   # were errors mid-run
+                       ("best_tiebreak", float("nan"))):
         changed = torch.load(state_path)
         changed[key] = value
         torch.save(changed, state_path)
