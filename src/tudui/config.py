@@ -384,12 +384,21 @@ class ServeConfig(Settings):
     max_queue: int = option("most images waiting for the model (503 with Retry-After above it)",
                             rule=up_to(1, 1_000_000), default=256)
     decode_workers: int = option("threads that decode uploaded images", rule=up_to(1, 256), default=2)
-    max_connections: int = option("most connections open at once (503 above it): with --max-body, what "
-                                  "uploads can hold in memory", rule=up_to(1, 100_000), default=128)
-    read_timeout: float = option("seconds a request's body may take to arrive (408 after it): a client "
-                                 "that sends slowly cannot hold a connection for ever", rule=up_to(0.1, 3600),
-                                 default=30.0)
+    max_connections: int = option("most connections open at once (503 above it)", rule=up_to(1, 100_000),
+                                  default=128)
+    max_upload_memory: int = option("most bytes of request bodies held in memory at once, over all requests "
+                                    "(503 with Retry-After above it); at least --max-body",
+                                    rule=up_to(1, 1 << 40), default=256 * 1024 * 1024)
+    read_timeout: float = option("seconds a request's head may take to arrive, and then its body (the "
+                                 "connection closed, or 408, after it): a client that sends slowly cannot "
+                                 "hold a connection for ever", rule=up_to(0.1, 3600), default=30.0)
     device: str = _like(TrainConfig, "device", as_trained=False)
     tta: int | None = _like(TrainConfig, "tta", as_trained=True)
     model: str = _model_of_state_dict()
     trust_pickle: bool = trust_pickle_option()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.max_body <= self.max_upload_memory,
+              f"--max-body {self.max_body:,} is more than --max-upload-memory {self.max_upload_memory:,}: "
+              "a body that large would always be refused; raise --max-upload-memory or lower --max-body")

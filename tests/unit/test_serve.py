@@ -25,7 +25,9 @@ from tudui.errors import TuduiError
 from tudui.prediction import predict
 from tudui.serve import create_app
 from tudui.serve.batching import Batcher, QueueFull
-from tudui.serve.server import bind
+from tudui.config import ServeConfig
+from tudui.serve.app import build_app
+from tudui.serve.server import bind, uvicorn_config
 
 from helpers import class_image, write_class_folder
 
@@ -65,10 +67,11 @@ def paths_append(paths: list[Path], path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def running(app) -> Iterator[str]:
-    """The app on uvicorn in a thread, at a free port of 127.0.0.1; its base URL."""
+def running(app, config: uvicorn.Config | None = None) -> Iterator[str]:
+    """The app on uvicorn in a thread (with uvicorn's defaults unless config is given), at a free
+    port of 127.0.0.1; its base URL."""
     listener = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(config or uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -368,6 +371,85 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408(weights, images):
                 answer += chunk
     assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s (--read-timeout)" in answer
     assert time.monotonic() - began < 5
+
+
+def test_uploads_in_progress_hold_at_most_max_upload_memory_and_give_it_back_however_they_end(weights, images):
+    data = images[0].read_bytes()
+    data += b"\0" * (3500 - len(data))            # a PNG with zeros after its end: 3,500 bytes
+
+    async def hold_then_flood(url: str) -> tuple:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            sent = asyncio.Event()
+
+            async def slow_body():        # 3,000 bytes at once, the rest once the others are refused
+                yield data[:3000]
+                sent.set()
+                await asyncio.sleep(1.0)
+                yield data[3000:]
+            slow = asyncio.create_task(client.post("/predict", content=slow_body(),
+                                                   headers={"Content-Type": "image/png"}))
+            await sent.wait()
+            await asyncio.sleep(0.3)
+            held = [(await client.get("/health")).json()["upload_bytes_held"]]
+            others = [await client.post("/predict", content=b"\1" * 2000, headers={"Content-Type": "image/png"})
+                      for _ in range(3)]
+            slow_response = await slow
+            held.append((await client.get("/health")).json()["upload_bytes_held"])
+            ends = [await client.post("/predict", content=b"not an image", headers={"Content-Type": "image/png"}),
+                    await raw_post_async(client, images[1])]
+            held.append((await client.get("/health")).json()["upload_bytes_held"])
+            return others, slow_response, held, [r.status_code for r in ends]
+    with running(create_app(weights, max_body=4000, max_upload_memory=4000)) as url:
+        others, slow_response, held, ends = asyncio.run(hold_then_flood(url))
+    assert held[0] == 3000
+    for response in others:              # 3,000 + 2,000 > 4,000: refused while the first is held
+        assert_refused(response, 503, "busy", "--max-upload-memory")
+        assert int(response.headers["retry-after"]) >= 1
+    assert slow_response.status_code == 200
+    assert held[1:] == [0, 0] and ends == [400, 200]
+
+
+def test_max_body_over_max_upload_memory_is_refused_as_a_setting(weights):
+    with pytest.raises(TuduiError, match="--max-body 5,000 is more than --max-upload-memory 4,000"):
+        create_app(weights, max_body=5000, max_upload_memory=4000)
+
+
+def head_timeout_server(weights: Path, seconds: float):
+    """tudui serve's own uvicorn settings, with a request head's deadline of so many seconds."""
+    cfg = ServeConfig(weights=str(weights), read_timeout=seconds)
+    app = build_app(cfg)
+    return running(app, uvicorn_config(app, cfg))
+
+
+def read_until_closed(conn: socket.socket) -> bytes:
+    answer = b""
+    while chunk := conn.recv(4096):
+        answer += chunk
+    return answer
+
+
+def test_a_request_head_that_does_not_arrive_in_time_closes_the_connection(weights, images):
+    from urllib.parse import urlsplit
+    with head_timeout_server(weights, 0.5) as url:
+        where = (urlsplit(url).hostname, urlsplit(url).port)
+        with httpx.Client(base_url=url) as client:      # the protocol answers requests as uvicorn's does
+            assert raw_post(client, images[0]).status_code == 200
+        began = time.monotonic()
+        with socket.create_connection(where, timeout=10) as silent, \
+                socket.create_connection(where, timeout=10) as partial, \
+                socket.create_connection(where, timeout=10) as second:
+            partial.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: ")    # and then nothing
+            second.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = second.recv(4096)
+            second.sendall(b"GET /health HTTP/1.1\r\nHo")                       # a second head, cut short
+            silent_answer, partial_answer, second_answer = map(read_until_closed, (silent, partial, second))
+        took = time.monotonic() - began
+    assert silent_answer == b""                              # never sent a byte: closed without a word
+    for answer in (partial_answer, second_answer):
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s (--read-timeout)" in answer
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["detail"].startswith("the request head")
+    assert first.startswith(b"HTTP/1.1 200")
+    assert took < 5
 
 
 def test_a_lone_request_does_not_wait_for_the_batch_timeout(weights, images):

@@ -39,7 +39,9 @@ PREDICT_RESPONSES = {
     413: {**_ERROR, "description": "a body over --max-body, or more images than --max-images"},
     415: {**_ERROR, "description": "a Content-Type other than image/*, application/octet-stream or "
                                    "multipart/form-data"},
-    503: {**_ERROR, "description": "the queue is full (--max-queue): try again after Retry-After seconds"}}
+    408: {**_ERROR, "description": "the body did not arrive within --read-timeout seconds"},
+    503: {**_ERROR, "description": "the queue is full (--max-queue), or uploads in progress hold "
+                                   "--max-upload-memory bytes: try again after Retry-After seconds"}}
 
 
 def create_app(weights: str | Path, **settings) -> FastAPI:

@@ -6,8 +6,9 @@ limit is checked as soon as it can be, before the bytes past it are read.
 """
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -19,6 +20,7 @@ from tudui.data.images import IMAGE_FORMATS, open_image, to_rgb
 
 RAW_TYPES = ("application/octet-stream",)
 MAX_NAME = 255
+RETRY_AFTER_S = 1
 
 
 class Refusal(Exception):
@@ -64,6 +66,44 @@ def multipart_boundary(content_type: str | None) -> bytes | None:
                        "image/jpeg, ... or application/octet-stream) or images as multipart/form-data")
 
 
+def busy(why: str) -> Refusal:
+    return Refusal(503, f"the server is busy ({why}); try again in a moment",
+                   {"Retry-After": str(RETRY_AFTER_S)})
+
+
+class UploadMemory:
+    """The bytes of request bodies held in memory at once, over every request, and their limit.
+
+    --max-connections times --max-body is what uploads could hold without it (2 GiB by default);
+    a request whose bytes would pass the limit is a 503 with Retry-After, and what it held is let
+    go. Used from the event loop's thread only, as the app's requests are.
+    """
+
+    def __init__(self, limit: int):
+        self.limit, self.held = limit, 0
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Lease]:
+        """What one request takes, given back when it ends however it ends."""
+        lease = Lease(self)
+        try:
+            yield lease
+        finally:
+            self.held -= lease.taken
+
+
+class Lease:
+    def __init__(self, memory: UploadMemory):
+        self.memory, self.taken = memory, 0
+
+    def take(self, size: int) -> None:
+        if self.memory.held + size > self.memory.limit:
+            raise busy(f"uploads in progress hold {self.memory.held:,} bytes of the {self.memory.limit:,} "
+                       f"allowed (--max-upload-memory)")
+        self.memory.held += size
+        self.taken += size
+
+
 def too_large(max_body: int) -> Refusal:
     return Refusal(413, f"the request body is larger than the limit of {max_body:,} bytes (--max-body)")
 
@@ -78,9 +118,11 @@ def check_declared_length(content_length: str | None, max_body: int) -> None:
         raise too_large(max_body)
 
 
-async def read_uploads(chunks: AsyncIterator[bytes], boundary: bytes | None, limits: Limits) -> list[Upload]:
+async def read_uploads(chunks: AsyncIterator[bytes], boundary: bytes | None, limits: Limits,
+                       lease: Lease) -> list[Upload]:
     """The images of a body (one, or the image parts of a multipart body), read while it stays within
-    limits: past max_body bytes or max_images images the reading stops with a 413."""
+    limits: past max_body bytes or max_images images the reading stops with a 413, and when the
+    lease cannot take a chunk's bytes, with a 503."""
     parts = None if boundary is None else MultipartImages(boundary, limits.max_images)
     raw = bytearray()
     size = 0
@@ -88,6 +130,7 @@ async def read_uploads(chunks: AsyncIterator[bytes], boundary: bytes | None, lim
         size += len(chunk)
         if size > limits.max_body:
             raise too_large(limits.max_body)
+        lease.take(len(chunk))
         if parts is None:
             raw += chunk
         else:

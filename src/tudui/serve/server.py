@@ -1,13 +1,16 @@
 """`tudui serve`: the app on uvicorn, one line to say where, and a clean stop on SIGTERM or Ctrl-C."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import socket
 import threading
 from collections.abc import Iterator
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tudui.config import ServeConfig
 from tudui.errors import TuduiError
@@ -28,13 +31,67 @@ def serve(cfg: ServeConfig) -> None:
     print(f"tudui serve: http://{host}:{port}/  {meta.model}, {meta.num_classes} classes ({names}); "
           f"POST /predict, API docs at /docs (its script from a CDN; offline: /openapi.json); Ctrl-C to stop",
           flush=True)
-    # uvicorn's own log lines are left to warnings and errors: the line above says where it is.
-    # limit_concurrency: past it uvicorn answers 503 at once, so slow or idle clients cannot use up
-    # the process's open files (accept() then fails in a loop) or hold max_body each without bound.
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, server_header=False,
-                                           limit_concurrency=cfg.max_connections, timeout_keep_alive=5))
+    server = uvicorn.Server(uvicorn_config(app, cfg))
     with signals_end_quietly():
         server.run(sockets=[listener])
+
+
+def uvicorn_config(app, cfg: ServeConfig) -> uvicorn.Config:
+    """How uvicorn runs the app: its own log lines left to warnings and errors (serve's first line
+    says where it is); past cfg.max_connections it answers 503 at once, so slow or idle clients
+    cannot use up the process's open files (accept() then fails in a loop); and a request's head
+    must arrive within cfg.read_timeout seconds, as its body must (the app's deadline)."""
+    protocol = type("HeadInTime", (HeadInTime,), {"head_timeout": cfg.read_timeout})
+    return uvicorn.Config(app, log_level="warning", access_log=False, server_header=False, http=protocol,
+                          limit_concurrency=cfg.max_connections, timeout_keep_alive=5)
+
+
+class HeadInTime(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol (h11) with a deadline for each request's line and headers.
+
+    uvicorn times out only a keep-alive connection that sends nothing: one that sends part of a
+    request head and then waits, or that never sends a byte, is kept for ever, and enough of them
+    take every connection --max-connections allows. Here the clock starts when a connection
+    opens and when the first byte of a later request arrives; a head not complete head_timeout
+    seconds later closes the connection (with a 408 when some of it came).
+    """
+
+    head_timeout = 30.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._start_clock()
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None and self.conn.their_state is h11.IDLE:
+            self._start_clock()
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:   # the head is in (or the connection is ending)
+            self._stop_clock()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_clock()
+        super().connection_lost(exc)
+
+    def _start_clock(self) -> None:
+        self._deadline = self.loop.call_later(self.head_timeout, self._too_late)
+
+    def _stop_clock(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_late(self) -> None:
+        self._deadline = None
+        if self.conn.their_state is not h11.IDLE or self.transport.is_closing():
+            return
+        if self.conn.trailing_data[0]:      # part of a head: say why the connection ends
+            detail = f'{{"detail": "the request head did not arrive within {self.head_timeout:g} s (--read-timeout)"}}'
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                                 b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
+                                 % (len(detail), detail.encode()))
+        self.transport.close()
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -23,14 +23,14 @@ from tudui.serve.limits import (
     Limits,
     Refusal,
     Upload,
+    UploadMemory,
+    busy,
     check_declared_length,
     decode_image,
     multipart_boundary,
     read_uploads,
 )
 from tudui.weights import load_model
-
-RETRY_AFTER_S = 1
 
 
 class Service:
@@ -44,6 +44,7 @@ class Service:
         self.topk = min(cfg.topk, self.meta.num_classes)   # a 3-class model answers its 3, not a "top 5"
         self.transform = self.meta.preprocess.eval_transform()
         self.limits = Limits(cfg.max_body, cfg.max_images, cfg.max_pixels)
+        self.upload_memory = UploadMemory(cfg.max_upload_memory)
         self.batcher = Batcher(self.run_batch, cfg.max_batch, cfg.batch_timeout / 1000, cfg.max_queue)
         self._decoders: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -80,12 +81,16 @@ class Service:
         check_declared_length(headers.get("content-length"), self.cfg.max_body)
         if self.batcher.is_full():      # before reading and decoding what would be refused anyway
             raise busy(f"{self.batcher.waiting} images are waiting for the model already")
-        try:
-            uploads = await asyncio.wait_for(read_uploads(body, boundary, self.limits), self.cfg.read_timeout)
-        except asyncio.TimeoutError:
-            raise Refusal(408, f"the request body did not arrive within {self.cfg.read_timeout:g} s "
-                               f"(--read-timeout)") from None
-        prepared = await self._prepare_all(uploads)
+        with self.upload_memory.lease() as lease:    # the bytes are held until decoded
+            try:
+                uploads = await asyncio.wait_for(read_uploads(body, boundary, self.limits, lease),
+                                                 self.cfg.read_timeout)
+            except asyncio.TimeoutError:
+                raise Refusal(408, f"the request body did not arrive within {self.cfg.read_timeout:g} s "
+                                   f"(--read-timeout)") from None
+            prepared = await self._prepare_all(uploads)
+            names = [upload.name for upload in uploads]
+            del uploads     # the bytes go with the lease
         try:
             futures = self.batcher.submit([p for p in prepared if not isinstance(p, Refusal)], expected=True)
         except QueueFull as e:
@@ -94,9 +99,9 @@ class Service:
             answers = iter(await asyncio.gather(*futures))
         except Exception as e:   # noqa: BLE001 - the batcher logged it; the client gets one line
             raise Refusal(500, f"the model failed on this batch: {type(e).__name__}: {e}") from None
-        return {"results": [{"name": upload.name, "error": p.detail} if isinstance(p, Refusal)
-                            else {"name": upload.name, "predictions": next(answers)}
-                            for upload, p in zip(uploads, prepared)]}
+        return {"results": [{"name": name, "error": p.detail} if isinstance(p, Refusal)
+                            else {"name": name, "predictions": next(answers)}
+                            for name, p in zip(names, prepared)]}
 
     async def _prepare_all(self, uploads: list[Upload]) -> list[torch.Tensor | Refusal]:
         """Each upload's input, or the Refusal saying why it cannot be read (in the decoding threads;
@@ -128,14 +133,12 @@ class Service:
             "trained_with": meta.tudui_version, "tudui_version": __version__,
             "settings": {"topk": self.topk, "max_batch": cfg.max_batch, "batch_timeout_ms": cfg.batch_timeout,
                          "max_body": cfg.max_body, "max_images": cfg.max_images, "max_pixels": cfg.max_pixels,
-                         "max_queue": cfg.max_queue, "decode_workers": cfg.decode_workers}}
+                         "max_queue": cfg.max_queue, "decode_workers": cfg.decode_workers,
+                         "max_upload_memory": cfg.max_upload_memory}}
 
     def health(self) -> dict:
         stats = self.batcher.stats
         return {"status": "ok", "model": self.meta.model, "waiting": self.batcher.waiting,
+                "upload_bytes_held": self.upload_memory.held,
                 "forward_passes": stats.passes, "images": stats.images, "largest_batch": stats.largest}
 
-
-def busy(why: str) -> Refusal:
-    return Refusal(503, f"the server is busy ({why}); try again in a moment",
-                   {"Retry-After": str(RETRY_AFTER_S)})
