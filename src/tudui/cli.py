@@ -207,8 +207,9 @@ def run_eval(args: argparse.Namespace) -> int:
         print(json.dumps(metrics))
         return 0
     from tudui.report_html import of_split
+    from tudui.scores import top5_tells
     print(f"{metrics['data']}: {metrics['count']:,} {of_split(metrics['split'])}")
-    top5 = f"  top-5 {metrics['top5_accuracy']:.2%}" if len(metrics["class_names"]) > 5 else ""
+    top5 = f"  top-5 {metrics['top5_accuracy']:.2%}" if top5_tells(len(metrics["class_names"])) else ""
     print(f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.2%}{top5}  "
           f"balanced accuracy {metrics['balanced_accuracy']:.2%}  macro-F1 {metrics['macro_f1']:.3f}")
     names = [repr(name)[1:-1] for name in metrics["class_names"]]   # a name's control characters escaped

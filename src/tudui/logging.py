@@ -141,8 +141,9 @@ class TensorBoardHook:
         if row["val_accuracy"] is not None:
             self.writer.add_scalar("val/loss", row["val_loss"], epoch)
             self.writer.add_scalar("val/accuracy", row["val_accuracy"], epoch)
-            self.writer.add_scalar("val/top5_accuracy", row["val_top5"], epoch)
-        self.writer.add_scalar("lr", row["lr"], epoch)
+            if row["val_top5"] is not None:
+                self.writer.add_scalar("val/top5_accuracy", row["val_top5"], epoch)
+        self.writer.add_scalar("train/epoch_lr", row["lr"], epoch)    # beside train/lr, logged per step
         self.writer.add_scalar("speed/images_per_s", row["images_per_s"], epoch)
         self.writer.flush()
 

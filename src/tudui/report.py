@@ -26,7 +26,7 @@ from PIL import Image
 from tudui.drawing import figure_text
 from tudui.files import atomic_write
 from tudui.report_html import of_split
-from tudui.scores import confident_mistakes, present
+from tudui.scores import confident_mistakes, present, top5_tells
 from tudui.settings import clipped, columns
 
 FIGURE_DPI = 100
@@ -357,8 +357,9 @@ def write_tensorboard(writer, data: ReportData, pictures: dict[str, bytes] | Non
                 writer.add_graph(model, example)
         except Exception as e:  # noqa: BLE001 - tracing fails on some models; the rest still counts
             skipped.append(f"model graph ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
-    final = {"hparam/accuracy": data.metrics["accuracy"], "hparam/top5_accuracy": data.metrics["top5_accuracy"],
-             "hparam/loss": data.metrics["loss"]}
+    final = {"hparam/accuracy": data.metrics["accuracy"], "hparam/loss": data.metrics["loss"]}
+    if top5_tells(len(data.class_names)):
+        final["hparam/top5_accuracy"] = data.metrics["top5_accuracy"]
     # Written into this writer's own folder (add_hparams would open a sub-folder run of its own).
     for summary in hparams(flat_settings(data.settings), final):
         writer.file_writer.add_summary(summary)

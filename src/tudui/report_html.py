@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from tudui.scores import present
+from tudui.scores import present, top5_tells
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; color: #1d1d1f;
@@ -98,7 +98,7 @@ def _cards(metrics: dict, split: str, num_classes: int) -> list[str]:
     if "balanced_accuracy" in metrics:
         cards += [_card(percent(metrics["balanced_accuracy"]), "balanced accuracy (mean class recall)"),
                   _card(f"{metrics['macro_f1']:.3f}", "macro-F1")]
-    if num_classes > 5:   # with 5 classes or fewer, top-5 is always 100 %
+    if top5_tells(num_classes):
         cards.append(_card(percent(metrics["top5_accuracy"]), "top-5 accuracy"))
     return cards + [_card(f"{metrics['loss']:.4f}", "loss (cross-entropy)"),
                     _card(f"{metrics['count']:,}", of_split(split)), _card(f"{num_classes:,}", "classes")]

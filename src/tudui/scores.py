@@ -10,6 +10,12 @@ import numpy as np
 import torch
 
 
+def top5_tells(num_classes: int) -> bool:
+    """Whether top-5 accuracy says anything: with five classes or fewer it is always 100 %, and
+    tudui neither shows nor logs it."""
+    return num_classes > 5
+
+
 def class_metrics(confusion) -> dict[str, list]:
     """Per-class precision, recall, F1, accuracy and support from a confusion matrix (rows: true).
 

@@ -8,9 +8,10 @@ def test_tensorboard_events_hold_the_scalars_and_the_image_grid(digits_run):
     events = EventAccumulator(str(digits_run.run_dir), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    assert {"train/loss", "train/epoch_loss", "lr", "hparam/accuracy"} <= scalars
+    assert {"train/loss", "train/lr", "train/epoch_loss", "train/epoch_lr", "hparam/accuracy"} <= scalars
     assert not {tag for tag in scalars if tag.startswith(("val/", "test/"))}   # digits: no val split
-    assert len(events.Scalars("lr")) == 10 and events.Scalars("hparam/accuracy")[-1].value >= 0.9
+    assert "lr" not in scalars                   # one section for the learning rate, as for the loss
+    assert len(events.Scalars("train/epoch_lr")) == 10 and events.Scalars("hparam/accuracy")[-1].value >= 0.9
     assert len(events.Scalars("train/loss")) == 10 * 23 // 20   # every 20 steps, 23 steps an epoch
     image = events.Images("train/images")[0]
     assert image.width > 32 and image.height > 32 and image.encoded_image_string[:4] == b"\x89PNG"

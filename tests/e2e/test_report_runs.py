@@ -108,6 +108,7 @@ def test_tensorboard_gets_the_confusion_matrix_pr_curves_graph_hparams_and_sampl
     assert "_hparams_/experiment" in hparams and "_hparams_/session_start_info" in hparams
     metrics = json.loads((digits_run.run_dir / "metrics.json").read_text())
     assert events.Scalars("hparam/accuracy")[-1].value == pytest.approx(metrics["accuracy"])
+    assert events.Scalars("hparam/top5_accuracy")[-1].value == pytest.approx(metrics["top5_accuracy"])
 
 
 PROBE = """<script>

@@ -11,6 +11,7 @@ from tudui.engine.distributed import sum_across
 from tudui.engine.hooks import Hooks
 from tudui.engine.loop import TrainStep, evaluate, train_one_epoch
 from tudui.engine.optim import RunProgress, scheduled_rates
+from tudui.scores import top5_tells
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,7 +86,8 @@ def fit(step: TrainStep, train_loader, val_loader, options: FitOptions, hooks: H
         row = {"epoch": epoch, "train_loss": train["loss"],
                "val_loss": val["loss"] if val else None,
                "val_accuracy": val["accuracy"] if val else None,
-               "val_top5": val["top5_accuracy"] if val else None, "lr": train["lr"],
+               "val_top5": val["top5_accuracy"] if val and top5_tells(options.num_classes) else None,
+               "lr": train["lr"],
                # A resumed epoch's times include the part trained before the stop; its rate is this part's.
                "seconds": resumed.seconds + time.perf_counter() - train["started"],
                "train_seconds": resumed.seconds + train["seconds"],
