@@ -186,6 +186,10 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
     model.load_state_dict(state)
 
 
+class KeysDiffer(TuduiError):
+    """Weights whose keys are not the model's: most likely a file of another model."""
+
+
 def check_fits(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str,
                what: str) -> None:
     """fit_state_dict's check alone: expected may be a model's state_dict on the "meta" device,
@@ -193,7 +197,7 @@ def check_fits(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.T
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise TuduiError(f"weights {source} do not fit {what}: missing keys {_listed(missing)}; "
+        raise KeysDiffer(f"weights {source} do not fit {what}: missing keys {_listed(missing)}; "
                          f"unexpected keys {_listed(unexpected)}")
     shapes = [k for k in expected if tuple(expected[k].shape) != tuple(state[k].shape)]
     if shapes:

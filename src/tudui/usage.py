@@ -14,13 +14,14 @@ class Parser(argparse.ArgumentParser):
     argv: list[str] = []   # the command line being parsed, for the hints (set by main)
 
     def error(self, message: str):
-        hint = _hint(message, Parser.argv, self.prog)
+        hint = _hint(message, Parser.argv, self.prog, list(self._option_string_actions))
         self.exit(2, f"{self.prog}: error: {message}{hint} (see `{self.prog} --help`)\n")
 
 
-def _hint(message: str, argv: list[str], prog: str) -> str:
+def _hint(message: str, argv: list[str], prog: str, known: list[str]) -> str:
     """The word meant, for argparse's own messages: a misspelled command, or a misspelled flag
-    that argparse then reports as a missing required one."""
+    (or a short one tudui does not have, as -w) that argparse then reports as a missing required
+    one."""
     choice = re.match(r"argument COMMAND: invalid choice: '(.*?)' \(choose from (.*)\)", message)
     if choice:
         meant = difflib.get_close_matches(choice.group(1), re.findall(r"'?([\w-]+)'?", choice.group(2)), n=1)
@@ -33,6 +34,10 @@ def _hint(message: str, argv: list[str], prog: str) -> str:
             meant = difflib.get_close_matches(name, flags, n=1, cutoff=0.7) if name.startswith("--") else []
             if meant and name not in flags:
                 return f" ({name} is not a flag: did you mean {meant[0]}?)"
+            if len(name) == 2 and name[0] == "-" and name[1].isalpha() and name not in known:
+                initial = [flag for flag in flags if flag[2:3] == name[1]]
+                if len(initial) == 1:
+                    return f" ({name} is not a flag: did you mean {initial[0]}?)"
         if prog == "tudui eval" and len(argv) > 1 and not argv[1].startswith("-"):   # `tudui eval runs/exp`
             return f" (give the run as --weights {argv[1]})"
     return ""

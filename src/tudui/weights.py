@@ -36,7 +36,14 @@ from tudui.models import create_model, model_entry, preprocess_of
 from tudui.models import torchvision as tv
 from tudui.rundir import resolve_weights_path, weights_not_found
 from tudui.settings import shown
-from tudui.state_dicts import NotWeights, check_finite, check_fits, fit_state_dict, read_state_dict
+from tudui.state_dicts import (
+    KeysDiffer,
+    NotWeights,
+    check_finite,
+    check_fits,
+    fit_state_dict,
+    read_state_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +318,7 @@ def model_for_state_dict(name: str, state: dict[str, torch.Tensor], options: dic
     key = head_name + ".weight"
     num_classes = state[key].shape[0] if key in state and state[key].ndim >= 1 else 10
     model = probe if num_classes == 10 else create_model(name, num_classes, **options)
-    fit_state_dict(model, state, source, f"model {name!r} with {num_classes} classes")
+    fit_state_dict(model, state, source, f"model {name!r}" + (f" with {num_classes} classes" if key in state else ""))
     return StateDictFit(model=model, num_classes=num_classes, head=None, head_names=(head_name,),
                         unmodified=False)
 
@@ -329,7 +336,9 @@ def _torchvision_for_state_dict(name: str, state: dict[str, torch.Tensor], optio
         key = head_name + ".weight"
         num_classes = state[key].shape[0] if key in state else original_classes
     tv.set_head(model, head, num_classes)
-    fit_state_dict(model, state, source, f"{name} with a {num_classes}-class head ({head})")
+    # Without the head's key the class count is a guess: the message then names the model alone.
+    has_head = any(n + ".weight" in state for n in (head_name, appended) if n)
+    fit_state_dict(model, state, source, f"{name} with a {num_classes}-class head ({head})" if has_head else name)
     return StateDictFit(model=model, num_classes=num_classes, head=head,
                         head_names=tuple(n for n in (head_name, appended) if n),
                         unmodified=head == "replace" and num_classes == original_classes)
@@ -342,7 +351,11 @@ def _import_model(path: str | Path, model_name: str | None, trust_pickle: bool) 
         raise TuduiError(f"{path} is a plain PyTorch weights file, which does not say which model it "
                          f"is for; pass --model NAME (--model tudui for the course's net; `tudui models` "
                          f"lists the others)")
-    fit = model_for_state_dict(model_name, state, {}, str(path))
+    try:
+        fit = model_for_state_dict(model_name, state, {}, str(path))
+    except KeysDiffer as e:
+        meant = model_with_keys(state, model_name)
+        raise TuduiError(f"{e}; its keys are those of {meant}: try --model {meant}" if meant else str(e)) from None
     weights = tv.default_weights(model_name) if model_entry(model_name).family == "torchvision" else None
     categories = list(weights.meta.get("categories", [])) if weights is not None else []
     class_names = categories if len(categories) == fit.num_classes else [str(i) for i in range(fit.num_classes)]
@@ -352,6 +365,29 @@ def _import_model(path: str | Path, model_name: str | None, trust_pickle: bool) 
                        model_options={"head": fit.head} if fit.head else {},
                        config=Config(model=model_config), imported=True, source=str(Path(path).resolve()))
     return fit.model, meta
+
+
+def model_with_keys(state: dict[str, torch.Tensor], tried: str) -> str | None:
+    """The first model of `tudui models` other than tried whose state_dict has the keys of state
+    (torchvision's old names allowed), or None. Each is laid out on the "meta" device (no memory
+    for its numbers; all of them take a few seconds, on this error's path only); one that cannot
+    be is passed over."""
+    import warnings
+
+    from tudui.models import list_models
+    for name in list_models():
+        theirs = model_entry(name).family == "torchvision"
+        if name == tried:
+            continue
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                skeleton = tv.base_model(name) if theirs else create_model(name, 10)
+        except Exception:  # noqa: BLE001 - models whose construction needs real numbers
+            continue
+        if set(tv.normalize_keys(name, state) if theirs else state) == set(skeleton.state_dict()):
+            return name
+    return None
 
 
 def with_class_names(meta: WeightsMeta, class_names: list[str]) -> WeightsMeta:

@@ -82,6 +82,7 @@ def test_a_usage_mistake_is_one_line_naming_the_flag_meant_and_exit_2(argv, said
     (["prdict", "x.png"], "invalid choice: 'prdict' (choose from"),
     (["predict", "x.png", "--wieghts", "runs"],
      "required: --weights (--wieghts is not a flag: did you mean --weights?)"),
+    (["predict", "x.png", "-w", "runs"], "required: --weights (-w is not a flag: did you mean --weights?)"),
     (["eval", "runs/exp"], "required: --weights (give the run as --weights runs/exp)"),
     (["export", "runs/exp", "--weights", "runs/exp"],
      "tudui export takes the run or weights file as its first argument"),

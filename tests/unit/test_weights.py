@@ -259,3 +259,23 @@ def test_weights_whose_metadata_names_a_huge_model_are_refused_before_it_is_buil
     with pytest.raises(TuduiError, match=r"do not fit model 'vit_h_14': missing keys"):
         load_model(tmp_path / "w.safetensors")
     assert time.perf_counter() - began < 5
+
+
+def test_a_state_dict_of_another_model_is_refused_naming_the_model_its_keys_are_from(tmp_path):
+    import torchvision
+    torch.save(torchvision.models.mobilenet_v3_small(num_classes=10).state_dict(), tmp_path / "mnet.pth")
+    torch.save(create_model("tudui", 10).state_dict(), tmp_path / "course.pth")
+    with pytest.raises(TuduiError) as refused:
+        load_model(tmp_path / "mnet.pth", model_name="resnet18")
+    message = str(refused.value)
+    # The file has no fc.weight: the message claims no class count for resnet18's head.
+    assert message.startswith(f"weights {tmp_path / 'mnet.pth'} do not fit resnet18: missing keys")
+    assert message.endswith("its keys are those of mobilenet_v3_small: try --model mobilenet_v3_small")
+    with pytest.raises(TuduiError, match="its keys are those of tudui: try --model tudui$"):
+        load_model(tmp_path / "course.pth", model_name="fastnet")
+    garbled = {k + "_x": v for k, v in torch.load(tmp_path / "course.pth").items()}
+    torch.save(garbled, tmp_path / "garbled.pth")
+    with pytest.raises(TuduiError) as refused:
+        load_model(tmp_path / "garbled.pth", model_name="tudui")
+    assert "do not fit model 'tudui': missing keys" in str(refused.value)
+    assert "its keys are those of" not in str(refused.value)
