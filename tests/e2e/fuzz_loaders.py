@@ -1,5 +1,5 @@
-"""Feed mutated weights headers, exported files, training states, settings files and CSV lists to tudui's
-readers and the CLI.
+"""Feed mutated weights headers, exported files, training states, settings files, CSV lists, data set
+archives and images to tudui's readers and the CLI.
 
     python fuzz_loaders.py WORK_DIR SEED CASES_PER_KIND MEMORY_GIB
 
@@ -31,6 +31,8 @@ from tudui.checkpoint import FORMAT_VERSION, capture_rng, load_state  # noqa: E4
 from tudui.cli import main  # noqa: E402
 from tudui.config_files import make_config  # noqa: E402
 from tudui.data.csvlist import csv_dataset  # noqa: E402
+from tudui.data.folders import folder  # noqa: E402
+from tudui.data.images import load_image  # noqa: E402
 from tudui.data.transforms import Preprocess  # noqa: E402
 from tudui.errors import TuduiError  # noqa: E402
 from tudui.models import create_model  # noqa: E402
@@ -41,10 +43,18 @@ rng = random.Random(SEED)
 HOSTILE = [None, True, -1, 0, 10 ** 12, 2 ** 63, -2 ** 63, 1e308, float("nan"), "", "x" * 10_000, "$\\bad{$",
            "=cmd|' /C calc'!A0", [], [1, 2], {"a": 1}, [[[[[[]]]]]], "../../etc/passwd", "\x00", "é" * 50]
 failures: list[str] = []
+outcomes: dict[str, dict[str, int]] = {}
 
 
 def check(kind: str, case: int, action) -> str:
     """Run action; 'ok' or 'refused' when it behaves, else record a failure."""
+    outcome = _outcome(kind, case, action)
+    counts = outcomes.setdefault(kind, {})
+    counts[outcome] = counts.get(outcome, 0) + 1
+    return outcome
+
+
+def _outcome(kind: str, case: int, action) -> str:
     try:
         action()
         return "ok"
@@ -191,7 +201,10 @@ def csv_cases() -> None:
              "/etc/passwd", "../a0.png", "a0.png\x00", "é", "=1+1", "a" * 5000, ",", "\n"]
     for case in range(CASES):
         rows = ["path,label,split" if rng.random() < 0.5 else "path,label"]
-        rows += [",".join(rng.choice(cells) for _ in range(rng.randint(0, 4))) for _ in range(rng.randint(0, 12))]
+        if rng.random() < 0.3:     # a good list, to which the random rows below may add a few
+            rows = ["path,label", "a0.png,a", "a1.png,a", "a2.png,a", "b0.png,b", "b1.png,b", "b2.png,b"]
+        rows += [",".join(rng.choice(cells) for _ in range(rng.randint(0, 4)))
+                 for _ in range(rng.randint(0, 12 if len(rows) == 1 else 2))]
         path = WORK / f"c{case}.csv"
         path.write_text("\n".join(rows))
         check("csv", case, lambda: csv_dataset(path))
@@ -226,6 +239,103 @@ def state_cases() -> None:
         check("state", case, lambda: load_state(path))
 
 
+# ---------------------------------------------------------------- data set archives
+
+ESCAPED = "fuzz-escaped"    # members named so try to land outside the cache; none may
+
+
+def hostile_tar(path: Path, base_files: dict[str, bytes]) -> None:
+    """A tar of the data set's files plus members that are links, devices, paths out of the folder,
+    sizes that lie or names that clash, packed with one of tar's compressions."""
+    import tarfile
+    mode = rng.choice(["w", "w:gz", "w:bz2", "w:xz"])
+    with tarfile.open(path, mode) as tar:
+        for name, blob in base_files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+        for _ in range(rng.randint(1, 4)):
+            info = tarfile.TarInfo(rng.choice([f"../../{ESCAPED}", f"/tmp/{ESCAPED}", f"data/a/{ESCAPED}.png",
+                                               "data/a/a0.png", "data/a", "data/a/x/../../../" + ESCAPED]))
+            info.type = rng.choice([tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.DIRTYPE,
+                                    tarfile.CHRTYPE, tarfile.FIFOTYPE])
+            info.linkname = rng.choice(["/etc/passwd", f"../../../{ESCAPED}", "data/a/a0.png", ""])
+            info.mode = rng.choice([0o644, 0o4755, 0o777])
+            blob = b"x" * rng.choice([0, 10, 600])
+            info.size = len(blob) if info.type == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(blob) if info.size else None)
+
+
+def hostile_zip(path: Path, base_files: dict[str, bytes]) -> None:
+    import zipfile
+    with zipfile.ZipFile(path, "w", compression=rng.choice([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])) as zipped:
+        for name, blob in base_files.items():
+            zipped.writestr(name, blob)
+        for _ in range(rng.randint(1, 4)):
+            name = rng.choice([f"../{ESCAPED}", f"/{ESCAPED}", f"C:/{ESCAPED}", f"data\\..\\..\\{ESCAPED}",
+                               "data/a/a0.png/inner.png", "data/a/", "data/a/a0.png"])
+            zipped.writestr(name, b"y" * rng.choice([0, 10, 600]))
+
+
+def archive_cases() -> None:
+    files = {}
+    for name, value in (("a", 40), ("b", 200)):
+        for i in range(3):
+            buffer = io.BytesIO()
+            Image.fromarray(np.full((8, 8, 3), value + i, dtype=np.uint8)).save(buffer, "PNG")
+            files[f"data/{name}/{name}{i}.png"] = buffer.getvalue()
+    cache = WORK / "cache" / "extracted"
+    for case in range(CASES):
+        suffix = rng.choice([".tar", ".zip"])
+        path = WORK / f"arch{case}{'.tar' if suffix == '.tar' else '.zip'}"
+        (hostile_tar if suffix == ".tar" else hostile_zip)(path, files)
+        roll = rng.random()
+        data = path.read_bytes()
+        if roll < 0.3:    # bytes flipped anywhere
+            broken = bytearray(data)
+            for _ in range(rng.randint(1, 20)):
+                broken[rng.randrange(len(broken))] = rng.randrange(256)
+            path.write_bytes(bytes(broken))
+        elif roll < 0.45:  # cut short
+            path.write_bytes(data[:rng.randrange(len(data))])
+        check("archive", case, lambda: folder(str(path), cache))
+    # Anything named fuzz-escaped outside the cache got out of an archive's folder.
+    for found in WORK.parent.rglob(f"*{ESCAPED}*"):
+        if cache not in found.parents:
+            failures.append(f"archive: {found} was written outside the cache")
+
+
+# ---------------------------------------------------------------- images
+
+def image_cases() -> None:
+    """Images of every format tudui reads with bytes flipped, cut short, or (PNG) a header that
+    claims a huge size with a valid checksum: each reads or is one line."""
+    import zlib
+    pixels = np.random.default_rng(SEED).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    sources = {}
+    for fmt, mode in (("PNG", "RGBA"), ("JPEG", "RGB"), ("GIF", "P"), ("BMP", "RGB"), ("TIFF", "RGB"),
+                      ("WEBP", "RGB"), ("PPM", "RGB")):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).convert(mode).save(buffer, fmt)
+        sources[fmt] = buffer.getvalue()
+    for case in range(CASES):
+        fmt = rng.choice(list(sources))
+        data, roll = bytearray(sources[fmt]), rng.random()
+        if roll < 0.5:
+            for _ in range(rng.randint(1, 20)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        elif roll < 0.75:
+            data = data[:rng.randrange(len(data))]
+        elif fmt == "PNG":      # IHDR's width and height, with its CRC made to match
+            data[16:24] = struct.pack(">II", rng.choice([1, 65535, 2 ** 31 - 1]), rng.choice([1, 65535, 2 ** 31 - 1]))
+            data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+        else:
+            data += bytes(rng.randrange(256) for _ in range(rng.randint(1, 5000)))
+        path = WORK / f"img{case}.{fmt.lower()}"
+        path.write_bytes(bytes(data))
+        check("image", case, lambda: load_image(path))
+
+
 def cli_cases() -> None:
     image = WORK / "a0.png"
     for case in range(min(CASES, 40)):
@@ -248,8 +358,10 @@ exported_cases(WORK / "good.safetensors")
 settings_cases()
 csv_cases()
 state_cases()
+archive_cases()
+image_cases()
 cli_cases()
 torch.set_num_threads(1)
 for failure in failures[:20]:
     print("FAILURE", failure)
-print(json.dumps({"cases": 5 * CASES + min(CASES, 40), "failures": len(failures)}))
+print(json.dumps({"cases": 7 * CASES + min(CASES, 40), "failures": len(failures), "outcomes": outcomes}))
