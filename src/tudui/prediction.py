@@ -115,7 +115,7 @@ def predict_images(inputs: str | Path | Image.Image | Sequence, cfg: PredictConf
                 continue
             name = "<image>" if isinstance(item, Image.Image) else str(item)
             try:
-                image = to_rgb(item) if isinstance(item, Image.Image) else load_image(item)
+                image = to_rgb(item) if isinstance(item, Image.Image) else load_image(item, meta.preprocess.decode_side)
             except TuduiError as e:
                 results.append({"path": name, "error": str(e)})
                 continue

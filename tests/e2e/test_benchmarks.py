@@ -100,3 +100,14 @@ def test_gpu_sh_skips_the_parts_that_no_longer_fit_its_budget(tmp_path, data):
     assert "=== race skipped" in done.stdout and "it needs 150" in done.stdout
     assert "=== start skipped" in done.stdout and "=== nonsense: no such part" in done.stdout
     assert (tmp_path / "out" / "gpu-logs.tgz").is_file()
+
+
+def test_jpeg_reduced_prints_a_line_per_model_with_both_timings_and_a_small_difference(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "jpeg_reduced.py"), "--photos", "4",
+                             "--repeats", "1", "--models", "fastnet", "--data", str(tmp_path / "none")],
+                            cwd=REPO / "benchmarks", capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert line["model"] == "fastnet" and line["decode_side"] == 32 and line["photos"] == 4
+    assert line["ms_per_photo"]["whole"] > 0 and line["ms_per_photo"]["reduced"] > 0
+    assert line["input_difference"]["mean"] < 0.02

@@ -201,3 +201,48 @@ def test_a_cache_file_that_cannot_be_replaced_still_returns_the_tensors(tmp_path
     assert torch.equal(images, decode_to_tensor(dataset, 8, None)[0])
     assert any("not written" in record.getMessage() for record in caplog.records)
     assert [p.name for p in cache.iterdir() if ".tmp" in p.name] == []        # no temporary file left
+
+
+def write_photos(folder: Path, sizes: list[tuple[int, int]]) -> list[tuple[Path, int]]:
+    """Smooth JPEG 'photos' (gradients and a little noise) of the given (width, height)."""
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for i, (width, height) in enumerate(sizes):
+        y, x = np.mgrid[0:height, 0:width]
+        pixels = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
+        pixels = np.clip(pixels + rng.normal(0, 12, pixels.shape), 0, 255).astype(np.uint8)
+        path = folder / f"{i:02d}.jpg"
+        Image.fromarray(pixels).save(path, quality=90)
+        samples.append((path, i % 2))
+    return samples
+
+
+def test_large_jpegs_decode_reduced_to_what_the_resize_needs_with_nearly_the_same_pixels(tmp_path):
+    from tudui.data.images import load_image
+    (photo, _), (png, _) = write_photos(tmp_path, [(1024, 768)])[0], write_images(tmp_path, [(1024, 768)])[0]
+    assert load_image(photo).size == (1024, 768)
+    assert load_image(photo, 32).size == (128, 96)       # 1/8: both sides still at least 32
+    assert load_image(photo, 256).size == (512, 384)     # 1/2: 1/4 would leave 192 rows
+    assert load_image(photo, 400).size == (1024, 768)    # no reduction keeps 400 a side
+    assert load_image(png, 32).size == (1024, 768)       # JPEG's decoder alone can do it
+    for size, resize_size in ((32, None), (224, 256)):
+        transform = eval_transform(size, resize_size=resize_size)
+        full = transform(load_image(photo))
+        reduced = transform(load_image(photo, resize_size or size))
+        assert full.shape == reduced.shape and (full - reduced).abs().mean() < 0.01
+        assert (full - reduced).abs().max() < 0.1
+
+
+def test_the_decoded_copy_of_large_jpegs_has_the_pixels_that_predict_and_the_eval_loader_see(tmp_path):
+    from tudui.data.images import load_image
+    from tudui.data.loaders import make_eval_loader
+    from tudui.data.transforms import Preprocess
+    dataset = FileImages(write_photos(tmp_path / "img", [(1024, 768), (640, 960), (300, 200)]))
+    for preprocess in (Preprocess(input_size=32), Preprocess(input_size=48, resize_size=56)):
+        images, _ = decode_to_tensor(dataset, preprocess.input_size, tmp_path / "cache", preprocess.resize_size)
+        transform = preprocess.eval_transform()
+        predicted = torch.stack([transform(load_image(path, preprocess.decode_side)) for path, _ in dataset.samples])
+        assert torch.allclose(images.float() / 255, predicted, atol=1e-6)
+        loader = make_eval_loader(dataset, preprocess, torch.device("cpu"), 8, choice="dataloader", workers=0)
+        assert torch.equal(next(iter(loader))[0], predicted)

@@ -21,7 +21,7 @@ from torchvision.transforms import v2
 
 from tudui import caches
 from tudui.data.datasets import ArrayImages, FileImages, files_identity
-from tudui.data.transforms import geometry
+from tudui.data.transforms import decode_side, geometry
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
 
@@ -35,7 +35,8 @@ def source_key(dataset: Dataset, size: int, resize_size: int | None = None,
         return None
     geometry_key = f"size={size}" if not resize_size and interpolation == "bilinear" else \
         f"size={size}|resize={resize_size}|{interpolation}"
-    return files_key(dataset, geometry_key)
+    # "jpeg-reduced": copies made before large JPEGs were decoded reduced (_decode) are not reused
+    return files_key(dataset, geometry_key + "|jpeg-reduced")
 
 
 def files_key(files: FileImages | list[tuple[Path, int]], salt: str) -> str:
@@ -54,6 +55,8 @@ def _decode(dataset: Dataset, size: int, resize_size: int | None = None,
         if images.shape[1:3] == (size, size):  # already the model's size: no per-image work
             return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(dataset.labels)
     resize = v2.Compose(geometry(size, resize_size, interpolation))  # the steps eval_transform takes
+    if isinstance(dataset, FileImages):     # large JPEGs decoded as small as that resize allows
+        dataset = dataset.decoded_for(decode_side(size, resize_size))
     out = torch.empty((len(dataset), 3, size, size), dtype=torch.uint8)
     for i in range(len(dataset)):
         image, _ = dataset[i]

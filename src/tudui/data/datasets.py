@@ -84,12 +84,21 @@ class ArrayImages(Dataset):
 
 
 class FileImages(Dataset):
-    """Image files listed as (path, label) pairs, decoded on access."""
+    """Image files listed as (path, label) pairs, decoded on access; with at_least, large JPEGs
+    are decoded at a fraction of their size that keeps both sides at least that many pixels
+    (for evaluation's resize: images.reduce_while_decoding)."""
 
-    def __init__(self, samples: list[tuple[Path, int]]):
+    def __init__(self, samples: list[tuple[Path, int]], at_least: int = 0):
         self.samples = samples
         self.labels = np.array([label for _, label in samples], dtype=np.int64)
+        self.at_least = at_least
         self._identity: str | None = None
+
+    def decoded_for(self, at_least: int) -> FileImages:
+        """The same files (and identity), decoded for a resize to at_least pixels."""
+        other = FileImages.__new__(FileImages)
+        other.__dict__.update(self.__dict__, at_least=at_least)
+        return other
 
     def identity(self) -> str:
         """files_identity of the samples, worked out once (the caches' keys all start from it)."""
@@ -102,7 +111,7 @@ class FileImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Image.Image, int]:
         path, label = self.samples[i]
-        return load_image(path), label
+        return load_image(path, self.at_least), label
 
 
 def typical_side(dataset: Dataset, sample: int = 16) -> int | None:

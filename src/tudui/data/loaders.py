@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tudui.config import DataConfig
 from tudui.data.cache import decode_to_tensor
-from tudui.data.datasets import ArrayImages, DatasetSpec
+from tudui.data.datasets import ArrayImages, DatasetSpec, FileImages
 from tudui.data.tensor_loaders import CropLoader, TensorLoader, epoch_order, shard_size
 from tudui.data.transforms import Preprocess, normalize_batch, train_transform
 from tudui.errors import TuduiError
@@ -198,8 +198,11 @@ def make_loaders(spec: DatasetSpec, preprocess: Preprocess, device: torch.device
     else:
         transform = train_transform(preprocess.input_size, preprocess.mean, preprocess.std, augment, translate,
                                     preprocess.resize_size, preprocess.interpolation)
-        train = make_loader(spec.train, transform, batch_size, True, workers, seed, device, drop_last, weights,
-                            **shard)
+        # Large JPEGs decoded as small as the first resize allows: the random resized crop's
+        # smallest crops still have about input_size pixels a side, as on the tensor path.
+        least = side if augment.startswith("resized-crop") else preprocess.decode_side
+        train = make_loader(decoded_for(spec.train, least), transform, batch_size, True, workers, seed, device,
+                            drop_last, weights, **shard)
         kind = f"DataLoader ({workers} workers)" + _over_budget(choice, augment, stored)
     evaluation = {name: _eval_loader(images, preprocess, device, batch_size, tensors, workers, channels_last, **shard)
                   for name, images in spec.splits().items() if name != "train"}
@@ -228,8 +231,13 @@ def _eval_loader(dataset: Dataset, preprocess: Preprocess, device: torch.device,
                                           preprocess.resize_size, preprocess.interpolation)
         return TensorLoader(images, labels, batch_size, False, preprocess.mean, preprocess.std, device=device,
                             channels_last=channels_last, rank=rank, world_size=world_size)
-    return make_loader(dataset, preprocess.eval_transform(), batch_size, False, workers, device=device, rank=rank,
-                       world_size=world_size)
+    return make_loader(decoded_for(dataset, preprocess.decode_side), preprocess.eval_transform(), batch_size, False,
+                       workers, device=device, rank=rank, world_size=world_size)
+
+
+def decoded_for(dataset: Dataset, at_least: int) -> Dataset:
+    """dataset with its large JPEGs decoded down to at_least pixels a side (file images only)."""
+    return dataset.decoded_for(at_least) if isinstance(dataset, FileImages) else dataset
 
 
 def sample_inputs(loader, count: int, device: torch.device) -> torch.Tensor:

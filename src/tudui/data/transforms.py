@@ -57,6 +57,17 @@ class Preprocess:
     def eval_transform(self) -> v2.Compose:
         return eval_transform(self.input_size, self.mean, self.std, self.resize_size, self.interpolation)
 
+    @property
+    def decode_side(self) -> int:
+        """The fewest pixels an image's sides need before eval_transform (see decode_side())."""
+        return decode_side(self.input_size, self.resize_size)
+
+
+def decode_side(input_size: int, resize_size: int | None = None) -> int:
+    """The side geometry() resizes to: what a large JPEG is decoded down to at least, the same
+    for evaluation, prediction, serving and the decoded copies, so that all see the same pixels."""
+    return resize_size or input_size
+
 
 def geometry(input_size: int, resize_size: int | None = None, interpolation: str = "bilinear") -> list:
     """The resize steps: squash to input_size square, or (resize_size given) resize the shorter

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-from tudui.data.images import IMAGE_FORMATS, open_image, to_rgb
+from tudui.data.images import IMAGE_FORMATS, open_image, reduce_while_decoding, to_rgb
 
 RAW_TYPES = ("application/octet-stream",)
 MAX_NAME = 255
@@ -229,14 +229,16 @@ def upload_name(filename: str) -> str:
     return name[:MAX_NAME] or "image"
 
 
-def decode_image(upload: Upload, max_pixels: int) -> Image.Image:
-    """The upload as an RGB image; a 400 when it is no image Pillow reads, or when its header says
-    more than max_pixels pixels (or past Pillow's own bomb limit) before any pixel is decoded."""
+def decode_image(upload: Upload, max_pixels: int, at_least: int = 0) -> Image.Image:
+    """The upload as an RGB image (a large JPEG decoded down to at_least pixels a side, as `tudui
+    predict` decodes it); a 400 when it is no image Pillow reads, or when its header says more
+    than max_pixels pixels (or past Pillow's own bomb limit) before any pixel is decoded."""
     try:
         with open_image(io.BytesIO(upload.data), IMAGE_FORMATS) as image:
             if image.width * image.height > max_pixels:
                 raise Refusal(400, f"{upload.label} has {image.width} x {image.height} pixels, more than the "
                                    f"limit of {max_pixels:,} (--max-pixels)")
+            reduce_while_decoding(image, at_least)
             image.load()
             return to_rgb(image)
     except Refusal:

@@ -72,7 +72,7 @@ class Service:
 
     def prepare(self, upload: Upload) -> torch.Tensor:
         """The model's input for one upload (in a decoding thread)."""
-        return self.transform(decode_image(upload, self.cfg.max_pixels))
+        return self.transform(decode_image(upload, self.cfg.max_pixels, self.meta.preprocess.decode_side))
 
     async def predict(self, headers: Mapping[str, str], body: AsyncIterator[bytes]) -> dict:
         """{"results": [{"name", "predictions"}, ...]} for the images of one request, or a Refusal."""
