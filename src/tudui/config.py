@@ -361,6 +361,9 @@ class ExportConfig(Settings):
     trust_pickle: bool = trust_pickle_option()
 
 
+UPLOAD_MEMORY = 256 * 1024 * 1024    # serve's default --max-upload-memory
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServeConfig(Settings):
     """Settings of `tudui serve` (the weights are its argument): where it listens and what it accepts."""
@@ -384,11 +387,11 @@ class ServeConfig(Settings):
     max_queue: int = option("most images waiting for the model (503 with Retry-After above it)",
                             rule=up_to(1, 1_000_000), default=256)
     decode_workers: int = option("threads that decode uploaded images", rule=up_to(1, 256), default=2)
-    max_connections: int = option("most connections open at once (503 above it)", rule=up_to(1, 100_000),
-                                  default=128)
+    max_connections: int = option("most connections open at once (once that many are open, new requests "
+                                  "get 503)", rule=up_to(1, 100_000), default=128)
     max_upload_memory: int = option("most bytes of request bodies held in memory at once, over all requests "
-                                    "(503 with Retry-After above it); at least --max-body",
-                                    rule=up_to(1, 1 << 40), default=256 * 1024 * 1024)
+                                    "(503 with Retry-After above it); at least --max-body (default: 256 MiB, or "
+                                    "--max-body when larger)", rule=up_to(1, 1 << 40), kind=int, default=None)
     read_timeout: float = option("seconds a request's head may take to arrive, and then its body (the "
                                  "connection closed, or 408, after it): a client that sends slowly cannot "
                                  "hold a connection for ever", rule=up_to(0.1, 3600), default=30.0)
@@ -399,6 +402,8 @@ class ServeConfig(Settings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.max_upload_memory is None:   # not given: resolved here, as --lr is, so that it is shown
+            object.__setattr__(self, "max_upload_memory", max(UPLOAD_MEMORY, self.max_body))
         check(self.max_body <= self.max_upload_memory,
               f"--max-body {self.max_body:,} is more than --max-upload-memory {self.max_upload_memory:,}: "
               "a body that large would always be refused; raise --max-upload-memory or lower --max-body")

@@ -368,13 +368,16 @@ def _import_model(path: str | Path, model_name: str | None, trust_pickle: bool) 
 
 
 def model_with_keys(state: dict[str, torch.Tensor], tried: str) -> str | None:
-    """The first model of `tudui models` other than tried whose state_dict has the keys of state
-    (torchvision's old names allowed), or None. Each is laid out on the "meta" device (no memory
-    for its numbers; all of them take a few seconds, on this error's path only); one that cannot
-    be is passed over."""
+    """The model of `tudui models` other than tried whose state_dict has the keys of state
+    (torchvision's old names allowed) and their shapes, but for one module's (the head, for
+    another class count); failing that, the first with the keys alone (a width setting of
+    another value); or None. Each is laid out on the "meta" device (no memory for its numbers; all
+    of them take a few seconds, on this error's path only); one that cannot be (the regnets) is
+    passed over."""
     import warnings
 
     from tudui.models import list_models
+    same_keys = None
     for name in list_models():
         theirs = model_entry(name).family == "torchvision"
         if name == tried:
@@ -385,9 +388,14 @@ def model_with_keys(state: dict[str, torch.Tensor], tried: str) -> str | None:
                 skeleton = tv.base_model(name) if theirs else create_model(name, 10)
         except Exception:  # noqa: BLE001 - models whose construction needs real numbers
             continue
-        if set(tv.normalize_keys(name, state) if theirs else state) == set(skeleton.state_dict()):
+        expected, found = skeleton.state_dict(), tv.normalize_keys(name, state) if theirs else state
+        if set(found) != set(expected):
+            continue
+        differ = {key.rsplit(".", 1)[0] for key in expected if tuple(expected[key].shape) != tuple(found[key].shape)}
+        if len(differ) <= 1:
             return name
-    return None
+        same_keys = same_keys or name
+    return same_keys
 
 
 def with_class_names(meta: WeightsMeta, class_names: list[str]) -> WeightsMeta:

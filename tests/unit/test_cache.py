@@ -226,6 +226,9 @@ def test_large_jpegs_decode_reduced_to_what_the_resize_needs_with_nearly_the_sam
     assert load_image(photo, 256).size == (512, 384)     # 1/2: 1/4 would leave 192 rows
     assert load_image(photo, 400).size == (1024, 768)    # no reduction keeps 400 a side
     assert load_image(png, 32).size == (1024, 768)       # JPEG's decoder alone can do it
+    camera = tmp_path / "camera.jpg"                     # a camera's JPEG with a second picture: MPO
+    Image.open(photo).save(camera, "MPO", save_all=True, append_images=[Image.new("RGB", (64, 48))])
+    assert load_image(camera, 32).size == (128, 96)
     for size, resize_size in ((32, None), (224, 256)):
         transform = eval_transform(size, resize_size=resize_size)
         full = transform(load_image(photo))

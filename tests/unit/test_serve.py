@@ -412,6 +412,9 @@ def test_uploads_in_progress_hold_at_most_max_upload_memory_and_give_it_back_how
 def test_max_body_over_max_upload_memory_is_refused_as_a_setting(weights):
     with pytest.raises(TuduiError, match="--max-body 5,000 is more than --max-upload-memory 4,000"):
         create_app(weights, max_body=5000, max_upload_memory=4000)
+    # not given, it is 256 MiB, or --max-body when that is larger
+    assert ServeConfig(weights="w").max_upload_memory == 256 << 20
+    assert ServeConfig(weights="w", max_body=1 << 30).max_upload_memory == 1 << 30
 
 
 def head_timeout_server(weights: Path, seconds: float):
@@ -454,6 +457,60 @@ def test_a_request_head_that_does_not_arrive_in_time_closes_the_connection(weigh
         assert json.loads(answer.partition(b"\r\n\r\n")[2])["detail"].startswith("the request head")
     assert first.startswith(b"HTTP/1.1 200")
     assert took < 5
+
+
+def test_neither_a_head_sent_byte_by_byte_nor_an_unread_body_holds_a_connection(weights):
+    from urllib.parse import urlsplit
+    with head_timeout_server(weights, 1.0) as url:
+        where = (urlsplit(url).hostname, urlsplit(url).port)
+        with socket.create_connection(where, timeout=10) as trickle, \
+                socket.create_connection(where, timeout=10) as unread:
+            # /health does not read bodies: its answer comes before the 10 bytes announced
+            unread.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+            began = time.monotonic()
+            head, sent = b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200, 0
+            trickle.settimeout(0.1)
+            answer = b""
+            while time.monotonic() - began < 8 and not answer:
+                with contextlib.suppress(OSError):
+                    trickle.sendall(head[sent:sent + 1])    # a byte every 0.1 s: a new one never resets the clock
+                    sent += 1
+                with contextlib.suppress(socket.timeout):
+                    answer = trickle.recv(4096)
+            took = time.monotonic() - began
+            unread_answer = b""
+            while b"largest_batch" not in unread_answer:
+                unread_answer += unread.recv(4096)
+            with contextlib.suppress(OSError):
+                unread.sendall(b"x")        # one byte of the body: it stopped uvicorn's keep-alive clock
+            answered = time.monotonic()
+            unread_answer += read_until_closed(unread)   # closed once answered
+            closed_after = time.monotonic() - answered
+    assert answer.startswith(b"HTTP/1.1 408") and 0.9 < took < 5, (answer[:60], took)
+    assert unread_answer.startswith(b"HTTP/1.1 200") and closed_after < 3
+
+
+def test_a_client_that_hangs_up_mid_upload_is_forgotten_without_a_traceback(weights, images):
+    import logging
+    from urllib.parse import urlsplit
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    data = images[0].read_bytes()
+    with running(create_app(weights)) as url:
+        logging.getLogger("uvicorn.error").addHandler(handler)
+        try:
+            where = (urlsplit(url).hostname, urlsplit(url).port)
+            with socket.create_connection(where, timeout=10) as client:
+                client.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                               f"Content-Length: {len(data) + 1000}\r\n\r\n".encode() + data)
+                time.sleep(0.3)
+            time.sleep(0.5)
+            health = httpx.get(url + "/health", timeout=10).json()
+        finally:
+            logging.getLogger("uvicorn.error").removeHandler(handler)
+    assert health["upload_bytes_held"] == 0
+    assert not [r for r in records if r.levelno >= logging.ERROR], [r.getMessage() for r in records]
 
 
 def test_a_lone_request_does_not_wait_for_the_batch_timeout(weights, images):

@@ -8,7 +8,8 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from tudui._version import __version__
 from tudui.config import ServeConfig
@@ -100,5 +101,8 @@ def add_routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/predict", summary="Top-k classes of one image or several", openapi_extra=PREDICT_BODY,
               responses=PREDICT_RESPONSES)
-    async def predict(request: Request) -> JSONResponse:
-        return JSONResponse(await service.predict(request.headers, request.stream()))
+    async def predict(request: Request) -> Response:
+        try:
+            return JSONResponse(await service.predict(request.headers, request.stream()))
+        except ClientDisconnect:   # hung up while sending: nobody to answer, nothing to log
+            return Response(status_code=400)

@@ -139,7 +139,7 @@ async def read_uploads(chunks: AsyncIterator[bytes], boundary: bytes | None, lim
         return parts.finish()
     if not raw:
         raise Refusal(400, "the request body is empty: send an image")
-    return [Upload("image", raw)]
+    return [Upload("image", bytes(raw))]    # bytes: BytesIO shares them while decoding, where it copies a bytearray
 
 
 class MultipartImages:
@@ -219,6 +219,7 @@ class MultipartImages:
 
     def _part_end(self) -> None:
         if self._current is not None:
+            self._current.data = bytes(self._current.data)     # as read_uploads' raw body
             self.uploads.append(self._current)
             self._current = None
 

@@ -53,7 +53,9 @@ class HeadInTime(H11Protocol):
     request head and then waits, or that never sends a byte, is kept for ever, and enough of them
     take every connection --max-connections allows. Here the clock starts when a connection
     opens and when the first byte of a later request arrives; a head not complete head_timeout
-    seconds later closes the connection (with a 408 when some of it came).
+    seconds later closes the connection (with a 408 when some of it came). A connection answered
+    before its request's body came in (a route that does not read it) is closed: the rest of that
+    body would otherwise keep it open with no clock running.
     """
 
     head_timeout = 30.0
@@ -69,6 +71,13 @@ class HeadInTime(H11Protocol):
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:   # the head is in (or the connection is ending)
             self._stop_clock()
+        elif self._deadline is None and not self.transport.is_closing():   # back to IDLE inside h11
+            self._start_clock()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            self.transport.close()     # answered before its body came: nothing bounds the rest
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_clock()
