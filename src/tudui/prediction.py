@@ -86,7 +86,9 @@ def predict(inputs: str | Path | Image.Image | Sequence, weights: str | Path, **
     got; so is the test-time augmentation level unless tta is given (0, 1 or 2). A plain
     state_dict file needs model (its name); its classes are then numbered, or ImageNet's for a
     torchvision model with its original head. With out (FILE.csv or FILE.json) the predictions
-    are written there too.
+    are written there too. A large JPEG given by its path is decoded reduced, as evaluation and
+    `tudui serve` decode it; a PIL image is taken as it is, so the same photo opened by hand may
+    give probabilities a little different in their last digits.
     """
     given = {k: v for k, v in settings.items() if v is not None}
     return predict_images(inputs, PredictConfig(weights=weights, **given))
