@@ -10,6 +10,7 @@ made from the model's defaults. WeightsMeta is written and read here and nowhere
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -371,31 +372,37 @@ def model_with_keys(state: dict[str, torch.Tensor], tried: str) -> str | None:
     """The model of `tudui models` other than tried whose state_dict has the keys of state
     (torchvision's old names allowed) and their shapes, but for one module's (the head, for
     another class count); failing that, the first with the keys alone (a width setting of
-    another value); or None. Each is laid out on the "meta" device (no memory for its numbers; all
-    of them take a few seconds, on this error's path only); one that cannot be (the regnets) is
-    passed over."""
-    import warnings
-
+    another value); or None. Each model's layout is worked out once per process (_layout: a few
+    seconds for all of them, on this error's path only)."""
     from tudui.models import list_models
     same_keys = None
     for name in list_models():
-        theirs = model_entry(name).family == "torchvision"
-        if name == tried:
+        expected = _layout(name) if name != tried else None
+        if expected is None:
             continue
-        try:
-            with torch.device("meta"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                skeleton = tv.base_model(name) if theirs else create_model(name, 10)
-        except Exception:  # noqa: BLE001 - models whose construction needs real numbers
-            continue
-        expected, found = skeleton.state_dict(), tv.normalize_keys(name, state) if theirs else state
+        found = tv.normalize_keys(name, state) if model_entry(name).family == "torchvision" else state
         if set(found) != set(expected):
             continue
-        differ = {key.rsplit(".", 1)[0] for key in expected if tuple(expected[key].shape) != tuple(found[key].shape)}
+        differ = {key.rsplit(".", 1)[0] for key, shape in expected.items() if shape != tuple(found[key].shape)}
         if len(differ) <= 1:
             return name
         same_keys = same_keys or name
     return same_keys
+
+
+@functools.cache
+def _layout(name: str) -> dict[str, tuple[int, ...]] | None:
+    """The shape of each tensor of model name's state_dict (torchvision's with its ImageNet head,
+    tudui's with 10 classes), laid out on the "meta" device: no memory for its numbers. None for a
+    model that cannot be laid out there (the regnets)."""
+    import warnings
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            skeleton = tv.base_model(name) if model_entry(name).family == "torchvision" else create_model(name, 10)
+    except Exception:  # noqa: BLE001 - models whose construction needs real numbers
+        return None
+    return {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
 
 
 def with_class_names(meta: WeightsMeta, class_names: list[str]) -> WeightsMeta:
