@@ -379,20 +379,23 @@ def test_uploads_in_progress_hold_at_most_max_upload_memory_and_give_it_back_how
 
     async def hold_then_flood(url: str) -> tuple:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            sent = asyncio.Event()
+            sent, others_done = asyncio.Event(), asyncio.Event()
 
-            async def slow_body():        # 3,000 bytes at once, the rest once the others are refused
+            async def slow_body():        # 3,000 bytes at once, the rest once the others are answered
                 yield data[:3000]
                 sent.set()
-                await asyncio.sleep(1.0)
+                await others_done.wait()
                 yield data[3000:]
             slow = asyncio.create_task(client.post("/predict", content=slow_body(),
                                                    headers={"Content-Type": "image/png"}))
             await sent.wait()
-            await asyncio.sleep(0.3)
+            deadline = time.monotonic() + 10
+            while (await client.get("/health")).json()["upload_bytes_held"] < 3000 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)                 # until the server has read the first chunk
             held = [(await client.get("/health")).json()["upload_bytes_held"]]
             others = [await client.post("/predict", content=b"\1" * 2000, headers={"Content-Type": "image/png"})
                       for _ in range(3)]
+            others_done.set()
             slow_response = await slow
             held.append((await client.get("/health")).json()["upload_bytes_held"])
             ends = [await client.post("/predict", content=b"not an image", headers={"Content-Type": "image/png"}),
