@@ -507,9 +507,15 @@ def test_a_client_that_hangs_up_mid_upload_is_forgotten_without_a_traceback(weig
             with socket.create_connection(where, timeout=10) as client:
                 client.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
                                f"Content-Length: {len(data) + 1000}\r\n\r\n".encode() + data)
-                time.sleep(0.3)
-            time.sleep(0.5)
-            health = httpx.get(url + "/health", timeout=10).json()
+                deadline = time.monotonic() + 10
+                while httpx.get(url + "/health", timeout=10).json()["upload_bytes_held"] == 0:
+                    assert time.monotonic() < deadline, "the upload was never held"
+                    time.sleep(0.05)
+            deadline = time.monotonic() + 10                  # hung up: until its bytes are let go
+            while (health := httpx.get(url + "/health", timeout=10).json())["upload_bytes_held"]:
+                assert time.monotonic() < deadline, health
+                time.sleep(0.05)
+            time.sleep(0.2)
         finally:
             logging.getLogger("uvicorn.error").removeHandler(handler)
     assert health["upload_bytes_held"] == 0
