@@ -10,7 +10,6 @@ made from the model's defaults. WeightsMeta is written and read here and nowhere
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -35,6 +34,7 @@ from tudui.errors import TuduiError
 from tudui.files import atomic_write
 from tudui.models import create_model, model_entry, preprocess_of
 from tudui.models import torchvision as tv
+from tudui.models.layouts import model_with_keys
 from tudui.rundir import resolve_weights_path, weights_not_found
 from tudui.settings import shown
 from tudui.state_dicts import (
@@ -366,43 +366,6 @@ def _import_model(path: str | Path, model_name: str | None, trust_pickle: bool) 
                        model_options={"head": fit.head} if fit.head else {},
                        config=Config(model=model_config), imported=True, source=str(Path(path).resolve()))
     return fit.model, meta
-
-
-def model_with_keys(state: dict[str, torch.Tensor], tried: str) -> str | None:
-    """The model of `tudui models` other than tried whose state_dict has the keys of state
-    (torchvision's old names allowed) and their shapes, but for one module's (the head, for
-    another class count); failing that, the first with the keys alone (a width setting of
-    another value); or None. Each model's layout is worked out once per process (_layout: a few
-    seconds for all of them, on this error's path only)."""
-    from tudui.models import list_models
-    same_keys = None
-    for name in list_models():
-        expected = _layout(name) if name != tried else None
-        if expected is None:
-            continue
-        found = tv.normalize_keys(name, state) if model_entry(name).family == "torchvision" else state
-        if set(found) != set(expected):
-            continue
-        differ = {key.rsplit(".", 1)[0] for key, shape in expected.items() if shape != tuple(found[key].shape)}
-        if len(differ) <= 1:
-            return name
-        same_keys = same_keys or name
-    return same_keys
-
-
-@functools.cache
-def _layout(name: str) -> dict[str, tuple[int, ...]] | None:
-    """The shape of each tensor of model name's state_dict (torchvision's with its ImageNet head,
-    tudui's with 10 classes), laid out on the "meta" device: no memory for its numbers. None for a
-    model that cannot be laid out there (the regnets)."""
-    import warnings
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            skeleton = tv.base_model(name) if model_entry(name).family == "torchvision" else create_model(name, 10)
-    except Exception:  # noqa: BLE001 - models whose construction needs real numbers
-        return None
-    return {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
 
 
 def with_class_names(meta: WeightsMeta, class_names: list[str]) -> WeightsMeta:

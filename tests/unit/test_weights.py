@@ -271,7 +271,7 @@ def test_a_state_dict_of_another_model_is_refused_naming_the_model_its_keys_are_
     # The file has no fc.weight: the message claims no class count for resnet18's head.
     assert message.startswith(f"weights {tmp_path / 'mnet.pth'} do not fit resnet18: missing keys")
     assert message.endswith("its keys are those of mobilenet_v3_small: try --model mobilenet_v3_small")
-    from tudui.weights import model_with_keys
+    from tudui.models.layouts import model_with_keys
     # shufflenet_v2_x0_5 and x1_5 have the same keys: the shapes tell them apart
     wider = torchvision.models.shufflenet_v2_x1_5(num_classes=3).state_dict()
     assert model_with_keys(wider, "resnet18") == "shufflenet_v2_x1_5"
