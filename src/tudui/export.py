@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from torch import nn
 import tudui.exported as exported
 from tudui.config import ExportConfig
 from tudui.errors import SettingError, TuduiError
+from tudui.files import new_file_beside
 from tudui.rundir import resolve_weights_path, weights_not_found
 from tudui.settings import shown_path
 from tudui.weights import WeightsMeta, load_model
@@ -107,15 +107,12 @@ def export_weights(cfg: ExportConfig, say: Callable[[str], None] = lambda line: 
 
 
 def _partial_file(out: Path) -> Path:
-    """A new file beside out to export into before the parity check: made new (O_EXCL, under a
-    name nobody can guess), so a link planted there is never written through; out's suffix, which
-    torch.export.load wants."""
+    """A new file beside out to export into before the parity check (files.new_file_beside), with
+    out's suffix, which torch.export.load wants."""
     try:
-        handle, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.partial-", suffix=out.suffix)
+        return new_file_beside(out, f".{out.stem}.partial-")
     except OSError as e:
         raise TuduiError(f"cannot write beside {out}: {e.strerror or e}") from None
-    os.close(handle)
-    return Path(name)
 
 
 def _output_path(cfg: ExportConfig) -> Path:

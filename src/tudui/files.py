@@ -28,6 +28,15 @@ def cache_root() -> Path:
     return Path(os.environ.get("TUDUI_CACHE") or Path.home() / ".cache" / "tudui")
 
 
+def new_file_beside(path: Path, prefix: str) -> Path:
+    """An empty file made new in path's folder (O_EXCL, under prefix and a part nobody can guess,
+    with path's suffix), so that a link planted there is never written through; OSError when the
+    folder refuses."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=path.suffix)
+    os.close(handle)
+    return Path(name)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename over path.
 
@@ -38,13 +47,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """
     path = Path(path)
     try:
-        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-",
-                                        suffix=path.suffix)
-        os.close(handle)
+        tmp = new_file_beside(path, f".{path.name}.tmp-{os.getpid()}-")
     except OSError as e:
         raise TuduiError(f"cannot write {path}: {e.strerror or e}; the previous file, if any, "
                          "is unchanged") from None
-    tmp = Path(name)
     try:
         write(tmp)
         # Some writers (safetensors) create 0600 files; give the usual umask-based mode instead.
