@@ -204,16 +204,15 @@ def test_a_cache_file_that_cannot_be_replaced_still_returns_the_tensors(tmp_path
 
 
 def write_photos(folder: Path, sizes: list[tuple[int, int]]) -> list[tuple[Path, int]]:
-    """Smooth JPEG 'photos' (gradients and a little noise) of the given (width, height)."""
+    """JPEG photos (tests/photos.py's: a smooth background, noise, an object) of the given
+    (width, height), labels alternating 0, 1."""
+    from photos import photo_image
     rng = np.random.default_rng(1)
     folder.mkdir(parents=True, exist_ok=True)
     samples = []
     for i, (width, height) in enumerate(sizes):
-        y, x = np.mgrid[0:height, 0:width]
-        pixels = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
-        pixels = np.clip(pixels + rng.normal(0, 12, pixels.shape), 0, 255).astype(np.uint8)
         path = folder / f"{i:02d}.jpg"
-        Image.fromarray(pixels).save(path, quality=90)
+        photo_image(i % 2, rng, width, height).save(path, quality=90)
         samples.append((path, i % 2))
     return samples
 
