@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import MISSING, fields
 
 from tudui._version import __version__
-from tudui.config import SECTIONS, EvalConfig, ExportConfig, PredictConfig, ServeConfig, TrainFlags, iter_options
+from tudui.config import SECTIONS, TrainFlags, iter_options
+from tudui.config_commands import EvalConfig, ExportConfig, PredictConfig, ServeConfig
 from tudui.errors import SettingError, TuduiError
 from tudui.interrupts import TrainingInterrupted
 from tudui.settings import columns, flag_name, option_key, padded, shown_path, value_type

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from tudui.config import Config, EvalConfig
+from tudui.config import Config
+from tudui.config_commands import EvalConfig
 from tudui.config_files import to_dict
 from tudui.data import DatasetSpec
 from tudui.data.loaders import make_eval_loader

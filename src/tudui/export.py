@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 import tudui.exported as exported
-from tudui.config import ExportConfig
+from tudui.config_commands import ExportConfig
 from tudui.errors import SettingError, TuduiError
 from tudui.files import new_file_beside
 from tudui.rundir import resolve_weights_path, weights_not_found

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tudui.config import PredictConfig
+from tudui.config_commands import PredictConfig
 from tudui.data.images import IMAGE_EXTENSIONS, is_image_file, load_image, to_rgb
 from tudui.engine.loop import predict_logits
 from tudui.errors import SettingError, TuduiError

@@ -194,7 +194,8 @@ def test_keywords_take_paths_and_whole_numbers_where_the_setting_wants_text_or_a
 def test_eval_and_predict_share_trainings_settings_and_read_the_rest_from_the_weights():
     from dataclasses import fields
 
-    from tudui.config import DataConfig, EvalConfig, PredictConfig, TrainConfig
+    from tudui.config import DataConfig, TrainConfig
+    from tudui.config_commands import EvalConfig, PredictConfig
     from tudui.settings import flag_name
     evaluated = {flag_name(f): f for f in fields(EvalConfig)}
     trained = {flag_name(f): f for cls in (DataConfig, TrainConfig) for f in fields(cls)}
@@ -216,7 +217,8 @@ def test_every_setting_of_every_command_is_a_flag_with_its_help():
     from dataclasses import fields
 
     from tudui.cli import build_parser
-    from tudui.config import SECTIONS, EvalConfig, PredictConfig
+    from tudui.config import SECTIONS
+    from tudui.config_commands import EvalConfig, PredictConfig
     from tudui.settings import flag_name
     commands = build_parser()._subparsers._group_actions[0].choices
     for command, classes in (("train", SECTIONS.values()), ("eval", [EvalConfig]), ("predict", [PredictConfig])):

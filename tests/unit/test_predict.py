@@ -66,7 +66,7 @@ def test_classes_name_the_outputs_of_a_plain_state_dict_and_only_of_one(tmp_path
     import torch
     from PIL import Image
 
-    from tudui.config import PredictConfig
+    from tudui.config_commands import PredictConfig
     from tudui.errors import TuduiError
     from tudui.models import create_model
     from tudui.prediction import CIFAR10_CLASSES, predict_images

@@ -25,7 +25,7 @@ from tudui.errors import TuduiError
 from tudui.prediction import predict
 from tudui.serve import create_app
 from tudui.serve.batching import Batcher, QueueFull
-from tudui.config import ServeConfig
+from tudui.config_commands import ServeConfig
 from tudui.serve.app import build_app
 from tudui.serve.server import bind, uvicorn_config
 
@@ -198,7 +198,7 @@ def test_images_that_cannot_be_read_or_are_too_large_are_a_400(weights):
         eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"     # Ghostscript's: never offered
         assert_refused(client.post("/predict", content=eps, headers=headers), 400, "not in a format")
     # Pillow's own bomb limits refuse too, from the header alone: above it, and above twice it.
-    from tudui.config import PILLOW_PIXELS
+    from tudui.config_commands import PILLOW_PIXELS
     with running(create_app(weights, max_pixels=PILLOW_PIXELS)) as url, httpx.Client(base_url=url) as client:
         for side in (10_000, 30_000):
             assert_refused(client.post("/predict", content=png_header(side, side), headers=headers), 400,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tudui.config import ServeConfig
+from tudui.config_commands import ServeConfig
 from tudui.errors import TuduiError
 
 

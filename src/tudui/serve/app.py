@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from tudui._version import __version__
-from tudui.config import ServeConfig
+from tudui.config_commands import ServeConfig
 from tudui.serve.limits import Refusal
 from tudui.serve.service import Service
 

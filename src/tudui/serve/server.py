@@ -12,7 +12,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from tudui.config import ServeConfig
+from tudui.config_commands import ServeConfig
 from tudui.errors import TuduiError
 from tudui.serve.app import build_app
 

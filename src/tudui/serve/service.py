@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from tudui._version import __version__
-from tudui.config import ServeConfig
+from tudui.config_commands import ServeConfig
 from tudui.prediction import top_classes
 from tudui.runtime import resolve_device
 from tudui.serve.batching import Batcher, QueueFull
