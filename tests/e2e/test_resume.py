@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,14 +158,15 @@ def test_a_larger_epochs_extends_a_finished_run_as_if_it_had_run_longer(tmp_path
 def test_extending_a_cosine_run_says_what_the_schedule_does_and_offers_tail_and_restart(tmp_path, capsys):
     settings = dict(data="synthetic", batch_size=32, schedule="cosine", lr=0.02)
     six = train(tmp_path / "six", epochs=6, **settings)
+    four = train(tmp_path / "four", epochs=4, **settings).run_dir
     rates = {}
     for extend in ("stretch", "tail", "restart"):
-        short = train(tmp_path / extend, epochs=4, **settings)
+        short = shutil.copytree(four, tmp_path / extend)     # the same finished 4-epoch run, three times
         capsys.readouterr()
-        tudui.train(resume=short.run_dir, epochs=6, extend=extend)
+        tudui.train(resume=short, epochs=6, extend=extend)
         said = capsys.readouterr().out
         assert f"--epochs 4 -> 6 with --extend {extend}" in said and "the learning rate goes on from" in said
-        rates[extend] = [row["lr"] for row in csv.DictReader((short.run_dir / "metrics.csv").open())]
+        rates[extend] = [row["lr"] for row in csv.DictReader((short / "metrics.csv").open())]
     # stretch: epochs 5 and 6 at the rates a 6-epoch run has there
     assert rates["stretch"][4:] == [row["lr"] for row in csv.DictReader((six.run_dir / "metrics.csv").open())][4:]
     assert rates["tail"][4:] == ["0", "0"]               # the 4-epoch cosine has ended at 0, and stays
