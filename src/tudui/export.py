@@ -26,7 +26,7 @@ from torch import nn
 import tudui.exported as exported
 from tudui.config_commands import ExportConfig
 from tudui.errors import SettingError, TuduiError
-from tudui.files import new_file_beside
+from tudui.files import give_usual_mode, new_file_beside
 from tudui.rundir import resolve_weights_path, weights_not_found
 from tudui.settings import shown_path
 from tudui.weights import WeightsMeta, load_model
@@ -89,6 +89,7 @@ def export_weights(cfg: ExportConfig, say: Callable[[str], None] = lambda line: 
         WRITERS[cfg.format](deployable, _example(images, info), tmp, info, meta.to_json())
         tolerance = TOLERANCE[info.dtype] if cfg.tolerance is None else cfg.tolerance
         result = check_parity(reference, tmp, info, images, tolerance, out)
+        give_usual_mode(tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -37,6 +37,14 @@ def new_file_beside(path: Path, prefix: str) -> Path:
     return Path(name)
 
 
+def give_usual_mode(path: Path) -> None:
+    """The mode a file made with open() would have (0666 less the umask): mkstemp and some writers
+    (safetensors) make 0600 files, which another user, or a server running as one, cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename over path.
 
@@ -53,10 +61,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
                          "is unchanged") from None
     try:
         write(tmp)
-        # Some writers (safetensors) create 0600 files; give the usual umask-based mode instead.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        give_usual_mode(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -2,6 +2,7 @@
 contract, and are refused in one line when damaged, untrusted or unchecked."""
 import dataclasses
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -55,6 +56,14 @@ def test_metadata_is_read_back_without_loading_the_graph(weights, fmt):
     assert meta.class_names == META.class_names and meta.preprocess == META.preprocess
     assert meta.tudui_version == "test"
     assert not list(result.path.parent.glob(".*partial*"))   # the temporary file is gone
+    # readable as the weights beside it are (0666 less the umask), not only by its owner as mkstemp makes it
+    assert result.path.stat().st_mode & 0o777 == weights.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_others_read_the_metadata_with_their_own_tools(weights):
