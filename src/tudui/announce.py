@@ -12,6 +12,7 @@ from torch import nn
 from tudui.config import Config
 from tudui.data import DatasetSpec
 from tudui.data.datasets import typical_side
+from tudui.data.transforms import mirror_suits, tta_note
 from tudui.engine.distributed import described
 from tudui.engine.optim import describe_optimizer
 from tudui.models import count_parameters
@@ -43,6 +44,9 @@ def announce(parts: Parts) -> None:
         f"{' (--precision auto)' if cfg.train.precision == 'auto' else ''}; "
         f"loader: {parts.loaders.kind}; run directory {parts.run}{_taken_note(cfg, parts)}")
     say(f"optimizer: {describe_optimizer(cfg.optim, parts.step.optimizer, backbone=bool(cfg.train.freeze_epochs))}")
+    mirror = tta_note(cfg.train.tta, mirror_suits(cfg.data.dataset, cfg.data.augment), cfg.data.dataset)
+    if mirror:
+        parts.warn(mirror)
     if cfg.train.time_budget:
         say(f"time budget: {cfg.train.time_budget:g} s of training, at most {counted(cfg.train.epochs, 'epoch')} "
             f"(--epochs); the schedule follows the clock, or the epochs if they end first; the final test pass "

@@ -170,7 +170,8 @@ class TrainConfig(Settings):
     sync_bn: bool = option("with several processes (torchrun): BatchNorm statistics over the whole batch, not each "
                            "process's part", default=False)
     tta: int = option("test-time augmentation: 0 none, 1 (or a bare --tta) the image and its mirror, "
-                    "2 adds 1-px shifts", rule=one_of(*TTA_LEVELS), cli={"nargs": "?", "const": 1},
+                    "2 adds 1-px shifts (never mirrored for digits, mnist, kmnist, svhn or synthetic data, "
+                    "unless trained with a flip)", rule=one_of(*TTA_LEVELS), cli={"nargs": "?", "const": 1},
                     default=0)
     lookahead: bool = option("lookahead weight averaging, applied at the end", default=False)
     time_budget: float = option("seconds of training to fit the schedule into, in at most --epochs epochs "

@@ -68,6 +68,8 @@ def evaluate_weights(cfg: EvalConfig) -> dict:
                               choice=trained.data.loader, in_memory=spec.in_memory)
     runtime = create_runtime(device, trained.train.precision)
     tta = trained.train.tta if cfg.tta is None else cfg.tta
+    if cfg.tta and meta.tta_note(cfg.tta):   # asked for here; a level recorded with the weights was said in training
+        log.warning("%s", meta.tta_note(cfg.tta))
     if not cfg.report:
         return measure(model, loader, runtime, meta, tta, spec.source, split)[0]
     out_dir = eval_output_dir(cfg.weights, cfg.out)
@@ -211,11 +213,11 @@ def measure(model: nn.Module, loader, runtime: Runtime, meta: WeightsMeta, tta: 
     """(metrics, probabilities, targets) of one pass over a split (the last two with keep_outputs)."""
     from tudui.scores import per_class_table
     raw = evaluate_model(model, loader, runtime.device, meta.num_classes, tta, runtime.amp_dtype,
-                         keep_outputs=keep_outputs)
+                         keep_outputs=keep_outputs, mirror=meta.tta_mirror())
     probabilities, targets = raw.pop("probabilities", None), raw.pop("targets", None)
     class_names = list(meta.class_names)
     metrics = {**raw, "split": split, "per_class": per_class_table(raw["confusion"], class_names),
-               "class_names": class_names, "data": source, "tta": tta,
+               "class_names": class_names, "data": source, "tta": tta, "tta_mirror": tta > 0 and meta.tta_mirror(),
                "model": meta.model, "weights_epoch": meta.epoch}
     return metrics, probabilities, targets
 

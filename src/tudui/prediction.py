@@ -26,22 +26,22 @@ OUTPUT_FORMATS = (".csv", ".json")
 
 
 @torch.no_grad()
-def topk_probabilities(model: nn.Module, batch: torch.Tensor, k: int,
-                       tta: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_probabilities(model: nn.Module, batch: torch.Tensor, k: int, tta: int = 0,
+                       mirror: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(probabilities, class indices) of the k most likely classes of each image in batch.
 
     With tta, the logits are averaged over the test-time views first (1: the image and its
-    mirror, 2: also shifted by a pixel), as `tudui eval` does.
+    mirror, 2: also shifted by a pixel; no mirror without mirror), as `tudui eval` does.
     """
-    probabilities = torch.softmax(predict_logits(model, batch, tta).float(), dim=1)
+    probabilities = torch.softmax(predict_logits(model, batch, tta, mirror=mirror).float(), dim=1)
     return probabilities.topk(min(k, probabilities.shape[1]), dim=1)
 
 
 def top_classes(model: nn.Module, batch: torch.Tensor, k: int, tta: int,
-                class_names: Sequence[str]) -> list[list[dict]]:
+                class_names: Sequence[str], mirror: bool = True) -> list[list[dict]]:
     """For each image of batch, its k most likely classes as [{"class", "probability"}], best first:
     the answer `tudui predict` and `tudui serve` give."""
-    probabilities, indices = topk_probabilities(model, batch, k, tta)
+    probabilities, indices = topk_probabilities(model, batch, k, tta, mirror)
     return [[{"class": class_names[i], "probability": p} for i, p in zip(row_indices, row_probabilities)]
             for row_probabilities, row_indices in zip(probabilities.tolist(), indices.tolist())]
 
@@ -105,6 +105,8 @@ def predict_images(inputs: str | Path | Image.Image | Sequence, cfg: PredictConf
     if cfg.classes:
         meta = _named(meta, cfg.classes)
     tta = meta.config.train.tta if cfg.tta is None else cfg.tta
+    if cfg.tta and meta.tta_note(cfg.tta):
+        log.warning("%s", meta.tta_note(cfg.tta))
     batch_size = cfg.batch_size or meta.config.data.batch_size
     transform = meta.preprocess.eval_transform()
     results: list[dict] = []
@@ -125,7 +127,8 @@ def predict_images(inputs: str | Path | Image.Image | Sequence, cfg: PredictConf
             rows.append({"path": name})
             results.append(rows[-1])
         if tensors:
-            answers = top_classes(net, torch.stack(tensors).to(device), cfg.topk, tta, meta.class_names)
+            answers = top_classes(net, torch.stack(tensors).to(device), cfg.topk, tta, meta.class_names,
+                                  meta.tta_mirror())
             for row, answer in zip(rows, answers):
                 row["predictions"] = answer
     if cfg.out:

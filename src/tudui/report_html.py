@@ -86,6 +86,12 @@ def _settings(settings: dict) -> str:
     return f'<div class="settings">\n{"".join(tables)}\n</div>'
 
 
+def _tta(metrics: dict) -> str:
+    """The test-time augmentation level, and whether its views were mirrored."""
+    level = metrics.get("tta", 0)
+    return f"{level} (no mirrored views)" if level and metrics.get("tta_mirror") is False else str(level)
+
+
 def of_split(split: str, noun: str = "images") -> str:
     """What was measured, named for its split: "test images", "test accuracy"; for a whole data
     set (`tudui eval --split all`, or a folder without splits) the noun alone."""
@@ -133,7 +139,7 @@ Tinted rows are the weakest fifth by F1.</p>
     subtitle = f"{metrics.get('data', '')}: {metrics['count']:,} {of_split(split)}, {len(data.class_names)} classes"
     details = [("data", metrics.get("data", "")), ("model", metrics.get("model", "")),
                ("weights from epoch", metrics.get("weights_epoch", "")),
-               ("test-time augmentation", metrics.get("tta", 0))]
+               ("test-time augmentation", _tta(metrics))]
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

@@ -17,6 +17,7 @@ from tudui.checkpoint import restore_rng
 from tudui.config import Config
 from tudui.config_files import make_config
 from tudui.data.loaders import make_eval_loader
+from tudui.data.transforms import mirror_suits
 from tudui.engine import FitOptions, StoppedMidEpoch, fit
 from tudui.engine.distributed import any_across, barrier, shut_down
 from tudui.errors import TuduiError
@@ -107,7 +108,8 @@ def run_epochs(parts: Parts) -> list[dict]:
             restore_rng(parts.resumed.state["rng"])   # last: building the model drew from the generators
         agree = (lambda flag: any_across(flag, runtime.device)) if runtime.distributed else None
         options = FitOptions(epochs=cfg.train.epochs, num_classes=len(parts.spec.class_names),
-                             tta=cfg.train.tta, eval_every=cfg.train.eval_every, clock=parts.clock, stop=stop,
+                             tta=cfg.train.tta, tta_mirror=mirror_suits(cfg.data.dataset, cfg.data.augment),
+                             eval_every=cfg.train.eval_every, clock=parts.clock, stop=stop,
                              agree=agree)
         try:
             return fit(parts.step, parts.loaders.train, parts.loaders.val, options, parts.hooks, parts.start_at)

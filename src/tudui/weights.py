@@ -28,7 +28,7 @@ from tudui._version import __version__
 from tudui.config import HEADS, Config, ModelConfig
 from tudui.config_files import from_dict, to_dict
 from tudui.data.images import IMAGE_EXTENSIONS
-from tudui.data.transforms import Preprocess
+from tudui.data.transforms import Preprocess, mirror_suits, tta_note
 import tudui.exported as exported
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
@@ -73,6 +73,14 @@ class WeightsMeta:
     imported: bool = False              # made here from a plain state_dict, not read from a file
     source: str = ""                    # imported: the file
     exported: str = ""                  # read from an exported file: its format (onnx, pt2, torchscript)
+
+    def tta_mirror(self) -> bool:
+        """Whether test-time views may mirror images for these weights (data.transforms.mirror_suits)."""
+        return mirror_suits(self.config.data.dataset, self.config.data.augment)
+
+    def tta_note(self, level: int) -> str:
+        """A warning when --tta level leaves the mirror out for these weights, else ""."""
+        return tta_note(level, self.tta_mirror(), self.config.data.dataset)
 
     def to_json(self) -> str:
         """The header entry (format 1: flat keys, the settings as {section: {name: value}})."""

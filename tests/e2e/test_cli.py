@@ -108,6 +108,18 @@ def test_predicting_every_test_image_matches_eval(digits_run, tmp_path):
     assert accuracy == pytest.approx(evaluated["accuracy"])
 
 
+def test_tta_never_mirrors_digits_that_training_never_mirrored(digits_run, tmp_path):
+    plain = json.loads(run_cli("eval", "--weights", str(digits_run.run_dir), "--json", check=True).stdout)
+    asked = run_cli("eval", "--weights", str(digits_run.run_dir), "--json", "--tta", "1", check=True)
+    assert json.loads(asked.stdout)["confusion"] == plain["confusion"]     # level 1 less the mirror: the image
+    assert "--tta 1 without the mirror: digits images change when mirrored" in asked.stderr
+    image, _ = build_dataset("digits").test[0]
+    image.save(tmp_path / "digit.png")
+    answers = [run_cli("predict", str(tmp_path / "digit.png"), "--weights", str(digits_run.run_dir), *tta,
+                       check=True) for tta in ([], ["--tta", "1"])]
+    assert answers[1].stdout == answers[0].stdout and "without the mirror" in answers[1].stderr
+
+
 def test_predict_one_image_of_any_size_and_mode(digits_run, tmp_path):
     Image.new("P", (123, 45)).save(tmp_path / "odd.gif")
     out = run_cli("predict", str(tmp_path / "odd.gif"), "--weights", str(digits_run.run_dir),

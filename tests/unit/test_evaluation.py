@@ -33,17 +33,21 @@ def make_run(root, tta=1, data="synthetic", class_names=CLASSES, seed=3) -> RunD
     return run
 
 
-def direct_metrics(run: RunDir, tta: int) -> dict:
+def direct_metrics(run: RunDir, tta: int, mirror: bool = False) -> dict:
+    """The engine's numbers; synthetic stripes are never mirrored unless trained so (mirror_suits)."""
     model, meta = load_model(run.best)
     loader = make_eval_loader(build_dataset("synthetic").test, meta.preprocess, torch.device("cpu"), 64)
-    return evaluate_model(model, loader, torch.device("cpu"), 4, tta)
+    return evaluate_model(model, loader, torch.device("cpu"), 4, tta, mirror=mirror)
 
 
-def test_evaluate_measures_what_the_engine_does_with_the_recorded_settings(tmp_path):
-    run = make_run(tmp_path / "run", tta=1)
+@pytest.mark.parametrize("tta", [1, 2])
+def test_evaluate_measures_what_the_engine_does_with_the_recorded_settings(tmp_path, tta):
+    run = make_run(tmp_path / "run", tta=tta)
     metrics = tudui.evaluate(run.path)
-    expected = direct_metrics(run, tta=1)
-    assert metrics["tta"] == 1 and metrics["count"] == 64 and metrics["class_names"] == list(CLASSES)
+    expected = direct_metrics(run, tta=tta)
+    assert metrics["tta"] == tta and metrics["count"] == 64 and metrics["class_names"] == list(CLASSES)
+    assert metrics["tta_mirror"] is False
+    assert metrics["loss"] != pytest.approx(direct_metrics(run, tta=tta, mirror=True)["loss"])   # not mirrored
     assert metrics["confusion"] == expected["confusion"]
     assert metrics["loss"] == pytest.approx(expected["loss"])
     assert [row["class"] for row in metrics["per_class"]] == list(CLASSES)

@@ -12,8 +12,10 @@ from tudui.data.tensor_loaders import ProgressiveResize
 from tudui.data.transforms import (
     batch_flip,
     batch_translate,
+    mirror_suits,
     normalize_batch,
     resize_batch,
+    tta_note,
     tta_views,
 )
 from tudui.engine.optim import RunProgress
@@ -152,6 +154,33 @@ def test_tta_views_are_the_image_its_mirror_and_shifted_mirrors():
     assert sum(w for _, w in views) == pytest.approx(1.0) and len(views) == 6
     assert torch.equal(views[1][0], x.flip(-1))
     assert torch.equal(views[2][0][:, :, 1:, 1:], x[:, :, :-1, :-1])   # shifted by one pixel
+
+
+def test_without_the_mirror_the_views_are_the_image_and_its_shifts():
+    x = torch.randn(2, 3, 6, 6)
+    assert [(torch.equal(view, x), w) for view, w in tta_views(x, 1, mirror=False)] == [(True, 1.0)]
+    views = tta_views(x, 2, mirror=False)
+    assert [w for _, w in views] == [0.5, 0.25, 0.25]
+    with_mirror = tta_views(x, 2)
+    assert torch.equal(views[1][0], with_mirror[2][0]) and torch.equal(views[2][0], with_mirror[4][0])
+    assert not any(torch.equal(view, x.flip(-1)) for view, _ in views)
+
+
+@pytest.mark.parametrize("dataset, augment, mirror", [
+    ("digits", "auto", False), ("digits", "crop", False), ("digits", "flip", True), ("mnist", "none", False),
+    ("svhn", "crop-alt-flip", True), ("cifar10", "none", True), ("/data/photos", "auto", True)])
+def test_the_mirror_is_left_out_for_digits_never_trained_mirrored(dataset, augment, mirror):
+    assert mirror_suits(dataset, augment) is mirror
+    assert bool(tta_note(2, mirror, dataset)) is not mirror and not tta_note(0, mirror, dataset)
+
+
+def test_tta_help_names_every_kind_of_data_that_is_not_mirrored():
+    from dataclasses import fields
+
+    from tudui.config import TrainConfig
+    from tudui.data.transforms import FLIP_SAFE
+    text = next(f for f in fields(TrainConfig) if f.name == "tta").metadata["help"]
+    assert all(kind in text for kind, safe in FLIP_SAFE.items() if not safe)
 
 
 def test_crop_with_flip_is_the_mirror_of_the_crop():

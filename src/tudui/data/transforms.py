@@ -237,14 +237,35 @@ def batch_resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int,
     return out if flip is None else batch_flip(out, flip)
 
 
-def tta_views(images: torch.Tensor, level: int) -> list[tuple[torch.Tensor, float]]:
+def mirror_suits(dataset: str, augment: str) -> bool:
+    """Whether test-time views may mirror the images of a model trained on dataset with augment: yes
+    for images that look the same mirrored, and for a model that training showed mirrored images (an
+    augment with a flip). A mirrored digit is another shape, or another digit."""
+    return FLIP_SAFE.get(dataset, True) or "flip" in augment
+
+
+def tta_note(level: int, mirror: bool, dataset: str) -> str:
+    """A warning when test-time augmentation leaves the mirror out (mirror_suits), else ""."""
+    if level == 0 or mirror:
+        return ""
+    views = "the image alone, as --tta 0" if level == 1 else "the image and its 1-px shifts"
+    return (f"--tta {level} without the mirror: {dataset} images change when mirrored, and the model is not "
+            f"trained on mirrored ones (--augment flip would); the views are {views}")
+
+
+def tta_views(images: torch.Tensor, level: int, mirror: bool = True) -> list[tuple[torch.Tensor, float]]:
     """Test-time views and their weights: 0 the image; 1 adds its mirror; 2 adds 1-px shifts.
 
     Level 2 follows airbench94 (Jordan, arXiv 2404.00498): half the weight on the image and
-    its mirror, half on the mirrored pairs shifted one pixel up-left and down-right.
+    its mirror, half on the mirrored pairs shifted one pixel up-left and down-right. Without
+    mirror (mirror_suits), the same views less the mirrored ones: level 1 is the image alone.
     """
-    if level == 0:
+    if level == 0 or (level == 1 and not mirror):
         return [(images, 1.0)]
+    if not mirror:
+        shifts = [batch_translate(images, torch.full((images.shape[0],), d, device=images.device),
+                                  torch.full((images.shape[0],), d, device=images.device), 1) for d in (-1, 1)]
+        return [(images, 0.5), (shifts[0], 0.25), (shifts[1], 0.25)]
     mirrored = images.flip(-1)
     if level == 1:
         return [(images, 0.5), (mirrored, 0.5)]

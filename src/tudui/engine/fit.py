@@ -20,6 +20,7 @@ class FitOptions:
     epochs: int
     num_classes: int
     tta: int = 0
+    tta_mirror: bool = True                   # test-time views may mirror (data.transforms.mirror_suits)
     eval_every: int = 1                       # 0: only after the last epoch
     clock: RunProgress | None = None          # its time budget can end the run early
     stop: Callable[[], bool] | None = None    # True once the run must stop at a batch boundary (a signal)
@@ -82,7 +83,7 @@ def fit(step: TrainStep, train_loader, val_loader, options: FitOptions, hooks: H
         val = None
         if val_loader is not None and (last or (options.eval_every and epoch % options.eval_every == 0)):
             val = evaluate(step.model, val_loader, step.runtime.device, options.num_classes, options.tta,
-                           step.runtime.amp_dtype, distributed=options.agree is not None)
+                           step.runtime.amp_dtype, distributed=options.agree is not None, mirror=options.tta_mirror)
         row = {"epoch": epoch, "train_loss": train["loss"],
                "val_loss": val["loss"] if val else None,
                "val_accuracy": val["accuracy"] if val else None,

@@ -121,10 +121,11 @@ def train_one_epoch(step: TrainStep, loader: Iterable, hooks: Hooks | None = Non
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, inputs: torch.Tensor, tta: int = 0,
-                   amp_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The model's logits for a batch, averaged over the test-time views of level tta."""
+                   amp_dtype: torch.dtype | None = None, mirror: bool = True) -> torch.Tensor:
+    """The model's logits for a batch, averaged over the test-time views of level tta (mirrored
+    ones only with mirror: see data.transforms.mirror_suits)."""
     logits = None
-    for view, weight in tta_views(inputs, tta):
+    for view, weight in tta_views(inputs, tta, mirror):
         with autocast(inputs.device, amp_dtype):
             out = model(view).float() * weight
         logits = out if logits is None else logits + out
@@ -147,7 +148,8 @@ def class_balanced(confusion: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_classes: int, tta: int = 0,
-             amp_dtype: torch.dtype | None = None, keep_outputs: bool = False, distributed: bool = False) -> dict:
+             amp_dtype: torch.dtype | None = None, keep_outputs: bool = False, distributed: bool = False,
+             mirror: bool = True) -> dict:
     """Loss, top-1 and top-5 accuracy, per-class accuracy and the confusion matrix (rows: true class).
 
     With keep_outputs the result also holds `probabilities` (N, num_classes) and `targets` (N,),
@@ -164,7 +166,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, num_class
     for inputs, targets in loader:
         inputs = inputs.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
-        logits = predict_logits(model, inputs, tta, amp_dtype)
+        logits = predict_logits(model, inputs, tta, amp_dtype, mirror)
         total_loss += loss_fn(logits, targets).item() * targets.shape[0]
         count += targets.shape[0]
         pairs = (targets * num_classes + logits.argmax(dim=1)).cpu()

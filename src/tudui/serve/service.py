@@ -7,6 +7,7 @@ an RGB image, top_classes with the weights' test-time augmentation; so the answe
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,8 @@ from tudui.serve.limits import (
 )
 from tudui.weights import load_model
 
+log = logging.getLogger(__name__)
+
 
 class Service:
     """One model and what feeds it: the batcher's worker thread and the decoding threads."""
@@ -41,6 +44,8 @@ class Service:
         self.device = resolve_device(cfg.device)
         self.model, self.meta = load_model(cfg.weights, self.device, cfg.model or None, cfg.trust_pickle)
         self.tta = self.meta.config.train.tta if cfg.tta is None else cfg.tta
+        if cfg.tta and self.meta.tta_note(cfg.tta):
+            log.warning("%s", self.meta.tta_note(cfg.tta))
         self.topk = min(cfg.topk, self.meta.num_classes)   # a 3-class model answers its 3, not a "top 5"
         self.transform = self.meta.preprocess.eval_transform()
         self.limits = Limits(cfg.max_body, cfg.max_images, cfg.max_pixels)
@@ -68,7 +73,7 @@ class Service:
     def run_batch(self, inputs: list[torch.Tensor]) -> list[list[dict]]:
         """The top-k classes of each input, best first (in the batcher's worker thread)."""
         return top_classes(self.model, torch.stack(inputs).to(self.device), self.topk, self.tta,
-                           self.meta.class_names)
+                           self.meta.class_names, self.meta.tta_mirror())
 
     def prepare(self, upload: Upload) -> torch.Tensor:
         """The model's input for one upload (in a decoding thread)."""
@@ -127,7 +132,8 @@ class Service:
         return {
             "model": meta.model, "classes": list(meta.class_names), "num_classes": meta.num_classes,
             "input_size": pre.input_size, "resize_size": pre.resize_size, "interpolation": pre.interpolation,
-            "mean": pre.mean, "std": pre.std, "tta": self.tta, "device": str(self.device),
+            "mean": pre.mean, "std": pre.std, "tta": self.tta,
+            "tta_mirror": self.tta > 0 and meta.tta_mirror(), "device": str(self.device),
             "weights": Path(cfg.weights).name,    # the name only: the server's folders are its own business
             "epoch": meta.epoch, "val_accuracy": meta.val_accuracy,
             "trained_with": meta.tudui_version, "tudui_version": __version__,
