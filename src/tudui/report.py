@@ -27,7 +27,7 @@ from tudui.drawing import figure_text
 from tudui.files import atomic_write
 from tudui.report_html import of_split
 from tudui.scores import confident_mistakes, present, top5_tells
-from tudui.settings import clipped, columns
+from tudui.settings import columns, distinct_labels
 
 FIGURE_DPI = 100
 PAGE_INCHES = 14.0     # report.html is 1400 px wide: figures up to this width show unscaled
@@ -87,7 +87,7 @@ def plot_confusion(confusion, class_names: Sequence[str], about: str = "") -> Fi
     rows = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
     n = len(class_names)
-    labels = [clipped(name, 16) for name in class_names]
+    labels = distinct_labels(class_names, 16)
     margin = 0.09 * max(columns(label) for label in labels) + 1.0   # room for the class names
     show_values = n <= VALUES_SHOWN
     if show_values:   # two matrices in the page's width
@@ -152,7 +152,7 @@ def plot_image_grid(images: Sequence, captions: Sequence[str], title: str,
 def plot_mistakes(data: ReportData, limit: int = MISTAKES_SHOWN) -> Figure:
     """The most confident mistakes, each with its true class, predicted class and probability."""
     mistakes = confident_mistakes(data.probabilities, data.targets, limit)
-    names = [clipped(name, 16) for name in data.class_names]
+    names = distinct_labels(data.class_names, 16)
     images = [data.images[i][0] for i, _, _, _ in mistakes]
     captions = [f"true: {names[t]}\npredicted: {names[p]}\nprobability {q:.1%}" for _, t, p, q in mistakes]
     wrong_total = int((data.probabilities.argmax(dim=1) != data.targets).sum()) if len(data.targets) else 0
@@ -168,7 +168,7 @@ def plot_samples(data: ReportData, count: int = 18) -> Figure:
     n = len(data.targets)
     picks = np.linspace(0, n - 1, num=min(count, n)).round().astype(int) if n else []
     confidence, predicted = data.probabilities.max(dim=1) if n else (None, None)
-    names = [clipped(name, 16) for name in data.class_names]
+    names = distinct_labels(data.class_names, 16)
     captions, wrong = [], []
     for i in picks:
         p, t = int(predicted[i]), int(data.targets[i])
@@ -193,7 +193,8 @@ def plot_per_class(data: ReportData) -> Figure:
     table = data.metrics["per_class"]
     order = sorted(present(table), key=lambda i: (-table[i]["recall"], i))   # drawn bottom-up
     n = len(order)
-    names = [clipped(table[i]["class"], 20) for i in order]
+    labels = distinct_labels([row["class"] for row in table], 20)
+    names = [labels[i] for i in order]
     fig = Figure(figsize=(9, max(3.0, 0.22 * n + 1.6)), dpi=FIGURE_DPI, layout="constrained")
     ax = fig.subplots()
     y = np.arange(n)

@@ -8,7 +8,7 @@ import math
 import os
 import reprlib
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -68,6 +68,53 @@ def clipped(text: str, width: int) -> str:
     while columns(text) > width - 1:
         text = text[:-1]
     return text + "…"
+
+
+def distinct_labels(names: Sequence[str], width: int, head: int = 5) -> list[str]:
+    """Each name in at most width columns, as clipped() cuts it where that keeps the names apart.
+
+    Where cut names would look the same (PlantVillage's Corn_(maize)___Common_rust_ and
+    Corn_(maize)___healthy), a long name keeps its first `head` columns and then, after "…", the part
+    from the start of the word where it first differs from its nearest name: "Corn_…Common_rust_",
+    "Corn_…healthy". Names still alike after that show their ends instead.
+    """
+    labels = [clipped(name, width) for name in names]
+    if len(set(labels)) == len(set(names)):
+        return labels
+    for i, (name, differs) in enumerate(zip(names, _where_each_differs(names))):
+        start, word = _within(name, head), _word_start(name, differs)
+        if columns(name) > width and word > len(start):
+            labels[i] = start + "…" + clipped(name[word:], width - columns(start) - 1)
+    seen: dict[str, int] = {}
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+    return [("…" + _within(name[::-1], width - 1)[::-1] if seen[label] > 1 and columns(name) > width else label)
+            for name, label in zip(names, labels)]
+
+
+def _where_each_differs(names: Sequence[str]) -> list[int]:
+    """For each name, the length of the longest prefix it shares with another name (its neighbours
+    in sorted order are the nearest)."""
+    order = sorted(range(len(names)), key=lambda i: names[i])
+    shared = [0] * len(names)
+    for a, b in zip(order, order[1:]):
+        common = len(os.path.commonprefix([names[a], names[b]]))
+        shared[a], shared[b] = max(shared[a], common), max(shared[b], common)
+    return shared
+
+
+def _word_start(name: str, at: int, back: int = 4) -> int:
+    """Where the word holding name[at] starts (after _, space, ( and the like), at most back characters
+    before at; back characters before when no such start is that near."""
+    starts = [k + 1 for k in range(max(at - back, 0), at) if not name[k].isalnum()]
+    return starts[-1] if starts else at - back
+
+
+def _within(text: str, width: int) -> str:
+    """The longest start of text that fits in width columns."""
+    while columns(text) > width:
+        text = text[:-1]
+    return text
 
 
 def padded(text: str, width: int) -> str:

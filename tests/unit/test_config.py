@@ -360,6 +360,23 @@ def test_terminal_text_counts_wide_characters_as_two_columns():
     assert cut.endswith("…") and columns(cut) <= 20 and cut.startswith("二二二")
 
 
+def test_long_class_names_that_start_alike_are_cut_so_that_they_stay_apart():
+    from tudui.settings import columns, distinct_labels
+    plant = ["Corn_(maize)___Common_rust_", "Corn_(maize)___healthy", "Corn_(maize)___Northern_Leaf_Blight",
+             "Tomato___Early_blight", "Potato___Early_blight", "Apple___healthy"]
+    labels = distinct_labels(plant, 16)
+    assert labels[:3] == ["Corn_…Common_ru…", "Corn_…healthy", "Corn_…Northern_…"]   # the word that differs
+    assert labels[5] == "Apple___healthy"                                             # short: as it is
+    numbered = [f"very_long_class_name_number_{i:02d}_golden_retriever" for i in range(20)]
+    for names, width in [(plant, 16), (numbered, 16), (numbered, 20),
+                         ([f"二二二二二二二二二二_{i}" for i in range(12)], 16),
+                         ([f"{'x' * 30}{i}" for i in range(30)], 16)]:
+        labels = distinct_labels(names, width)
+        assert len(set(labels)) == len(names) and max(columns(label) for label in labels) <= width, labels
+    assert distinct_labels(["airplane", "a" * 40, "a" * 40 + "b"], 16)[0] == "airplane"
+    assert distinct_labels(["cat", "dog"], 16) == ["cat", "dog"]
+
+
 def test_the_class_listing_names_each_class_or_the_extremes_past_twelve():
     import numpy as np
 
