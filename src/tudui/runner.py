@@ -22,10 +22,12 @@ from tudui.engine import FitOptions, StoppedMidEpoch, fit
 from tudui.engine.distributed import any_across, barrier, shut_down
 from tudui.errors import TuduiError
 from tudui.evaluation import Measured, final_measure, final_report
+from tudui.exported import format_of, is_exported
 from tudui.files import human_bytes
 from tudui.interrupts import StopRequest, TrainingInterrupted
 from tudui.parts import Parts
 from tudui.resume import Resume, resume_settings
+from tudui.rundir import RunDir
 from tudui.settings import counted
 
 LARGE_WEIGHTS = 100_000_000   # bytes of weights/ from which the end of a run says how much it takes
@@ -159,6 +161,10 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
     parts.say(summary(result, cfg.train.monitor, has_val=parts.loaders.val is not None))
     parts.say(f"run directory: {run}  (weights/best.safetensors, metrics.csv; "
               f"view with: tensorboard --logdir {cfg.train.project})")
+    for export in stale_exports(run):
+        source = run.path if export.stem == "best" else export.with_suffix(".safetensors")
+        parts.warn(f"{export} was exported from older weights than {export.stem}.safetensors now holds: export "
+                   f"again with  tudui export {source} --format {format_of(export)}")
     if parts.checkpoints.writes and run.state.is_file() and (size := run.weights_bytes()) >= LARGE_WEIGHTS:
         parts.say(f"{run.weights_dir} takes {human_bytes(size)} of disk, {human_bytes(run.state.stat().st_size)} "
                   f"of it {run.state.name}, which only --resume needs (to continue or extend this run)")
@@ -174,6 +180,16 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
         parts.warn(f"{counted(skipped, 'unreadable image')} {'was' if skipped == 1 else 'were'} skipped (named in the "
                    f"warnings above)")
     return result
+
+
+def stale_exports(run: RunDir) -> list[Path]:
+    """The exports in a run's weights folder (tudui export's default place) that are older than the
+    weights of the same name they were made from: a resumed run wrote those again."""
+    if not run.weights_dir.is_dir():
+        return []
+    return [path for path in sorted(run.weights_dir.iterdir())
+            if is_exported(path) and path.with_suffix(".safetensors").is_file()
+            and path.stat().st_mtime_ns < path.with_suffix(".safetensors").stat().st_mtime_ns]
 
 
 @contextlib.contextmanager
