@@ -55,7 +55,8 @@ EXPORT_EXAMPLES = """examples:
 
 The file holds the class names, input size, resize and crop, normalisation and tudui version.
 The export is compared with the original model on a batch of images; above the tolerance
-nothing is written and the command exits 1. Needs `pip install "tudui[export]"`."""
+nothing is written and the command exits 1. Needs the export extra: pip install onnx onnxscript
+onnxruntime (or pip install -e ".[export]" in a clone of tudui)."""
 
 SERVE_EXAMPLES = """examples:
   tudui serve runs/exp                           # http://127.0.0.1:8000/ : a page to drop an image on
@@ -64,7 +65,8 @@ SERVE_EXAMPLES = """examples:
   curl -F file=@dog.png -F file=@cat.jpg http://127.0.0.1:8000/predict
 
 GET /health, GET /metadata, POST /predict; the API's documentation is at /docs.
-Needs `pip install "tudui[serve]"`."""
+Needs the serve extra: pip install fastapi uvicorn python-multipart (or pip install -e ".[serve]"
+in a clone of tudui)."""
 
 CACHE_EXAMPLES = """examples:
   tudui cache                                    # what is there, how large, last used, made from what

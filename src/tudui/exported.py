@@ -277,7 +277,9 @@ class ExportedModel(nn.Module):
 def _needs(module: str):
     """An optional dependency of export, or a message saying how to install it."""
     import importlib
+
+    from tudui.extras import install_hint
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise TuduiError(f"{module} is needed for exported models: pip install \"tudui[export]\"") from None
+        raise TuduiError(f"{module} is needed for exported models: {install_hint('export')}") from None

@@ -3,7 +3,8 @@
     from tudui.serve import create_app
     app = create_app("runs/exp", max_batch=32)      # a FastAPI app; mount it in your own if you like
 
-Needs FastAPI and uvicorn (pip install "tudui[serve]"); they are imported at the first call.
+Needs FastAPI and uvicorn (the serve extra: pip install fastapi uvicorn python-multipart, or
+pip install -e ".[serve]" in a clone); they are imported at the first call.
 """
 from __future__ import annotations
 
@@ -34,4 +35,5 @@ def _check_installed() -> None:
         import python_multipart  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        raise TuduiError('tudui serve needs FastAPI and uvicorn: pip install "tudui[serve]"') from None
+        from tudui.extras import install_hint
+        raise TuduiError(f"tudui serve needs FastAPI and uvicorn: {install_hint('serve')}") from None
