@@ -179,6 +179,22 @@ def _listed(keys: list[str], limit: int = 4) -> str:
     return ", ".join(keys[:limit]) + more
 
 
+def renamed_container(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                      source: str) -> Mapping[str, torch.Tensor]:
+    """state with its one top-level name read as the model's, when that name is all that differs:
+    the course's nn_seq lesson calls its Sequential `model1`, tudui's net (and the course's
+    model.py) `model`. Anything else is returned as it is, for fit_state_dict to judge."""
+    tops, wanted = {k.split(".", 1)[0] for k in state}, {k.split(".", 1)[0] for k in expected}
+    if len(tops) != 1 or len(wanted) != 1 or tops == wanted or not all("." in k for k in state):
+        return state
+    (top,), (name,) = tops, wanted
+    renamed = {name + key[len(top):]: value for key, value in state.items()}
+    if set(renamed) != set(expected):
+        return state
+    log.info("%s names its layers %s.*, the model %s.*: read as the same layers", source, top, name)
+    return renamed
+
+
 def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, what: str) -> None:
     """Load state into model exactly, or raise TuduiError naming the missing, unexpected and
     differently shaped keys (source: the file, what: the model, both for the message)."""

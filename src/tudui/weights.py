@@ -44,6 +44,7 @@ from tudui.state_dicts import (
     check_fits,
     fit_state_dict,
     read_state_dict,
+    renamed_container,
 )
 
 log = logging.getLogger(__name__)
@@ -323,6 +324,7 @@ def model_for_state_dict(name: str, state: dict[str, torch.Tensor], options: dic
     if model_entry(name).family == "torchvision":
         return _torchvision_for_state_dict(name, tv.normalize_keys(name, state), options, source)
     probe = create_model(name, 10, **options)
+    state = renamed_container(state, probe.state_dict(), source)
     head_name = tv.find_head(probe)[0]
     key = head_name + ".weight"
     num_classes = state[key].shape[0] if key in state and state[key].ndim >= 1 else 10

@@ -28,6 +28,22 @@ def test_a_course_state_dict_loads_with_or_without_prefixes(tmp_path, prefix):
     assert torch.equal(model(x), trained.eval()(x))
 
 
+def test_the_nn_seq_lessons_model1_is_read_as_tudui_s_model(tmp_path, caplog):
+    torch.manual_seed(0)
+    trained = create_model("tudui", num_classes=10)
+    # the course's nn_seq.py: the same layers, as self.model1 = Sequential(...)
+    torch.save({k.replace("model.", "model1.", 1): v for k, v in trained.state_dict().items()}, tmp_path / "seq.pth")
+    with caplog.at_level(logging.INFO, logger="tudui.state_dicts"):
+        model, _ = load_model(tmp_path / "seq.pth", model_name="tudui")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), trained.eval()(x))
+    assert "names its layers model1.*, the model model.*: read as the same layers" in caplog.text
+    extra = {**torch.load(tmp_path / "seq.pth"), "model1.99.weight": torch.zeros(1)}   # more than a new name
+    torch.save(extra, tmp_path / "more.pth")
+    with pytest.raises(TuduiError, match=r"missing keys model\.0\.bias.*unexpected keys model1\.0\.bias"):
+        load_model(tmp_path / "more.pth", model_name="tudui")
+
+
 def test_a_nested_training_checkpoint_is_unwrapped(tmp_path):
     model = create_model("tudui", num_classes=3)
     torch.save({"epoch": 4, "state_dict": model.state_dict(), "optimizer": {}}, tmp_path / "ckpt.pth")
