@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tudui.errors import SettingError, TuduiError
 from tudui.files import atomic_write, cache_root, human_bytes
+from tudui.settings import counted
 
 try:
     import fcntl
@@ -304,7 +305,7 @@ def _decoded(entry: Entry) -> str:
     if len(shape) != 4:
         return ""
     side = f"{shape[2]} px" if shape[2] == shape[3] else f"{shape[3]}x{shape[2]} px"
-    return f"{shape[0]:,} images at {side}, "
+    return f"{counted(shape[0], 'image')} at {side}, "
 
 
 def _why_stale(entry: Entry, max_idle_days: float, now: float) -> str:

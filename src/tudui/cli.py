@@ -14,7 +14,7 @@ from tudui.config import SECTIONS, TrainFlags, iter_options
 from tudui.config_commands import EvalConfig, ExportConfig, PredictConfig, ServeConfig
 from tudui.errors import SettingError, TuduiError
 from tudui.interrupts import TrainingInterrupted
-from tudui.settings import columns, flag_name, option_key, padded, shown_path, value_type
+from tudui.settings import columns, counted, flag_name, option_key, padded, shown_path, value_type
 from tudui.usage import Parser, unrecognized
 
 TRAIN_EXAMPLES = """examples:
@@ -211,7 +211,7 @@ def run_eval(args: argparse.Namespace) -> int:
         return 0
     from tudui.report_html import of_split
     from tudui.scores import top5_tells
-    print(f"{metrics['data']}: {metrics['count']:,} {of_split(metrics['split'])}")
+    print(f"{metrics['data']}: {counted(metrics['count'], of_split(metrics['split'], 'image'))}")
     top5 = f"  top-5 {metrics['top5_accuracy']:.2%}" if top5_tells(len(metrics["class_names"])) else ""
     print(f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.2%}{top5}  "
           f"balanced accuracy {metrics['balanced_accuracy']:.2%}  macro-F1 {metrics['macro_f1']:.3f}")

@@ -28,7 +28,7 @@ from tudui.config_commands import ExportConfig
 from tudui.errors import SettingError, TuduiError
 from tudui.files import give_usual_mode, new_file_beside
 from tudui.rundir import resolve_weights_path, weights_not_found
-from tudui.settings import shown_path
+from tudui.settings import counted, shown_path
 from tudui.weights import WeightsMeta, load_model
 
 # float16 keeps about three decimal digits: fastnet drifts by 1.5e-2 on the check's noise images
@@ -97,7 +97,7 @@ def export_weights(cfg: ExportConfig, say: Callable[[str], None] = lambda line: 
     batch = "any batch" if info.batch is None else f"batch {info.batch}"
     say(f"exported {out} ({cfg.format}, {size:.1f} MB): {cfg.pixels} images 3x{meta.preprocess.input_size}x"
         f"{meta.preprocess.input_size} ({batch}) in, probabilities of {meta.num_classes} classes out")
-    say(f"parity on {result.images} images: largest probability difference {result.max_difference:.1e} "
+    say(f"parity on {counted(result.images, 'image')}: largest probability difference {result.max_difference:.1e} "
         f"(tolerance {result.tolerance:.0e}), top-1 agreement {result.top1_agreement:.1%}")
     if cfg.format == "onnx":
         say(f"check it with  tudui predict IMAGE --weights {out}  (or tudui eval --weights {out})")
@@ -178,7 +178,7 @@ def check_parity(reference: nn.Module, path: Path, info: exported.ExportInfo, im
     if not difference <= tolerance:   # also refuses NaN
         raise TuduiError(f"the {info.format} export differs from the original model: largest probability "
                          f"difference {difference:.2e} over the tolerance {tolerance:.0e} (top-1 agreement "
-                         f"{agreement:.1%} on {len(images)} images); nothing was written")
+                         f"{agreement:.1%} on {counted(len(images), 'image')}); nothing was written")
     return result
 
 

@@ -27,7 +27,7 @@ from tudui.drawing import figure_text
 from tudui.files import atomic_write
 from tudui.report_html import of_split
 from tudui.scores import confident_mistakes, present, top5_tells
-from tudui.settings import columns, distinct_labels
+from tudui.settings import columns, counted, distinct_labels
 
 FIGURE_DPI = 100
 PAGE_INCHES = 14.0     # report.html is 1400 px wide: figures up to this width show unscaled
@@ -157,7 +157,7 @@ def plot_mistakes(data: ReportData, limit: int = MISTAKES_SHOWN) -> Figure:
     captions = [f"true: {names[t]}\npredicted: {names[p]}\nprobability {q:.1%}" for _, t, p, q in mistakes]
     wrong_total = int((data.probabilities.argmax(dim=1) != data.targets).sum()) if len(data.targets) else 0
     split = data.metrics.get("split", "test")
-    measured = f"{len(data.targets):,} {of_split(split)}"
+    measured = counted(len(data.targets), of_split(split, "image"))
     title = (f"The {len(mistakes)} most confident mistakes (of {wrong_total:,} in {measured})" if mistakes
              else f"No mistakes in the {measured}")
     return plot_image_grid(images, captions, title)
@@ -182,7 +182,7 @@ def plot_samples(data: ReportData, count: int = 18) -> Figure:
 def measured_on(data: ReportData) -> str:
     """What a picture shows, for its title: e.g. "test split, 10,000 images, weights of epoch 8"."""
     split = data.metrics.get("split", "test")
-    count = f"{data.metrics['count']:,} images"
+    count = counted(data.metrics["count"], "image")
     which = count if split == "all" else f"{split} split, {count}"
     return which + (f", weights of epoch {data.kept_epoch}" if data.kept_epoch is not None else "")
 

@@ -5,6 +5,7 @@ import base64
 from html import escape
 
 from tudui.scores import present, top5_tells
+from tudui.settings import counted
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; color: #1d1d1f;
@@ -136,7 +137,8 @@ Tinted rows are the weakest fifth by F1.</p>
 {_per_class_rows(table)}
 </table>"""
     body = "\n".join(sections[name] for name, _, _ in PICTURES if name in sections)
-    subtitle = f"{metrics.get('data', '')}: {metrics['count']:,} {of_split(split)}, {len(data.class_names)} classes"
+    subtitle = (f"{metrics.get('data', '')}: {counted(metrics['count'], of_split(split, 'image'))}, "
+                f"{counted(len(data.class_names), 'class', 'classes')}")
     details = [("data", metrics.get("data", "")), ("model", metrics.get("model", "")),
                ("weights from epoch", metrics.get("weights_epoch", "")),
                ("test-time augmentation", _tta(metrics))]

@@ -321,3 +321,13 @@ def test_only_the_formats_of_image_files_are_decoded_whatever_a_file_is_called(t
     for suffix in (".webp", ".tif", ".gif", ".bmp", ".ppm", ".jpg"):
         Image.new("RGB", (4, 4)).save(tmp_path / f"ok{suffix}")
         assert load_image(tmp_path / f"ok{suffix}").size == (4, 4)
+
+
+def test_split_sizes_say_image_for_one_and_images_for_more():
+    from tudui.data.datasets import ArrayImages, DatasetSpec
+    one = ArrayImages(np.zeros((1, 4, 4), np.uint8), np.zeros(1))
+    two = ArrayImages(np.zeros((2, 4, 4), np.uint8), np.zeros(2))
+    spec = DatasetSpec(train=one, class_names=["a"], kind="folder", source="test", in_memory=True)
+    assert spec.sizes() == "1 train image"
+    spec = DatasetSpec(train=two, test=one, class_names=["a"], kind="folder", source="test", in_memory=True)
+    assert spec.sizes() == "2 train / 1 test images"

@@ -66,7 +66,10 @@ class DatasetSpec:
 
     def sizes(self) -> str:
         """The split sizes, e.g. "1,000 train / 200 val / 500 test images"."""
-        return " / ".join(f"{len(images):,} {name}" for name, images in self.splits().items()) + " images"
+        splits = self.splits()
+        total = sum(len(images) for images in splits.values())
+        return " / ".join(f"{len(images):,} {name}" for name, images in splits.items()) + (
+            " image" if total == 1 else " images")
 
 
 class ArrayImages(Dataset):
