@@ -13,13 +13,14 @@ from tudui.config import DataConfig, TrainConfig, trust_pickle_option
 from tudui.settings import Rule, Settings, check, one_of, option, up_to, value_type
 
 EVAL_SPLITS = ("auto", "train", "val", "test", "all")
+ONE_DEVICE = "auto, cpu, cuda, cuda:N (one GPU of several) or mps (auto: cuda, then mps, then cpu)"
 
 
-def _like(section: type, name: str, *, as_trained: bool) -> Any:
+def _like(section: type, name: str, *, as_trained: bool, help: str = "") -> Any:
     """Training's setting `name` for another command; as_trained: None by default, meaning the
-    value the weights were trained with."""
+    value the weights were trained with; help: the command's own words, where training's do not fit."""
     f = next(f for f in fields(section) if f.name == name)
-    metadata = {**f.metadata, "kind": value_type(f)}
+    metadata = {**f.metadata, "kind": value_type(f), **({"help": help} if help else {})}
     if as_trained:
         metadata["help"] += " (default: as in training)"
         return field(default=None, metadata=metadata)
@@ -50,7 +51,7 @@ class EvalConfig(Settings):
     batch_size: int | None = _like(DataConfig, "batch_size", as_trained=True)
     max_bad_share: float | None = _like(DataConfig, "max_bad_share", as_trained=True)
     download: bool = _like(DataConfig, "download", as_trained=False)
-    device: str = _like(TrainConfig, "device", as_trained=False)
+    device: str = _like(TrainConfig, "device", as_trained=False, help=ONE_DEVICE)
     tta: int | None = _like(TrainConfig, "tta", as_trained=True)
     model: str = _model_of_state_dict()
     trust_pickle: bool = trust_pickle_option()
@@ -66,7 +67,7 @@ class PredictConfig(Settings):
     weights: str = _weights_to_use()
     topk: int = option("classes to show per image", rule=up_to(1, 1000), default=5)
     batch_size: int | None = _like(DataConfig, "batch_size", as_trained=True)
-    device: str = _like(TrainConfig, "device", as_trained=False)
+    device: str = _like(TrainConfig, "device", as_trained=False, help=ONE_DEVICE)
     tta: int | None = _like(TrainConfig, "tta", as_trained=True)
     model: str = _model_of_state_dict()
     classes: str = option("the class names of weights that do not carry them (a plain state_dict .pth), in "
@@ -145,7 +146,7 @@ class ServeConfig(Settings):
     read_timeout: float = option("seconds a request's head may take to arrive, and then its body (the "
                                  "connection closed, or 408, after it): a client that sends slowly cannot "
                                  "hold a connection for ever", rule=up_to(0.1, 3600), default=30.0)
-    device: str = _like(TrainConfig, "device", as_trained=False)
+    device: str = _like(TrainConfig, "device", as_trained=False, help=ONE_DEVICE)
     tta: int | None = _like(TrainConfig, "tta", as_trained=True)
     model: str = _model_of_state_dict()
     trust_pickle: bool = trust_pickle_option()

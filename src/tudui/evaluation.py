@@ -109,8 +109,9 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
         if own:
             trained_on = len(raw.train) - len(held_out_positions(raw, trained.data.val_split, trained.train.seed))
             log.warning("%s is the data these weights were trained on: %s of its %s images are training "
-                        "images, which flatter the accuracy; --split val (or test) measures only held-out ones",
-                        data, f"{trained_on:,}", f"{sum(len(d) for d in raw.splits().values()):,}")
+                        "images, which flatter the accuracy; --split %s measures only held-out ones",
+                        data, f"{trained_on:,}", f"{sum(len(d) for d in raw.splits().values()):,}",
+                        "test" if raw.test is not None else "val")
         return raw, split, join_images(list(raw.splits().values()))
     val_split = trained.data.val_split if cfg.val_split is None else cfg.val_split
     if own and split == "val" and raw.val is None and val_split != trained.data.val_split:

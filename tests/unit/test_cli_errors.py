@@ -87,6 +87,12 @@ def test_a_usage_mistake_is_one_line_naming_the_flag_meant_and_exit_2(argv, said
     (["export", "runs/exp", "--weights", "runs/exp"],
      "tudui export takes the run or weights file as its first argument"),
     (["serve", "--weights", "runs/exp"], "tudui serve takes the run or weights file as its first argument"),
+    (["predict", "best.onnx", "dog.png"],
+     "required: --weights (give best.onnx as --weights best.onnx, and the images without a flag)"),
+    (["predict", "dog.png", "--weights", "w.pth", "--debug"],
+     "unrecognized arguments: --debug; --debug goes before the command: tudui --debug predict ..."),
+    (["predict", "--tta", "dog.png", "--weights", "w.pth"],
+     "invalid int value: 'dog.png' (--tta takes an optional level: write --tta 1, or put it last)"),
 ])
 def test_a_misspelled_command_or_flag_gets_the_word_meant_and_exit_2(argv, hint, capsys):
     with pytest.raises(SystemExit) as done:
