@@ -232,7 +232,7 @@ def dump_yaml(config: Config, path: str | Path) -> None:
     A setting at one of its special values (-1 or 0: "auto", "off", "the model's own") says what
     that value means in a comment, from its help."""
     lines = []
-    meanings = _special_meanings(config)
+    meanings = special_meanings(config)
     section = ""
     for line in yaml.safe_dump(to_dict(config), sort_keys=False).splitlines():
         if not line.startswith(" "):
@@ -245,7 +245,7 @@ def dump_yaml(config: Config, path: str | Path) -> None:
     atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
 
-def _special_meanings(config: Config) -> dict[tuple[str, str], str]:
+def special_meanings(config: Config) -> dict[tuple[str, str], str]:
     """{(section, key): "-1: pick for the data set", ...} for the settings of config whose value is
     one their help gives a meaning to, written "(-1: ...)" or "; 0: ..." there."""
     found = {}

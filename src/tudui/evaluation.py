@@ -17,7 +17,7 @@ from torch import nn
 
 from tudui.config import Config
 from tudui.config_commands import EvalConfig
-from tudui.config_files import to_dict
+from tudui.config_files import special_meanings, to_dict
 from tudui.data import DatasetSpec
 from tudui.data.loaders import make_eval_loader
 from tudui.data.sources import BUILTIN_DATASETS, data_reference, read_dataset
@@ -251,7 +251,8 @@ def report_on(measured: Measured, loader, images, page: ReportPage) -> tuple[Pat
     # Absolute paths: the page is read later, from anywhere.
     shown_paths = {k: str(v.resolve()) if isinstance(v, Path) else str(v) for k, v in page.paths.items()}
     data = ReportData(measured.metrics, measured.probabilities, measured.targets, list(meta.class_names), images,
-                      page.title, to_dict(meta.config), shown_paths, page.history, kept_epoch=meta.epoch)
+                      page.title, to_dict(meta.config), shown_paths, page.history, kept_epoch=meta.epoch,
+                      meanings=special_meanings(meta.config))
     pictures = render_pictures(data)
     report = write_report(page.out_dir, data, pictures)
     example = next(iter(loader))[0][:1]

@@ -50,6 +50,7 @@ class ReportData:
     paths: dict = field(default_factory=dict)      # what is where: run directory, weights, ...
     history: list[dict] = field(default_factory=list)   # metrics.csv rows, for curves.png
     kept_epoch: int | None = None    # the epoch of the weights measured, marked on curves.png
+    meanings: dict = field(default_factory=dict)   # {(section, name): "-1: pick for the data set"}, as config.yaml says
 
 
 def read_history(path: Path) -> list[dict]:

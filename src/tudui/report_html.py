@@ -23,6 +23,7 @@ tr.weak td { background: #fdecea; }
 code { font-size: 0.95em; overflow-wrap: anywhere; }
 .settings { display: flex; flex-wrap: wrap; gap: 0 2.5em; align-items: flex-start; }
 .settings h3 { margin: 0.8em 0 0.3em; font-size: 1.05em; }
+.settings .note { color: #666; font-size: 0.85em; }
 """
 
 PICTURES = (("confusion_matrix.png", "Confusion matrix",
@@ -55,9 +56,10 @@ def _card(value: str, label: str) -> str:
 
 
 def _per_class_rows(table: list[dict]) -> str:
-    # The weakest fifth of the classes by F1 is tinted, so the eye finds them in a long table. A
-    # class without images in the split (some of the trained classes evaluated) shows dashes, unranked.
-    ranked = sorted(present(table), key=lambda i: table[i]["f1"])
+    # The weakest fifth of the classes by recall (as the text above and per_class.png rank them) is
+    # tinted, so the eye finds them in a long table. A class without images in the split (some of
+    # the trained classes evaluated) shows dashes, unranked.
+    ranked = sorted(present(table), key=lambda i: table[i]["recall"])
     weak = set(ranked[:max(1, len(ranked) // 5)]) if len(ranked) > 2 else set()
     rows = []
     for i, row in enumerate(table):
@@ -78,13 +80,23 @@ def _key_values(pairs) -> str:
                      for key, value in pairs)
 
 
-def _settings(settings: dict) -> str:
-    """One small table per config section (data, model, optim, train), side by side."""
+def _settings(settings: dict, meanings: dict) -> str:
+    """One small table per config section (data, model, optim, train), side by side; a value that
+    stands for a choice made later (-1, 0) says which, as config.yaml does."""
     if not settings:
         return "<p>The weights do not record their settings.</p>"
-    tables = [f"<div><h3>{escape(section)}</h3><table>\n{_key_values((values or {}).items())}\n</table></div>"
-              for section, values in settings.items()]
+    tables = [f"<div><h3>{escape(section)}</h3><table>\n{_setting_rows(section, values or {}, meanings)}\n"
+              f"</table></div>" for section, values in settings.items()]
     return f'<div class="settings">\n{"".join(tables)}\n</div>'
+
+
+def _setting_rows(section: str, values: dict, meanings: dict) -> str:
+    rows = []
+    for key, value in values.items():
+        meaning = meanings.get((section, key))
+        note = f' <span class="note">{escape(meaning.split(": ", 1)[1])}</span>' if meaning else ""
+        rows.append(f"<tr><th>{escape(str(key))}</th><td><code>{escape(_shown(value))}</code>{note}</td></tr>")
+    return "\n".join(rows)
 
 
 def _tta(metrics: dict) -> str:
@@ -130,7 +142,7 @@ def render_page(data, pictures: dict[str, bytes]) -> str:
     # The table goes under the per-class picture: the two read together.
     sections["per_class.png"] = sections.get("per_class.png", "<h2>Per class</h2>") + f"""
 <p>Accuracy of a class is the share of its {escape(of_split(split))} classified correctly (equal to its recall).
-Tinted rows are the weakest fifth by F1.</p>
+Tinted rows are the weakest fifth by recall.</p>
 <table>
 <tr><th>class</th><th class="num">precision</th><th class="num">recall</th><th class="num">F1</th>
 <th class="num">accuracy</th><th class="num">images</th></tr>
@@ -167,7 +179,7 @@ Tinted rows are the weakest fifth by F1.</p>
 {_key_values(data.paths.items())}
 </table>
 <h2>Settings</h2>
-{_settings(data.settings)}
+{_settings(data.settings, data.meanings)}
 </body>
 </html>
 """

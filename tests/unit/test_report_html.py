@@ -160,11 +160,10 @@ def test_a_class_with_thousands_of_images_shows_a_grouped_count():
     assert "12,358 test images" in "".join(parsed.text)
 
 
-def test_the_weakest_fifth_of_the_classes_by_f1_is_tinted():
+def test_the_weakest_fifth_of_the_classes_by_recall_is_tinted():
     classes = [f"c{k}" for k in range(10)]
     confusion = np.eye(10, dtype=int) * 10
-    # c3 finds 2 of its 10 images, c7 6 of 10; their misses are spread one per class, so every
-    # other class keeps an F1 above 0.9 while c3 has 1/3 and c7 0.75.
+    # c3 finds 2 of its 10 images, c7 6 of 10; every other class finds all of its own.
     confusion[3] = [1, 1, 1, 2, 1, 1, 1, 0, 1, 1]
     confusion[7] = [1, 1, 1, 0, 1, 0, 0, 6, 0, 0]
     parsed = Page(render_page(report(classes, confusion), {}))
@@ -212,6 +211,17 @@ def test_settings_show_one_table_per_section_with_booleans_as_in_config_yaml():
     cells = {cells[0]: cells[1] for _, cells in parsed.rows if len(cells) == 2}
     assert cells["amp"] == "true" and cells["compile"] == "false"
     assert cells["val_split"] == "0.2" and cells["name"] == "digits"
+
+
+def test_a_setting_left_to_a_later_choice_says_which_as_config_yaml_does():
+    from tudui.config_files import make_config, special_meanings, to_dict
+    config = make_config(data="digits")
+    data = report(["a", "b"], settings=to_dict(config))
+    data.meanings = special_meanings(config)
+    cells = {cells[0]: cells[1] for _, cells in Page(render_page(data, {})).rows if len(cells) == 2}
+    assert cells["val_split"].startswith("-1") and "0.2 when it has no test split" in cells["val_split"]
+    assert cells["workers"].startswith("-1") and "pick for the data set" in cells["workers"]
+    assert cells["lr"] == str(config.optim.lr)                      # an ordinary value: as it is
 
 
 def test_a_model_without_recorded_settings_says_so():
