@@ -1,5 +1,6 @@
 """tudui predict: tables of predictions and test-time augmentation."""
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -7,6 +8,7 @@ from PIL import Image, ImageOps
 
 import tudui
 from tudui.data import build_dataset
+from tudui.weights import load_model, save_weights
 
 from helpers import run_cli
 
@@ -46,17 +48,23 @@ def test_predictions_are_written_as_csv_and_json_with_the_top_k_classes(digit_fi
     assert saved[0]["predictions"][0]["class"] == next(r for r in rows if r["path"].endswith("0.png"))["class_1"]
 
 
-def test_tta_averages_an_image_with_its_mirror(digits_run, digit_files):
+def test_tta_averages_an_image_with_its_mirror_for_a_model_trained_with_flips(digits_run, digit_files, tmp_path):
+    # The README job's weights, recorded as trained with --augment flip: then the mirror is a view
+    # (without a flip in training, digits are never mirrored: test_cli's test of --tta).
+    model, meta = load_model(digits_run.run_dir)
+    flipped = dataclasses.replace(meta.config, data=dataclasses.replace(meta.config.data, augment="flip"))
+    save_weights(tmp_path / "flip.safetensors", model, dataclasses.replace(meta, config=flipped))
     image = Image.open(digit_files / "3.png").convert("RGB")
     mirrored = ImageOps.mirror(image)
 
-    def probabilities(picture, tta):
-        (result,) = tudui.predict(picture, weights=digits_run.run_dir, topk=10, tta=tta)
+    def probabilities(picture, tta, weights=tmp_path / "flip.safetensors"):
+        (result,) = tudui.predict(picture, weights=weights, topk=10, tta=tta)
         return {p["class"]: p["probability"] for p in result["predictions"]}
     plain, plain_mirrored = probabilities(image, 0), probabilities(mirrored, 0)
     averaged, averaged_mirrored = probabilities(image, 1), probabilities(mirrored, 1)
     assert plain != pytest.approx(plain_mirrored)              # digits are not symmetric
     assert averaged == pytest.approx(averaged_mirrored, abs=1e-5)   # the same two views either way
+    assert probabilities(image, 1, digits_run.run_dir) == pytest.approx(plain)   # as trained: no mirror
 
 
 def test_bad_files_get_an_error_line_while_the_others_are_predicted(digit_files, digits_run, capsys):
