@@ -6,6 +6,7 @@ test-time augmentation, precision) it takes from the settings recorded with the 
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 from collections.abc import Callable
@@ -59,6 +60,8 @@ def evaluate_weights(cfg: EvalConfig) -> dict:
     data = cfg.data or meta.data
     if not data:
         raise TuduiError(f"{cfg.weights} does not record its data set; pass --data")
+    if meta.imported:   # a plain state_dict: the data given is all there is to know of its images
+        meta = dataclasses.replace(meta, data=data)
     if cfg.data is None and data not in BUILTIN_DATASETS and not Path(data).exists():
         raise TuduiError(f"{cfg.weights} was trained on {data}, which is not there any more; pass --data with "
                          f"where it is now")

@@ -77,11 +77,11 @@ class WeightsMeta:
 
     def tta_mirror(self) -> bool:
         """Whether test-time views may mirror images for these weights (data.transforms.mirror_suits)."""
-        return mirror_suits(self.config.data.dataset, self.config.data.augment)
+        return mirror_suits(self.data or self.config.data.dataset, self.config.data.augment)
 
     def tta_note(self, level: int) -> str:
         """A warning when --tta level leaves the mirror out for these weights, else ""."""
-        return tta_note(level, self.tta_mirror(), self.config.data.dataset)
+        return tta_note(level, self.tta_mirror(), self.data or self.config.data.dataset)
 
     def to_json(self) -> str:
         """The header entry (format 1: flat keys, the settings as {section: {name: value}})."""

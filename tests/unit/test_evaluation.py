@@ -170,3 +170,11 @@ def test_a_report_that_fails_after_the_numbers_is_a_warning(tmp_path, monkeypatc
     monkeypatch.setattr("tudui.report.write_report", full_disk)
     assert final_report(run, "test", measured, spec.test, cfg, None, warnings.append) is None
     assert len(warnings) == 1 and "No space left on device" in warnings[0] and "report" in warnings[0]
+
+
+def test_an_imported_state_dict_evaluated_on_digits_is_never_mirrored(tmp_path, caplog):
+    torch.manual_seed(0)
+    torch.save(create_model("tudui", 10).state_dict(), tmp_path / "course.pth")
+    measured = {tta: tudui.evaluate(tmp_path / "course.pth", model="tudui", data="digits", tta=tta) for tta in (0, 1)}
+    assert measured[1]["confusion"] == measured[0]["confusion"] and measured[1]["tta_mirror"] is False
+    assert "--tta 1 without the mirror: digits images change when mirrored" in caplog.text
