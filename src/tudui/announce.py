@@ -17,7 +17,7 @@ from tudui.engine.distributed import described
 from tudui.engine.optim import describe_optimizer
 from tudui.models import count_parameters
 from tudui.parts import Parts
-from tudui.settings import counted, distinct_labels, shown
+from tudui.settings import counted, distinct_labels
 from tudui.transfer import frozen_at_random, trainable_parameters, upscaled
 
 IMBALANCE_RATIO = 10   # largest class over smallest at which the first lines warn
@@ -79,7 +79,7 @@ def _split_roles(spec: DatasetSpec, monitor: str) -> str:
 def class_listing(names: list[str], counts: np.ndarray) -> str:
     """Each class with its image count; past 12 classes, the fewest and the most, and the median."""
     order = np.argsort(counts, kind="stable")
-    label = distinct_labels([shown(name)[1:-1] for name in names], 20)   # class names, short and on one line
+    label = distinct_labels([repr(name)[1:-1] for name in names], 20)   # class names, short and on one line
     if len(names) <= 12:
         return ", ".join(f"{label[i]} {counts[i]:,}" for i in range(len(names)))
     if counts[order[0]] == counts[order[-1]]:

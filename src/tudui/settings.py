@@ -65,7 +65,7 @@ def clipped(text: str, width: int) -> str:
     """text in at most width terminal columns, cut with "…" when it is longer."""
     if columns(text) <= width:
         return text
-    while columns(text) > width - 1:
+    while text and columns(text) > width - 1:
         text = text[:-1]
     return text + "…"
 
@@ -75,21 +75,43 @@ def distinct_labels(names: Sequence[str], width: int, head: int = 5) -> list[str
 
     Where cut names would look the same (PlantVillage's Corn_(maize)___Common_rust_ and
     Corn_(maize)___healthy), a long name keeps its first `head` columns and then, after "…", the part
-    from the start of the word where it first differs from its nearest name: "Corn_…Common_rust_",
-    "Corn_…healthy". Names still alike after that show their ends instead.
+    from the start of the word where it first differs from the names it was confused with:
+    "Corn_…Common_rust_", "Corn_…healthy". Names still alike after that show their ends, and
+    then, as a last resort, a number.
     """
     labels = [clipped(name, width) for name in names]
-    if len(set(labels)) == len(set(names)):
-        return labels
-    for i, (name, differs) in enumerate(zip(names, _where_each_differs(names))):
+    head = head if width >= head + 4 else 0
+    for cut in (_from_where_it_differs, _its_end):
+        for group in _alike(names, labels):
+            for i, label in zip(group, cut([names[i] for i in group], width, head)):
+                labels[i] = label
+    number = 0
+    for _ in range(3):   # numbers never used before: a pass leaves no two alike unless a name ends so
+        for i in (i for group in _alike(names, labels) for i in group):
+            number += 1
+            labels[i] = clipped(names[i], width - len(f" {number}")) + f" {number}"
+    return labels
+
+
+def _alike(names: Sequence[str], labels: list[str]) -> list[list[int]]:
+    """The positions of the names whose labels are the same although the names differ, by label."""
+    groups: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
+    return [group for group in groups.values() if len({names[i] for i in group}) > 1]
+
+
+def _from_where_it_differs(names: list[str], width: int, head: int) -> list[str]:
+    labels = []
+    for name, differs in zip(names, _where_each_differs(names)):
         start, word = _within(name, head), _word_start(name, differs)
-        if columns(name) > width and word > len(start):
-            labels[i] = start + "…" + clipped(name[word:], width - columns(start) - 1)
-    seen: dict[str, int] = {}
-    for label in labels:
-        seen[label] = seen.get(label, 0) + 1
-    return [("…" + _within(name[::-1], width - 1)[::-1] if seen[label] > 1 and columns(name) > width else label)
-            for name, label in zip(names, labels)]
+        fits = columns(name) <= width or word <= len(start) or width - columns(start) - 1 < 2
+        labels.append(clipped(name, width) if fits else start + "…" + clipped(name[word:], width - columns(start) - 1))
+    return labels
+
+
+def _its_end(names: list[str], width: int, head: int) -> list[str]:
+    return ["…" + _within(name[::-1], width - 1)[::-1] if columns(name) > width else name for name in names]
 
 
 def _where_each_differs(names: Sequence[str]) -> list[int]:

@@ -375,6 +375,23 @@ def test_long_class_names_that_start_alike_are_cut_so_that_they_stay_apart():
         assert len(set(labels)) == len(names) and max(columns(label) for label in labels) <= width, labels
     assert distinct_labels(["airplane", "a" * 40, "a" * 40 + "b"], 16)[0] == "airplane"
     assert distinct_labels(["cat", "dog"], 16) == ["cat", "dog"]
+    tricky = ["Tomato___mosaic_healthy", "Tomato___rust_mosaic_healthy", "Tomato___rust_mold"]   # alike at both ends
+    assert len(set(distinct_labels(tricky, 16))) == 3
+    assert len(set(distinct_labels(["abcdefgh_one", "abcdefgh_two"], 6))) == 2   # no room for a start: ends
+
+
+def test_distinct_labels_of_random_names_alike_at_both_ends_are_distinct_and_fit():
+    import random
+
+    from tudui.settings import columns, distinct_labels
+    rng = random.Random(0)
+    for _ in range(2000):
+        start, end = ("".join(rng.choice("ab_") for _ in range(rng.randint(0, 20))) for _ in range(2))
+        names = list({start + "".join(rng.choice("abc_") for _ in range(rng.randint(0, 6))) + end
+                      for _ in range(rng.randint(1, 12))})
+        width = rng.choice([6, 10, 16, 20])
+        labels = distinct_labels(names, width)
+        assert len(set(labels)) == len(names) and max(map(columns, labels)) <= width, (names, width, labels)
 
 
 def test_the_class_listing_names_each_class_or_the_extremes_past_twelve():
