@@ -240,3 +240,11 @@ def test_config_yaml_repeats_a_folder_run_from_any_working_folder(tmp_path, monk
     assert again.history[0]["train_loss"] == first.history[0]["train_loss"]
     resumed = tudui.train(resume=run_dir, epochs=2, data="../here/data", progress=False)
     assert [row["epoch"] for row in resumed.history] == [2]   # the same folder, spelled relative: no refusal
+
+
+def test_the_val_numbers_of_training_and_of_eval_leave_the_same_mirror_out(tmp_path):
+    result = tudui.train(data="synthetic", epochs=1, batch_size=32, tta=2, val_split=0.25, project=str(tmp_path),
+                         progress=False, report=False)
+    again = tudui.evaluate(result.run_dir, split="val")
+    assert again["tta"] == 2 and again["tta_mirror"] is False
+    assert result.history[-1]["val_loss"] == pytest.approx(again["loss"], rel=1e-5)

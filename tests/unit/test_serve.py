@@ -112,6 +112,25 @@ def test_one_image_as_the_body_is_answered_as_tudui_predict_answers(weights, ima
             assert_same_predictions(result["predictions"], want[path.name])
 
 
+def test_tta_leaves_the_mirror_out_for_digits_as_predict_does(weights, images, tmp_path):
+    import dataclasses
+
+    from tudui.weights import load_model, save_weights
+    model, meta = load_model(weights)   # the same net, recorded as trained on digits (never mirrored)
+    data = dataclasses.replace(meta.config.data, dataset="digits")
+    digits = tmp_path / "digits.safetensors"
+    save_weights(digits, model, dataclasses.replace(meta, data="digits", config=dataclasses.replace(meta.config,
+                                                                                                   data=data)))
+    plain = expected(images[:3], digits)
+    with running(create_app(digits, tta=1)) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/metadata").json()["tta_mirror"] is False
+        for path in images[:3]:
+            (result,) = raw_post(client, path).json()["results"]
+            assert_same_predictions(result["predictions"], plain[path.name])   # --tta 1 less the mirror: tta 0
+    with running(create_app(weights, tta=1)) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/metadata").json()["tta_mirror"] is True             # photos: mirrored
+
+
 def test_several_images_in_a_multipart_body_are_answered_in_request_order(weights, images):
     want = expected(images, weights, topk=2)
     chosen = [images[3], images[-1], images[0], images[8]]
