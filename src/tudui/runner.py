@@ -22,7 +22,7 @@ from tudui.engine import FitOptions, StoppedMidEpoch, fit
 from tudui.engine.distributed import any_across, barrier, shut_down
 from tudui.errors import TuduiError
 from tudui.evaluation import Measured, final_measure, final_report
-from tudui.exported import format_of, is_exported
+from tudui.exported import format_of, is_exported, read_metadata
 from tudui.files import human_bytes
 from tudui.interrupts import StopRequest, TrainingInterrupted
 from tudui.parts import Parts
@@ -164,7 +164,7 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
     for export in stale_exports(run):
         source = run.path if export.stem == "best" else export.with_suffix(".safetensors")
         parts.warn(f"{export} was exported from older weights than {export.stem}.safetensors now holds: export "
-                   f"again with  tudui export {source} --format {format_of(export)}")
+                   f"again with  tudui export {source} {export_flags(export)}")
     if parts.checkpoints.writes and run.state.is_file() and (size := run.weights_bytes()) >= LARGE_WEIGHTS:
         parts.say(f"{run.weights_dir} takes {human_bytes(size)} of disk, {human_bytes(run.state.stat().st_size)} "
                   f"of it {run.state.name}, which only --resume needs (to continue or extend this run)")
@@ -190,6 +190,18 @@ def stale_exports(run: RunDir) -> list[Path]:
     return [path for path in sorted(run.weights_dir.iterdir())
             if is_exported(path) and path.with_suffix(".safetensors").is_file()
             and path.stat().st_mtime_ns < path.with_suffix(".safetensors").stat().st_mtime_ns]
+
+
+def export_flags(export: Path) -> str:
+    """The `tudui export` flags that made export again as it was (its format; --half, --batch N and
+    --input float where it has them), from its metadata; the format alone if that cannot be read."""
+    try:
+        info = read_metadata(export)[1]
+    except TuduiError:
+        return f"--format {format_of(export)}"
+    return " ".join([f"--format {info.format}"] + (["--half"] if info.dtype == "float16" else [])
+                    + ([f"--batch {info.batch}"] if info.batch is not None else [])
+                    + (["--input float"] if info.pixels == "float" else []))
 
 
 @contextlib.contextmanager

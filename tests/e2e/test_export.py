@@ -107,13 +107,14 @@ def test_a_resumed_run_warns_of_the_exports_it_made_older(tmp_path, capsys):
     import tudui
     run = tudui.train(data="synthetic", epochs=1, batch_size=32, project=str(tmp_path), progress=True,
                       report=False).run_dir
-    best, last = export(run, format="onnx").path, export(run / "weights" / "last.safetensors", format="onnx").path
+    best = export(run, format="onnx").path
+    last = export(run / "weights" / "last.safetensors", format="onnx", half=True, batch="4").path
     capsys.readouterr()
     tudui.train(resume=run, epochs=2, progress=True)       # no val split: best is the last epoch, both rewritten
     said = capsys.readouterr().err
     assert f"{best} was exported from older weights than best.safetensors now holds: export again with  " \
            f"tudui export {run} --format onnx" in said
-    assert f"tudui export {run / 'weights' / 'last.safetensors'} --format onnx" in said
+    assert f"tudui export {run / 'weights' / 'last.safetensors'} --format onnx --half --batch 4" in said
     export(run, format="onnx")
     from tudui.rundir import RunDir
     from tudui.runner import stale_exports

@@ -166,8 +166,8 @@ def test_settings_are_checked_before_any_work(weights, tmp_path):
 
 def test_a_missing_extra_says_how_to_install_it(weights, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxscript", None)   # makes `import onnxscript` fail
-    with pytest.raises(TuduiError, match=r'pip install onnx onnxscript onnxruntime  \(or pip install -e '
-                                         r'"\.\[export\]" in a clone of tudui\)$'):
+    with pytest.raises(TuduiError, match=r"pip install 'onnx>=[\d.]+' 'onnxscript>=[\d.]+' 'onnxruntime>=[\d.]+'  "
+                                         r'\(or pip install -e "\.\[export\]" in a clone of tudui\)$'):
         export(weights)
 
 

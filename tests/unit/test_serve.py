@@ -654,8 +654,9 @@ def test_create_app_says_what_is_wrong_with_its_arguments(weights, tmp_path, mon
     with pytest.raises(TuduiError):
         create_app(tmp_path / "missing.safetensors")
     monkeypatch.setitem(__import__("sys").modules, "fastapi", None)    # as if FastAPI were not installed
-    with pytest.raises(TuduiError, match=r'pip install fastapi uvicorn python-multipart  \(or pip install -e '
-                                         r'"\.\[serve\]" in a clone of tudui\)$'):
+    with pytest.raises(TuduiError, match=r"pip install 'fastapi>=[\d.]+' 'uvicorn>=[\d.]+' "
+                                         r"'python-multipart>=[\d.]+'  "
+                                         r'\(or pip install -e "\.\[serve\]" in a clone of tudui\)$'):
         create_app(weights)
 
 
