@@ -275,10 +275,23 @@ def make_config(config_file: str | Path | None = None, **overrides: Any) -> Conf
         section, name = names[key]
         flag = flag_name(SECTIONS[section].__dataclass_fields__[name])
         given[section][name] = (os.fspath(value) if isinstance(value, os.PathLike) else value, flag)
+    _one_start(given.get("model", {}))
     try:
         return _build(given)
     except TuduiError as e:
         raise _from_file(e, config_file, given) from None
+
+
+def _one_start(model: dict) -> None:
+    """The starting weights are one choice, so a flag that makes it (--weights, or --pretrained /
+    --weights-file) replaces the file's (a run's config.yaml that started from ImageNet weights,
+    given with --weights of that run)."""
+    flagged = {name for name, (value, where) in model.items() if where.startswith("--") and value}
+    drop = ("pretrained", "weights_file") if "weights" in flagged else \
+        ("weights",) if flagged & {"pretrained", "weights_file"} else ()
+    for name in drop:
+        if name in model and not model[name][1].startswith("--"):
+            del model[name]
 
 
 def _from_file(error: TuduiError, config_file: str | Path | None, given: dict | None = None) -> TuduiError:

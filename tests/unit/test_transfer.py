@@ -37,6 +37,20 @@ def test_pretrained_and_head_flags_are_refused_for_tudui_models(tmp_path):
         make_config(weights="x.pth", pretrained=True)
 
 
+def test_starting_weights_given_as_a_flag_replace_those_of_the_settings_file(tmp_path):
+    # a transfer run's config.yaml, given again with --weights of that run (what a refused resume suggests)
+    (tmp_path / "config.yaml").write_text("model:\n  arch: resnet18\n  pretrained: true\n  weights_file: r.pth\n")
+    cfg = make_config(tmp_path / "config.yaml", weights="runs/exp/weights/last.safetensors")
+    assert (cfg.model.weights, cfg.model.pretrained, cfg.model.weights_file) == (
+        "runs/exp/weights/last.safetensors", False, "")
+    (tmp_path / "run.yaml").write_text("model:\n  arch: resnet18\n  weights: runs/exp\n")
+    cfg = make_config(tmp_path / "run.yaml", pretrained=True)
+    assert (cfg.model.weights, cfg.model.pretrained) == ("", True)
+    (tmp_path / "both.yaml").write_text("model:\n  arch: resnet18\n  weights: runs/exp\n  pretrained: true\n")
+    with pytest.raises(TuduiError, match="pick one"):     # a file that says both is still refused
+        make_config(tmp_path / "both.yaml")
+
+
 def test_an_input_size_the_model_cannot_take_is_one_error():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 2))
     check_input_size(model, 32, "fixed", 32)
