@@ -19,7 +19,7 @@ from torch import nn
 from tudui.announce import announce
 from tudui.checkpoint import CheckpointHook, EarlyStopping
 from tudui.config import Config
-from tudui.config_files import dump_yaml
+from tudui.config_files import dump_yaml, start_resolved
 from tudui.data import (
     BUILTIN_DATASETS,
     DatasetSpec,
@@ -300,13 +300,14 @@ def _start_at(resumed: Resume | None, rank: int) -> ResumePoint:
 
 
 def _recorded(cfg: Config) -> Config:
-    """cfg as config.yaml keeps it: a data folder, archive or list, and torchvision's data folder, as
-    absolute paths, so that `--config RUN/config.yaml` repeats the run from any folder."""
-    data = cfg.data
+    """cfg as config.yaml keeps it: a data folder, archive or list, torchvision's data folder and the
+    starting weights (--weights, --weights-file) as absolute paths, so that `--config RUN/config.yaml`
+    repeats the run from any folder."""
+    data, model = cfg.data, cfg.model
     changes = {"dataset": data_reference(data.dataset)}
     if data.dataset in BUILTIN_DATASETS and data.dataset not in ("digits", "synthetic"):
         changes["data_dir"] = str(Path(data.data_dir).resolve())
-    return dataclasses.replace(cfg, data=dataclasses.replace(data, **changes))
+    return dataclasses.replace(cfg, data=dataclasses.replace(data, **changes), model=start_resolved(model))
 
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from tudui.config import SECTIONS, Config, iter_options
+from tudui.config import SECTIONS, Config, ModelConfig, iter_options
 from tudui.errors import SettingError, TuduiError
 from tudui.files import atomic_write
 from tudui.settings import SHOWN_CHARS, flag_name, option_key, shown, value_type
@@ -280,6 +280,13 @@ def make_config(config_file: str | Path | None = None, **overrides: Any) -> Conf
         return _build(given)
     except TuduiError as e:
         raise _from_file(e, config_file, given) from None
+
+
+def start_resolved(model: ModelConfig) -> ModelConfig:
+    """model with its starting weights (--weights, --weights-file) as absolute paths where they exist."""
+    return dataclasses.replace(model, **{name: str(Path(getattr(model, name)).resolve())
+                                         for name in ("weights", "weights_file")
+                                         if getattr(model, name) and Path(getattr(model, name)).exists()})
 
 
 def _one_start(model: dict) -> None:

@@ -11,7 +11,7 @@ from torch import nn
 
 from tudui.checkpoint import load_state
 from tudui.config import Config
-from tudui.config_files import make_config
+from tudui.config_files import make_config, start_resolved
 from tudui.data.sources import BUILTIN_DATASETS, data_reference
 from tudui.errors import SettingError, TuduiError
 from tudui.rundir import RunDir
@@ -50,7 +50,8 @@ def resume_settings(resume: str | Path, config: Config | None, config_file, over
     state = load_state(run.state)
     before = make_config(run.config)
     cfg = make_config(run.config, **{k: v for k, v in overrides.items() if k not in ("project", "name")})
-    model_changes = _changes(before.model, cfg.model)
+    # config.yaml records the starting weights as absolute paths: the same file spelled relative is no change
+    model_changes = _changes(start_resolved(before.model), start_resolved(cfg.model))
     if model_changes:
         raise TuduiError(f"cannot resume {run} with a different model ({model_changes}); start a new run instead")
     _check_data_place(run, state, before.data.dataset, cfg.data.dataset)

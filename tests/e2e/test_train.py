@@ -240,6 +240,17 @@ def test_config_yaml_repeats_a_folder_run_from_any_working_folder(tmp_path, monk
     assert again.history[0]["train_loss"] == first.history[0]["train_loss"]
     resumed = tudui.train(resume=run_dir, epochs=2, data="../here/data", progress=False)
     assert [row["epoch"] for row in resumed.history] == [2]   # the same folder, spelled relative: no refusal
+    # a run that started from another's weights, given relative: recorded where they are, too
+    monkeypatch.chdir(tmp_path / "here")
+    tuned = tudui.train(data="data", weights="runs/exp", epochs=1, project="runs", progress=False, report=False)
+    config = tuned.run_dir.resolve() / "config.yaml"
+    assert f"weights: {run_dir}" in config.read_text()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again = tudui.train(config_file=config, project="runs", progress=False, report=False)
+    assert again.history[0]["train_loss"] == tuned.history[0]["train_loss"]
+    monkeypatch.chdir(tmp_path / "here")
+    resumed = tudui.train(resume=tuned.run_dir, epochs=2, weights="runs/exp", progress=False)
+    assert [row["epoch"] for row in resumed.history] == [2]   # the same weights, spelled relative: no refusal
 
 
 def test_the_val_numbers_of_training_and_of_eval_leave_the_same_mirror_out(tmp_path):
