@@ -59,7 +59,7 @@ from tudui.transfer import (
     build_starting_model,
     check_input_size,
 )
-from tudui.weights import WeightsMeta
+from tudui.weights import WeightsMeta, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
                          f"--val-split 0.1")
     # The model first: a missing weights file should stop the run before any decoding.
     start = build_starting_model(cfg, len(spec.class_names), trust_pickle)
-    preprocess = _preprocess(cfg, spec)
+    preprocess = _preprocess(cfg, spec) if resumed is None else _resumed_preprocess(cfg, spec, resumed)
     augment = resolve_augment(cfg.data.augment, spec.kind, preprocess.input_size)
     if cfg.train.progressive_size >= preprocess.input_size:   # before any decoding
         raise TuduiError(f"--progressive-size {cfg.train.progressive_size} must be below the input size "
@@ -181,6 +181,16 @@ def _preprocess(cfg: Config, spec: DatasetSpec) -> Preprocess:
         return preprocess
     mean, std = channel_stats(spec.train, seed=cfg.train.seed)
     return dataclasses.replace(preprocess, mean=mean, std=std)
+
+
+def _resumed_preprocess(cfg: Config, spec: DatasetSpec, resumed: Resume) -> Preprocess:
+    """A resumed run's preprocessing as its weights record it: the training set's statistics are not
+    measured again, so photos edited in place since cannot change the normalisation mid-run."""
+    if resumed.run.last.is_file():
+        recorded = read_meta(resumed.run.last).preprocess
+        if (recorded.mean is not None) == cfg.data.normalize:   # else --normalize changed: measured anew
+            return recorded
+    return _preprocess(cfg, spec)
 
 
 def _prepare_model(cfg: Config, start: StartingModel, preprocess: Preprocess, train_loader,

@@ -206,18 +206,26 @@ def is_tudui_weights(path: str | Path) -> bool:
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
     """(state_dict on the CPU, metadata) from a tudui weights file or run directory."""
     path = resolve_weights_path(path)
+    meta = read_meta(path)
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise TuduiError(f"{path} is not a readable safetensors weights file ({e})") from None
+    check_finite(state, str(path))
+    return state, meta
+
+
+def read_meta(path: Path) -> WeightsMeta:
+    """The metadata of a tudui weights file, without reading its tensors."""
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-        state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise TuduiError(f"{path} is not a readable safetensors weights file ({e})") from None
     if META_KEY not in header:
         raise TuduiError(f"{path} has no tudui metadata (model name, classes, preprocessing); "
                          f"it was not written by tudui")
-    meta = WeightsMeta.from_json(header[META_KEY], str(path))
-    check_finite(state, str(path))
-    return state, meta
+    return WeightsMeta.from_json(header[META_KEY], str(path))
 
 
 def read_any_weights(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor],

@@ -393,3 +393,13 @@ def test_a_tampered_state_file_is_refused_before_the_run_changes(tmp_path):
     state_path.unlink()
     state_path.write_bytes(good)
     assert len(tudui.train(resume=run.run_dir, epochs=2, progress=False, report=False).history) == 1
+
+
+def test_a_resumed_run_keeps_its_normalisation_when_photos_were_edited_in_place(tmp_path):
+    folder = write_class_folder(tmp_path / "photos", ["a", "b"], 12)
+    first = train(tmp_path / "runs", data=str(folder), epochs=1, batch_size=8)
+    measured = read_weights(first.run_dir / "weights" / "last.safetensors")[1].preprocess
+    write_class_folder(folder, ["a", "b"], 12, seed=5)      # the same names, other pixels
+    tudui.train(resume=first.run_dir, epochs=2, progress=False)
+    kept = read_weights(first.run_dir / "weights" / "last.safetensors")[1]
+    assert kept.epoch == 2 and (kept.preprocess.mean, kept.preprocess.std) == (measured.mean, measured.std)
