@@ -279,7 +279,8 @@ def _hooks(cfg: Config, run: RunDir, model: nn.Module, step: TrainStep, averager
                                  best_epoch=state.get("best_epoch", 0), writes=writes,
                                  best_val_accuracy=state.get("best_val_accuracy"), extra_state=extra_state,
                                  best_tiebreak=state.get("best_tiebreak", -math.inf))
-    early_stopping = EarlyStopping(checkpoints, cfg.train.patience) if cfg.train.patience else None
+    early_stopping = (EarlyStopping(checkpoints, cfg.train.patience, after=cfg.train.freeze_epochs)
+                      if cfg.train.patience else None)
     hooks = [
         ProgressHook(bar=progress, has_val=has_val) if progress is not False and writes else None,
         FreezeSchedule(frozen, cfg.train.freeze_epochs) if cfg.train.freeze_epochs else None,

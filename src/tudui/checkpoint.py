@@ -20,7 +20,7 @@ from torch import nn
 from tudui.errors import TuduiError
 from tudui.files import atomic_write, same_file_as
 from tudui.rundir import RunDir
-from tudui.settings import shown
+from tudui.settings import counted, shown
 from tudui.state_dicts import check_tensors_hold_their_data
 from tudui.weights import FORMAT_VERSION, WeightsMeta, save_weights
 
@@ -207,10 +207,12 @@ class CheckpointHook:
 
 class EarlyStopping:
     """A hook that ends the run once `patience` epochs pass without the monitored val metric
-    improving on its best (Ultralytics' patience, Lightning's EarlyStopping)."""
+    improving on its best (Ultralytics' patience, Lightning's EarlyStopping). With `after` (the
+    --freeze-epochs of a fine-tune) the count starts once those epochs are over, so that the whole
+    model trains for at least `patience` epochs before the run can stop."""
 
-    def __init__(self, checkpoints: CheckpointHook, patience: int):
-        self.checkpoints, self.patience = checkpoints, patience
+    def __init__(self, checkpoints: CheckpointHook, patience: int, after: int = 0):
+        self.checkpoints, self.patience, self.after = checkpoints, patience, after
         self.epoch = 0
         self.reason: str | None = None
 
@@ -219,7 +221,9 @@ class EarlyStopping:
 
     def stop_reason(self) -> str | None:
         best = self.checkpoints.best_epoch
-        if self.epoch - best >= self.patience:
+        if self.epoch - max(best, self.after) >= self.patience:
             self.reason = (f"stopped early after epoch {self.epoch}: {self.checkpoints.monitor} has not improved "
-                           f"for {self.patience} epochs (best in epoch {best})")
+                           f"for {counted(self.patience, 'epoch')}"
+                           + (f" since the backbone was unfrozen after epoch {self.after}" if best < self.after else "")
+                           + f" (best in epoch {best})")
         return self.reason

@@ -15,7 +15,7 @@ from tudui.config_files import make_config, start_resolved
 from tudui.data.sources import BUILTIN_DATASETS, data_reference
 from tudui.errors import SettingError, TuduiError
 from tudui.rundir import RunDir
-from tudui.settings import flag_name, shown
+from tudui.settings import counted, flag_name, shown
 
 
 def _changes(before, after) -> str:
@@ -108,9 +108,9 @@ def _check_not_stopped_early(run: RunDir, state: dict, cfg: Config) -> None:
     """A run whose --patience has run out (one that stopped early, or one given a smaller
     patience now) would stop after one more epoch, or more should that one improve by chance:
     going on takes a larger patience."""
-    waited = state["epoch"] - state["best_epoch"]
+    waited = state["epoch"] - max(state["best_epoch"], cfg.train.freeze_epochs)   # as EarlyStopping counts
     if cfg.train.patience and state["best_epoch"] and waited >= cfg.train.patience:
-        raise TuduiError(f"{run} has gone {waited} epochs, to epoch {state['epoch']}, without its "
+        raise TuduiError(f"{run} has gone {counted(waited, 'epoch')}, to epoch {state['epoch']}, without its "
                          f"{cfg.train.monitor} improving (best in epoch {state['best_epoch']}): --patience "
                          f"{cfg.train.patience} would stop it again; to train on, pass a larger --patience (0: "
                          f"never stop early)")

@@ -222,3 +222,19 @@ def test_a_link_planted_where_the_temporary_file_used_to_go_is_not_written_throu
     atomic_write(target, lambda tmp: tmp.write_text("epochs: 2\n"))
     assert victim.read_text() == "the user's own file"
     assert target.read_text() == "epochs: 2\n" and not target.is_symlink()
+
+
+def test_patience_counts_from_the_end_of_the_frozen_epochs():
+    from types import SimpleNamespace
+
+    from tudui.checkpoint import EarlyStopping
+    checkpoints = SimpleNamespace(best_epoch=1, monitor="val_accuracy")
+    plain, fine_tune = EarlyStopping(checkpoints, patience=1), EarlyStopping(checkpoints, patience=1, after=2)
+    for stopper in (plain, fine_tune):
+        stopper.on_epoch_end({"epoch": 2}, None)
+    assert plain.stop_reason() == ("stopped early after epoch 2: val_accuracy has not improved for 1 epoch "
+                                   "(best in epoch 1)")
+    assert fine_tune.stop_reason() is None            # the backbone has trained for no epoch yet
+    fine_tune.on_epoch_end({"epoch": 3}, None)
+    assert fine_tune.stop_reason() == ("stopped early after epoch 3: val_accuracy has not improved for 1 epoch "
+                                       "since the backbone was unfrozen after epoch 2 (best in epoch 1)")
