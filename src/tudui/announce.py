@@ -93,7 +93,15 @@ def _announce_classes(parts: Parts) -> None:
     when the largest class outnumbers the smallest IMBALANCE_RATIO times or more."""
     names = parts.spec.class_names
     counts = np.bincount(np.asarray(parts.spec.train.labels), minlength=len(names))
-    parts.say(f"classes (train images): {class_listing(names, counts)}")
+    evened = [what for what, on in (("batches drawn evenly over the classes (--sampler balanced)",
+                                     parts.cfg.data.sampler == "balanced"),
+                                    ("the loss weighted by 1/class size (--class-weights auto)",
+                                     parts.cfg.optim.class_weights == "auto")) if on]
+    parts.say(f"classes (train images): {class_listing(names, counts)}"
+              + (f"; {' and '.join(evened)}" if evened else ""))
+    if len(evened) == 2:
+        parts.warn("--sampler balanced and --class-weights auto each even out the classes; together they "
+                   "correct twice, and the small classes then count far more than the large ones did: use one")
     order = np.argsort(counts, kind="stable")
     smallest, largest = counts[order[0]], counts[order[-1]]
     cfg = parts.cfg

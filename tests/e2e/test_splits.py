@@ -132,6 +132,13 @@ def test_imbalanced_classes_are_warned_about_and_class_weights_let_every_class_b
     predicted = np.asarray(tudui.evaluate(weighted.best_weights, split="all")["confusion"]).sum(axis=0)
     assert (predicted > 0).all(), predicted
     assert "balanced_accuracy" in weighted.final and "macro_f1" in weighted.final
+    capsys.readouterr()
+    tudui.train(data=str(root), class_weights="auto", sampler="balanced", epochs=1, project=str(tmp_path / "both"),
+                progress=True, report=False)
+    captured = capsys.readouterr()
+    assert ("wasps 48; batches drawn evenly over the classes (--sampler balanced) and the loss weighted by "
+            "1/class size (--class-weights auto)") in captured.out
+    assert "together they correct twice" in captured.err and "imbalanced" not in captured.err
 
 
 def test_eval_of_a_run_whose_data_moved_asks_for_data(tmp_path):
