@@ -49,8 +49,8 @@ def announce(parts: Parts) -> None:
         parts.warn(mirror)
     if cfg.train.time_budget:
         say(f"time budget: {cfg.train.time_budget:g} s of training, at most {counted(cfg.train.epochs, 'epoch')} "
-            f"(--epochs); the schedule follows the clock, or the epochs if they end first; the final test pass "
-            f"comes after")
+            f"(--epochs); the schedule follows the clock, or the epochs if they end first; the final "
+            f"{'test' if parts.loaders.test is not None else 'val'} pass comes after")
     if parts.resumed is None:
         say(f"start: {parts.start.start}{_freeze_note(cfg, parts.model)}")
         for warning in (frozen_at_random(cfg, parts.start),

@@ -192,7 +192,7 @@ def plot_per_class(data: ReportData) -> Figure:
     """Per-class recall (bars) and precision (dots), worst recall at the top; a class without
     images in the split (a folder with some of the trained classes) has neither and is left out."""
     table = data.metrics["per_class"]
-    order = sorted(present(table), key=lambda i: (-table[i]["recall"], i))   # drawn bottom-up
+    order = sorted(present(table), key=lambda i: (-table[i]["recall"], -i))   # drawn bottom-up: ties in class order
     n = len(order)
     labels = distinct_labels([row["class"] for row in table], 20)
     names = [labels[i] for i in order]

@@ -61,6 +61,9 @@ def _per_class_rows(table: list[dict]) -> str:
     # the trained classes evaluated) shows dashes, unranked.
     ranked = sorted(present(table), key=lambda i: table[i]["recall"])
     weak = set(ranked[:max(1, len(ranked) // 5)]) if len(ranked) > 2 else set()
+    if weak:   # a class that ties with the last tinted one is as weak; when all tie, none is weaker
+        weak |= {i for i in ranked if table[i]["recall"] <= max(table[w]["recall"] for w in weak)}
+        weak = weak if len(weak) < len(ranked) else set()
     rows = []
     for i, row in enumerate(table):
         cells = "".join(f'<td class="num">{"-" if row[key] is None else percent(row[key])}</td>'

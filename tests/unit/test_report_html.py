@@ -172,6 +172,15 @@ def test_the_weakest_fifth_of_the_classes_by_recall_is_tinted():
     assert sorted(tinted) == ["c3", "c7"]
 
 
+def test_classes_that_tie_with_the_weakest_are_tinted_too_unless_all_tie():
+    classes = ["circle", "square", "triangle"]
+    tied = Page(render_page(report(classes, np.array([[0, 0, 4], [0, 0, 4], [0, 0, 4]])), {}))
+    assert [cells[0] for attrs, cells in tied.class_rows(classes) if attrs.get("class") == "weak"] == [
+        "circle", "square"]
+    perfect = Page(render_page(report(classes, np.eye(3, dtype=int) * 4), {}))
+    assert not [cells for attrs, cells in perfect.class_rows(classes) if attrs.get("class") == "weak"]
+
+
 @pytest.mark.parametrize("num_classes", [1, 2])
 def test_with_two_classes_or_fewer_no_row_is_tinted(num_classes):
     classes = ["yes", "no"][:num_classes]
