@@ -131,7 +131,7 @@ def _data(cfg: Config, resumed: Resume | None) -> tuple[DatasetSpec, list[tuple[
     spec, skipped_images = drop_unreadable(spec, cfg.data.max_bad_share)
     fingerprint = spec.fingerprint()
     if resumed is not None:
-        check_same_data(resumed, fingerprint)
+        check_same_data(resumed, fingerprint, spec.class_names, cfg.data.dataset)
     return spec, skipped_images, fingerprint
 
 

@@ -16,6 +16,7 @@ from tudui.data.sources import BUILTIN_DATASETS, data_reference
 from tudui.errors import SettingError, TuduiError
 from tudui.rundir import RunDir
 from tudui.settings import counted, flag_name, shown
+from tudui.weights import read_meta
 
 
 def _changes(before, after) -> str:
@@ -116,13 +117,19 @@ def _check_not_stopped_early(run: RunDir, state: dict, cfg: Config) -> None:
                          f"never stop early)")
 
 
-def check_same_data(resumed: Resume, fingerprint: dict[str, list]) -> None:
+def check_same_data(resumed: Resume, fingerprint: dict[str, list], class_names: list[str], data: str) -> None:
     """Refuse to resume on a data set whose images changed since the run started: the val split
-    would be drawn again (perhaps with images already trained on) and the normalisation measured
-    again. State files from before the fingerprint was kept are let through."""
+    would be drawn again (perhaps with images already trained on). Other classes are another data
+    set, said so. State files from before the fingerprint was kept are let through."""
     saved = resumed.state.get("data")
     if not isinstance(saved, dict) or saved == fingerprint:
         return
+    trained = list(read_meta(resumed.run.last).class_names) if resumed.run.last.is_file() else class_names
+    if trained != list(class_names):
+        raise TuduiError(f"cannot resume {resumed.run} on {data}: its classes ({', '.join(class_names[:6])}"
+                         f"{', ...' if len(class_names) > 6 else ''}) are not the run's ({', '.join(trained[:6])}"
+                         f"{', ...' if len(trained) > 6 else ''}); to train on it from this run's weights, start a "
+                         f"new run:  tudui train --data {data} --weights {resumed.run.last}")
     changes = []
     for split in ("train", "val", "test"):
         old, new = saved.get(split), fingerprint.get(split)
@@ -135,7 +142,7 @@ def check_same_data(resumed: Resume, fingerprint: dict[str, list]) -> None:
         else:
             changes.append(f"other {split} images, as many")
     raise TuduiError(f"cannot resume {resumed.run}: its images have changed since it started "
-                     f"({', '.join(changes)}), so the val split and the normalisation would not be the run's; "
+                     f"({', '.join(changes)}), so the val split would not be the run's; "
                      f"put the files back, or start a new run from its weights:  tudui train --config "
                      f"{resumed.run.config} --weights {resumed.run.last}")
 

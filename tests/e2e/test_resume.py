@@ -248,6 +248,10 @@ def test_resuming_after_the_images_changed_is_refused_until_they_are_back(tmp_pa
     other = write_class_folder(tmp_path / "other", ["a", "b"], 11)
     with pytest.raises(TuduiError, match=r"its images have changed since it started \(train"):
         tudui.train(resume=run.run_dir, data=str(other), epochs=4, progress=False)
+    shapes = write_class_folder(tmp_path / "shapes", ["circle", "square"], 10)   # another data set
+    with pytest.raises(TuduiError, match=r"on .*shapes: its classes \(circle, square\) are not the run's \(a, b\); "
+                                         r"to train on it .*tudui train --data .*shapes --weights .*last"):
+        tudui.train(resume=run.run_dir, data=str(shapes), epochs=4, progress=False)
 
 
 def test_best_is_not_overwritten_by_a_worse_model_after_a_resume(tmp_path):
