@@ -28,6 +28,7 @@ from tudui.interrupts import StopRequest, TrainingInterrupted
 from tudui.parts import Parts
 from tudui.resume import Resume, resume_settings
 from tudui.rundir import RunDir
+from tudui.weights import model_of_weights
 from tudui.settings import counted
 
 LARGE_WEIGHTS = 100_000_000   # bytes of weights/ from which the end of a run says how much it takes
@@ -94,6 +95,8 @@ def settings(config: Config | None, config_file: str | Path | None, resume: str 
     if resume is not None:
         resumed = resume_settings(resume, config, config_file, overrides, extend)
         return resumed.config, resumed
+    if config is None and config_file is None and overrides.get("weights") and not overrides.get("model"):
+        overrides["model"] = model_of_weights(overrides["weights"])   # `--weights RUN` names its own model
     return (config if config is not None else make_config(config_file, **overrides)), None
 
 

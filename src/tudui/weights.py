@@ -215,6 +215,15 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta
     return state, meta
 
 
+def model_of_weights(path: str | Path) -> str | None:
+    """The model a run directory or tudui weights file is of, or None (another kind of file, or none:
+    loading it later says what is wrong)."""
+    try:
+        return read_meta(resolve_weights_path(path)).model if is_tudui_weights(path) else None
+    except TuduiError:
+        return None
+
+
 def read_meta(path: Path) -> WeightsMeta:
     """The metadata of a tudui weights file, without reading its tensors."""
     try:

@@ -80,3 +80,14 @@ def test_images_much_smaller_than_a_torchvision_models_input_are_warned_of(tmp_p
     assert upscaled(make_config(model="resnet18", input_size=224), 32, 224) == ""   # chosen: no advice
     assert upscaled(make_config(model="tudui"), 6, 32) == ""                  # ours take one size
     assert upscaled(make_config(model="resnet18"), None, 224) == ""
+
+
+def test_weights_of_a_run_start_its_own_model_unless_another_is_named(tmp_path):
+    first = tudui.train(data="synthetic", model="tudui_relu", epochs=1, batch_size=32, project=str(tmp_path),
+                        progress=False, report=False)
+    again = tudui.train(data="synthetic", weights=str(first.run_dir), epochs=1, batch_size=32,
+                        project=str(tmp_path), progress=False, report=False)
+    assert again.config.model.arch == "tudui_relu"
+    with pytest.raises(TuduiError, match=r"holds weights of 'tudui_relu', not 'tudui'; pass --model tudui_relu"):
+        tudui.train(data="synthetic", model="tudui", weights=str(first.run_dir), epochs=1, project=str(tmp_path),
+                    progress=False)
