@@ -234,3 +234,12 @@ def test_an_archive_of_one_class_is_named_as_the_archive_and_its_folder(tmp_path
     with pytest.raises(TuduiError, match=rf"^{archive}: set needs at least two classes, each a folder of its images "
                                          rf"\({archive}: set/CLASS/image.jpg\); found one: 'cat'$"):
         build_dataset(str(archive))
+
+
+def test_images_beside_the_class_folders_are_left_out_and_counted(tmp_path):
+    root = write_class_folder(tmp_path / "photos", ["cats", "dogs"], 4)
+    for name in ("stray.png", "another.jpg"):    # no class says what they are
+        (root / name).write_bytes((root / "cats" / "000.png").read_bytes())
+    spec = build_dataset(str(root))
+    assert sum(len(d) for d in spec.splits().values()) == 8 and spec.ignored["loose image"] == 2
+    assert "2 loose images" in spec.ignored_words()

@@ -277,6 +277,9 @@ def _scan_split(folder: Path, ignored: Counter | None = None) -> list[tuple[Path
         if not images:
             ignored["empty class folder"] += 1
         items += [(p, class_dir.name) for p in images]
+    loose = sum(1 for p in folder.iterdir() if p.is_file() and is_image_file(p)) if subdirs else 0
+    if loose:   # beside the class folders: no class says what they are
+        ignored["loose image"] += loose
     return items
 
 
