@@ -327,22 +327,27 @@ def write_tensorboard(writer, data: ReportData, pictures: dict[str, bytes] | Non
                       model: torch.nn.Module | None = None, example: torch.Tensor | None = None) -> list[str]:
     """The evaluation in TensorBoard; returns what could not be written (the model graph may not trace).
 
-    Adds the confusion matrix, the most confident mistakes and sample predictions as
-    figures, a PR curve per class, the model graph and the settings as hparams with the
-    final metrics. pictures: render_pictures(data), reused rather than drawn again.
+    Adds the report's pictures (confusion matrix, most confident mistakes, per class, curves)
+    and sample predictions as figures, a PR curve per class, the model graph and the settings
+    as hparams with the final metrics, all at the step of the last epoch trained (so that a
+    resumed run's new final pass does not land on the old one's). pictures:
+    render_pictures(data), reused rather than drawn again.
     """
     from torch.utils.tensorboard.summary import hparams
 
     pictures = render_pictures(data) if pictures is None else pictures
+    step = int(data.history[-1]["epoch"]) if data.history else (data.kept_epoch or 0)
     skipped = []
     for tag, name in (("eval/confusion_matrix", "confusion_matrix.png"),
-                      ("eval/most_confident_mistakes", "misclassified.png")):
-        writer.add_image(tag, _png_pixels(pictures[name]), dataformats="HWC")
+                      ("eval/most_confident_mistakes", "misclassified.png"), ("eval/per_class", "per_class.png"),
+                      ("eval/curves", "curves.png")):
+        if name in pictures:
+            writer.add_image(tag, _png_pixels(pictures[name]), step, dataformats="HWC")
     with figure_text(data.class_names):
-        writer.add_figure("eval/sample_predictions", plot_samples(data), close=False)
+        writer.add_figure("eval/sample_predictions", plot_samples(data), step, close=False)
     if len(data.class_names) <= MAX_PR_CURVES:
         for k, name in enumerate(data.class_names):
-            writer.add_pr_curve(f"pr_curve/{name}", data.targets == k, data.probabilities[:, k])
+            writer.add_pr_curve(f"pr_curve/{name}", data.targets == k, data.probabilities[:, k], step)
     else:
         skipped.append(f"PR curves (one per class is too many past {MAX_PR_CURVES} classes)")
     if model is not None and example is not None:
@@ -354,13 +359,14 @@ def write_tensorboard(writer, data: ReportData, pictures: dict[str, bytes] | Non
                 writer.add_graph(model, example)
         except Exception as e:  # noqa: BLE001 - tracing fails on some models; the rest still counts
             skipped.append(f"model graph ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
-    final = {"hparam/accuracy": data.metrics["accuracy"], "hparam/loss": data.metrics["loss"]}
+    final = {"hparam/accuracy": data.metrics["accuracy"], "hparam/loss": data.metrics["loss"],
+             **{f"hparam/{key}": data.metrics[key] for key in ("balanced_accuracy", "macro_f1") if key in data.metrics}}
     if top5_tells(len(data.class_names)):
         final["hparam/top5_accuracy"] = data.metrics["top5_accuracy"]
     # Written into this writer's own folder (add_hparams would open a sub-folder run of its own).
     for summary in hparams(flat_settings(data.settings), final):
         writer.file_writer.add_summary(summary)
     for tag, value in final.items():
-        writer.add_scalar(tag, value)
+        writer.add_scalar(tag, value, step)
     writer.flush()
     return skipped

@@ -100,8 +100,8 @@ def test_tensorboard_gets_the_confusion_matrix_pr_curves_graph_hparams_and_sampl
     events = EventAccumulator(str(digits_run.run_dir), size_guidance={"images": 0, "tensors": 0})
     events.Reload()
     tags = events.Tags()
-    assert {"eval/confusion_matrix", "eval/sample_predictions", "eval/most_confident_mistakes"} <= set(
-        tags["images"])
+    assert {"eval/confusion_matrix", "eval/sample_predictions", "eval/most_confident_mistakes", "eval/per_class",
+            "eval/curves"} <= set(tags["images"])
     assert {f"pr_curve/{d}" for d in range(10)} <= set(tags["tensors"])
     assert tags["graph"]
     hparams = events.PluginTagToContent("hparams")
@@ -109,6 +109,8 @@ def test_tensorboard_gets_the_confusion_matrix_pr_curves_graph_hparams_and_sampl
     metrics = json.loads((digits_run.run_dir / "metrics.json").read_text())
     assert events.Scalars("hparam/accuracy")[-1].value == pytest.approx(metrics["accuracy"])
     assert events.Scalars("hparam/top5_accuracy")[-1].value == pytest.approx(metrics["top5_accuracy"])
+    assert events.Scalars("hparam/balanced_accuracy")[-1].value == pytest.approx(metrics["balanced_accuracy"])
+    assert events.Scalars("hparam/accuracy")[-1].step == events.Images("eval/per_class")[-1].step == 10  # last epoch
 
 
 PROBE = """<script>
