@@ -193,3 +193,15 @@ def test_densenet_published_key_names_are_renamed():
     assert set(tv.normalize_keys("densenet121", state)) == {
         "features.denseblock1.denselayer1.norm1.weight", "features.denseblock1.denselayer1.conv2.weight",
         "classifier.bias"}
+
+
+def test_a_weights_file_is_called_torchvisions_only_when_its_hash_is(tmp_path):
+    import hashlib
+    from types import SimpleNamespace
+
+    from tudui.models.torchvision import is_torchvisions_file
+    path = tmp_path / "my copy.pth"
+    path.write_bytes(b"weights" * 1000)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert is_torchvisions_file(path, SimpleNamespace(url=f"https://download.pytorch.org/models/x-{digest[:8]}.pth"))
+    assert not is_torchvisions_file(path, SimpleNamespace(url="https://download.pytorch.org/models/x-00000000.pth"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -199,6 +200,19 @@ def download(url: str, path: Path) -> None:
     torch.hub.download_url_to_file(url, str(path), match.group(1) if match else None, progress=True)
 
 
+def is_torchvisions_file(path: Path, weights) -> bool:
+    """Whether path holds torchvision's own file of weights, by content: the SHA-256 whose start its
+    download name carries (resnet18-f37072fd.pth), whatever the copy is called now."""
+    expected = torch.hub.HASH_REGEX.search(hub_path(weights).name)
+    if expected is None:
+        return False
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest().startswith(expected.group(1))
+
+
 def pretrained_file(name: str, weights_file: str = "") -> tuple[Path, str]:
     """(path of the ImageNet weights for name, their enum name): weights_file, else the hub
     cache, downloading into it when the file is missing."""
@@ -207,7 +221,7 @@ def pretrained_file(name: str, weights_file: str = "") -> tuple[Path, str]:
         path = Path(weights_file).expanduser()
         if not path.is_file():
             raise TuduiError(f"--weights-file not found: {path}")
-        return path, str(weights) if weights is not None else "weights file"
+        return path, str(weights) if weights is not None and is_torchvisions_file(path, weights) else "weights file"
     if weights is None:
         raise TuduiError(f"torchvision has no pretrained weights for {name}; train from random initial weights "
                          f"(--no-pretrained)")
