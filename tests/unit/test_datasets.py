@@ -331,3 +331,12 @@ def test_split_sizes_say_image_for_one_and_images_for_more():
     assert spec.sizes() == "1 train image"
     spec = DatasetSpec(train=two, test=one, class_names=["a"], kind="folder", source="test", in_memory=True)
     assert spec.sizes() == "2 train / 1 test images"
+
+
+def test_a_val_split_asked_of_a_folder_with_its_own_val_is_said_to_be_unused(tmp_path, caplog):
+    from tudui.data import build_dataset
+    for split in ("train", "val"):
+        write_class_folder(tmp_path / "data" / split, ["a", "b"], 4)
+    with caplog.at_level("WARNING", logger="tudui.data.sources"):
+        spec = build_dataset(str(tmp_path / "data"), val_split=0.2)
+    assert len(spec.val) == 8 and "--val-split 0.2 is not used" in caplog.text and "val split of its own" in caplog.text

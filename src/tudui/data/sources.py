@@ -3,6 +3,7 @@ val split held out where the data has none."""
 from __future__ import annotations
 
 import difflib
+import logging
 from pathlib import Path
 
 from tudui.config import DataConfig, TrainConfig
@@ -14,6 +15,8 @@ from tudui.data.torchvision_sets import SETS, torchvision_set
 from tudui.errors import TuduiError
 from tudui.files import cache_root
 from tudui.settings import shown_path
+
+log = logging.getLogger(__name__)
 
 DATA, TRAIN = DataConfig(), TrainConfig()   # the defaults of the settings below
 # --data values that name a data set rather than a path
@@ -30,7 +33,11 @@ def data_reference(name: str) -> str:
 def build_dataset(name: str, data_dir: str = DATA.data_dir, val_split: float = DATA.val_split,
                   seed: int = TRAIN.seed, download: bool = DATA.download) -> DatasetSpec:
     """The data set a --data value names (see DataConfig.dataset), with its val split."""
-    return hold_out_val(read_dataset(name, data_dir, seed, download), val_split, seed)
+    spec = read_dataset(name, data_dir, seed, download)
+    if spec.val is not None and val_split > 0:
+        log.warning("--val-split %g is not used: %s has a val split of its own (%s images)", val_split,
+                    spec.source, f"{len(spec.val):,}")
+    return hold_out_val(spec, val_split, seed)
 
 
 def read_dataset(name: str, data_dir: str = DATA.data_dir, seed: int = TRAIN.seed,
