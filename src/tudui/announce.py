@@ -109,7 +109,9 @@ def _announce_classes(parts: Parts) -> None:
             and cfg.data.sampler == "random":
         parts.warn(f"the classes are imbalanced ({largest:,} vs {smallest:,} training images): accuracy will "
                    f"flatter a model that ignores the small ones (balanced accuracy and macro-F1 do not); "
-                   f"--class-weights auto or --sampler balanced let every class count")
+                   f"--class-weights auto or --sampler balanced let every class count"
+                   + (", and --monitor val_balanced_accuracy picks the epoch by them all"
+                      if cfg.train.monitor != "val_balanced_accuracy" else ""))
 
 
 def _taken_note(cfg: Config, parts: Parts) -> str:

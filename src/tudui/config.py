@@ -21,7 +21,7 @@ AUGMENTS = ("auto", "none", "flip", "crop", "crop-flip", "alt-flip", "crop-alt-f
 LOADERS = ("auto", "tensor", "dataloader")
 SAMPLERS = ("random", "balanced")
 CLASS_WEIGHTS = ("none", "auto")
-MONITORS = ("val_accuracy", "val_loss")
+MONITORS = ("val_accuracy", "val_loss", "val_balanced_accuracy")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 OPTIMIZERS = ("sgd", "adamw", "muon")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -158,7 +158,8 @@ class TrainConfig(Settings):
     eval_every: int = option("evaluate on the val split every N epochs (0: only after the last)",
                            rule=up_to(0, 1_000_000), default=1)
     monitor: str = option("the val metric that picks the best epoch (and that --patience watches): "
-                        + " or ".join(MONITORS), rule=one_of(*MONITORS), default="val_accuracy")
+                        + ", ".join(MONITORS) + " (the mean recall of the classes: every class counts the "
+                        "same, for imbalanced data)", rule=one_of(*MONITORS), default="val_accuracy")
     patience: int = option("stop after N epochs in which --monitor did not improve on its best (0: never)",
                          rule=up_to(0, 1_000_000), default=0)
     precision: str = option("fp32, bf16, fp16 or auto: the autocast dtype (auto: bf16 where the device has "

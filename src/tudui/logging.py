@@ -15,7 +15,8 @@ import torch
 from tudui.errors import TuduiError
 from tudui.files import atomic_write
 
-CSV_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_top5", "lr", "seconds")
+CSV_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_top5", "val_balanced_accuracy", "lr",
+               "seconds")
 
 
 def interactive() -> bool:
@@ -143,6 +144,8 @@ class TensorBoardHook:
             self.writer.add_scalar("val/accuracy", row["val_accuracy"], epoch)
             if row["val_top5"] is not None:
                 self.writer.add_scalar("val/top5_accuracy", row["val_top5"], epoch)
+            if row.get("val_balanced_accuracy") is not None:
+                self.writer.add_scalar("val/balanced_accuracy", row["val_balanced_accuracy"], epoch)
         self.writer.add_scalar("train/epoch_lr", row["lr"], epoch)    # beside train/lr, logged per step
         self.writer.add_scalar("speed/images_per_s", row["images_per_s"], epoch)
         self.writer.flush()

@@ -242,6 +242,8 @@ def summary(result: TrainResult, monitor: str, has_val: bool) -> str:
         kept = next((row for row in result.history if row["epoch"] == result.best_epoch), {})
         if monitor == "val_loss" and kept.get("val_loss") is not None:   # the number that chose it
             val = f" (val loss {kept['val_loss']:.4f})"
+        elif monitor == "val_balanced_accuracy" and kept.get(monitor) is not None:
+            val = f" (val balanced accuracy {kept[monitor]:.2%})"
         chosen = f"epoch {result.best_epoch}, the best by {monitor}{val}"
     else:
         chosen = f"epoch {result.best_epoch}, the last (no val split to choose by)"

@@ -17,7 +17,8 @@ def test_synthetic_data_is_learned(tmp_path):
     assert result.best_weights.is_file() and result.last_weights.is_file()
     rows = list(csv.DictReader((result.run_dir / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "val_top5", "lr", "seconds"}
+    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "val_top5", "val_balanced_accuracy",
+                            "lr", "seconds"}
     for row in rows:   # 4 classes: top-5 would hold every class, so it is not logged
         assert 0 < float(row["val_accuracy"]) <= 1.0 and row["val_top5"] == ""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -259,3 +260,14 @@ def test_the_val_numbers_of_training_and_of_eval_leave_the_same_mirror_out(tmp_p
     again = tudui.evaluate(result.run_dir, split="val")
     assert again["tta"] == 2 and again["tta_mirror"] is False
     assert result.history[-1]["val_loss"] == pytest.approx(again["loss"], rel=1e-5)
+
+
+def test_monitor_val_balanced_accuracy_keeps_the_epoch_whose_classes_do_best_on_average(tmp_path):
+    result = tudui.train(data="synthetic", epochs=4, batch_size=32, val_split=0.25,
+                         monitor="val_balanced_accuracy", project=str(tmp_path), progress=False, report=False)
+    scores = [row["val_balanced_accuracy"] for row in result.history]
+    assert result.best_epoch == 1 + scores.index(max(scores))
+    rows = list(csv.DictReader((result.run_dir / "metrics.csv").open()))
+    assert [float(row["val_balanced_accuracy"]) for row in rows] == pytest.approx(scores, abs=1e-5)
+    again = tudui.evaluate(result.run_dir, split="val")        # the kept weights' number, measured again
+    assert again["balanced_accuracy"] == pytest.approx(max(scores), abs=1e-6)

@@ -238,3 +238,13 @@ def test_patience_counts_from_the_end_of_the_frozen_epochs():
     fine_tune.on_epoch_end({"epoch": 3}, None)
     assert fine_tune.stop_reason() == ("stopped early after epoch 3: val_accuracy has not improved for 1 epoch "
                                        "since the backbone was unfrozen after epoch 2 (best in epoch 1)")
+
+
+def test_each_monitor_scores_its_own_column_higher_is_better():
+    from types import SimpleNamespace
+
+    from tudui.checkpoint import CheckpointHook
+    from tudui.config import MONITORS
+    row = {"val_accuracy": 0.9, "val_loss": 0.3, "val_balanced_accuracy": 0.6}   # a rare class missed
+    scores = {monitor: CheckpointHook.score(SimpleNamespace(monitor=monitor), row) for monitor in MONITORS}
+    assert scores == {"val_accuracy": 0.9, "val_loss": -0.3, "val_balanced_accuracy": 0.6}

@@ -88,6 +88,7 @@ def fit(step: TrainStep, train_loader, val_loader, options: FitOptions, hooks: H
                "val_loss": val["loss"] if val else None,
                "val_accuracy": val["accuracy"] if val else None,
                "val_top5": val["top5_accuracy"] if val and top5_tells(options.num_classes) else None,
+               "val_balanced_accuracy": val["balanced_accuracy"] if val else None,
                "lr": train["lr"],
                # A resumed epoch's times include the part trained before the stop; its rate is this part's.
                "seconds": resumed.seconds + time.perf_counter() - train["started"],
