@@ -310,11 +310,15 @@ def _from_file(error: TuduiError, config_file: str | Path | None, given: dict | 
     if given is None:   # reading the file: every error is about it
         return type(error)(f"{config_file}: {text}")
     first = text.split(" ", 1)[0]
+    flagged = [where for values in given.values() for _, where in values.values() if where.startswith("--")]
     for section, values in given.items():
-        for name, (_, where) in values.items():
+        for name, (value, where) in values.items():
             if where.startswith("--"):
                 continue    # given on the command line
             flag = flag_name(SECTIONS[section].__dataclass_fields__[name])
             if first in (where, flag):
+                # the other setting it names may be a flag: then both sides are said
+                if any(re.search(rf"{re.escape(f)}\b", text.split(" ", 1)[1]) for f in flagged):
+                    return type(error)(f"{text} ({flag} {value} is from {config_file})")
                 return type(error)(f"{config_file}: {where} {text.split(' ', 1)[1]}")
     return error

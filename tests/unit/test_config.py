@@ -351,6 +351,15 @@ def test_a_bad_value_in_a_settings_file_names_the_file_and_its_key(tmp_path, tex
         make_config(tmp_path / "fine.yaml", device="gpu")
 
 
+def test_a_conflict_between_a_file_and_a_flag_says_which_came_from_where(tmp_path):
+    (tmp_path / "tune.yaml").write_text("freeze_epochs: 3\n")
+    with pytest.raises(TuduiError) as error:
+        make_config(tmp_path / "tune.yaml", epochs=2)
+    said = str(error.value)
+    assert said.startswith("--freeze-epochs must be 0 or more and below --epochs (2), got 3")
+    assert said.endswith(f"(--freeze-epochs 3 is from {tmp_path / 'tune.yaml'})")
+
+
 def test_terminal_text_counts_wide_characters_as_two_columns():
     from tudui.settings import clipped, columns, padded
     assert columns("cat") == 3 and columns("猫") == 2 and columns("零号_zero") == 9
