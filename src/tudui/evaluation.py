@@ -215,10 +215,12 @@ class ReportPage:
 def measure(model: nn.Module, loader, runtime: Runtime, meta: WeightsMeta, tta: int, source: str, split: str,
             keep_outputs: bool = False) -> tuple[dict, object, object]:
     """(metrics, probabilities, targets) of one pass over a split (the last two with keep_outputs)."""
-    from tudui.scores import per_class_table
+    from tudui.scores import per_class_table, top5_tells
     raw = evaluate_model(model, loader, runtime.device, meta.num_classes, tta, runtime.amp_dtype,
                          keep_outputs=keep_outputs, mirror=meta.tta_mirror())
     probabilities, targets = raw.pop("probabilities", None), raw.pop("targets", None)
+    if not top5_tells(meta.num_classes):   # always 100 %: null in metrics.json, as metrics.csv leaves it empty
+        raw["top5_accuracy"] = None
     class_names = list(meta.class_names)
     metrics = {**raw, "split": split, "per_class": per_class_table(raw["confusion"], class_names),
                "class_names": class_names, "data": source, "tta": tta, "tta_mirror": tta > 0 and meta.tta_mirror(),
