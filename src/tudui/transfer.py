@@ -58,7 +58,8 @@ def build_starting_model(cfg: Config, num_classes: int, trust_pickle: bool = Fal
     if settings.weights:
         return _from_weights(cfg, num_classes, options, trust_pickle)
     if settings.pretrained or settings.weights_file:
-        path, label = tv.pretrained_file(name, settings.weights_file)
+        path = tv.pretrained_file(name, settings.weights_file)
+        label = tv.weights_label(name, path, settings.weights_file)
         model = create_model(name, num_classes, weights_file=str(path), **options)
         return StartingModel(model=model, options=options, start=f"pretrained {label} from {path}",
                              pretrained=label)

@@ -213,15 +213,24 @@ def is_torchvisions_file(path: Path, weights) -> bool:
     return digest.hexdigest().startswith(expected.group(1))
 
 
-def pretrained_file(name: str, weights_file: str = "") -> tuple[Path, str]:
-    """(path of the ImageNet weights for name, their enum name): weights_file, else the hub
-    cache, downloading into it when the file is missing."""
+def weights_label(name: str, path: Path, weights_file: str = "") -> str:
+    """What pretrained_file's file is, as a run records it: torchvision's enum name for the hub's
+    copy, and for a --weights-file only when its hash is that copy's; else "weights file"."""
+    weights = default_weights(name)
+    if weights is None or (weights_file and not is_torchvisions_file(path, weights)):
+        return "weights file"
+    return str(weights)
+
+
+def pretrained_file(name: str, weights_file: str = "") -> Path:
+    """The path of the ImageNet weights for name: weights_file, else the hub cache, downloading
+    into it when the file is missing."""
     weights = default_weights(name)
     if weights_file:
         path = Path(weights_file).expanduser()
         if not path.is_file():
             raise TuduiError(f"--weights-file not found: {path}")
-        return path, str(weights) if weights is not None and is_torchvisions_file(path, weights) else "weights file"
+        return path
     if weights is None:
         raise TuduiError(f"torchvision has no pretrained weights for {name}; train from random initial weights "
                          f"(--no-pretrained)")
@@ -237,7 +246,7 @@ def pretrained_file(name: str, weights_file: str = "") -> tuple[Path, str]:
                 f"downloading {weights.url} failed ({reason[0] if reason else type(e).__name__}); "
                 f"put that file in {path.parent}/ (or pass --weights-file PATH), or train from random "
                 f"initial weights (--no-pretrained)") from None
-    return path, str(weights)
+    return path
 
 
 def normalize_keys(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -291,9 +300,9 @@ def create_torchvision_model(name: str, num_classes: int, head: str = "replace",
 
     model = base_model(name, image_size, transform_input)
     if pretrained or weights_file:
-        path, label = pretrained_file(name, weights_file)
+        path = pretrained_file(name, weights_file)
         state = normalize_keys(name, read_state_dict(path))
-        fit_state_dict(model, state, str(path), f"torchvision's {name} ({label})")
+        fit_state_dict(model, state, str(path), f"torchvision's {name}")
     set_head(model, head, num_classes)
     return model
 
