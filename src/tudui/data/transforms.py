@@ -262,17 +262,10 @@ def tta_views(images: torch.Tensor, level: int, mirror: bool = True) -> list[tup
     """
     if level == 0 or (level == 1 and not mirror):
         return [(images, 1.0)]
-    if not mirror:
-        shifts = [batch_translate(images, torch.full((images.shape[0],), d, device=images.device),
-                                  torch.full((images.shape[0],), d, device=images.device), 1) for d in (-1, 1)]
-        return [(images, 0.5), (shifts[0], 0.25), (shifts[1], 0.25)]
-    mirrored = images.flip(-1)
     if level == 1:
-        return [(images, 0.5), (mirrored, 0.5)]
-    B = images.shape[0]
-    views = [(images, 0.25), (mirrored, 0.25)]
-    for d in (-1, 1):
-        shift = torch.full((B,), d, device=images.device)
-        shifted = batch_translate(images, shift, shift, 1)
-        views += [(shifted, 0.125), (shifted.flip(-1), 0.125)]
-    return views
+        return [(images, 0.5), (images.flip(-1), 0.5)]
+    shifted = [batch_translate(images, shift, shift, 1)
+               for shift in (torch.full((images.shape[0],), d, device=images.device) for d in (-1, 1))]
+    if not mirror:
+        return [(images, 0.5)] + [(view, 0.25) for view in shifted]
+    return [(images, 0.25), (images.flip(-1), 0.25)] + [(v, 0.125) for view in shifted for v in (view, view.flip(-1))]
