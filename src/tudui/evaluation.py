@@ -71,8 +71,8 @@ def evaluate_weights(cfg: EvalConfig) -> dict:
                               choice=trained.data.loader, in_memory=spec.in_memory)
     runtime = create_runtime(device, trained.train.precision)
     tta = trained.train.tta if cfg.tta is None else cfg.tta
-    if cfg.tta and meta.tta_note(cfg.tta):   # asked for here; a level recorded with the weights was said in training
-        log.warning("%s", meta.tta_note(cfg.tta))
+    if cfg.tta and (note := meta.tta_note(cfg.tta)):   # asked for here; a recorded level was said in training
+        log.warning("%s", note)
     if not cfg.report:
         return measure(model, loader, runtime, meta, tta, spec.source, split)[0]
     out_dir = eval_output_dir(cfg.weights, cfg.out)

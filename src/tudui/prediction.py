@@ -105,8 +105,8 @@ def predict_images(inputs: str | Path | Image.Image | Sequence, cfg: PredictConf
     if cfg.classes:
         meta = _named(meta, cfg.classes)
     tta = meta.config.train.tta if cfg.tta is None else cfg.tta
-    if cfg.tta and meta.tta_note(cfg.tta):
-        log.warning("%s", meta.tta_note(cfg.tta))
+    if cfg.tta and (note := meta.tta_note(cfg.tta)):
+        log.warning("%s", note)
     batch_size = cfg.batch_size or meta.config.data.batch_size
     transform = meta.preprocess.eval_transform()
     results: list[dict] = []

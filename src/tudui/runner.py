@@ -28,8 +28,8 @@ from tudui.interrupts import StopRequest, TrainingInterrupted
 from tudui.parts import Parts
 from tudui.resume import Resume, resume_settings
 from tudui.rundir import RunDir
-from tudui.weights import model_of_weights
 from tudui.settings import counted
+from tudui.weights import model_of_weights
 
 LARGE_WEIGHTS = 100_000_000   # bytes of weights/ from which the end of a run says how much it takes
 
@@ -190,9 +190,9 @@ def stale_exports(run: RunDir) -> list[Path]:
     weights of the same name they were made from: a resumed run wrote those again."""
     if not run.weights_dir.is_dir():
         return []
-    return [path for path in sorted(run.weights_dir.iterdir())
-            if is_exported(path) and path.with_suffix(".safetensors").is_file()
-            and path.stat().st_mtime_ns < path.with_suffix(".safetensors").stat().st_mtime_ns]
+    exports = [path for path in sorted(run.weights_dir.iterdir()) if is_exported(path)]
+    return [path for path in exports if (source := path.with_suffix(".safetensors")).is_file()
+            and path.stat().st_mtime_ns < source.stat().st_mtime_ns]
 
 
 def export_flags(export: Path) -> str:

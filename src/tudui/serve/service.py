@@ -44,8 +44,8 @@ class Service:
         self.device = resolve_device(cfg.device)
         self.model, self.meta = load_model(cfg.weights, self.device, cfg.model or None, cfg.trust_pickle)
         self.tta = self.meta.config.train.tta if cfg.tta is None else cfg.tta
-        if cfg.tta and self.meta.tta_note(cfg.tta):
-            log.warning("%s", self.meta.tta_note(cfg.tta))
+        if cfg.tta and (note := self.meta.tta_note(cfg.tta)):
+            log.warning("%s", note)
         self.topk = min(cfg.topk, self.meta.num_classes)   # a 3-class model answers its 3, not a "top 5"
         self.transform = self.meta.preprocess.eval_transform()
         self.limits = Limits(cfg.max_body, cfg.max_images, cfg.max_pixels)
