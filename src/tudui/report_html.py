@@ -60,9 +60,10 @@ def _per_class_rows(table: list[dict]) -> str:
     # tinted, so the eye finds them in a long table. A class without images in the split (some of
     # the trained classes evaluated) shows dashes, unranked.
     ranked = sorted(present(table), key=lambda i: table[i]["recall"])
-    weak = set(ranked[:max(1, len(ranked) // 5)]) if len(ranked) > 2 else set()
-    if weak:   # a class that ties with the last tinted one is as weak; when all tie, none is weaker
-        weak |= {i for i in ranked if table[i]["recall"] <= max(table[w]["recall"] for w in weak)}
+    weak: set[int] = set()
+    if len(ranked) > 2:   # the weakest fifth and the classes tied with its last; when all tie, none is weaker
+        threshold = table[ranked[max(1, len(ranked) // 5) - 1]]["recall"]
+        weak = {i for i in ranked if table[i]["recall"] <= threshold}
         weak = weak if len(weak) < len(ranked) else set()
     rows = []
     for i, row in enumerate(table):
