@@ -97,6 +97,8 @@ class ModelConfig(Settings):
         super().__post_init__()
         check(not (self.weights and (self.pretrained or self.weights_file)),
                "--weights and --pretrained/--weights-file both set the starting weights; pick one")
+        if self.weights_file and not self.pretrained:   # as its help says, so config.yaml records it so
+            object.__setattr__(self, "pretrained", True)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -51,6 +51,14 @@ def test_starting_weights_given_as_a_flag_replace_those_of_the_settings_file(tmp
         make_config(tmp_path / "both.yaml")
 
 
+def test_a_weights_file_is_recorded_as_pretrained_however_it_was_given(tmp_path):
+    # --weights-file implies --pretrained: config.yaml says so whether the flag or a settings file gave it
+    assert make_config(model="resnet18", weights_file="r.pth").model.pretrained
+    (tmp_path / "file.yaml").write_text("model:\n  arch: resnet18\n  weights_file: r.pth\n")
+    assert make_config(tmp_path / "file.yaml").model.pretrained
+    assert not make_config(model="resnet18").model.pretrained
+
+
 def test_an_input_size_the_model_cannot_take_is_one_error():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 2))
     check_input_size(model, 32, "fixed", 32)
