@@ -128,8 +128,12 @@ def check_input_size(model: nn.Module, input_size: int, name: str, own_size: int
         with torch.no_grad():
             model(torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device))
     except (RuntimeError, ValueError, AssertionError) as e:
-        raise TuduiError(f"{name} cannot take {input_size}x{input_size} inputs "
-                         f"({str(e).strip().splitlines()[0][:200]}); "
+        said = str(e).strip().splitlines()[0][:200]
+        if not advice and "mat1 and mat2" in said and any(isinstance(m, nn.Flatten) for m in model.modules()):
+            # the course's nets: Flatten feeds a Linear whose width is fixed by one input size
+            advice = (f"its Linear after Flatten is sized for {own_size}x{own_size} inputs, so only "
+                      f"--input-size {own_size} works (fastnet and torchvision's models take other sizes)")
+        raise TuduiError(f"{name} cannot take {input_size}x{input_size} inputs ({said}); "
                          f"{advice or f'pick another --input-size (its own is {own_size})'}") from None
     finally:
         model.train(was_training)

@@ -62,8 +62,19 @@ def test_a_weights_file_is_recorded_as_pretrained_however_it_was_given(tmp_path)
 def test_an_input_size_the_model_cannot_take_is_one_error():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 2))
     check_input_size(model, 32, "fixed", 32)
-    with pytest.raises(TuduiError, match=r"fixed cannot take 64x64 inputs .*--input-size \(its own is 32\)"):
+    with pytest.raises(TuduiError, match=r"fixed cannot take 64x64 inputs .*sized for 32x32 inputs, so only "
+                                         r"--input-size 32 works"):
         check_input_size(model, 64, "fixed", 32)
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    check_input_size(conv, 64, "pooled", 32)      # pools globally: any size that survives the convs
+
+
+def test_the_course_nets_are_said_to_take_only_their_own_size():
+    from tudui.models import create_model
+    with pytest.raises(TuduiError, match=r"tudui cannot take 16x16 .*only --input-size 32 works"):
+        check_input_size(create_model("tudui", num_classes=10), 16, "tudui", 32)
+    with pytest.raises(TuduiError, match=r"cannot take 2x2 .*pick another --input-size \(its own is 32\)"):
+        check_input_size(create_model("fastnet", num_classes=10), 2, "fastnet", 32)
 
 
 def test_the_folder_recipe_is_a_valid_fine_tune_config():
