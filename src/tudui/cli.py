@@ -13,7 +13,7 @@ from tudui._version import __version__
 from tudui.config import SECTIONS, TrainFlags, iter_options
 from tudui.config_commands import EvalConfig, ExportConfig, PredictConfig, ServeConfig
 from tudui.errors import SettingError, TuduiError
-from tudui.interrupts import TrainingInterrupted
+from tudui.interrupts import TrainingInterrupted, WatchedStdout, silence_stdout
 from tudui.settings import columns, counted, flag_name, option_key, padded, shown_path, value_type
 from tudui.usage import Parser, unrecognized
 
@@ -172,9 +172,10 @@ def run_train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     if flags.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return launch_torchrun(flags.nproc, argv)
     overrides = {option_key(f): getattr(args, option_key(f)) for _, f in iter_options()}
-    train(config_file=flags.config or None, resume=flags.resume or None, trust_pickle=flags.trust_pickle,
-          extend=flags.extend, **overrides)
-    return 0
+    with WatchedStdout(sys.stdout) as stdout:   # `tudui train ... | head` stops the run cleanly
+        train(config_file=flags.config or None, resume=flags.resume or None, trust_pickle=flags.trust_pickle,
+              extend=flags.extend, **overrides)
+    return 141 if stdout.gone else 0
 
 
 def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:
@@ -365,10 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # The reader went away (`tudui predict ... | head`): nothing left to say, and nowhere to say it.
-        try:   # so that Python's own flush of stdout at exit does not fail on the pipe again
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
+        silence_stdout()
         return 141
     except OSError as e:   # what the files or the system refused (a name too long, no permission): not a bug
         if args.debug:

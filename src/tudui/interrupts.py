@@ -4,6 +4,9 @@ The first signal only sets a flag that the training loop reads at each batch bou
 the run then writes a resumable checkpoint and exits with 130 (SIGINT) or 143 (SIGTERM).
 Further signals while that checkpoint is written are noted and otherwise ignored, so the
 save is never cut in half (and it is atomic besides).
+
+The reader of the output going away (`tudui train ... | head`) stops a training the same way,
+with 141 (SIGPIPE), instead of killing it mid-write: see WatchedStdout.
 """
 from __future__ import annotations
 
@@ -41,13 +44,17 @@ class StopRequest:
             # A DataLoader worker (forked with this handler) hears Ctrl-C too: the main process
             # stops the run; the workers end with the loader and say nothing.
             return
+        self.request(signum)
+
+    def request(self, signum: int) -> None:
         speaks = os.environ.get("RANK", "0") == "0"   # under torchrun, every process hears it: one says so
         if self.requested is None:
             self.requested = signum
+            why = "the output's reader went away" if signum == signal.SIGPIPE else signal.Signals(signum).name
             if speaks:
-                print(f"\n{signal.Signals(signum).name}: stopping after this batch and saving a "
-                      "resumable checkpoint", file=sys.stderr, flush=True)
-        elif speaks:
+                print(f"\n{why}: stopping after this batch and saving a resumable checkpoint",
+                      file=sys.stderr, flush=True)
+        elif speaks and signum != signal.SIGPIPE:
             print("already stopping; it exits as soon as the checkpoint is saved",
                   file=sys.stderr, flush=True)
 
@@ -56,9 +63,73 @@ class StopRequest:
         if threading.current_thread() is threading.main_thread():
             for signum in SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
+            _listening.append(self)
+            if _reader_gone:   # gone before training began: it stops at its first batch
+                self.request(signal.SIGPIPE)
         return self
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+        if self in _listening:
+            _listening.remove(self)
+
+
+_listening: list[StopRequest] = []   # the StopRequest in force in the main thread, if any
+_reader_gone = False
+
+
+class WatchedStdout:
+    """sys.stdout while `tudui train` runs. When the reader of the output goes away (`tudui train
+    ... | head`), writing raises BrokenPipeError wherever a line is printed, and would end the
+    process there: between an epoch's progress line and its checkpoint, say. Instead, the rest of
+    the output is dropped, a training in progress stops at its next batch boundary with a
+    resumable checkpoint (exit 141, as a process killed by SIGPIPE), one not yet begun stops at its
+    first, and one already trained writes its results to the end."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_went_away()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_went_away()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def _reader_went_away(self) -> None:
+        global _reader_gone
+        if self.gone:
+            return
+        self.gone = _reader_gone = True
+        silence_stdout()
+        if _listening:
+            _listening[-1].request(signal.SIGPIPE)
+
+    def __enter__(self) -> WatchedStdout:
+        sys.stdout = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _reader_gone
+        sys.stdout, _reader_gone = self._stream, False
+
+
+def silence_stdout() -> None:
+    """Point file descriptor 1 at the null device: what is still buffered for a reader that has
+    gone (and Python's own flush at exit) then goes nowhere instead of failing again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -346,6 +346,32 @@ def test_ctrl_c_from_the_terminal_saves_and_resume_finishes(tmp_path):
     assert [int(r["epoch"]) for r in rows] == list(range(1, state["epoch"] + 2))
 
 
+def test_train_piped_into_a_reader_that_leaves_keeps_every_epoch_and_resumes(tmp_path):
+    """`tudui train ... | head`: the epoch whose line found the pipe closed is still saved, the run
+    stops with 141 and a resumable state (before, BrokenPipeError ended it between the epoch's
+    progress line and its checkpoint)."""
+    args = [sys.executable, "-m", "tudui", "train", "--data", "synthetic", "--epochs", "400",
+            "--batch-size", "16", "--no-report"]
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in process.stdout:
+        if line.split()[:2] == ["epoch", "1/400"]:
+            break
+    process.stdout.close()      # the reader leaves, as head does after its lines
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 141, err
+    assert "the output's reader went away" in err and "resume with" in err and "Traceback" not in err
+    state = load_state(tmp_path / "runs" / "exp" / "weights" / "state.pt")
+    rows = list(csv.DictReader((tmp_path / "runs" / "exp" / "metrics.csv").open()))
+    assert state["epoch"] >= 2 and [int(r["epoch"]) for r in rows] == list(range(1, state["epoch"] + 1))
+    done = subprocess.run([sys.executable, "-m", "tudui", "train", "--resume", "runs/exp", "--epochs",
+                           str(state["epoch"] + 1), "--no-report"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader((tmp_path / "runs" / "exp" / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, state["epoch"] + 2))
+
+
 def test_resuming_a_run_another_process_holds_changes_nothing_in_it(tmp_path):
     result = tudui.train(data="synthetic", epochs=1, project=str(tmp_path), progress=False, report=False)
     before = {p.name: p.read_bytes() for p in result.run_dir.rglob("*") if p.is_file() and p.name != ".lock"}

@@ -5,13 +5,15 @@ so a StopRequest that failed to catch a signal makes the test fail instead of en
 """
 import os
 import signal
+import sys
 import threading
 import time
 
 import pytest
 
 from tudui.errors import TuduiError
-from tudui.interrupts import StopRequest, TrainingInterrupted
+from tudui import interrupts
+from tudui.interrupts import StopRequest, TrainingInterrupted, WatchedStdout
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -162,3 +164,54 @@ def test_a_forked_worker_that_hears_ctrl_c_says_nothing_and_sets_nothing(capsys)
         os.close(read)
     assert answer == b"0" and stop.requested is None
     assert "stopping" not in capsys.readouterr().err
+
+
+class GonePipe:
+    """A stream whose reader has gone: every write and flush raises BrokenPipeError."""
+
+    def __init__(self):
+        self.writes = 0
+
+    def write(self, text):
+        self.writes += 1
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_reader_gone_mid_training_stops_it_as_sigpipe_once_and_says_so(recorder, monkeypatch, capsys):
+    silenced = []
+    monkeypatch.setattr(interrupts, "silence_stdout", lambda: silenced.append(1))
+    pipe = GonePipe()
+    with WatchedStdout(pipe) as stdout, StopRequest() as stop:
+        assert sys.stdout is stdout
+        print("epoch 1/3 ...")               # the reader has gone: no BrokenPipeError reaches the loop
+        print("epoch 2/3 ...")
+        assert stop.requested == signal.SIGPIPE and stop()
+    assert sys.stdout is not stdout and stdout.gone and silenced == [1]
+    err = capsys.readouterr().err
+    assert err.count("the output's reader went away: stopping after this batch") == 1
+    assert "already stopping" not in err
+    assert TrainingInterrupted("x", stop.requested).exit_code == 141
+
+
+def test_a_reader_gone_before_training_stops_it_at_its_first_batch(recorder, monkeypatch):
+    monkeypatch.setattr(interrupts, "silence_stdout", lambda: None)
+    with WatchedStdout(GonePipe()) as stdout:
+        print("data: ...")
+        with StopRequest() as stop:
+            assert stop.requested == signal.SIGPIPE
+    assert stdout.gone
+    with StopRequest() as later:     # the next command in this process starts afresh
+        assert later.requested is None
+
+
+def test_a_reader_gone_after_training_lets_it_write_its_results(recorder, monkeypatch):
+    monkeypatch.setattr(interrupts, "silence_stdout", lambda: None)
+    with StopRequest() as stop:
+        pass
+    with WatchedStdout(GonePipe()) as stdout:
+        print("test accuracy ...")
+        print("report: ...")                  # printing goes on, into nothing
+    assert stdout.gone and stop.requested is None
