@@ -3,7 +3,6 @@ overrides laid over it, the resolved settings written back (config.yaml) and rea
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 from dataclasses import fields
@@ -15,7 +14,7 @@ import yaml
 from tudui.config import SECTIONS, Config, ModelConfig, iter_options
 from tudui.errors import SettingError, TuduiError
 from tudui.files import atomic_write
-from tudui.settings import SHOWN_CHARS, flag_name, option_key, shown, value_type
+from tudui.settings import SHOWN_CHARS, flag_name, nearest, option_key, shown, value_type
 
 MAX_FILE_BYTES = 1 << 20     # a settings file is a few hundred bytes; refuse what cannot be one
 
@@ -63,7 +62,7 @@ def _collect(values: Any) -> dict[str, dict[str, tuple[Any, str]]]:
                 if name not in SECTIONS[key].__dataclass_fields__:
                     home = next((other for other, cls in SECTIONS.items() if name in cls.__dataclass_fields__), None)
                     hint = (f"{name} belongs in the {home} section ({home}.{name}), or write it without a section"
-                            if home else _nearest(name, [f.name for f in fields(SECTIONS[key])], prefix=f"{key}.")
+                            if home else nearest(name, [f.name for f in fields(SECTIONS[key])], prefix=f"{key}.")
                             or f"`tudui train --help` lists the settings, and config.yaml of any run shows the "
                                f"{key} section")
                     raise SettingError(f"unknown setting {key}.{shown(name)[1:-1]}; {hint}")
@@ -78,18 +77,11 @@ def _collect(values: Any) -> dict[str, dict[str, tuple[Any, str]]]:
         elif key in SECTIONS:
             raise SettingError(f"config section {key!r} must be a mapping, got {shown(value)}")
         else:
-            meant = _nearest(key, list(dict.fromkeys([*names, *SECTIONS])))
+            meant = nearest(key, list(dict.fromkeys([*names, *SECTIONS])))
             raise SettingError(f"unknown setting {shown(key)} in the config: not a setting (`tudui train "
                              f"--help` lists them) and not a config section ({', '.join(SECTIONS)})"
                              + (f"; {meant}" if meant else ""))
     return given
-
-
-def _nearest(name: str, names: list[str], prefix: str = "") -> str:
-    """'did you mean ...?' with the names spelled like name, or "" when none is (the message names
-    these few, not every setting: that list would be long, and longer with every setting added)."""
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-    return f"did you mean {' or '.join(prefix + c for c in close)}?" if close else ""
 
 
 def _flag_only(name: str, value: Any) -> bool:
@@ -270,7 +262,7 @@ def make_config(config_file: str | Path | None = None, **overrides: Any) -> Conf
         if value is None:
             continue
         if key not in names:
-            hint = _nearest(str(key), list(names)) or "`tudui train --help` lists the settings"
+            hint = nearest(str(key), list(names)) or "`tudui train --help` lists the settings"
             raise SettingError(f"unknown setting {shown(key)}; {hint}")
         section, name = names[key]
         flag = flag_name(SECTIONS[section].__dataclass_fields__[name])

@@ -28,7 +28,7 @@ from tudui.engine import evaluate as evaluate_model
 from tudui.errors import SettingError, TuduiError
 from tudui.rundir import RunDir, create_numbered, resolve_weights_path
 from tudui.runtime import Runtime, create_runtime, resolve_device
-from tudui.settings import shown
+from tudui.settings import made, shown
 from tudui.weights import WeightsMeta, load_model, with_class_names
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def evaluate(weights: str | Path, **settings) -> dict:
     """
     given = {k: v for k, v in settings.items() if v is not None}
     given.setdefault("report", "out" in given)
-    return evaluate_weights(EvalConfig(weights=weights, **given))
+    return evaluate_weights(made(EvalConfig, "eval", {**given, "weights": weights}))
 
 
 def evaluate_weights(cfg: EvalConfig) -> dict:

@@ -28,7 +28,7 @@ from tudui.config_commands import ExportConfig
 from tudui.errors import SettingError, TuduiError
 from tudui.files import give_usual_mode, new_file_beside
 from tudui.rundir import resolve_weights_path, weights_not_found
-from tudui.settings import counted, shown_path
+from tudui.settings import counted, made, shown_path
 from tudui.weights import WeightsMeta, load_model
 
 # float16 keeps about three decimal digits: fastnet drifts by 1.5e-2 on the check's noise images
@@ -69,7 +69,7 @@ def export_model(weights: str | Path, **settings) -> ExportResult:
     """Write weights as an exported file; settings are `tudui export`'s by the same names (format,
     out, batch, half, pixels, tolerance, check_images, model, trust_pickle)."""
     given = {k: v for k, v in settings.items() if v is not None}
-    return export_weights(ExportConfig(weights=str(weights), **given))
+    return export_weights(made(ExportConfig, "export", {**given, "weights": str(weights)}))
 
 
 def export_weights(cfg: ExportConfig, say: Callable[[str], None] = lambda line: None) -> ExportResult:

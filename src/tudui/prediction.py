@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tudui.engine.loop import predict_logits
 from tudui.errors import SettingError, TuduiError
 from tudui.files import atomic_write
 from tudui.runtime import inference_device
-from tudui.settings import counted
+from tudui.settings import counted, made
 from tudui.weights import load_model, with_class_names
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,11 @@ def expand_inputs(inputs: Iterable[str | Path | Image.Image]) -> list[Path | Ima
         if isinstance(item, Image.Image):
             items.append(item)
             continue
+        if not isinstance(item, (str, os.PathLike)):
+            kind = f"{type(item).__module__}.{type(item).__name__}".removeprefix("builtins.")
+            raise TuduiError(f"predict takes image files, folders and PIL images (got {kind})"
+                             + (": PIL.Image.fromarray(pixels) makes an image of a uint8 height x width x 3 array"
+                                if hasattr(item, "shape") else ""))
         path = Path(item)
         if path.is_dir():
             files = [p for p in path.rglob("*") if p.is_file()
@@ -91,15 +97,17 @@ def predict(inputs: str | Path | Image.Image | Sequence, weights: str | Path, **
     give probabilities a little different in their last digits.
     """
     given = {k: v for k, v in settings.items() if v is not None}
-    return predict_images(inputs, PredictConfig(weights=weights, **given))
+    return predict_images(inputs, made(PredictConfig, "predict", {**given, "weights": weights}))
 
 
 def predict_images(inputs: str | Path | Image.Image | Sequence, cfg: PredictConfig) -> list[dict]:
     """predict, for settings made already (the CLI's)."""
     if cfg.out:
         check_output_path(cfg.out)   # before any work, so a bad name costs nothing
-    if isinstance(inputs, (str, Path, Image.Image)):
-        inputs = [inputs]
+    if isinstance(inputs, (str, os.PathLike, Image.Image)) or hasattr(inputs, "shape") or \
+            not isinstance(inputs, Iterable):
+        inputs = [inputs]   # one input; an array or a number is then refused by its type
+    items = expand_inputs(inputs)
     device = inference_device(cfg.device)
     net, meta = load_model(cfg.weights, device, cfg.model or None, cfg.trust_pickle)
     if cfg.classes:
@@ -110,7 +118,6 @@ def predict_images(inputs: str | Path | Image.Image | Sequence, cfg: PredictConf
     batch_size = cfg.batch_size or meta.config.data.batch_size
     transform = meta.preprocess.eval_transform()
     results: list[dict] = []
-    items = expand_inputs(inputs)
     for start in range(0, len(items), batch_size):
         tensors, rows = [], []
         for item in items[start:start + batch_size]:

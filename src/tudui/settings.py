@@ -191,6 +191,25 @@ class Settings:
                 raise SettingError(rule.message(flag_name(f), value))
 
 
+def nearest(name: str, names: list[str], prefix: str = "") -> str:
+    """'did you mean ...?' with the names spelled like name, or "" when none is (the message names
+    these few, not every setting: that list would be long, and longer with every setting added)."""
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(prefix + c for c in close)}?" if close else ""
+
+
+def made(cls: type, command: str, given: dict):
+    """cls(**given) for `tudui COMMAND`'s settings given in a Python call: a keyword that is no
+    setting is said as the setting error it is, with the names spelled like it, rather than as
+    the TypeError the dataclass would raise."""
+    known = [f.name for f in fields(cls)]
+    for key in given:
+        if key not in known:
+            raise SettingError(f"unknown setting {shown(key)} for {command}; "
+                               f"{nearest(str(key), known) or f'`tudui {command} --help` lists them'}")
+    return cls(**given)
+
+
 def flag_name(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 

@@ -1,8 +1,9 @@
 import pytest
 
+import tudui
 from tudui.config import Config
 from tudui.config_files import dump_yaml, make_config, to_dict
-from tudui.errors import TuduiError
+from tudui.errors import SettingError, TuduiError
 
 
 def test_flags_win_over_yaml_which_wins_over_defaults(tmp_path):
@@ -425,3 +426,14 @@ def test_shown_quotes_a_value_that_nests_itself_without_working_out_its_whole_re
     text = shown(bomb)
     assert time.perf_counter() - began < 1 and text.startswith("[[[") and len(text) < SHOWN_CHARS + 30
     assert shown(10 ** 5000) == "a number of 16,610 bits" and shown(12) == "12"
+
+
+@pytest.mark.parametrize("call, word, meant", [
+    (lambda: tudui.evaluate("runs/exp", splitt="val"), "splitt", "did you mean split"),
+    (lambda: tudui.predict(["seven.png"], weights="runs/exp", topkk=3), "topkk", "did you mean topk"),
+    (lambda: tudui.export_model("runs/exp", formt="onnx"), "formt", "did you mean format"),
+    (lambda: tudui.evaluate("runs/exp", zzz=1), "zzz", "`tudui eval --help` lists them"),
+])
+def test_a_keyword_the_python_commands_do_not_have_is_a_setting_error_with_the_near_names(call, word, meant):
+    with pytest.raises(SettingError, match=f"unknown setting '{word}' for .*; {meant}"):
+        call()       # before anything is read: runs/exp need not exist

@@ -1,6 +1,10 @@
 """tudui.prediction's pieces: the inputs it expands and the tables it writes."""
+import numpy as np
 import pytest
+import torch
 
+import tudui
+from tudui.errors import TuduiError
 from tudui.prediction import expand_inputs
 
 
@@ -18,6 +22,17 @@ def test_missing_inputs_and_empty_folders_become_error_results_in_place(tmp_path
                         "error": f"image or folder not found: {tmp_path / 'nope.png'}"}
     assert items[1:3] == [tmp_path / "photos" / "a.jpg", tmp_path / "photos" / "b.png"]
     assert items[3]["error"] == f"no images in folder {tmp_path / 'empty'}"
+
+
+@pytest.mark.parametrize("inputs, kind", [
+    (lambda: np.zeros((32, 32, 3), np.uint8), r"numpy.ndarray\): PIL.Image.fromarray"),
+    (lambda: torch.zeros(3, 32, 32), r"torch.Tensor\): PIL.Image.fromarray"),
+    (lambda: [np.zeros((8, 8, 3), np.uint8)], r"numpy.ndarray\)"),
+    (lambda: 7, r"int\)$"),
+])
+def test_pixels_or_numbers_as_inputs_are_one_error_before_the_weights_are_read(inputs, kind, tmp_path):
+    with pytest.raises(TuduiError, match=r"predict takes image files, folders and PIL images \(got " + kind):
+        tudui.predict(inputs(), weights=tmp_path / "not-read.safetensors")
 
 
 def test_cells_that_a_spreadsheet_would_run_are_written_as_text(tmp_path):

@@ -120,6 +120,8 @@ def test_every_torchvision_classifier_is_listed_with_its_weights_preprocessing()
     names = list_models("torchvision")
     assert {"resnet18", "vgg16", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "vit_b_16"} <= set(names)
     assert list_models() == list_models("tudui") + names
+    with pytest.raises(TuduiError, match="family must be 'tudui' or 'torchvision'.*got 'timm'"):
+        list_models("timm")                 # not an empty list, which reads as "no models"
     assert not any(n.startswith(("fasterrcnn", "raft", "r3d")) for n in names)   # classification only
     entry = model_entry("resnet18")
     assert entry.family == "torchvision" and entry.input_size == 224

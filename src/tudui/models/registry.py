@@ -14,7 +14,7 @@ from torch import nn
 
 import tudui.models.torchvision as tv
 from tudui.data.transforms import Preprocess
-from tudui.errors import TuduiError
+from tudui.errors import SettingError, TuduiError
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ def register_model(name: str, input_size: int = 32, summary: str = ""):
 
 def list_models(family: str | None = None) -> list[str]:
     """Model names: tudui's registered ones, then torchvision's (family: only "tudui" or "torchvision")."""
+    if family not in (None, "tudui", "torchvision"):
+        raise SettingError(f"family must be 'tudui' or 'torchvision' (or left out for both), got {family!r}")
     ours = sorted(_REGISTRY) if family in (None, "tudui") else []
     theirs = [n for n in tv.torchvision_names() if n not in _REGISTRY] if family in (None, "torchvision") else []
     return ours + theirs
