@@ -188,9 +188,9 @@ class TrainConfig(Settings):
                                    rule=up_to(0, 4096), default=0)
     progressive_epochs: int = option("epochs at --progressive-size (under --time-budget: the same share of the "
                                      "budget, as for --warmup-epochs)", rule=up_to(0, 1_000_000), default=0)
-    report: bool = option("at the end, write report.html, metrics.json, pictures of the confusion "
-                        "matrix, mistakes and curves, and TensorBoard figures into the run directory",
-                        default=True)
+    report: bool = option("at the end, write report.html, pictures of the confusion matrix, mistakes "
+                        "and curves, and TensorBoard figures into the run directory (metrics.json is "
+                        "written either way)", default=True)
     freeze_backbone: bool = option("train only the classifier head; every other layer keeps its weights",
                                  default=False)
     freeze_epochs: int = option("fine-tune: train only the head for the first N epochs, then every layer "

@@ -299,14 +299,21 @@ def write_report(out_dir: Path, data: ReportData, pictures: dict[str, bytes] | N
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data.metrics, indent=1)
-    atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(text + "\n"))
+    write_metrics(out_dir, data.metrics)
     pictures = render_pictures(data) if pictures is None else pictures
     for name, content in pictures.items():
         atomic_write(out_dir / name, lambda tmp, content=content: tmp.write_bytes(content))
     page = render_page(data, pictures)
     atomic_write(out_dir / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return out_dir / "report.html"
+
+
+def write_metrics(out_dir: Path, metrics: dict) -> Path:
+    """metrics.json in out_dir (whole or not at all); returns its path."""
+    text = json.dumps(metrics, indent=1)
+    path = Path(out_dir) / "metrics.json"
+    atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+    return path
 
 
 def flat_settings(settings: dict) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,11 +179,24 @@ def finish(parts: Parts, history: list[dict]) -> TrainResult:
         if report is not None:
             result = dataclasses.replace(result, report=report)
             parts.say(f"report: {report}  (confusion matrix, mistakes, curves; open it in a browser)")
+    elif measured is not None and parts.checkpoints.writes:   # --no-report: the measurement is still kept
+        _keep_metrics(run, split, measured.metrics, parts.warn)
     if parts.skipped_images:
         skipped = len(parts.skipped_images)
         parts.warn(f"{counted(skipped, 'unreadable image')} {'was' if skipped == 1 else 'were'} skipped (named in the "
                    f"warnings above)")
     return result
+
+
+def _keep_metrics(run: RunDir, split: str, metrics: dict, warn: Callable[[str], None]) -> None:
+    """metrics.json in the run without the report: the final numbers outlive the terminal."""
+    from tudui.report import write_metrics
+    try:
+        with _saved_if_stopped(run, split):
+            write_metrics(run.path, metrics)
+    except OSError as e:
+        warn(f"{run.path / 'metrics.json'} could not be written ({e.strerror or e}); the numbers above are "
+             f"measured and the run itself is complete in {run}")
 
 
 def stale_exports(run: RunDir) -> list[Path]:

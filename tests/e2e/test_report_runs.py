@@ -163,10 +163,12 @@ def test_a_failing_report_keeps_the_run_and_says_why(tmp_path, monkeypatch, capl
     assert not (result.run_dir / "report.html").exists()
 
 
-def test_no_report_flag_leaves_only_the_run(tmp_path):
+def test_no_report_flag_leaves_the_page_and_pictures_out_but_keeps_the_final_numbers(tmp_path):
     result = tudui.train(data="synthetic", epochs=1, project=str(tmp_path), progress=False, report=False)
-    assert result.report is None and not (result.run_dir / "metrics.json").exists()
-    assert (result.run_dir / "metrics.csv").is_file()
+    assert result.report is None and not (result.run_dir / "report.html").exists()
+    assert not list(result.run_dir.glob("*.png")) and (result.run_dir / "metrics.csv").is_file()
+    kept = json.loads((result.run_dir / "metrics.json").read_text())   # the test number outlives the terminal
+    assert kept["split"] == result.final_split == "test" and kept["accuracy"] == result.final["accuracy"]
 
 
 def test_ctrl_c_while_the_report_is_written_says_the_training_is_safe(tmp_path, monkeypatch):
