@@ -22,7 +22,7 @@ from tudui.config_files import special_meanings, to_dict
 from tudui.data import DatasetSpec
 from tudui.data.loaders import make_eval_loader
 from tudui.data.sources import BUILTIN_DATASETS, data_reference, read_dataset
-from tudui.data.splits import held_out_positions, hold_out_val, join_images, relabel, trained_in_val
+from tudui.data.splits import held_out_positions, hold_out_val, join_images, relabel, trained_in_val, val_share
 from tudui.data.validate import drop_unreadable, readable_images
 from tudui.engine import evaluate as evaluate_model
 from tudui.errors import SettingError, TuduiError
@@ -119,11 +119,16 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
     val_split = trained.data.val_split if cfg.val_split is None else cfg.val_split
     if own and split == "val" and raw.val is None and val_split != trained.data.val_split:
         seen, held = trained_in_val(raw, trained.data.val_split, val_split, trained.train.seed)
-        if seen:
-            log.warning("--val-split %g is not the %s the weights were trained with: %s of the %s images "
-                        "of this val split are training images, which flatter the accuracy; leave --val-split out "
-                        "to measure the run's own val split", val_split, _shown_share(trained.data.val_split),
-                        f"{seen:,}", f"{held:,}")
+        trained_share = val_share(raw, trained.data.val_split)
+        if seen and not trained_share:
+            log.warning("--val-split %g: the weights were trained without a val split, so all %s images of "
+                        "this one are training images, which flatter the accuracy%s", val_split, f"{held:,}",
+                        "; --split test measures held-out ones" if raw.test is not None else "")
+        elif seen:
+            log.warning("--val-split %g is not the share the weights were trained with (%g%s): %s of the %s "
+                        "images of this val split are training images, which flatter the accuracy; leave "
+                        "--val-split out to measure the run's own val split", val_split, trained_share,
+                        ", the automatic one" if trained.data.val_split < 0 else "", f"{seen:,}", f"{held:,}")
     spec = hold_out_val(raw, val_split, trained.train.seed)
     images = getattr(spec, split)
     if images is None:
@@ -135,10 +140,6 @@ def _is_training_data(data: str, meta: WeightsMeta) -> bool:
     """Whether data names the data set the weights were trained on (a folder, archive or list by
     where it is, a built-in set by name)."""
     return bool(meta.data) and data_reference(data) == data_reference(meta.data)
-
-
-def _shown_share(share: float) -> str:
-    return "automatic share (-1)" if share < 0 else f"{share:g}"
 
 
 def _match_classes(meta: WeightsMeta, spec: DatasetSpec, images, weights: str, data: str):

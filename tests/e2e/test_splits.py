@@ -85,11 +85,27 @@ def test_eval_warns_when_what_it_measures_holds_training_images(tmp_path, caplog
         assert not [r for r in caplog.records if "training images" in r.getMessage()]
         assert tudui.evaluate(run.run_dir, split="val", val_split=0.5)["count"] == 15
         said = caplog.records[-1].getMessage()
-        assert re.search(r"--val-split 0.5 is not the 0.2 the weights were trained with: \d+ of the 15 images of "
-                         r"this val split are training images", said), said
+        assert re.search(r"--val-split 0.5 is not the share the weights were trained with \(0.2\): \d+ of the 15 "
+                         r"images of this val split are training images", said), said
         assert tudui.evaluate(run.run_dir, data=str(data))["count"] == 30
         said = caplog.records[-1].getMessage()
         assert "is the data these weights were trained on: 24 of its 30 images are training images" in said
+
+
+def test_evals_val_split_warning_names_the_share_training_used_not_its_setting(tmp_path, caplog):
+    flat = write_class_folder(tmp_path / "flat", CLASSES, 10)
+    auto = tudui.train(data=str(flat), epochs=1, project=str(tmp_path), progress=False, report=False)
+    write_class_folder(tmp_path / "tt" / "train", CLASSES, 10)
+    write_class_folder(tmp_path / "tt" / "test", CLASSES, 3, seed=4)
+    none = tudui.train(data=str(tmp_path / "tt"), epochs=1, project=str(tmp_path), progress=False, report=False)
+    with caplog.at_level("WARNING", logger="tudui"):
+        tudui.evaluate(auto.run_dir, split="val", val_split=0.5)
+        said = caplog.records[-1].getMessage()
+        assert "is not the share the weights were trained with (0.2, the automatic one)" in said, said
+        assert tudui.evaluate(none.run_dir, split="val", val_split=0.2)["count"] == 6
+        said = caplog.records[-1].getMessage()
+    assert said == ("--val-split 0.2: the weights were trained without a val split, so all 6 images of this one "
+                    "are training images, which flatter the accuracy; --split test measures held-out ones")
 
 
 def test_early_stopping_ends_a_run_that_stopped_improving_and_composes_with_resume(three_splits, tmp_path):

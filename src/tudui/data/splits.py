@@ -66,8 +66,14 @@ def held_out_positions(spec: DatasetSpec, val_split: float, seed: int) -> set[in
     data set has a val split of its own)."""
     if spec.val is not None:
         return set()
-    share = (AUTO_VAL_SHARE if spec.test is None else 0.0) if val_split < 0 else val_split
+    share = val_share(spec, val_split)
     return set(split_indices(spec.train.labels, share, seed)[1].tolist()) if share > 0 else set()
+
+
+def val_share(spec: DatasetSpec, val_split: float) -> float:
+    """The share of train that --val-split holds out of spec (which has no val split of its own):
+    -1 is AUTO_VAL_SHARE without a test split either, none with one."""
+    return (AUTO_VAL_SHARE if spec.test is None else 0.0) if val_split < 0 else val_split
 
 
 def trained_in_val(spec: DatasetSpec, trained_split: float, val_split: float, seed: int) -> tuple[int, int]:
@@ -81,7 +87,7 @@ def hold_out_val(spec: DatasetSpec, val_split: float, seed: int) -> DatasetSpec:
     """spec with a val split: its own, or val_split of every training class (-1: AUTO_VAL_SHARE
     when the data has no test split either, none when it has one; 0: none)."""
     if spec.val is None:
-        share = (AUTO_VAL_SHARE if spec.test is None else 0.0) if val_split < 0 else val_split
+        share = val_share(spec, val_split)
         if share > 0:
             kept, held = split_indices(spec.train.labels, share, seed)
             spec = dataclasses.replace(spec, train=subset(spec.train, kept), val=subset(spec.train, held))
