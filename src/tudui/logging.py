@@ -6,6 +6,7 @@ by whoever built it). None of them changes training.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -20,8 +21,11 @@ CSV_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_top5", "v
 
 
 def interactive() -> bool:
-    """True on a terminal or in a notebook, where a live progress bar reads well."""
-    return sys.stderr.isatty() or "ipykernel" in sys.modules
+    """True on a terminal, or in a notebook that can draw a bar (tqdm's notebook bar needs
+    ipywidgets; without it tqdm warns and writes text bars that the saved notebook keeps)."""
+    if "ipykernel" in sys.modules:
+        return importlib.util.find_spec("ipywidgets") is not None
+    return sys.stderr.isatty()
 
 
 def format_row(row: dict, epochs: int, has_val: bool = True) -> str:

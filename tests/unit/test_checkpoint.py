@@ -248,3 +248,25 @@ def test_each_monitor_scores_its_own_column_higher_is_better():
     row = {"val_accuracy": 0.9, "val_loss": 0.3, "val_balanced_accuracy": 0.6}   # a rare class missed
     scores = {monitor: CheckpointHook.score(SimpleNamespace(monitor=monitor), row) for monitor in MONITORS}
     assert scores == {"val_accuracy": 0.9, "val_loss": -0.3, "val_balanced_accuracy": 0.6}
+
+
+@pytest.mark.parametrize("kernel, widgets, tty, bar", [
+    (True, False, False, False),     # a notebook without ipywidgets: plain lines, no TqdmWarning and text bars
+    (True, True, False, True),
+    (False, False, True, True),      # a terminal
+    (False, False, False, False),    # a pipe or a file
+])
+def test_the_progress_bar_is_drawn_where_it_can_be(kernel, widgets, tty, bar, monkeypatch):
+    import importlib.util
+    import sys
+
+    from tudui import logging as reports
+    if kernel:
+        monkeypatch.setitem(sys.modules, "ipykernel", object())
+    else:
+        monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (object() if widgets else None) if name == "ipywidgets" else real(name, *a))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    assert reports.interactive() is bar
