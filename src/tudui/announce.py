@@ -102,6 +102,7 @@ def _announce_classes(parts: Parts) -> None:
     if len(evened) == 2:
         parts.warn("--sampler balanced and --class-weights auto each even out the classes; together they "
                    "correct twice, and the small classes then count far more than the large ones did: use one")
+    _unmeasured(parts, counts)
     order = np.argsort(counts, kind="stable")
     smallest, largest = counts[order[0]], counts[order[-1]]
     cfg = parts.cfg
@@ -112,6 +113,28 @@ def _announce_classes(parts: Parts) -> None:
                    f"--class-weights auto or --sampler balanced let every class count"
                    + (", and --monitor val_balanced_accuracy picks the epoch by them all"
                       if cfg.train.monitor != "val_balanced_accuracy" else ""))
+
+
+def _unmeasured(parts: Parts, counts: np.ndarray) -> None:
+    """A warning for the classes that train has and val or test has none of: that split never
+    measures them (a class of one image keeps it for training when val is held out of train)."""
+    spec, names = parts.spec, parts.spec.class_names
+    final = "test" if spec.test is not None else "val"
+    for split in ("val", "test"):
+        images = getattr(spec, split)
+        if images is None:
+            continue
+        present = np.bincount(np.asarray(images.labels), minlength=len(names))
+        missing = [repr(names[i])[1:-1] for i in range(len(names)) if counts[i] and not present[i]]
+        if not missing:
+            continue
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5:,} more" if len(missing) > 5 else "")
+        one = len(missing) == 1
+        role = ("the final numbers (balanced accuracy and macro-F1 too)" if split == final
+                else "choosing the kept epoch")
+        parts.warn(f"{counted(len(missing), 'class', 'classes')} with training images {'has' if one else 'have'} "
+                   f"no {split} images ({shown}): {role} {'leaves' if split != final else 'leave'} "
+                   f"{'it' if one else 'them'} out")
 
 
 def _taken_note(cfg: Config, parts: Parts) -> str:

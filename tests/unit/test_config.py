@@ -415,6 +415,26 @@ def test_the_class_listing_names_each_class_or_the_extremes_past_twelve():
     assert class_listing(many, np.arange(20) + 5) == "5 (c0) to 24 (c19), median 14"
 
 
+def test_classes_that_val_or_test_never_measure_are_warned_of_with_what_leaves_them_out():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from tudui.announce import _unmeasured
+    split = lambda *labels: SimpleNamespace(labels=list(labels))   # noqa: E731
+    warned = []
+    spec = SimpleNamespace(class_names=["a", "b", "lonely"], train=split(0, 0, 1, 1, 2), val=split(0, 1),
+                           test=split(0, 1, 2))
+    _unmeasured(SimpleNamespace(spec=spec, warn=warned.append), np.array([2, 2, 1]))
+    assert warned == ["1 class with training images has no val images (lonely): choosing the kept epoch "
+                      "leaves it out"]
+    warned.clear()
+    spec = SimpleNamespace(class_names=["a", "b", "c"], train=split(0, 1, 2), val=split(0), test=None)
+    _unmeasured(SimpleNamespace(spec=spec, warn=warned.append), np.array([1, 1, 1]))
+    assert warned == ["2 classes with training images have no val images (b, c): the final numbers (balanced "
+                      "accuracy and macro-F1 too) leave them out"]
+
+
 def test_shown_quotes_a_value_that_nests_itself_without_working_out_its_whole_repr():
     import time
 
