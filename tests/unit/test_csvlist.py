@@ -57,13 +57,29 @@ def test_a_header_in_any_order_and_case_names_the_columns(tmp_path):
 def test_without_a_header_the_first_two_columns_are_path_and_label_and_the_rest_is_ignored(tmp_path):
     for name in ("a1", "a2", "b1", "b2"):
         image(tmp_path / f"{name}.png")
-    # A third column that looks like a split is not one without a header naming it.
-    write_csv(tmp_path / "list.csv", "a1.png,ant,test\na2.png,ant,test\nb1.png,bee,test\nb2.png,bee,test\n")
+    write_csv(tmp_path / "list.csv", "a1.png,ant,big\na2.png,ant,small\nb1.png,bee,big\nb2.png,bee,\n")
     spec = read(tmp_path / "list.csv", 0.5, 0)
     assert spec.class_names == ["ant", "bee"]
     assert len(spec.train) == 2 and len(spec.val) == 2          # val held out by class, one of each
     assert spec.test is None and sorted(labelled(spec, spec.val).values()) == ["ant", "bee"]
     assert spec.ignored == {}                                  # the first row is data, not a header
+
+
+@pytest.mark.parametrize("text, said", [
+    # a split column tudui would not read: its test rows would be trained on without a word
+    ("a1.png,ant,train\na2.png,ant,test\nb1.png,bee,train\nb2.png,bee,test\n",
+     "column 3 of the CSV list .* holds only train, val and test, .*: add a header row path,label,split"),
+    ("path,label,subset\na1.png,ant,train\na2.png,ant,test\nb1.png,bee,train\nb2.png,bee,Valid\n",
+     "column 'subset' of the CSV list .* holds only train, val and test, .*: name it split to split"),
+    # a header whose names tudui does not know is not an image row to skip
+    ("file,class,split\na1.png,ant,train\na2.png,ant,test\nb1.png,bee,train\nb2.png,bee,test\n",
+     r"the first row of the CSV list .* looks like a header \('file,class,split'\) but names no path and label"),
+])
+def test_a_split_column_tudui_would_not_read_is_refused_not_trained_on(tmp_path, text, said):
+    for name in ("a1", "a2", "b1", "b2"):
+        image(tmp_path / f"{name}.png")
+    with pytest.raises(TuduiError, match=said):
+        read(write_csv(tmp_path / "list.csv", text))
 
 
 def test_a_utf8_byte_order_mark_does_not_hide_the_header(tmp_path):

@@ -4,6 +4,8 @@ Paths are relative to the CSV file's folder (or absolute). A header row naming t
 columns is optional (`path,label`, in any order, plus an optional `split` column with
 train, val (valid, validation) or test); without one the first two columns are path and
 label. Without a split column every row is train, and --val-split holds out the val split.
+A column of only train/val/test values under another name (or none) is refused rather than
+ignored: its test rows would otherwise be trained on.
 """
 from __future__ import annotations
 
@@ -46,8 +48,30 @@ def _read_rows(path: Path) -> tuple[list[list[str]], dict[str, int]]:
         columns = {name: header.index(name) for name in ("path", "label", "split") if name in header}
         rows = rows[1:]
     else:
-        columns = {"path": 0, "label": 1}
+        if len(rows) > 1 and not any(_is_image_name(cell) for cell in rows[0][1]) and _is_image_name(rows[1][1][0]):
+            raise TuduiError(f"the first row of the CSV list {path} looks like a header "
+                             f"({shown(','.join(rows[0][1]))}) but names no path and label columns: name them "
+                             f"path,label (and split, for a column of train, val or test)")
+        header, columns = [], {"path": 0, "label": 1}
+    _check_no_unread_split(path, rows, columns, header)
     return [[str(i), *row] for i, row in rows], columns
+
+
+def _is_image_name(cell: str) -> bool:
+    return Path(cell).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _check_no_unread_split(path: Path, rows: list, columns: dict[str, int], header: list[str]) -> None:
+    """A column that tudui would not read but that holds only train/val/test values is meant as the
+    split: refused, so that its test rows are not trained on without a word."""
+    width = max(len(cells) for _, cells in rows) if rows else 0
+    for index in set(range(width)) - set(columns.values()):
+        cells = [cells[index].lower() for _, cells in rows if index < len(cells)]
+        if len(cells) == len(rows) and all(cell in SPLITS for cell in cells):
+            name = f"column {shown(header[index])}" if index < len(header) else f"column {index + 1}"
+            fix = "name it split" if header else "add a header row path,label,split (in the order of the columns)"
+            raise TuduiError(f"{name} of the CSV list {path} holds only train, val and test, but tudui reads the split "
+                             f"from a column named split: {fix} to split the images by it, or remove the column")
 
 
 def _entries(path: Path, rows: list[list[str]], columns: dict[str, int]) -> tuple[list, Counter]:
