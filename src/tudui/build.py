@@ -69,7 +69,7 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
     runtime = create_runtime(cfg.train.device, cfg.train.precision, for_training=True)
     _check_distributed(cfg, runtime)
     seed_everything(cfg.train.seed)
-    spec, skipped_images, fingerprint = _data(cfg, resumed)
+    spec, skipped_images, fingerprint, listed = _data(cfg, resumed)
     if cfg.train.patience and spec.val is None:
         raise TuduiError(f"--patience watches the val split, and {spec.source} has none: hold one out with "
                          f"--val-split 0.1")
@@ -100,7 +100,8 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
         meta = WeightsMeta(model=cfg.model.arch, num_classes=len(spec.class_names),
                            class_names=tuple(spec.class_names), preprocess=preprocess,
                            model_options=start.options, config=cfg, start=start.start, pretrained=start.pretrained,
-                           data=data_reference(cfg.data.dataset), data_dir=str(Path(cfg.data.data_dir).resolve()))
+                           data=data_reference(cfg.data.dataset), data_dir=str(Path(cfg.data.data_dir).resolve()),
+                           listed=listed)
         say, warn = _reporters(progress if runtime.is_main else False)
         checkpoints, early_stopping, tensorboard, hooks = _hooks(
             cfg, run, model, step, averager, clock, meta, frozen, resumed, progress, lock, loaders.val is not None,
@@ -123,16 +124,18 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
         raise
 
 
-def _data(cfg: Config, resumed: Resume | None) -> tuple[DatasetSpec, list[tuple[str, str]], dict]:
-    """The data set without its unreadable images, those images, and its fingerprint (which a
-    resumed run's must equal)."""
+def _data(cfg: Config, resumed: Resume | None) -> tuple[DatasetSpec, list[tuple[str, str]], dict, dict]:
+    """The data set without its unreadable images, those images, its fingerprint (which a resumed
+    run's must equal), and the fingerprint of its split as listed, before any image was read (which
+    the weights keep, so that eval can tell that it has the run's images: see evaluation)."""
     spec = build_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_split, cfg.train.seed,
                          cfg.data.download)
+    listed = spec.fingerprint()
     spec, skipped_images = drop_unreadable(spec, cfg.data.max_bad_share)
-    fingerprint = spec.fingerprint()
+    fingerprint = spec.fingerprint() if skipped_images else listed
     if resumed is not None:
         check_same_data(resumed, fingerprint, spec.class_names, cfg.data.dataset)
-    return spec, skipped_images, fingerprint
+    return spec, skipped_images, fingerprint, listed
 
 
 def rate_now(step: TrainStep) -> float:

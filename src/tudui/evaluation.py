@@ -106,7 +106,13 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
         split = "all" if whole else "test" if raw.test is not None else "val"
     # Unreadable images are skipped as training skipped them (after the val split is held out, as there).
     bad_share = trained.data.max_bad_share if cfg.max_bad_share is None else cfg.max_bad_share
-    own = _is_training_data(data, meta)
+    same_images = _has_the_runs_images(raw, trained, meta)
+    own = _is_training_data(data, meta) or same_images is True
+    if own and same_images is False and raw.val is None and split in ("val", "all"):
+        log.warning("the images of %s have changed since these weights were trained on them, so the val split "
+                    "held out of them is not the run's own and may hold images it was trained on: its accuracy "
+                    "may be flattered; measure on images kept apart instead (a test split, or --data of "
+                    "images the run never saw)", data)
     if split == "all":
         raw, _ = drop_unreadable(raw, bad_share)
         if own:
@@ -134,6 +140,18 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
     if images is None:
         raise TuduiError(f"{data} has no {split} split (it has {', '.join(spec.splits())}); pass another --split")
     return spec, split, readable_images(images, split, bad_share)[0]
+
+
+def _has_the_runs_images(raw: DatasetSpec, trained: Config, meta: WeightsMeta) -> bool | None:
+    """Whether raw, split as the run split it, lists the very images the weights were trained on
+    (by their names within the data set and labels, so also where the folder was copied or moved);
+    None when the weights do not say (from before tudui kept it, or not made by a tudui run)."""
+    if not meta.listed:
+        return None
+    try:
+        return hold_out_val(raw, trained.data.val_split, trained.train.seed).fingerprint() == meta.listed
+    except TuduiError:   # no val or test split as the run split it: not the run's data
+        return False
 
 
 def _is_training_data(data: str, meta: WeightsMeta) -> bool:

@@ -74,6 +74,9 @@ class WeightsMeta:
     imported: bool = False              # made here from a plain state_dict, not read from a file
     source: str = ""                    # imported: the file
     exported: str = ""                  # read from an exported file: its format (onnx, pt2, torchscript)
+    # {split: [images, hash]} of the training data as listed and split (DatasetSpec.fingerprint):
+    # eval tells by it whether it has the run's own images, wherever they are now
+    listed: dict | None = None
 
     def tta_mirror(self) -> bool:
         """Whether test-time views may mirror images for these weights (data.transforms.mirror_suits)."""
@@ -95,7 +98,8 @@ class WeightsMeta:
             "std": None if pre.std is None else list(pre.std),
             "tudui_version": self.tudui_version, "start": self.start, "pretrained": self.pretrained,
             "data": self.data, "data_dir": self.data_dir, "config": to_dict(self.config),
-            "epoch": self.epoch, "val_accuracy": self.val_accuracy, "val_loss": self.val_loss})
+            "epoch": self.epoch, "val_accuracy": self.val_accuracy, "val_loss": self.val_loss,
+            "listed": self.listed})
 
     @classmethod
     def from_json(cls, text: str, source: str) -> WeightsMeta:
@@ -186,6 +190,10 @@ SCHEMA = {
     "epoch": _Spec((int,), None, test=lambda v: v >= 0, says="0 or more"),
     "val_accuracy": _Spec((int, float), None, test=lambda v: 0 <= v <= 1, says="between 0 and 1"),
     "val_loss": _Spec((int, float), None),
+    "listed": _Spec((dict,), None, test=lambda v: all(
+        split in ("train", "val", "test") and isinstance(print_, list) and len(print_) == 2
+        and type(print_[0]) is int and 0 <= print_[0] and isinstance(print_[1], str) and len(print_[1]) <= 64
+        for split, print_ in v.items()), says="{split: [images, hash]} of train, val and test"),
 }
 
 

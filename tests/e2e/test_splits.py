@@ -3,6 +3,7 @@ early stopping; imbalanced classes seen and handled; eval of what the user point
 import csv
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -90,6 +91,24 @@ def test_eval_warns_when_what_it_measures_holds_training_images(tmp_path, caplog
         assert tudui.evaluate(run.run_dir, data=str(data))["count"] == 30
         said = caplog.records[-1].getMessage()
         assert "is the data these weights were trained on: 24 of its 30 images are training images" in said
+
+
+def test_eval_knows_the_runs_images_by_their_listing_moved_or_changed(tmp_path, caplog):
+    flat = write_class_folder(tmp_path / "flat", CLASSES, 10)
+    run = tudui.train(data=str(flat), epochs=1, project=str(tmp_path), progress=False, report=False)
+    shutil.copytree(flat, tmp_path / "copied")
+    with caplog.at_level("WARNING", logger="tudui"):
+        assert tudui.evaluate(run.run_dir)["count"] == 6 and not caplog.records      # the run's own val split
+        tudui.evaluate(run.run_dir, data=str(tmp_path / "copied"))                # the same images elsewhere
+        said = caplog.records[-1].getMessage()
+        assert "copied is the data these weights were trained on: 24 of its 30 images are training images" in said
+        caplog.clear()
+        for i in range(3):     # more images: the val split drawn again is not the one the run kept apart
+            shutil.copy(flat / CLASSES[0] / "000.png", flat / CLASSES[0] / f"extra{i}.png")
+        tudui.evaluate(run.run_dir)
+    said = [r.getMessage() for r in caplog.records]
+    assert any("have changed since these weights were trained on them, so the val split held out of them is "
+               "not the run's own" in line for line in said), said
 
 
 def test_evals_val_split_warning_names_the_share_training_used_not_its_setting(tmp_path, caplog):

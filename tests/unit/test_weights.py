@@ -146,7 +146,8 @@ def test_the_metadata_reads_back_equal_with_the_settings_of_the_run(tmp_path):
     from tudui.config_files import make_config
     cfg = make_config(data="digits", model="tudui_relu", lr=0.3, optimizer="adamw", name="mine", tta=2)
     meta = dataclasses.replace(META, model="tudui_relu", config=cfg, data="digits", epoch=4,
-                               val_accuracy=0.5, val_loss=1.25, pretrained=None, start="random")
+                               val_accuracy=0.5, val_loss=1.25, pretrained=None, start="random",
+                               listed={"train": [1437, "0123456789abcdef"], "test": [360, "fedcba9876543210"]})
     save_weights(tmp_path / "w.safetensors", create_model("tudui_relu", 3), meta)
     again = read_weights(tmp_path / "w.safetensors")[1]
     assert again == meta
@@ -196,6 +197,8 @@ def test_deeply_nested_metadata_is_refused_without_a_recursion_error(tmp_path):
     ({"model_options": {"evil": 1}}, "model_options"), ({"model_options": {"widths": "9" * 500}}, "model_options"),
     ({"class_names": ["a", "b", "x" * 5000]}, "class_names"),
     ({"epoch": -3}, "epoch"), ({"val_accuracy": 7.5}, "val_accuracy"),
+    ({"listed": {"train": [1, "x" * 10 ** 5]}}, "listed"), ({"listed": {"evil": [1, "ab"]}}, "listed"),
+    ({"listed": {"train": [True, "ab"]}}, "listed"), ({"listed": {"train": [1, "ab", 3]}}, "listed"),
 ])
 def test_metadata_that_would_make_tudui_allocate_or_misbehave_is_refused_naming_the_field(tmp_path, change, field):
     path = _write_raw(tmp_path / "w.safetensors", {**RAW_META, **change})
