@@ -62,3 +62,26 @@ def test_a_split_that_skipping_would_empty_is_refused(tmp_path, monkeypatch):
     from tudui.data.validate import readable_images
     with pytest.raises(TuduiError, match="every image of the test split is unreadable .*left empty"):
         readable_images(spec.test, "test", 1.0)
+
+
+def test_val_and_test_images_that_are_copies_of_train_images_are_warned_of(tmp_path, monkeypatch, caplog):
+    import shutil
+
+    from helpers import write_class_folder
+    from tudui.data import build_dataset
+    from tudui.data.validate import drop_unreadable
+    monkeypatch.setenv("TUDUI_CACHE", str(tmp_path / "cache"))
+    write_class_folder(tmp_path / "d" / "train", ["a", "b"], 6)
+    write_class_folder(tmp_path / "d" / "test", ["a", "b"], 3, seed=8)
+    spec = build_dataset(str(tmp_path / "d"), "unused", -1, 0, False)
+    with caplog.at_level("WARNING", logger="tudui"):
+        drop_unreadable(spec, 0.05)
+    assert not caplog.records                                # same names (000.png) in both, other pixels
+    for name in ("000.png", "001.png"):                      # the same bytes under another name
+        shutil.copy(tmp_path / "d" / "train" / "b" / name, tmp_path / "d" / "test" / "b" / f"copy-{name}")
+    spec = build_dataset(str(tmp_path / "d"), "unused", -1, 0, False)
+    with caplog.at_level("WARNING", logger="tudui"):
+        drop_unreadable(spec, 0.05)
+    said = caplog.records[-1].getMessage()
+    assert said.startswith("2 images of the test split are byte for byte the same as train images (first: ")
+    assert "copy-000.png = " in said and said.endswith("the test numbers; keep each image in one split")

@@ -8,6 +8,7 @@ on. The result is cached by the files' paths, sizes and modification times.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from tudui.data.folders import as_given
 from tudui.data.images import open_image
 from tudui.errors import TuduiError
 from tudui.files import atomic_write, cache_root
+from tudui.settings import counted
 
 log = logging.getLogger(__name__)
 
@@ -44,28 +46,49 @@ def check_image(path: Path) -> str | None:
 
 
 def find_unreadable(files: FileImages) -> list[tuple[str, str]]:
-    """[(path, reason)] for the files that cannot be decoded, each path spelled as in files;
-    cached per set of files (by position in the list: the same files may be spelled otherwise,
-    relative or absolute, the next time)."""
-    cached = cache_root() / "checked" / f"{files_key(files, 'check-v3')}.json"
+    """[(path, reason)] for the files that cannot be decoded, each path spelled as in files."""
+    return check_files(files)[0]
+
+
+def check_files(files: FileImages) -> tuple[list[tuple[str, str]], list[str]]:
+    """([(path, reason)] for the files that cannot be decoded, each path spelled as in files, and
+    a short hash of each file's bytes, in order); cached per set of files (by position in the list:
+    the same files may be spelled otherwise, relative or absolute, the next time)."""
+    cached = cache_root() / "checked" / f"{files_key(files, 'check-v4')}.json"
     if cached.is_file():
         try:
-            found = [(files.samples[int(i)][0], str(reason)) for i, reason in json.loads(cached.read_text())]
-            caches.touch(cached)
-            return [(str(path), reason) for path, reason in found]
-        except (OSError, ValueError, TypeError, IndexError):
+            saved = json.loads(cached.read_text())
+            found = [(files.samples[int(i)][0], str(reason)) for i, reason in saved["bad"]]
+            digests = [str(d) for d in saved["digests"]]
+            if len(digests) == len(files.samples):
+                caches.touch(cached)
+                return [(str(path), reason) for path, reason in found], digests
+        except (OSError, ValueError, TypeError, IndexError, KeyError):
             pass
     if len(files.samples) >= caches.SAY_FROM_FILES:
         log.info("checking %s images for unreadable files (once)", f"{len(files.samples):,}")
-    bad = [(i, reason) for i, (path, _) in enumerate(files.samples) if (reason := check_image(path)) is not None]
+    bad, digests = [], []
+    for i, (path, _) in enumerate(files.samples):
+        if (reason := check_image(path)) is not None:
+            bad.append((i, reason))
+        digests.append(_digest(path))
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(cached, lambda tmp: tmp.write_text(json.dumps(bad)))
+        atomic_write(cached, lambda tmp: tmp.write_text(json.dumps({"bad": bad, "digests": digests})))
     except (OSError, TuduiError) as e:
         log.warning("could not cache the image check (%s)", e)
     else:
         caches.prune_once()
-    return [(str(files.samples[i][0]), reason) for i, reason in bad]
+    return [(str(files.samples[i][0]), reason) for i, reason in bad], digests
+
+
+def _digest(path: Path) -> str:
+    """16 hex digits of the file's bytes (BLAKE2b): equal files, equal digests; "" if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=8)).hexdigest()
+    except OSError:
+        return ""
 
 
 def drop_unreadable(spec: DatasetSpec, max_bad_share: float) -> tuple[DatasetSpec, list[tuple[str, str]]]:
@@ -75,14 +98,34 @@ def drop_unreadable(spec: DatasetSpec, max_bad_share: float) -> tuple[DatasetSpe
     with the list: that many broken files means a wrong folder or a broken copy, not a few bad
     downloads. One bad file is always skipped, unless max_bad_share is 0.
     """
-    found = {split: find_unreadable(images) for split, images in spec.splits().items()
-             if isinstance(images, FileImages)}
+    checked = {split: check_files(images) for split, images in spec.splits().items()
+               if isinstance(images, FileImages)}
+    found = {split: bad for split, (bad, _) in checked.items()}
+    _warn_of_copies(spec, {split: digests for split, (_, digests) in checked.items()})
     skipped = [item for bad in found.values() for item in bad]
     _check_share(skipped, sum(len(images) for images in spec.splits().values()), "", max_bad_share)
     for split, bad in found.items():
         _check_left(bad, len(getattr(spec, split)), f"{split} split")
     splits = {split: _without(getattr(spec, split), bad) for split, bad in found.items() if bad}
     return (dataclasses.replace(spec, **splits) if splits else spec), skipped
+
+
+def _warn_of_copies(spec: DatasetSpec, digests: dict[str, list[str]]) -> None:
+    """A warning for the val and test images whose bytes a train image has too: measured, they
+    are images the model was trained on, and flatter the numbers."""
+    in_train = {d: path for d, (path, _) in zip(digests.get("train", []), spec.train.samples) if d} \
+        if isinstance(spec.train, FileImages) else {}
+    for split in ("val", "test"):
+        images = getattr(spec, split)
+        if split not in digests or not in_train:
+            continue
+        copies = [(path, in_train[d]) for d, (path, _) in zip(digests[split], images.samples) if d in in_train]
+        if copies:
+            first, twin = copies[0]
+            log.warning("%s of the %s split %s byte for byte the same as train images (first: %s = %s): "
+                        "measured, they flatter the %s numbers; keep each image in one split",
+                        counted(len(copies), "image"), split, "is" if len(copies) == 1 else "are",
+                        as_given(first), as_given(twin), split)
 
 
 def readable_images(dataset: Dataset, split: str, max_bad_share: float) -> tuple[Dataset, list[tuple[str, str]]]:
