@@ -44,7 +44,7 @@ from tudui.engine import (
 from tudui.engine.averaging import Lookahead
 from tudui.engine.distributed import from_rank_zero, wrap
 from tudui.engine.optim import inverse_frequency, scheduled_rates
-from tudui.errors import TuduiError
+from tudui.errors import SettingError, TuduiError
 from tudui.logging import CSVHook, ProgressHook, TensorBoardHook
 from tudui.models import model_entry, preprocess_of
 from tudui.models.fastnet import whiten_bias_schedule
@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pickle: bool = False) -> Parts:
     """The parts of a run for cfg: data, model, optimizer, schedule, averaging, hooks, run directory."""
     runtime = create_runtime(cfg.train.device, cfg.train.precision, for_training=True)
-    _check_distributed(cfg, runtime)
+    _check_distributed(cfg, runtime, resumed)
     seed_everything(cfg.train.seed)
     spec, skipped_images, fingerprint, listed = _data(cfg, resumed)
     if cfg.train.patience and spec.val is None:
@@ -102,7 +102,8 @@ def build(cfg: Config, resumed: Resume | None, progress: bool | None, trust_pick
                            model_options=start.options, config=cfg, start=start.start, pretrained=start.pretrained,
                            data=data_reference(cfg.data.dataset), data_dir=str(Path(cfg.data.data_dir).resolve()),
                            listed=listed)
-        say, warn = _reporters(progress if runtime.is_main else False)
+        # Under torchrun only rank 0 speaks: the others' lines would repeat its own (their errors still show)
+        say, warn = _reporters(progress) if runtime.is_main else (log.debug, log.debug)
         checkpoints, early_stopping, tensorboard, hooks = _hooks(
             cfg, run, model, step, averager, clock, meta, frozen, resumed, progress, lock, loaders.val is not None,
             runtime.is_main, resize, fingerprint)
@@ -150,18 +151,30 @@ def rate_now(step: TrainStep) -> float:
     return rates[0]
 
 
-def _check_distributed(cfg: Config, runtime: Runtime) -> None:
-    """Refuse what several processes cannot do (yet), before any work. (Resuming with another
-    number of processes is fine: the saved position counts steps of the global batch.)"""
+def _check_distributed(cfg: Config, runtime: Runtime, resumed: Resume | None) -> None:
+    """Refuse what several processes cannot do (yet), before any work: usage mistakes, the same in
+    every process (so said by rank 0 alone). (Resuming with another number of processes is fine:
+    the saved position counts steps of the global batch.)"""
+    if not runtime.distributed:
+        return
+    processes, batch = runtime.world_size, cfg.data.batch_size
+    if batch % processes:
+        fits = ", ".join(str(n) for n in range(1, min(batch, 64) + 1) if batch % n == 0)
+        raise SettingError(f"--batch-size {batch} is the batch of all {processes} processes together; "
+                           + (f"a resume keeps the run's, so resume with a number of processes that divides it "
+                              f"({fits})" if resumed is not None else f"make it a multiple of {processes}"))
     # DistributedDataParallel syncs the parameters that train when it is made: a layer that
     # starts or stops training later would fall out of step between the processes.
-    if runtime.distributed and (cfg.train.freeze_epochs or cfg.train.whiten_bias_epochs >= 0):
-        raise TuduiError("--freeze-epochs and --whiten-bias-epochs change which layers train during the run, "
-                         "which several processes cannot follow yet; use --freeze-backbone, or one process")
+    if cfg.train.freeze_epochs or cfg.train.whiten_bias_epochs >= 0:
+        raise SettingError("--freeze-epochs and --whiten-bias-epochs change which layers train during the run, "
+                           "which several processes cannot follow yet; use --freeze-backbone, or one process")
     # Under a time budget each process would read its own clock at the start of an epoch.
-    if runtime.distributed and cfg.train.progressive_size and cfg.train.time_budget:
-        raise TuduiError("--progressive-size under --time-budget decides each epoch's size by the time spent, "
-                         "which several processes cannot agree on yet; give --epochs instead, or use one process")
+    if cfg.train.progressive_size and cfg.train.time_budget:
+        raise SettingError("--progressive-size under --time-budget decides each epoch's size by the time spent, "
+                           "which several processes cannot agree on yet; give --epochs instead, or use one process")
+    if cfg.train.sync_bn and runtime.device.type != "cuda":
+        raise SettingError("--sync-bn needs CUDA GPUs: PyTorch's SyncBatchNorm does not run on the CPU; leave it "
+                           "out (each process then normalises by its own share of the batch)")
 
 
 def _hold_run_dir(cfg: Config, runtime: Runtime, resumed: Resume | None) -> tuple[RunDir, RunLock | None]:

@@ -169,13 +169,35 @@ def build_parser() -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     from tudui.runner import train
     flags = TrainFlags(**_given(TrainFlags, args))
-    if flags.nproc > 1 and "WORLD_SIZE" not in os.environ:
+    if flags.nproc > 1 and "LOCAL_RANK" not in os.environ:   # not started by torchrun already
+        check_processes(flags.nproc, getattr(args, "device", None) or "auto")
         return launch_torchrun(flags.nproc, argv)
     overrides = {option_key(f): getattr(args, option_key(f)) for _, f in iter_options()}
     with WatchedStdout(sys.stdout) as stdout:   # `tudui train ... | head` stops the run cleanly
         train(config_file=flags.config or None, resume=flags.resume or None, trust_pickle=flags.trust_pickle,
               extend=flags.extend, **overrides)
     return 141 if stdout.gone else 0
+
+
+def check_processes(nproc: int, device: str) -> None:
+    """Refuse, before any process starts, an --nproc this machine cannot hold: one GPU per process
+    on CUDA; on the CPU no more processes than cores (each holds the model and its data)."""
+    import torch
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.startswith("cuda:"):
+        raise SettingError(f"--device {device} names one GPU, and --nproc {nproc} processes each take their "
+                           f"own (cuda:0 to cuda:{nproc - 1}): give --device cuda")
+    if device == "cuda" and not gpus:
+        raise SettingError("--device cuda: PyTorch sees no CUDA GPU here (use --device auto or cpu)")
+    if device in ("cuda", "auto") and gpus:
+        if nproc > gpus:
+            raise SettingError(f"--nproc {nproc} needs a GPU for each process; PyTorch sees {counted(gpus, 'GPU')} "
+                               f"here")
+        return
+    cores = os.cpu_count() or 1
+    if nproc > cores:
+        raise SettingError(f"--nproc {nproc} on {counted(cores, 'CPU core')}: each process holds the model and its "
+                           f"data and takes a core, so at most {cores} here")
 
 
 def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:
@@ -332,7 +354,13 @@ def show_log_lines() -> None:
         handler = _StderrNow()
         handler.setFormatter(_Said("%(message)s"))
         logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    # Under torchrun the other ranks' lines and warnings would repeat rank 0's; their errors still show.
+    logger.setLevel(logging.ERROR if _follower() else logging.INFO)
+
+
+def _follower() -> bool:
+    """A process of a distributed run other than rank 0 (which says what the run does)."""
+    return "LOCAL_RANK" in os.environ and os.environ.get("RANK", "0") != "0"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -356,10 +384,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except SettingError as e:   # a usage mistake, said the way argparse says its own
         prog = args.parsers[args.command].prog
-        print(f"{prog}: error: {one_line(e)} (see `{prog} --help`)", file=sys.stderr)
+        if not _follower():     # the same in every process of a distributed run: rank 0 says it
+            print(f"{prog}: error: {one_line(e)} (see `{prog} --help`)", file=sys.stderr)
         return 2
     except TuduiError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
+        said = one_line(e)
+        if _follower() and not said.startswith("rank "):   # whose it is, when every process may say one
+            said = f"rank {os.environ['RANK']}: {said}"
+        print(f"error: {said}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

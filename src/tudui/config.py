@@ -170,8 +170,8 @@ class TrainConfig(Settings):
     channels_last: bool = option("channels-last memory layout (faster convolutions on most hardware)",
                                default=False)
     compile: bool = option("torch.compile the model (slow first steps, faster after)", default=False)
-    sync_bn: bool = option("with several processes (torchrun): BatchNorm statistics over the whole batch, not each "
-                           "process's part", default=False)
+    sync_bn: bool = option("with several processes on GPUs (torchrun): BatchNorm statistics over the whole batch, "
+                           "not each process's part", default=False)
     tta: int = option("test-time augmentation: 0 none, 1 (or a bare --tta) the image and its mirror, "
                     "2 adds 1-px shifts (never mirrored for digits, mnist, kmnist, svhn or synthetic data, "
                     "unless trained with a flip)", rule=one_of(*TTA_LEVELS), cli={"nargs": "?", "const": 1},

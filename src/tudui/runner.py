@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from tudui.interrupts import StopRequest, TrainingInterrupted
 from tudui.parts import Parts
 from tudui.resume import Resume, resume_settings
 from tudui.rundir import RunDir
+from tudui.runtime import PROCESS_GROUP_TIMEOUT, torchrun_place
 from tudui.settings import counted
 from tudui.weights import model_of_weights
 
@@ -74,9 +76,11 @@ def train(config: Config | None = None, config_file: str | Path | None = None,
     be a whole pickled model (this runs code from that file); it is never a setting of a file.
     """
     cfg, resumed = settings(config, config_file, resume, overrides)
-    parts = build(cfg, resumed, progress, trust_pickle)
+    with _another_process_failed():
+        parts = build(cfg, resumed, progress, trust_pickle)
     try:
-        history = run_epochs(parts)
+        with _another_process_failed():
+            history = run_epochs(parts)
         return finish(parts, history)
     except FloatingPointError as e:
         checkpoints, run = parts.checkpoints, parts.run
@@ -119,14 +123,6 @@ def run_epochs(parts: Parts) -> list[dict]:
                              agree=agree)
         try:
             return fit(parts.step, parts.loaders.train, parts.loaders.val, options, parts.hooks, parts.start_at)
-        except RuntimeError as e:
-            if not runtime.distributed:
-                raise
-            # Most often a collective failed because another process of the run ended first
-            # (Gloo says "Connection closed by peer", NCCL times out): that process said why.
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            raise TuduiError(f"rank {runtime.rank} stops: another process of this run ended ({first}); its own "
-                             f"message above says why") from None
         except StoppedMidEpoch as e:
             at = e.at
             if parts.checkpoints.writes:
@@ -222,15 +218,45 @@ def export_flags(export: Path) -> str:
 
 
 @contextlib.contextmanager
-def _saved_if_stopped(run, split: str):
-    """Ctrl-C during the final measurement or report: say that the training itself is safe."""
+def _another_process_failed():
+    """Under torchrun, a collective that fails (Gloo: "Connection closed by peer", NCCL or Gloo: a
+    timeout) most often means that another process of the run ended first, or hangs: said as such."""
     try:
         yield
-    except KeyboardInterrupt:
+    except RuntimeError as e:
+        place = torchrun_place()
+        if place is None or place[1] <= 1:
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise TuduiError(f"rank {place[0]} stops: another process of this run ended or stopped answering "
+                         f"({first}); if it said why, that is above (TUDUI_DIST_TIMEOUT sets how long a "
+                         f"process waits for the others, {PROCESS_GROUP_TIMEOUT:g} s)") from None
+
+
+class _Terminated(BaseException):
+    """SIGTERM while the final measurement or the report is made (see _saved_if_stopped)."""
+
+
+def _terminated(signum, frame):
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _saved_if_stopped(run, split: str):
+    """Ctrl-C or SIGTERM during the final measurement or report: say that the training itself is
+    safe (SIGTERM would otherwise end the process there without a word)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main else None
+    try:
+        yield
+    except (KeyboardInterrupt, _Terminated) as e:
         raise TrainingInterrupted(
             f"stopped while measuring the {split} split or writing the report; training had finished and its "
             f"weights are saved in {run.weights_dir}; measure them with  tudui eval --weights {run} --out {run}",
-            signal.SIGINT) from None
+            signal.SIGTERM if isinstance(e, _Terminated) else signal.SIGINT) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _final(parts: Parts, split: str) -> Measured | None:

@@ -21,7 +21,7 @@ from datetime import timedelta
 import numpy as np
 import torch
 
-from tudui.errors import TuduiError
+from tudui.errors import SettingError, TuduiError
 from tudui.settings import counted
 
 
@@ -168,6 +168,9 @@ def join_process_group(device: str | torch.device, rank: int, world_size: int, l
     import torch.distributed as dist
 
     name = str(device)
+    if name.startswith("cuda:"):
+        raise SettingError(f"--device {name} names one GPU, but under torchrun each process takes the GPU of its "
+                           f"local rank: give --device cuda")
     use_cuda = name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())
     if use_cuda:
         if not torch.cuda.is_available() or local_rank >= torch.cuda.device_count():

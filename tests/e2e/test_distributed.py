@@ -45,6 +45,7 @@ def test_two_processes_train_one_run_with_the_weights_of_one_process(tmp_path):
     assert one.returncode == 0, one.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["exp"]          # one run, written once
     assert two.stdout.count("test accuracy") == 1 and two.stdout.count("data: ") == 1   # printed once
+    assert "data: " not in two.stderr and "final evaluation failed" not in two.stderr  # rank 1 says nothing
     # The same global batch and seed: the same weights, to float tolerance (the gradients are summed
     # in another order); the per-epoch numbers agree to the digits metrics.csv keeps.
     assert max_difference(tmp_path / "two/exp/weights/last.safetensors",
@@ -142,8 +143,20 @@ def test_a_process_that_fails_ends_the_whole_job_with_its_message(tmp_path):
 
 def test_batch_size_is_the_global_batch_and_must_divide_among_the_processes(tmp_path):
     result = run(tudui_cmd("--data", "synthetic", "--batch-size", "33", "--epochs", "1"), tmp_path)
-    assert result.returncode == 1
-    assert "--batch-size 33 is the batch of all 2 processes together; make it a multiple of 2" in result.stderr
+    assert result.returncode == 2                 # a usage mistake, said once (by rank 0) for both processes
+    assert result.stderr.count("--batch-size 33 is the batch of all 2 processes together; make it a multiple "
+                               "of 2") == 1
+
+
+def test_process_counts_the_machine_cannot_hold_are_refused_before_any_starts(tmp_path):
+    too_many = (os.cpu_count() or 1) + 1
+    result = run(tudui_cmd("--data", "synthetic", nproc=too_many), tmp_path, timeout=60)
+    assert result.returncode == 2 and not (tmp_path / "runs").exists()
+    if not torch.cuda.is_available():
+        assert f"--nproc {too_many} on {os.cpu_count()} CPU core" in result.stderr
+    result = run(tudui_cmd("--data", "synthetic", "--device", "cuda:0"), tmp_path, timeout=60)
+    assert result.returncode == 2 and "--device cuda:0 names one GPU" in result.stderr and "give --device cuda" in \
+        result.stderr
 
 
 def test_two_processes_train_one_run_with_progressive_resizing(tmp_path):
@@ -161,8 +174,9 @@ def test_two_processes_train_one_run_with_progressive_resizing(tmp_path):
 def test_progressive_resizing_by_the_clock_is_refused_with_several_processes(tmp_path):
     result = run(tudui_cmd("--data", "synthetic", "--model", "fastnet", "--progressive-size", "16",
                            "--progressive-epochs", "1", "--epochs", "2", "--time-budget", "30"), tmp_path)
-    assert result.returncode == 1
-    assert "--progressive-size under --time-budget decides each epoch's size by the time spent" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.count("--progressive-size under --time-budget decides each epoch's size by the time "
+                               "spent") == 1
     assert "Traceback" not in result.stderr
 
 

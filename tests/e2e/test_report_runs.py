@@ -1,9 +1,12 @@
 """The report a finished run leaves: its numbers agree with metrics.json, TensorBoard and the page in a browser."""
 import html
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 from html.parser import HTMLParser
 
 import numpy as np
@@ -171,16 +174,19 @@ def test_no_report_flag_leaves_the_page_and_pictures_out_but_keeps_the_final_num
     assert kept["split"] == result.final_split == "test" and kept["accuracy"] == result.final["accuracy"]
 
 
-def test_ctrl_c_while_the_report_is_written_says_the_training_is_safe(tmp_path, monkeypatch):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_the_report_is_written_says_the_training_is_safe(tmp_path, monkeypatch, signum, code):
     from tudui.interrupts import TrainingInterrupted
 
     def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+        os.kill(os.getpid(), signum)     # as Ctrl-C or a scheduler's SIGTERM would, mid-measurement
+        time.sleep(5)
     monkeypatch.setattr("tudui.runner.final_measure", interrupted)
     with pytest.raises(TrainingInterrupted, match="training had finished and its weights are saved") as stop:
         tudui.train(data="synthetic", epochs=1, project=str(tmp_path), progress=False)
-    assert stop.value.exit_code == 130 and "tudui eval --weights" in str(stop.value)
+    assert stop.value.exit_code == code and "tudui eval --weights" in str(stop.value)
     assert (tmp_path / "exp" / "weights" / "best.safetensors").is_file()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # the handler is put back
 
 
 def test_the_summary_line_comes_before_the_report_is_drawn(tmp_path, monkeypatch, capsys):

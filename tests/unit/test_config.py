@@ -457,3 +457,21 @@ def test_shown_quotes_a_value_that_nests_itself_without_working_out_its_whole_re
 def test_a_keyword_the_python_commands_do_not_have_is_a_setting_error_with_the_near_names(call, word, meant):
     with pytest.raises(SettingError, match=f"unknown setting '{word}' for .*; {meant}"):
         call()       # before anything is read: runs/exp need not exist
+
+
+def test_what_several_processes_cannot_do_is_a_usage_error_said_before_any_work():
+    from types import SimpleNamespace
+
+    import torch
+
+    from tudui.build import _check_distributed
+    two_cpus = SimpleNamespace(distributed=True, world_size=2, device=torch.device("cpu"))
+    three = SimpleNamespace(distributed=True, world_size=3, device=torch.device("cpu"))
+    with pytest.raises(SettingError, match="--sync-bn needs CUDA GPUs"):
+        _check_distributed(make_config(sync_bn=True), two_cpus, None)
+    with pytest.raises(SettingError, match="make it a multiple of 3"):
+        _check_distributed(make_config(batch_size=16), three, None)
+    # a resume keeps the run's batch: the advice is the process counts that divide it, not another batch
+    with pytest.raises(SettingError, match=r"resume with a number of processes that divides it \(1, 2, 4, 8, 16\)"):
+        _check_distributed(make_config(batch_size=16), three, resumed=object())
+    _check_distributed(make_config(batch_size=16, sync_bn=True), SimpleNamespace(distributed=False), None)
