@@ -45,8 +45,9 @@ def announce(parts: Parts) -> None:
         f"loader: {parts.loaders.kind}; run directory {parts.run}{_taken_note(cfg, parts)}")
     say(f"optimizer: {describe_optimizer(cfg.optim, parts.step.optimizer, backbone=bool(cfg.train.freeze_epochs))}")
     mirror = tta_note(cfg.train.tta, mirror_suits(cfg.data.dataset, cfg.data.augment), cfg.data.dataset)
-    if mirror:
-        parts.warn(mirror)
+    for warning in (mirror, _unused_flags(cfg, parts)):
+        if warning:
+            parts.warn(warning)
     if cfg.train.time_budget:
         say(f"time budget: {cfg.train.time_budget:g} s of training, at most {counted(cfg.train.epochs, 'epoch')} "
             f"(--epochs); the schedule follows the clock, or the epochs if they end first; the final "
@@ -63,6 +64,17 @@ def announce(parts: Parts) -> None:
         say(f"start: resuming {parts.run} after epoch {at.epoch}"
             + (f" and {at.step} steps of epoch {at.epoch + 1}" if at.step else "") + so_far
             + _freeze_note(cfg, parts.model))
+
+
+def _unused_flags(cfg: Config, parts: Parts) -> str:
+    """A warning for settings that this run cannot use, given all the same, else ""."""
+    unused = []
+    if cfg.data.workers > 0 and not parts.loaders.kind.startswith("DataLoader"):
+        unused.append(f"--workers {cfg.data.workers} (the tensor loader has no worker processes; --loader "
+                      f"dataloader uses them)")
+    if cfg.train.sync_bn and not parts.runtime.distributed:
+        unused.append("--sync-bn (one process: its BatchNorm sees the whole batch already)")
+    return f"not used by this run: {'; '.join(unused)}" if unused else ""
 
 
 def _split_roles(spec: DatasetSpec, monitor: str) -> str:

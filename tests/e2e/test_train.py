@@ -271,3 +271,12 @@ def test_monitor_val_balanced_accuracy_keeps_the_epoch_whose_classes_do_best_on_
     assert [float(row["val_balanced_accuracy"]) for row in rows] == pytest.approx(scores, abs=1e-5)
     again = tudui.evaluate(result.run_dir, split="val")        # the kept weights' number, measured again
     assert again["balanced_accuracy"] == pytest.approx(max(scores), abs=1e-6)
+
+
+def test_settings_the_run_cannot_use_are_said_not_to_be_used(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="tudui"):
+        tudui.train(data="synthetic", epochs=1, workers=2, sync_bn=True, project=str(tmp_path), progress=False,
+                    report=False)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("not used by this run")]
+    assert said == ["not used by this run: --workers 2 (the tensor loader has no worker processes; --loader "
+                    "dataloader uses them); --sync-bn (one process: its BatchNorm sees the whole batch already)"]
