@@ -131,9 +131,9 @@ def _data(cfg: Config, resumed: Resume | None) -> tuple[DatasetSpec, list[tuple[
     the weights keep, so that eval can tell that it has the run's images: see evaluation)."""
     spec = build_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.val_split, cfg.train.seed,
                          cfg.data.download)
-    listed = spec.fingerprint()
+    listed = spec.fingerprint(sizes=True)
     spec, skipped_images = drop_unreadable(spec, cfg.data.max_bad_share)
-    fingerprint = spec.fingerprint() if skipped_images else listed
+    fingerprint = spec.fingerprint()
     if resumed is not None:
         check_same_data(resumed, fingerprint, spec.class_names, cfg.data.dataset)
     return spec, skipped_images, fingerprint, listed

@@ -8,12 +8,13 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from tudui._version import __version__
 from tudui.config import SECTIONS, TrainFlags, iter_options
 from tudui.config_commands import EvalConfig, ExportConfig, PredictConfig, ServeConfig
 from tudui.errors import SettingError, TuduiError
-from tudui.interrupts import TrainingInterrupted, WatchedStdout, silence_stdout
+from tudui.interrupts import TrainingInterrupted, WatchedOutput, silence
 from tudui.settings import columns, counted, flag_name, option_key, padded, shown_path, value_type
 from tudui.usage import Parser, unrecognized
 
@@ -169,14 +170,24 @@ def build_parser() -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     from tudui.runner import train
     flags = TrainFlags(**_given(TrainFlags, args))
-    if flags.nproc > 1 and "LOCAL_RANK" not in os.environ:   # not started by torchrun already
-        check_processes(flags.nproc, getattr(args, "device", None) or "auto")
-        return launch_torchrun(flags.nproc, argv)
     overrides = {option_key(f): getattr(args, option_key(f)) for _, f in iter_options()}
-    with WatchedStdout(sys.stdout) as stdout:   # `tudui train ... | head` stops the run cleanly
+    if flags.nproc > 1 and "LOCAL_RANK" not in os.environ:   # not started by torchrun already
+        check_processes(flags.nproc, overrides.get("device") or _file_device(flags))
+        return launch_torchrun(flags.nproc, argv)
+    with WatchedOutput() as output:   # `tudui train ... | head` stops the run cleanly
         train(config_file=flags.config or None, resume=flags.resume or None, trust_pickle=flags.trust_pickle,
               extend=flags.extend, **overrides)
-    return 141 if stdout.gone else 0
+    return 141 if output.gone else 0
+
+
+def _file_device(flags: TrainFlags) -> str:
+    """The --device of the settings file (or of the run --resume continues), else auto."""
+    from tudui.config_files import make_config
+    path = flags.config or (Path(flags.resume) / "config.yaml" if flags.resume else None)
+    try:
+        return make_config(path).train.device if path else "auto"
+    except TuduiError:   # said by the training itself, with its context
+        return "auto"
 
 
 def check_processes(nproc: int, device: str) -> None:
@@ -398,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # The reader went away (`tudui predict ... | head`): nothing left to say, and nowhere to say it.
-        silence_stdout()
+        silence(1)
         return 141
     except OSError as e:   # what the files or the system refused (a name too long, no permission): not a bug
         if args.debug:

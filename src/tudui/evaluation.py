@@ -106,7 +106,10 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
         split = "all" if whole else "test" if raw.test is not None else "val"
     # Unreadable images are skipped as training skipped them (after the val split is held out, as there).
     bad_share = trained.data.max_bad_share if cfg.max_bad_share is None else cfg.max_bad_share
-    same_images = _has_the_runs_images(raw, trained, meta)
+    # the run's own images (by place, or by what the weights say they were) matter where the val split
+    # is drawn from train again, and where everything is measured
+    held_out = split == "val" and raw.val is None
+    same_images = _has_the_runs_images(raw, trained, meta) if held_out or split == "all" else None
     own = _is_training_data(data, meta) or same_images is True
     if own and same_images is False and raw.val is None and split in ("val", "all"):
         log.warning("the images of %s have changed since these weights were trained on them, so the val split "
@@ -149,7 +152,7 @@ def _has_the_runs_images(raw: DatasetSpec, trained: Config, meta: WeightsMeta) -
     if not meta.listed:
         return None
     try:
-        return hold_out_val(raw, trained.data.val_split, trained.train.seed).fingerprint() == meta.listed
+        return hold_out_val(raw, trained.data.val_split, trained.train.seed).fingerprint(sizes=True) == meta.listed
     except TuduiError:   # no val or test split as the run split it: not the run's data
         return False
 

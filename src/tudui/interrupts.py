@@ -6,7 +6,7 @@ Further signals while that checkpoint is written are noted and otherwise ignored
 save is never cut in half (and it is atomic besides).
 
 The reader of the output going away (`tudui train ... | head`) stops a training the same way,
-with 141 (SIGPIPE), instead of killing it mid-write: see WatchedStdout.
+with 141 (SIGPIPE), instead of killing it mid-write: see WatchedOutput.
 """
 from __future__ import annotations
 
@@ -80,56 +80,78 @@ _listening: list[StopRequest] = []   # the StopRequest in force in the main thre
 _reader_gone = False
 
 
-class WatchedStdout:
-    """sys.stdout while `tudui train` runs. When the reader of the output goes away (`tudui train
-    ... | head`), writing raises BrokenPipeError wherever a line is printed, and would end the
-    process there: between an epoch's progress line and its checkpoint, say. Instead, the rest of
-    the output is dropped, a training in progress stops at its next batch boundary with a
-    resumable checkpoint (exit 141, as a process killed by SIGPIPE), one not yet begun stops at its
-    first, and one already trained writes its results to the end."""
+class WatchedOutput:
+    """sys.stdout and sys.stderr while `tudui train` runs. When the reader of either goes away
+    (`tudui train ... | head`, or `2>&1 | head`), writing raises BrokenPipeError wherever a line
+    is printed, and would end the process there: between an epoch's progress line and its
+    checkpoint, say. Instead, the rest of that output is dropped, a training in progress stops at
+    its next batch boundary with a resumable checkpoint (exit 141, as a process killed by SIGPIPE),
+    one not yet begun stops at its first, and one already trained writes its results to the end.
+    A stream that is None (no stdout at all, as under pythonw) is left as it is."""
 
-    def __init__(self, stream):
-        self._stream = stream
+    def __init__(self):
         self.gone = False
+        self._saved: dict[str, object] = {}
+
+    def _went_away(self, fd: int | None) -> None:
+        global _reader_gone
+        if fd is not None:
+            silence(fd)
+        if self.gone:
+            return
+        self.gone = _reader_gone = True
+        if _listening:
+            _listening[-1].request(signal.SIGPIPE)
+
+    def __enter__(self) -> WatchedOutput:
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if stream is not None:
+                self._saved[name] = stream
+                setattr(sys, name, _Watched(stream, self._went_away))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _reader_gone
+        for name, stream in self._saved.items():
+            setattr(sys, name, stream)
+        _reader_gone = False
+
+
+class _Watched:
+    """A stream whose BrokenPipeError is told to on_gone (with its file descriptor) and swallowed."""
+
+    def __init__(self, stream, on_gone):
+        self._stream, self._on_gone = stream, on_gone
+        try:
+            self._fd = stream.fileno()
+        except (OSError, ValueError, AttributeError):   # not a file (a test's capture)
+            self._fd = None
 
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
         except BrokenPipeError:
-            self._reader_went_away()
+            self._on_gone(self._fd)
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except BrokenPipeError:
-            self._reader_went_away()
+            self._on_gone(self._fd)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
 
-    def _reader_went_away(self) -> None:
-        global _reader_gone
-        if self.gone:
-            return
-        self.gone = _reader_gone = True
-        silence_stdout()
-        if _listening:
-            _listening[-1].request(signal.SIGPIPE)
 
-    def __enter__(self) -> WatchedStdout:
-        sys.stdout = self
-        return self
-
-    def __exit__(self, *exc) -> None:
-        global _reader_gone
-        sys.stdout, _reader_gone = self._stream, False
-
-
-def silence_stdout() -> None:
-    """Point file descriptor 1 at the null device: what is still buffered for a reader that has
-    gone (and Python's own flush at exit) then goes nowhere instead of failing again."""
+def silence(fd: int = 1) -> None:
+    """Point file descriptor fd (stdout's unless told) at the null device: what is still buffered
+    for a reader that has gone (and Python's own flush at exit) then goes nowhere instead of
+    failing again."""
     try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
-    except (OSError, ValueError, AttributeError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    except OSError:
         pass

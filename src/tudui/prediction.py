@@ -104,9 +104,11 @@ def predict_images(inputs: str | Path | Image.Image | Sequence, cfg: PredictConf
     """predict, for settings made already (the CLI's)."""
     if cfg.out:
         check_output_path(cfg.out)   # before any work, so a bad name costs nothing
-    if isinstance(inputs, (str, os.PathLike, Image.Image)) or hasattr(inputs, "shape") or \
+    if hasattr(inputs, "shape") and getattr(getattr(inputs, "dtype", None), "kind", "") in ("U", "S", "O"):
+        inputs = list(inputs)   # an array or a pandas Series of paths
+    elif isinstance(inputs, (str, os.PathLike, Image.Image)) or hasattr(inputs, "shape") or \
             not isinstance(inputs, Iterable):
-        inputs = [inputs]   # one input; an array or a number is then refused by its type
+        inputs = [inputs]   # one input; an array of pixels or a number is then refused by its type
     items = expand_inputs(inputs)
     device = inference_device(cfg.device)
     net, meta = load_model(cfg.weights, device, cfg.model or None, cfg.trust_pickle)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import signal
 import threading
 from collections.abc import Callable
@@ -225,12 +226,17 @@ def _another_process_failed():
         yield
     except RuntimeError as e:
         place = torchrun_place()
-        if place is None or place[1] <= 1:
-            raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        if place is None or place[1] <= 1 or not _COLLECTIVE_FAILED.search(str(e)):
+            raise   # this process's own error (out of memory, say): said as itself
         raise TuduiError(f"rank {place[0]} stops: another process of this run ended or stopped answering "
                          f"({first}); if it said why, that is above (TUDUI_DIST_TIMEOUT sets how long a "
                          f"process waits for the others, {PROCESS_GROUP_TIMEOUT:g} s)") from None
+
+
+# What Gloo and NCCL say when the other end of a collective went away or did not answer in time.
+_COLLECTIVE_FAILED = re.compile(r"gloo|nccl|connection (closed|reset|refused)|closed by peer|broken pipe|"
+                                r"timed out|timeout|socket|rendezvous|process group", re.IGNORECASE)
 
 
 class _Terminated(BaseException):

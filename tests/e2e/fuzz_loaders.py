@@ -106,7 +106,11 @@ def weights_cases(base: Path) -> None:
         roll = rng.random()
         if roll < 0.5:   # the tudui metadata, mutated, in an otherwise valid file
             inner = json.loads(header["__metadata__"]["tudui"])
-            text = json.dumps(mutate_json(inner)) if rng.random() < 0.9 else "[" * rng.randint(1, 200_000)
+            if rng.random() < 0.15:   # an optional field left out, as older files have it: still loads
+                inner.pop(rng.choice(["start", "pretrained", "val_loss", "listed", "tudui_version"]))
+            else:
+                inner = mutate_json(inner) if rng.random() < 0.9 else None
+            text = json.dumps(inner) if inner is not None else "[" * rng.randint(1, 200_000)
             new = dict(header, __metadata__={"tudui": text})
             blob = json.dumps(new).encode()
             path.write_bytes(struct.pack("<Q", len(blob)) + blob + data[8 + header_len:])

@@ -97,12 +97,16 @@ def test_eval_knows_the_runs_images_by_their_listing_moved_or_changed(tmp_path, 
     flat = write_class_folder(tmp_path / "flat", CLASSES, 10)
     run = tudui.train(data=str(flat), epochs=1, project=str(tmp_path), progress=False, report=False)
     shutil.copytree(flat, tmp_path / "copied")
+    caplog.clear()
     with caplog.at_level("WARNING", logger="tudui"):
         assert tudui.evaluate(run.run_dir)["count"] == 6 and not caplog.records      # the run's own val split
         tudui.evaluate(run.run_dir, data=str(tmp_path / "copied"))                # the same images elsewhere
         said = caplog.records[-1].getMessage()
         assert "copied is the data these weights were trained on: 24 of its 30 images are training images" in said
         caplog.clear()
+        other = write_class_folder(tmp_path / "same-names", CLASSES, 10, seed=5)   # other images, same names
+        tudui.evaluate(run.run_dir, data=str(other))
+        assert not caplog.records
         for i in range(3):     # more images: the val split drawn again is not the one the run kept apart
             shutil.copy(flat / CLASSES[0] / "000.png", flat / CLASSES[0] / f"extra{i}.png")
         tudui.evaluate(run.run_dir)

@@ -320,3 +320,11 @@ def test_a_label_without_train_rows_is_refused_with_its_line(tmp_path):
                                          r"could never predict them"):
         csv_dataset(listing)
     assert csv_dataset(listing, min_classes=1).class_names == ["bleu", "blue", "red"]   # eval: measured as named
+
+
+def test_a_named_split_column_beside_another_of_split_names_is_read(tmp_path):
+    for name in ("a1", "a2", "b1", "b2"):
+        image(tmp_path / f"{name}.png")
+    spec = read(write_csv(tmp_path / "list.csv", "path,label,split,original_split\na1.png,ant,train,test\n"
+                          "a2.png,ant,test,train\nb1.png,bee,train,train\nb2.png,bee,test,test\n"))
+    assert len(spec.train) == 2 and len(spec.test) == 2       # by the column named split

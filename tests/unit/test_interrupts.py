@@ -13,7 +13,7 @@ import pytest
 
 from tudui.errors import TuduiError
 from tudui import interrupts
-from tudui.interrupts import StopRequest, TrainingInterrupted, WatchedStdout
+from tudui.interrupts import StopRequest, TrainingInterrupted, WatchedOutput
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -169,11 +169,15 @@ def test_a_forked_worker_that_hears_ctrl_c_says_nothing_and_sets_nothing(capsys)
 class GonePipe:
     """A stream whose reader has gone: every write and flush raises BrokenPipeError."""
 
-    def __init__(self):
-        self.writes = 0
+    def __init__(self, fd=None):
+        self.fd = fd
+
+    def fileno(self):
+        if self.fd is None:
+            raise OSError("no file descriptor")
+        return self.fd
 
     def write(self, text):
-        self.writes += 1
         raise BrokenPipeError(32, "Broken pipe")
 
     def flush(self):
@@ -182,36 +186,54 @@ class GonePipe:
 
 def test_a_reader_gone_mid_training_stops_it_as_sigpipe_once_and_says_so(recorder, monkeypatch, capsys):
     silenced = []
-    monkeypatch.setattr(interrupts, "silence_stdout", lambda: silenced.append(1))
-    pipe = GonePipe()
-    with WatchedStdout(pipe) as stdout, StopRequest() as stop:
-        assert sys.stdout is stdout
+    monkeypatch.setattr(interrupts, "silence", silenced.append)
+    monkeypatch.setattr(sys, "stdout", GonePipe(fd=41))
+    with WatchedOutput() as output, StopRequest() as stop:
         print("epoch 1/3 ...")               # the reader has gone: no BrokenPipeError reaches the loop
         print("epoch 2/3 ...")
         assert stop.requested == signal.SIGPIPE and stop()
-    assert sys.stdout is not stdout and stdout.gone and silenced == [1]
+    assert isinstance(sys.stdout, GonePipe) and output.gone and set(silenced) == {41}
     err = capsys.readouterr().err
     assert err.count("the output's reader went away: stopping after this batch") == 1
     assert "already stopping" not in err
     assert TrainingInterrupted("x", stop.requested).exit_code == 141
 
 
+def test_stderr_gone_too_stops_the_run_the_same_way_without_an_error_of_its_own(recorder, monkeypatch):
+    monkeypatch.setattr(interrupts, "silence", lambda fd: None)
+    monkeypatch.setattr(sys, "stdout", GonePipe())
+    monkeypatch.setattr(sys, "stderr", GonePipe())     # `tudui train ... 2>&1 | head`
+    with WatchedOutput() as output, StopRequest() as stop:
+        print("epoch 1/3 ...")                          # its stop line goes to the gone stderr: swallowed
+        assert stop.requested == signal.SIGPIPE
+    assert output.gone
+
+
 def test_a_reader_gone_before_training_stops_it_at_its_first_batch(recorder, monkeypatch):
-    monkeypatch.setattr(interrupts, "silence_stdout", lambda: None)
-    with WatchedStdout(GonePipe()) as stdout:
+    monkeypatch.setattr(interrupts, "silence", lambda fd: None)
+    monkeypatch.setattr(sys, "stdout", GonePipe())
+    with WatchedOutput() as output:
         print("data: ...")
         with StopRequest() as stop:
             assert stop.requested == signal.SIGPIPE
-    assert stdout.gone
+    assert output.gone
     with StopRequest() as later:     # the next command in this process starts afresh
         assert later.requested is None
 
 
 def test_a_reader_gone_after_training_lets_it_write_its_results(recorder, monkeypatch):
-    monkeypatch.setattr(interrupts, "silence_stdout", lambda: None)
+    monkeypatch.setattr(interrupts, "silence", lambda fd: None)
     with StopRequest() as stop:
         pass
-    with WatchedStdout(GonePipe()) as stdout:
+    monkeypatch.setattr(sys, "stdout", GonePipe())
+    with WatchedOutput() as output:
         print("test accuracy ...")
         print("report: ...")                  # printing goes on, into nothing
-    assert stdout.gone and stop.requested is None
+    assert output.gone and stop.requested is None
+
+
+def test_no_stdout_at_all_is_left_alone(monkeypatch):
+    monkeypatch.setattr(sys, "stdout", None)          # pythonw, or `tudui train ... >&-`
+    with WatchedOutput() as output:
+        print("epoch 1/3 ...")                          # print() with no stdout writes nothing, as before
+    assert sys.stdout is None and not output.gone

@@ -35,6 +35,11 @@ def test_pixels_or_numbers_as_inputs_are_one_error_before_the_weights_are_read(i
         tudui.predict(inputs(), weights=tmp_path / "not-read.safetensors")
 
 
+def test_an_array_of_paths_is_a_list_of_inputs(tmp_path):
+    with pytest.raises(TuduiError, match="weights not found"):    # past the inputs: they were taken
+        tudui.predict(np.array(["a.png", "b.png"]), weights=tmp_path / "not-read.safetensors")
+
+
 def test_cells_that_a_spreadsheet_would_run_are_written_as_text(tmp_path):
     from tudui.prediction import write_predictions
     results = [{"path": "=cmd|' /C calc'!A0.png", "predictions": [{"class": "+SUM(A1)", "probability": 0.9},

@@ -83,3 +83,23 @@ def test_a_cpu_runtime_reuses_freed_memory_instead_of_faulting_in_new_pages(comm
     # From the third step on, freed blocks are used again: the heap still finds a new place for a
     # block now and then (the first steps), so the sum is compared, not each step.
     assert sum(tuned_faults[2:]) < sum(faults[2:]) / 10, (tuned_faults, faults)
+
+
+def test_only_a_failed_collective_is_blamed_on_another_process(monkeypatch):
+    import pytest
+
+    from tudui.errors import TuduiError
+    from tudui.runner import _another_process_failed
+    for name, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    with pytest.raises(TuduiError, match=r"rank 1 stops: another process of this run ended or stopped answering"):
+        with _another_process_failed():
+            raise RuntimeError("[../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:2705")
+    with pytest.raises(RuntimeError, match="out of memory"):      # its own error, said as itself
+        with _another_process_failed():
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.delenv("RANK")
+    with pytest.raises(RuntimeError, match="Connection closed"):  # one process: nothing to blame
+        with _another_process_failed():
+            raise RuntimeError("Connection closed by peer")

@@ -84,4 +84,20 @@ def test_val_and_test_images_that_are_copies_of_train_images_are_warned_of(tmp_p
         drop_unreadable(spec, 0.05)
     said = caplog.records[-1].getMessage()
     assert said.startswith("2 images of the test split are byte for byte the same as train images (first: ")
-    assert "copy-000.png = " in said and said.endswith("the test numbers; keep each image in one split")
+    assert "copy-000.png = " in said and said.endswith("the test numbers; remove one file of each pair")
+
+
+def test_unreadable_files_alike_in_two_splits_are_skipped_not_called_copies(tmp_path, monkeypatch, caplog):
+    from helpers import write_class_folder
+    from tudui.data import build_dataset
+    from tudui.data.validate import drop_unreadable
+    monkeypatch.setenv("TUDUI_CACHE", str(tmp_path / "cache"))
+    write_class_folder(tmp_path / "d" / "train", ["a", "b"], 6)
+    write_class_folder(tmp_path / "d" / "test", ["a", "b"], 3, seed=8)
+    for split in ("train", "test"):
+        (tmp_path / "d" / split / "a" / "empty.png").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="tudui"):
+        drop_unreadable(build_dataset(str(tmp_path / "d"), "unused", -1, 0, False), 0.5)
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("skipping unreadable image" in line for line in said) == 2
+    assert not any("byte for byte" in line for line in said)

@@ -63,7 +63,10 @@ def _is_image_name(cell: str) -> bool:
 
 def _check_no_unread_split(path: Path, rows: list, columns: dict[str, int], header: list[str]) -> None:
     """A column that tudui would not read but that holds only train/val/test values is meant as the
-    split: refused, so that its test rows are not trained on without a word."""
+    split (when no column is named split): refused, so that its test rows are not trained on
+    without a word."""
+    if "split" in columns:
+        return
     width = max(len(cells) for _, cells in rows) if rows else 0
     for index in set(range(width)) - set(columns.values()):
         cells = [cells[index].lower() for _, cells in rows if index < len(cells)]

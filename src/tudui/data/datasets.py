@@ -42,10 +42,10 @@ class DatasetSpec:
         """{name: images} of the splits it has, in the order train, val, test."""
         return {name: getattr(self, name) for name in SPLITS if getattr(self, name) is not None}
 
-    def fingerprint(self) -> dict[str, list]:
+    def fingerprint(self, sizes: bool = False) -> dict[str, list]:
         """{split: [images, a short hash of which ones]}: what a resumed run checks is unchanged.
-        Files count by path within the data set's folder and label, not by content or time, so a
-        copy touched again, or an archive unpacked again, is the same."""
+        Files count by path within the data set's folder and label (and with sizes, their size in
+        bytes), not by time, so a copy touched again, or an archive unpacked again, is the same."""
         files = [os.path.abspath(path) for images in self.splits().values() if isinstance(images, FileImages)
                  for path, _ in images.samples]
         root = os.path.commonpath(files) if files else ""
@@ -54,7 +54,8 @@ class DatasetSpec:
             digest = hashlib.sha256()
             if isinstance(images, FileImages):
                 for path, label in images.samples:
-                    digest.update(f"{os.path.relpath(os.path.abspath(path), root)}|{label}\n".encode())
+                    size = f"|{_size(path)}" if sizes else ""
+                    digest.update(f"{os.path.relpath(os.path.abspath(path), root)}|{label}{size}\n".encode())
             elif getattr(images, "labels", None) is not None:
                 digest.update(np.asarray(images.labels, dtype=np.int64).tobytes())
             prints[name] = [len(images), digest.hexdigest()[:16]]
@@ -70,6 +71,13 @@ class DatasetSpec:
         total = sum(len(images) for images in splits.values())
         return " / ".join(f"{len(images):,} {name}" for name, images in splits.items()) + (
             " image" if total == 1 else " images")
+
+
+def _size(path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
 
 
 class ArrayImages(Dataset):

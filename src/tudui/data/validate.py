@@ -84,11 +84,14 @@ def check_files(files: FileImages) -> tuple[list[tuple[str, str]], list[str]]:
 
 def _digest(path: Path) -> str:
     """16 hex digits of the file's bytes (BLAKE2b): equal files, equal digests; "" if unreadable."""
+    digest = hashlib.blake2b(digest_size=8)
     try:
         with open(path, "rb") as f:
-            return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=8)).hexdigest()
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
     except OSError:
         return ""
+    return digest.hexdigest()
 
 
 def drop_unreadable(spec: DatasetSpec, max_bad_share: float) -> tuple[DatasetSpec, list[tuple[str, str]]]:
@@ -101,7 +104,10 @@ def drop_unreadable(spec: DatasetSpec, max_bad_share: float) -> tuple[DatasetSpe
     checked = {split: check_files(images) for split, images in spec.splits().items()
                if isinstance(images, FileImages)}
     found = {split: bad for split, (bad, _) in checked.items()}
-    _warn_of_copies(spec, {split: digests for split, (_, digests) in checked.items()})
+    unreadable = {path for bad in found.values() for path, _ in bad}
+    _warn_of_copies(spec, {split: [d if str(path) not in unreadable else "" for d, (path, _) in
+                                   zip(digests, getattr(spec, split).samples)]
+                           for split, (_, digests) in checked.items()})
     skipped = [item for bad in found.values() for item in bad]
     _check_share(skipped, sum(len(images) for images in spec.splits().values()), "", max_bad_share)
     for split, bad in found.items():
@@ -119,11 +125,11 @@ def _warn_of_copies(spec: DatasetSpec, digests: dict[str, list[str]]) -> None:
         images = getattr(spec, split)
         if split not in digests or not in_train:
             continue
-        copies = [(path, in_train[d]) for d, (path, _) in zip(digests[split], images.samples) if d in in_train]
+        copies = [(path, in_train[d]) for d, (path, _) in zip(digests[split], images.samples) if d and d in in_train]
         if copies:
             first, twin = copies[0]
             log.warning("%s of the %s split %s byte for byte the same as train images (first: %s = %s): "
-                        "measured, they flatter the %s numbers; keep each image in one split",
+                        "measured, they flatter the %s numbers; remove one file of each pair",
                         counted(len(copies), "image"), split, "is" if len(copies) == 1 else "are",
                         as_given(first), as_given(twin), split)
 
