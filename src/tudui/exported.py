@@ -59,7 +59,7 @@ class ExportInfo:
     def from_json(cls, text: str, source: str) -> ExportInfo:
         try:
             raw = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):   # a JSON error, or an integer past Python's 4,300 digits
             raw = None
         if not isinstance(raw, dict):
             raise TuduiError(f"{source} has damaged export metadata")

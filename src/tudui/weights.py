@@ -107,7 +107,7 @@ class WeightsMeta:
         file and the first field that is wrong."""
         try:
             raw = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):   # a JSON error, or an integer past Python's 4,300 digits
             raise TuduiError(f"{source} has damaged tudui metadata") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT_VERSION:
             found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__

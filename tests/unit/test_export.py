@@ -148,6 +148,12 @@ def test_damaged_export_metadata_is_named(weights, tmp_path):
     bad.write_bytes(model.SerializeToString())
     with pytest.raises(TuduiError, match="damaged export metadata: batch is -3"):
         load_model(bad)
+    for prop in model.metadata_props:      # an integer longer than Python reads: damaged too, not a ValueError
+        if prop.key == "tudui_export":
+            prop.value = '{"format": "onnx", "batch": ' + "7" * 5000 + "}"
+    bad.write_bytes(model.SerializeToString())
+    with pytest.raises(TuduiError, match="damaged export metadata"):
+        load_model(bad)
 
 
 def test_settings_are_checked_before_any_work(weights, tmp_path):

@@ -182,6 +182,14 @@ def test_metadata_of_the_wrong_shape_is_one_clear_error(tmp_path, change):
         read_weights(path)
 
 
+def test_an_integer_too_long_for_python_to_read_is_damaged_metadata(tmp_path):
+    path = tmp_path / "w.safetensors"
+    tensors = {k: v.contiguous() for k, v in create_model("tudui", 3).state_dict().items()}
+    save_file(tensors, str(path), metadata={"tudui": '{"format": 1, "epoch": ' + "9" * 5000 + "}"})
+    with pytest.raises(TuduiError, match="damaged tudui metadata"):
+        read_weights(path)
+
+
 def test_deeply_nested_metadata_is_refused_without_a_recursion_error(tmp_path):
     path = tmp_path / "w.safetensors"
     tensors = {k: v.contiguous() for k, v in create_model("tudui", 3).state_dict().items()}
