@@ -47,9 +47,9 @@ def evaluate(weights: str | Path, **settings) -> dict:
     report=True or out is given: then report.html, metrics.json, the pictures and TensorBoard
     events go to out (default: RUN/eval, RUN/eval2, ...), and the result's `report` is the page.
     """
-    given = {k: v for k, v in settings.items() if v is not None}
-    given.setdefault("report", "out" in given)
-    return evaluate_weights(made(EvalConfig, "eval", {**given, "weights": weights}))
+    if settings.get("report") is None:
+        settings["report"] = settings.get("out") is not None
+    return evaluate_weights(made(EvalConfig, "eval", {**settings, "weights": weights}))
 
 
 def evaluate_weights(cfg: EvalConfig) -> dict:

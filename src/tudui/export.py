@@ -68,8 +68,7 @@ class Deployable(nn.Module):
 def export_model(weights: str | Path, **settings) -> ExportResult:
     """Write weights as an exported file; settings are `tudui export`'s by the same names (format,
     out, batch, half, pixels, tolerance, check_images, model, trust_pickle)."""
-    given = {k: v for k, v in settings.items() if v is not None}
-    return export_weights(made(ExportConfig, "export", {**given, "weights": str(weights)}))
+    return export_weights(made(ExportConfig, "export", {**settings, "weights": str(weights)}))
 
 
 def export_weights(cfg: ExportConfig, say: Callable[[str], None] = lambda line: None) -> ExportResult:

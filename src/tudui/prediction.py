@@ -96,8 +96,7 @@ def predict(inputs: str | Path | Image.Image | Sequence, weights: str | Path, **
     `tudui serve` decode it; a PIL image is taken as it is, so the same photo opened by hand may
     give probabilities a little different in their last digits.
     """
-    given = {k: v for k, v in settings.items() if v is not None}
-    return predict_images(inputs, made(PredictConfig, "predict", {**given, "weights": weights}))
+    return predict_images(inputs, made(PredictConfig, "predict", {**settings, "weights": weights}))
 
 
 def predict_images(inputs: str | Path | Image.Image | Sequence, cfg: PredictConfig) -> list[dict]:

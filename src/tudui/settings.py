@@ -199,15 +199,15 @@ def nearest(name: str, names: list[str], prefix: str = "") -> str:
 
 
 def made(cls: type, command: str, given: dict):
-    """cls(**given) for `tudui COMMAND`'s settings given in a Python call: a keyword that is no
-    setting is said as the setting error it is, with the names spelled like it, rather than as
-    the TypeError the dataclass would raise."""
+    """cls(**given) for `tudui COMMAND`'s settings given in a Python call, those given as None left
+    at their defaults: a keyword that is no setting (None or not) is said as the setting error it
+    is, with the names spelled like it, rather than as the TypeError the dataclass would raise."""
     known = [f.name for f in fields(cls)]
     for key in given:
         if key not in known:
             raise SettingError(f"unknown setting {shown(key)} for {command}; "
                                f"{nearest(str(key), known) or f'`tudui {command} --help` lists them'}")
-    return cls(**given)
+    return cls(**{key: value for key, value in given.items() if value is not None})
 
 
 def flag_name(f: dataclasses.Field) -> str:

@@ -453,6 +453,7 @@ def test_shown_quotes_a_value_that_nests_itself_without_working_out_its_whole_re
     (lambda: tudui.predict(["seven.png"], weights="runs/exp", topkk=3), "topkk", "did you mean topk"),
     (lambda: tudui.export_model("runs/exp", formt="onnx"), "formt", "did you mean format"),
     (lambda: tudui.evaluate("runs/exp", zzz=1), "zzz", "`tudui eval --help` lists them"),
+    (lambda: tudui.evaluate("runs/exp", splitt=None), "splitt", "did you mean split"),   # None is no excuse
 ])
 def test_a_keyword_the_python_commands_do_not_have_is_a_setting_error_with_the_near_names(call, word, meant):
     with pytest.raises(SettingError, match=f"unknown setting '{word}' for .*; {meant}"):
