@@ -147,7 +147,7 @@ def _split_to_evaluate(cfg: EvalConfig, data: str, trained: Config, meta: Weight
 
 def _has_the_runs_images(raw: DatasetSpec, trained: Config, meta: WeightsMeta) -> bool | None:
     """Whether raw, split as the run split it, lists the very images the weights were trained on
-    (by their names within the data set and labels, so also where the folder was copied or moved);
+    (by their names within the data set, labels and sizes, so also where the folder was copied or moved);
     None when the weights do not say (from before tudui kept it, or not made by a tudui run)."""
     if not meta.listed:
         return None
