@@ -172,7 +172,8 @@ def run_train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     flags = TrainFlags(**_given(TrainFlags, args))
     overrides = {option_key(f): getattr(args, option_key(f)) for _, f in iter_options()}
     if flags.nproc > 1 and "LOCAL_RANK" not in os.environ:   # not started by torchrun already
-        check_processes(flags.nproc, overrides.get("device") or _file_device(flags))
+        from tudui.runtime import check_process_count
+        check_process_count(flags.nproc, overrides.get("device") or _file_device(flags))
         return launch_torchrun(flags.nproc, argv)
     with WatchedOutput() as output:   # `tudui train ... | head` stops the run cleanly
         train(config_file=flags.config or None, resume=flags.resume or None, trust_pickle=flags.trust_pickle,
@@ -188,27 +189,6 @@ def _file_device(flags: TrainFlags) -> str:
         return make_config(path).train.device if path else "auto"
     except TuduiError:   # said by the training itself, with its context
         return "auto"
-
-
-def check_processes(nproc: int, device: str) -> None:
-    """Refuse, before any process starts, an --nproc this machine cannot hold: one GPU per process
-    on CUDA; on the CPU no more processes than cores (each holds the model and its data)."""
-    import torch
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if device.startswith("cuda:"):
-        raise SettingError(f"--device {device} names one GPU, and --nproc {nproc} processes each take their "
-                           f"own (cuda:0 to cuda:{nproc - 1}): give --device cuda")
-    if device == "cuda" and not gpus:
-        raise SettingError("--device cuda: PyTorch sees no CUDA GPU here (use --device auto or cpu)")
-    if device in ("cuda", "auto") and gpus:
-        if nproc > gpus:
-            raise SettingError(f"--nproc {nproc} needs a GPU for each process; PyTorch sees {counted(gpus, 'GPU')} "
-                               f"here")
-        return
-    cores = os.cpu_count() or 1
-    if nproc > cores:
-        raise SettingError(f"--nproc {nproc} on {counted(cores, 'CPU core')}: each process holds the model and its "
-                           f"data and takes a core, so at most {cores} here")
 
 
 def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:

@@ -163,6 +163,26 @@ def torchrun_place() -> tuple[int, int, int] | None:
                          "with torchrun (or tudui train --nproc N)") from None
 
 
+def check_process_count(nproc: int, device: str) -> None:
+    """Refuse, before any process starts, an --nproc this machine cannot hold: one GPU per process
+    on CUDA; on the CPU no more processes than cores (each holds the model and its data)."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.startswith("cuda:"):
+        raise SettingError(f"--device {device} names one GPU, and --nproc {nproc} processes each take their "
+                           f"own (cuda:0 to cuda:{nproc - 1}): give --device cuda")
+    if device == "cuda" and not gpus:
+        raise SettingError("--device cuda: PyTorch sees no CUDA GPU here (use --device auto or cpu)")
+    if device in ("cuda", "auto") and gpus:
+        if nproc > gpus:
+            raise SettingError(f"--nproc {nproc} needs a GPU for each process; PyTorch sees {counted(gpus, 'GPU')} "
+                               f"here")
+        return
+    cores = os.cpu_count() or 1
+    if nproc > cores:
+        raise SettingError(f"--nproc {nproc} on {counted(cores, 'CPU core')}: each process holds the model and its "
+                           f"data and takes a core, so at most {cores} here")
+
+
 def join_process_group(device: str | torch.device, rank: int, world_size: int, local_rank: int) -> torch.device:
     """This process's device (cuda:LOCAL_RANK on GPUs, else the CPU), once the process group is up."""
     import torch.distributed as dist
