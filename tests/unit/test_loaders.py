@@ -270,3 +270,16 @@ def test_under_a_time_budget_the_small_share_is_a_share_of_the_time():
     assert loader.size == 4
     resumed.on_epoch_start(8, 10, len(loader))
     assert loader.size is None
+
+
+@pytest.mark.parametrize("cores, processes, expected", [(2, None, 2), (2, "2", 1), (16, "2", 4), (16, "8", 2),
+                                                        (1, "4", 1), (8, "junk", 4)])
+def test_automatic_workers_share_the_cores_among_torchruns_processes(monkeypatch, cores, processes, expected):
+    from tudui.data.loaders import pick_workers
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    if processes is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", processes)
+    assert pick_workers(-1, in_memory=False) == expected
+    assert pick_workers(-1, in_memory=True) == 0 and pick_workers(3, in_memory=False) == 3

@@ -34,10 +34,15 @@ class Transformed(Dataset):
 
 
 def pick_workers(workers: int, in_memory: bool) -> int:
-    """-1 means: none for decoded arrays (a worker costs more than it saves), else up to 4."""
+    """-1 means: none for decoded arrays (a worker costs more than it saves), else up to 4, and no
+    more than this process's share of the cores (torchrun's processes on this machine share them)."""
     if workers >= 0:
         return workers
-    return 0 if in_memory else min(4, os.cpu_count() or 1)
+    try:
+        processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        processes = 1
+    return 0 if in_memory else min(4, max(1, (os.cpu_count() or 1) // processes))
 
 
 def balanced_weights(labels) -> torch.Tensor:
