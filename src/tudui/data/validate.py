@@ -52,9 +52,10 @@ def find_unreadable(files: FileImages) -> list[tuple[str, str]]:
 
 def check_files(files: FileImages) -> tuple[list[tuple[str, str]], list[str]]:
     """([(path, reason)] for the files that cannot be decoded, each path spelled as in files, and
-    a short hash of each file's bytes, in order); cached per set of files (by position in the list:
-    the same files may be spelled otherwise, relative or absolute, the next time)."""
-    cached = cache_root() / "checked" / f"{files_key(files, 'check-v4')}.json"
+    a short hash of each file's bytes, in order, "" for those that cannot be decoded); cached per set
+    of files (by position in the list: the same files may be spelled otherwise, relative or
+    absolute, the next time)."""
+    cached = cache_root() / "checked" / f"{files_key(files, 'check-v5')}.json"
     if cached.is_file():
         try:
             saved = json.loads(cached.read_text())
@@ -71,7 +72,7 @@ def check_files(files: FileImages) -> tuple[list[tuple[str, str]], list[str]]:
     for i, (path, _) in enumerate(files.samples):
         if (reason := check_image(path)) is not None:
             bad.append((i, reason))
-        digests.append(_digest(path))
+        digests.append("" if reason is not None else _digest(path))
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(cached, lambda tmp: tmp.write_text(json.dumps({"bad": bad, "digests": digests})))
@@ -104,10 +105,7 @@ def drop_unreadable(spec: DatasetSpec, max_bad_share: float) -> tuple[DatasetSpe
     checked = {split: check_files(images) for split, images in spec.splits().items()
                if isinstance(images, FileImages)}
     found = {split: bad for split, (bad, _) in checked.items()}
-    unreadable = {path for bad in found.values() for path, _ in bad}
-    _warn_of_copies(spec, {split: [d if str(path) not in unreadable else "" for d, (path, _) in
-                                   zip(digests, getattr(spec, split).samples)]
-                           for split, (_, digests) in checked.items()})
+    _warn_of_copies(spec, {split: digests for split, (_, digests) in checked.items()})
     skipped = [item for bad in found.values() for item in bad]
     _check_share(skipped, sum(len(images) for images in spec.splits().values()), "", max_bad_share)
     for split, bad in found.items():
@@ -118,9 +116,10 @@ def drop_unreadable(spec: DatasetSpec, max_bad_share: float) -> tuple[DatasetSpe
 
 def _warn_of_copies(spec: DatasetSpec, digests: dict[str, list[str]]) -> None:
     """A warning for the val and test images whose bytes a train image has too: measured, they
-    are images the model was trained on, and flatter the numbers."""
-    in_train = {d: path for d, (path, _) in zip(digests.get("train", []), spec.train.samples) if d} \
-        if isinstance(spec.train, FileImages) else {}
+    are images the model was trained on, and flatter the numbers (unreadable files, skipped, have
+    no digest)."""
+    in_train = {d: path for d, (path, _) in zip(digests["train"], spec.train.samples) if d} \
+        if "train" in digests else {}
     for split in ("val", "test"):
         images = getattr(spec, split)
         if split not in digests or not in_train:
