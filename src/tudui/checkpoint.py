@@ -22,7 +22,8 @@ from tudui.files import atomic_write, same_file_as
 from tudui.rundir import RunDir
 from tudui.settings import counted, shown
 from tudui.state_dicts import check_tensors_hold_their_data
-from tudui.weights import FORMAT_VERSION, WeightsMeta, save_weights
+from tudui.weights import WeightsMeta, save_weights
+from tudui.weights_meta import FORMAT_VERSION
 
 
 def save_state(path: Path, state: dict) -> None:
