@@ -172,7 +172,7 @@ def run_train(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     flags = TrainFlags(**_given(TrainFlags, args))
     overrides = {option_key(f): getattr(args, option_key(f)) for _, f in iter_options()}
     if flags.nproc > 1 and "LOCAL_RANK" not in os.environ:   # not started by torchrun already
-        from tudui.runtime import check_process_count
+        from tudui.runtime import check_process_count, launch_torchrun
         check_process_count(flags.nproc, overrides.get("device") or _file_device(flags))
         return launch_torchrun(flags.nproc, argv)
     with WatchedOutput() as output:   # `tudui train ... | head` stops the run cleanly
@@ -189,32 +189,6 @@ def _file_device(flags: TrainFlags) -> str:
         return make_config(path).train.device if path else "auto"
     except TuduiError:   # said by the training itself, with its context
         return "auto"
-
-
-def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:
-    """Run this same command under torchrun with nproc processes on this machine: PyTorch's own
-    launcher, in this process, which forwards Ctrl-C and SIGTERM to every process and ends all of
-    them when one fails. Returns its exit status (128 + the signal when stopped by one)."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import main as torchrun
-
-    rest, skip = [], False
-    for arg in argv:   # the same arguments without --nproc
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            rest.append(arg)
-    try:
-        torchrun(["--standalone", f"--nproc-per-node={nproc}", "-m", "tudui", *rest])
-    except SignalException as e:   # Ctrl-C or SIGTERM: the processes saved and said so
-        return 128 + int(e.sigval)
-    except ChildFailedError as e:  # a process failed and said why on its own stderr
-        first = next(iter(e.failures.values()), None)
-        return first.exitcode if first is not None and first.exitcode > 0 else 1
-    return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:

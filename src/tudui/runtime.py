@@ -4,7 +4,8 @@ this process among several.
 A `Runtime` is resolved once per command from its settings and handed down. Under torchrun
 (WORLD_SIZE > 1 in the environment) training joins PyTorch's process group: NCCL on CUDA, one
 GPU per local rank, Gloo on the CPU, with a timeout so that a rank that died never leaves the
-others waiting for ever.
+others waiting for ever. `tudui train --nproc N` starts torchrun here (launch_torchrun), once
+check_process_count has seen that the machine can hold N processes.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import os
 import platform
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -181,6 +183,32 @@ def check_process_count(nproc: int, device: str) -> None:
     if nproc > cores:
         raise SettingError(f"--nproc {nproc} on {counted(cores, 'CPU core')}: each process holds the model and its "
                            f"data and takes a core, so at most {cores} here")
+
+
+def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:
+    """Run this same command under torchrun with nproc processes on this machine: PyTorch's own
+    launcher, in this process, which forwards Ctrl-C and SIGTERM to every process and ends all of
+    them when one fails. Returns its exit status (128 + the signal when stopped by one)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    rest, skip = [], False
+    for arg in argv:   # the same arguments without --nproc
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={nproc}", "-m", "tudui", *rest])
+    except SignalException as e:   # Ctrl-C or SIGTERM: the processes saved and said so
+        return 128 + int(e.sigval)
+    except ChildFailedError as e:  # a process failed and said why on its own stderr
+        first = next(iter(e.failures.values()), None)
+        return first.exitcode if first is not None and first.exitcode > 0 else 1
+    return 0
 
 
 def join_process_group(device: str | torch.device, rank: int, world_size: int, local_rank: int) -> torch.device:
